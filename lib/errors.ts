@@ -1,0 +1,136 @@
+/**
+ * Error classes that callers of respite are expected to catch.
+ *
+ * Bad arguments are reported with the built-ins `TypeError` and `RangeError`;
+ * everything Redis or the network decides is one of the classes below. Every
+ * class sets `name`, and `cause` where there is an underlying error. No message
+ * ever contains a password.
+ *
+ * @module
+ */
+
+/**
+ * Base class of every error respite throws on purpose (other than
+ * `TypeError`/`RangeError` for bad arguments).
+ *
+ * @example
+ * ```ts
+ * import { RespiteError, ReplyError } from "./errors.ts";
+ * const err = new ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value");
+ * console.assert(err instanceof RespiteError);
+ * ```
+ */
+export class RespiteError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong and what to do about it.
+   * @param options `cause`, the underlying error, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "RespiteError";
+  }
+}
+
+/**
+ * An error reply from Redis (`-ERR ...`, `-NOSCRIPT ...`, `-MOVED ...`).
+ * `code` is the first word of the reply, as Redis sends it.
+ *
+ * @example
+ * ```ts
+ * import { ReplyError } from "./errors.ts";
+ * const err = new ReplyError("NOSCRIPT No matching script. Please use EVAL.");
+ * console.assert(err.code === "NOSCRIPT");
+ * ```
+ */
+export class ReplyError extends RespiteError {
+  /** The error code Redis sent: `ERR`, `WRONGTYPE`, `NOSCRIPT`, `MOVED`, ... */
+  readonly code: string;
+  /**
+   * Creates the error.
+   *
+   * @param message The whole error line Redis sent, code included.
+   * @param options `cause`, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ReplyError";
+    const space = message.indexOf(" ");
+    this.code = space === -1 ? message : message.slice(0, space);
+  }
+}
+
+/**
+ * The connection to Redis could not be opened, was lost, or is closed.
+ *
+ * A command that was already sent when the connection dropped rejects with
+ * this error: it may or may not have run on the server, and respite never
+ * sends it again on its own.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionError } from "./errors.ts";
+ * const err = new ConnectionError("connection to 127.0.0.1:6379 closed");
+ * console.assert(err.name === "ConnectionError");
+ * ```
+ */
+export class ConnectionError extends RespiteError {
+  /**
+   * Creates the error.
+   *
+   * @param message What happened, naming the host and port (never a password).
+   * @param options `cause`, the network error, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectionError";
+  }
+}
+
+/**
+ * The server sent bytes that are not valid RESP. The connection that received
+ * them is closed and every command pending on it rejects with this error.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * const err = new ProtocolError("unexpected type byte 0x3f");
+ * console.assert(err.name === "ProtocolError");
+ * ```
+ */
+export class ProtocolError extends RespiteError {
+  /**
+   * Creates the error.
+   *
+   * @param message What was malformed.
+   * @param options `cause`, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ProtocolError";
+  }
+}
+
+/**
+ * A command or a connection attempt did not complete within its timeout.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "./errors.ts";
+ * const err = new TimeoutError("GET timed out after 100 ms");
+ * console.assert(err.name === "TimeoutError");
+ * ```
+ */
+export class TimeoutError extends RespiteError {
+  /**
+   * Creates the error.
+   *
+   * @param message What timed out and after how long.
+   * @param options `cause`, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TimeoutError";
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * Connection options: the public shape, URL parsing, defaults and checks.
+ *
+ * @module
+ */
+
+import type { Push } from "./resp_decoder.ts";
+import type { Connector, Runtime, TlsOptions } from "./transport.ts";
+
+/** Where respite writes warnings (such as `UNLOCK_SCRIPT not cached.`). */
+export interface Logger {
+  /**
+   * Called with one warning line.
+   *
+   * @param message The warning.
+   */
+  warn(message: string): void;
+}
+
+/** How to reconnect after the connection drops. */
+export interface ReconnectOptions {
+  /** Delay before the first attempt, in ms (default 50). */
+  minDelay?: number;
+  /** Longest delay between attempts, in ms (default 2_000). */
+  maxDelay?: number;
+  /** Attempts before giving up and closing the client (default `Infinity`). */
+  maxRetries?: number;
+}
+
+/** Options for {@linkcode connect}. Every field is optional. */
+export interface ConnectOptions {
+  /** A `redis://` or `rediss://` URL; the other fields override its parts. */
+  url?: string;
+  /** Host name or IP address (default `"127.0.0.1"`). */
+  hostname?: string;
+  /** TCP port (default 6379). */
+  port?: number;
+  /** ACL user name; without it, AUTH uses the password alone. */
+  username?: string;
+  /** Password for AUTH. Never appears in an error message. */
+  password?: string;
+  /** Database number to SELECT (default 0). */
+  db?: number;
+  /** `true` or TLS settings to connect over TLS (the default for `rediss://`). */
+  tls?: boolean | TlsOptions;
+  /** RESP version: 2 (default) or 3 (sends `HELLO 3`; needs Redis 6+). */
+  protocol?: 2 | 3;
+  /** Connection name sent with CLIENT SETNAME / HELLO SETNAME. */
+  name?: string;
+  /** Give up opening a connection after this many ms (default 10_000). */
+  connectTimeout?: number;
+  /** Default per-command timeout in ms (default: none). */
+  commandTimeout?: number;
+  /** Reconnect settings, or `false` to close the client when the connection drops. */
+  reconnect?: false | ReconnectOptions;
+  /**
+   * While reconnecting, keep new commands in a queue until the connection is
+   * back (`true`, the default) or reject them at once with a
+   * `ConnectionError` (`false`).
+   */
+  queueWhileReconnecting?: boolean;
+  /** Most commands held while reconnecting; more reject at once (default 10_000). */
+  maxQueue?: number;
+  /** The socket API to use: a runtime's name, or your own connector (default: detected). */
+  connector?: Runtime | Connector;
+  /** Where warnings go (default `console`). */
+  logger?: Logger;
+  /** Called with RESP3 push frames that are not pub/sub messages. */
+  onPush?: (push: Push) => void;
+}
+
+/** Options after parsing and defaults. */
+export interface ResolvedOptions {
+  hostname: string;
+  port: number;
+  username?: string;
+  password?: string;
+  db: number;
+  tls?: TlsOptions;
+  protocol: 2 | 3;
+  name?: string;
+  connectTimeout: number;
+  commandTimeout?: number;
+  reconnect: false | Required<ReconnectOptions>;
+  queueWhileReconnecting: boolean;
+  maxQueue: number;
+  connector?: Runtime | Connector;
+  logger: Logger;
+  onPush?: (push: Push) => void;
+}
+
+const URL_SHAPE =
+  "expected redis://[[user]:password@]host[:port][/db] or rediss://...";
+
+/**
+ * Parses a URL or an options object into complete, checked options.
+ *
+ * @param input A URL string or an options object.
+ * @returns The resolved options.
+ * @throws {TypeError} For a malformed URL, an unknown scheme or a wrong type.
+ * @throws {RangeError} For a bad port, db or duration.
+ */
+export function resolveOptions(
+  input: string | ConnectOptions,
+): ResolvedOptions {
+  let opts: ConnectOptions;
+  if (typeof input === "string") opts = { url: input };
+  else if (input !== null && typeof input === "object") opts = input;
+  else {
+    throw new TypeError(
+      "connect() takes a redis:// URL or an options object",
+    );
+  }
+  const fromUrl = opts.url === undefined ? {} : parseUrl(opts.url);
+  const merged: ConnectOptions = { ...fromUrl };
+  for (const [k, v] of Object.entries(opts)) {
+    if (k !== "url" && v !== undefined) {
+      (merged as Record<string, unknown>)[k] = v;
+    }
+  }
+  const hostname = merged.hostname ?? "127.0.0.1";
+  if (typeof hostname !== "string" || hostname.length === 0) {
+    throw new TypeError("hostname must be a non-empty string");
+  }
+  const port = merged.port ?? 6379;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(
+      `port must be an integer from 1 to 65535, got ${port}`,
+    );
+  }
+  const db = merged.db ?? 0;
+  if (!Number.isInteger(db) || db < 0) {
+    throw new RangeError(`db must be a non-negative integer, got ${db}`);
+  }
+  for (const key of ["username", "password", "name"] as const) {
+    if (merged[key] !== undefined && typeof merged[key] !== "string") {
+      throw new TypeError(`${key} must be a string`);
+    }
+  }
+  const protocol = merged.protocol ?? 2;
+  if (protocol !== 2 && protocol !== 3) {
+    throw new RangeError(`protocol must be 2 or 3, got ${protocol}`);
+  }
+  const connectTimeout = duration("connectTimeout", merged.connectTimeout) ??
+    10_000;
+  const commandTimeout = duration("commandTimeout", merged.commandTimeout);
+  let reconnect: ResolvedOptions["reconnect"] = false;
+  if (merged.reconnect !== false) {
+    const r = merged.reconnect ?? {};
+    if (typeof r !== "object" || r === null) {
+      throw new TypeError("reconnect must be false or an options object");
+    }
+    const maxRetries = r.maxRetries ?? Infinity;
+    if (typeof maxRetries !== "number" || !(maxRetries >= 0)) {
+      throw new RangeError("reconnect.maxRetries must be a number >= 0");
+    }
+    reconnect = {
+      minDelay: duration("reconnect.minDelay", r.minDelay, true) ?? 50,
+      maxDelay: duration("reconnect.maxDelay", r.maxDelay, true) ?? 2_000,
+      maxRetries,
+    };
+  }
+  const maxQueue = merged.maxQueue ?? 10_000;
+  if (!Number.isInteger(maxQueue) || maxQueue < 0) {
+    throw new RangeError("maxQueue must be a non-negative integer");
+  }
+  let tls: TlsOptions | undefined;
+  if (merged.tls === true) tls = {};
+  else if (merged.tls && typeof merged.tls === "object") tls = merged.tls;
+  else if (merged.tls !== undefined && merged.tls !== false) {
+    throw new TypeError("tls must be a boolean or an options object");
+  }
+  if (
+    merged.connector !== undefined && typeof merged.connector !== "function" &&
+    !["deno", "bun", "node", "workers"].includes(merged.connector)
+  ) {
+    throw new TypeError(
+      'connector must be "deno", "bun", "node", "workers" or a function',
+    );
+  }
+  const logger = merged.logger ?? console;
+  if (typeof logger?.warn !== "function") {
+    throw new TypeError("logger must have a warn(message) method");
+  }
+  return {
+    hostname,
+    port,
+    username: merged.username,
+    password: merged.password,
+    db,
+    tls,
+    protocol,
+    name: merged.name,
+    connectTimeout,
+    commandTimeout,
+    reconnect,
+    queueWhileReconnecting: merged.queueWhileReconnecting ?? true,
+    maxQueue,
+    connector: merged.connector,
+    logger,
+    onPush: merged.onPush,
+  };
+}
+
+function duration(
+  name: string,
+  value: unknown,
+  zeroOk = false,
+): number | undefined {
+  if (value === undefined) return undefined;
+  if (
+    typeof value !== "number" || Number.isNaN(value) ||
+    (zeroOk ? value < 0 : value <= 0)
+  ) {
+    throw new RangeError(
+      `${name} must be a ${
+        zeroOk ? "non-negative" : "positive"
+      } number of ms, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Parses `redis://` and `rediss://` URLs. Error messages never repeat the URL,
+ * since it may hold a password.
+ */
+function parseUrl(url: string): ConnectOptions {
+  if (typeof url !== "string") throw new TypeError("url must be a string");
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined) {
+    throw new TypeError(`Malformed Redis URL: ${URL_SHAPE}`);
+  }
+  if (scheme !== "redis" && scheme !== "rediss") {
+    throw new TypeError(
+      `Unknown URL scheme "${scheme}:": ${URL_SHAPE}`,
+    );
+  }
+  const port =
+    /^[a-z]+:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?/i
+      .exec(url)?.[1];
+  if (port !== undefined && port !== "") {
+    if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+      throw new RangeError(
+        "The port in a Redis URL must be an integer from 1 to 65535",
+      );
+    }
+  }
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new TypeError(`Malformed Redis URL: ${URL_SHAPE}`);
+  }
+  const out: ConnectOptions = {};
+  let host = u.hostname;
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  if (host) out.hostname = host;
+  if (u.port) out.port = Number(u.port);
+  try {
+    if (u.username) out.username = decodeURIComponent(u.username);
+    if (u.password) out.password = decodeURIComponent(u.password);
+  } catch {
+    throw new TypeError(
+      "Malformed Redis URL: bad percent-encoding in the user info",
+    );
+  }
+  const path = u.pathname.replace(/^\//, "");
+  const dbText = path || u.searchParams.get("db");
+  if (dbText) {
+    if (!/^\d+$/.test(dbText)) {
+      throw new RangeError(
+        "The database in a Redis URL must be a non-negative integer",
+      );
+    }
+    out.db = Number(dbText);
+  }
+  const protocol = u.searchParams.get("protocol");
+  if (protocol !== null) {
+    if (protocol !== "2" && protocol !== "3") {
+      throw new RangeError("protocol in a Redis URL must be 2 or 3");
+    }
+    out.protocol = Number(protocol) as 2 | 3;
+  }
+  if (scheme === "rediss") out.tls = true;
+  return out;
+}

@@ -1,0 +1,191 @@
+/**
+ * RESP command encoder: turns commands into the bytes Redis reads, appending
+ * every command to one growing buffer so that a whole tick's worth of commands
+ * leaves in a single write. Pure: no I/O, no runtime APIs.
+ *
+ * @module
+ */
+
+/** A value that can be sent to Redis as one command argument. */
+export type Arg = string | number | bigint | Uint8Array;
+
+const textEncoder = new TextEncoder();
+const CR = 13;
+const LF = 10;
+
+/**
+ * Checks one command's arguments and throws `TypeError`/`RangeError` for the
+ * first bad one, before any byte is written anywhere.
+ *
+ * @param args The command name followed by its arguments.
+ */
+export function validateArgs(args: readonly unknown[]): asserts args is Arg[] {
+  if (!Array.isArray(args) || args.length === 0) {
+    throw new TypeError("A command needs at least its name, e.g. ['PING']");
+  }
+  if (typeof args[0] !== "string" || args[0].length === 0) {
+    throw new TypeError("A command's name must be a non-empty string");
+  }
+  for (let i = 1; i < args.length; i++) {
+    const a = args[i];
+    switch (typeof a) {
+      case "string":
+      case "bigint":
+        continue;
+      case "number":
+        if (!Number.isFinite(a)) {
+          throw new RangeError(
+            `Argument ${i} of ${
+              args[0]
+            } is ${a}: numbers sent to Redis must be finite`,
+          );
+        }
+        continue;
+      default:
+        if (a instanceof Uint8Array) continue;
+        throw new TypeError(
+          `Argument ${i} of ${args[0]} is ${describe(a)}: ` +
+            "arguments must be a string, number, bigint or Uint8Array",
+        );
+    }
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
+}
+
+/**
+ * Accumulates encoded commands; `take()` hands over everything encoded since
+ * the last call as one `Uint8Array`.
+ */
+export class CommandEncoder {
+  #buf: Uint8Array = new Uint8Array(16 * 1024);
+  #len = 0;
+
+  /** Number of bytes waiting to be taken. */
+  get length(): number {
+    return this.#len;
+  }
+
+  /**
+   * Validates and appends one command. Throws before writing anything if an
+   * argument is bad.
+   *
+   * @param args The command name followed by its arguments.
+   */
+  encode(args: readonly unknown[]): void {
+    validateArgs(args);
+    const start = this.#len;
+    try {
+      this.#header(42, /* '*' */ args.length);
+      for (let i = 0; i < args.length; i++) this.#arg(args[i]);
+    } catch (err) {
+      this.#len = start;
+      throw err;
+    }
+  }
+
+  /**
+   * Returns the bytes encoded since the last call (a copy the caller owns) and
+   * empties the encoder.
+   *
+   * @returns The encoded commands.
+   */
+  take(): Uint8Array {
+    const out = this.#buf.slice(0, this.#len);
+    this.#len = 0;
+    if (this.#buf.length > 1024 * 1024) this.#buf = new Uint8Array(16 * 1024);
+    return out;
+  }
+
+  #reserve(n: number): void {
+    const need = this.#len + n;
+    if (need <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#len));
+    this.#buf = next;
+  }
+
+  #header(type: number, n: number): void {
+    this.#reserve(24);
+    const buf = this.#buf;
+    let p = this.#len;
+    buf[p++] = type;
+    p = writeUint(buf, p, n);
+    buf[p++] = CR;
+    buf[p++] = LF;
+    this.#len = p;
+  }
+
+  #arg(a: Arg): void {
+    if (typeof a === "string") return this.#string(a);
+    if (typeof a === "number" || typeof a === "bigint") {
+      return this.#string(String(a));
+    }
+    this.#bytes(a);
+  }
+
+  #string(s: string): void {
+    const n = s.length;
+    // Short strings: check for ASCII, which is by far the common case, and
+    // write the bytes directly.
+    if (n < 256) {
+      let ascii = true;
+      for (let i = 0; i < n; i++) {
+        if (s.charCodeAt(i) > 0x7f) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) {
+        this.#header(36, /* '$' */ n);
+        this.#reserve(n + 2);
+        const buf = this.#buf;
+        let p = this.#len;
+        for (let i = 0; i < n; i++) buf[p++] = s.charCodeAt(i);
+        buf[p++] = CR;
+        buf[p++] = LF;
+        this.#len = p;
+        return;
+      }
+    }
+    this.#bytes(textEncoder.encode(s));
+  }
+
+  #bytes(b: Uint8Array): void {
+    this.#header(36, /* '$' */ b.length);
+    this.#reserve(b.length + 2);
+    this.#buf.set(b, this.#len);
+    let p = this.#len + b.length;
+    this.#buf[p++] = CR;
+    this.#buf[p++] = LF;
+    this.#len = p;
+  }
+}
+
+function writeUint(buf: Uint8Array, p: number, n: number): number {
+  if (n < 10) {
+    buf[p++] = 48 + n;
+    return p;
+  }
+  const s = String(n);
+  for (let i = 0; i < s.length; i++) buf[p++] = s.charCodeAt(i);
+  return p;
+}
+
+/**
+ * Encodes one command into a fresh buffer.
+ *
+ * @param args The command name followed by its arguments.
+ * @returns The RESP bytes of the command.
+ */
+export function encodeCommand(args: readonly unknown[]): Uint8Array {
+  const enc = new CommandEncoder();
+  enc.encode(args);
+  return enc.take();
+}

@@ -1,0 +1,122 @@
+/**
+ * Lua scripts run with EVALSHA, falling back to EVAL (and warning once) when
+ * the server does not have the script cached.
+ *
+ * @module
+ */
+
+import type { RedisClient } from "./client.ts";
+import { ReplyError } from "./errors.ts";
+import type { Logger } from "./options.ts";
+import type { Reply } from "./resp_decoder.ts";
+import type { Arg } from "./resp_encoder.ts";
+
+/** Options for {@linkcode Script.run}. */
+export interface ScriptRunOptions {
+  /** Where the `NAME not cached.` warning goes (default: the client's logger). `null` silences it. */
+  logger?: Logger | null;
+  /** Aborts waiting for the reply. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A Lua script with a name (used in warnings) and its SHA-1.
+ *
+ * `run()` sends EVALSHA. If Redis answers NOSCRIPT (the script cache was
+ * flushed, or the server restarted), it sends EVAL instead, which also caches
+ * the script again, and warns `NAME not cached.` once for that loss: callers
+ * that hit the same NOSCRIPT concurrently share one warning, and the next
+ * warning comes only after EVALSHA worked again in between.
+ *
+ * @example
+ * ```ts
+ * import { connect, Script } from "@respite/respite";
+ * const ECHO_SCRIPT = new Script("ECHO_SCRIPT", "return ARGV[1]");
+ * await using redis = await connect();
+ * console.assert(await ECHO_SCRIPT.run(redis, [], ["hi"], { logger: null }) === "hi");
+ * ```
+ */
+export class Script {
+  /** The name used in warnings, e.g. `UNLOCK_SCRIPT`. */
+  readonly name: string;
+  /** The Lua source. */
+  readonly lua: string;
+  #sha: Promise<string> | null = null;
+  /** Per client: true while we believe the server has lost the script. */
+  #missing = new WeakMap<RedisClient, boolean>();
+
+  /**
+   * Creates a script; its SHA-1 is computed on first use.
+   *
+   * @param name The name used in warnings, e.g. `UNLOCK_SCRIPT`.
+   * @param lua The Lua source.
+   */
+  constructor(name: string, lua: string) {
+    if (typeof name !== "string" || name.length === 0) {
+      throw new TypeError("A script needs a non-empty name");
+    }
+    if (typeof lua !== "string" || lua.length === 0) {
+      throw new TypeError("A script needs a non-empty Lua source");
+    }
+    this.name = name;
+    this.lua = lua;
+  }
+
+  /**
+   * The script's SHA-1, in hex, computed with `crypto.subtle`.
+   *
+   * @returns The hex digest Redis knows the script by.
+   */
+  sha(): Promise<string> {
+    if (this.#sha === null) {
+      this.#sha = crypto.subtle.digest(
+        "SHA-1",
+        new TextEncoder().encode(this.lua),
+      )
+        .then((buf) =>
+          Array.from(
+            new Uint8Array(buf),
+            (b) => b.toString(16).padStart(2, "0"),
+          ).join("")
+        );
+    }
+    return this.#sha;
+  }
+
+  /**
+   * Runs the script.
+   *
+   * @param client The client to run it on.
+   * @param keys The keys it touches (KEYS).
+   * @param args Its other arguments (ARGV).
+   * @param options Logger and signal.
+   * @returns The script's reply.
+   */
+  async run<T extends Reply = Reply>(
+    client: RedisClient,
+    keys: readonly Arg[],
+    args: readonly Arg[],
+    options?: ScriptRunOptions,
+  ): Promise<T> {
+    const sha = await this.sha();
+    const tail = [keys.length, ...keys, ...args];
+    const signal = options?.signal;
+    try {
+      const reply = await client.command<T>(["EVALSHA", sha, ...tail], {
+        signal,
+      });
+      if (this.#missing.get(client)) this.#missing.delete(client);
+      return reply;
+    } catch (err) {
+      if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
+    }
+    if (!this.#missing.get(client)) {
+      this.#missing.set(client, true);
+      const logger = options?.logger === undefined
+        ? client.logger
+        : options.logger;
+      logger?.warn(`${this.name} not cached.`);
+    }
+    return await client.command<T>(["EVAL", this.lua, ...tail], { signal });
+  }
+}

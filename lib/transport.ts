@@ -1,0 +1,113 @@
+/**
+ * The byte-stream abstraction under a connection, and the choice of an
+ * implementation for the runtime we are on. Each runtime's module is loaded
+ * only on that runtime, so Deno and Bun never load a `node:` module.
+ *
+ * @module
+ */
+
+/** Where and how to open a byte stream. */
+export interface TransportOptions {
+  /** Host name or IP address. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+  /** TLS settings, or `undefined` for plain TCP. */
+  tls?: TlsOptions;
+}
+
+/** TLS settings for `rediss://` connections. */
+export interface TlsOptions {
+  /** PEM-encoded CA certificates to trust instead of the system's. */
+  caCerts?: string[];
+  /** The name to verify the server's certificate against; defaults to the host name. */
+  serverName?: string;
+}
+
+/** Callbacks a transport calls as data arrives and when the stream ends. */
+export interface TransportHandlers {
+  /**
+   * Bytes arrived. The receiver owns `chunk` and may keep it.
+   *
+   * @param chunk The bytes.
+   */
+  onData(chunk: Uint8Array): void;
+  /**
+   * The stream ended, by either side. Called exactly once.
+   *
+   * @param error The reason, if it ended abnormally.
+   */
+  onClose(error?: unknown): void;
+}
+
+/** An open byte stream. */
+export interface Transport {
+  /**
+   * Writes all of `bytes`. Returns a promise when the caller must wait before
+   * writing again (backpressure), or nothing when it may go on at once.
+   *
+   * @param bytes The bytes; the transport may keep a reference to them.
+   */
+  write(bytes: Uint8Array): Promise<void> | void;
+  /**
+   * Closes the stream; resolves once it is fully closed and `onClose` ran.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a transport. Rejects if the stream cannot be opened.
+ *
+ * @param options Where to connect.
+ * @param handlers Called for data and close.
+ */
+export type Connector = (
+  options: TransportOptions,
+  handlers: TransportHandlers,
+) => Promise<Transport>;
+
+/** The runtimes respite knows how to open sockets on. */
+export type Runtime = "deno" | "bun" | "node" | "workers";
+
+/**
+ * Tells which runtime this is.
+ *
+ * @returns The runtime's name.
+ */
+export function detectRuntime(): Runtime {
+  const g = globalThis as {
+    Deno?: { connect?: unknown };
+    Bun?: { connect?: unknown };
+    navigator?: { userAgent?: string };
+    process?: { versions?: { node?: string } };
+  };
+  if (typeof g.Deno?.connect === "function") return "deno";
+  if (typeof g.Bun?.connect === "function") return "bun";
+  if (g.navigator?.userAgent === "Cloudflare-Workers") return "workers";
+  if (typeof g.process?.versions?.node === "string") return "node";
+  throw new Error(
+    "respite cannot tell which runtime this is (not Deno, Bun, Node or Cloudflare Workers); " +
+      "pass a `connector` in the connection options",
+  );
+}
+
+/**
+ * Loads the connector for a runtime (the current one by default).
+ *
+ * @param runtime Which runtime's sockets to use.
+ * @returns Its connector.
+ */
+export async function runtimeConnector(
+  runtime: Runtime = detectRuntime(),
+): Promise<Connector> {
+  switch (runtime) {
+    case "deno":
+      return (await import("./transport_deno.ts")).denoConnector;
+    case "bun":
+      return (await import("./transport_bun.ts")).bunConnector;
+    case "node":
+      return (await import("./transport_node.ts")).nodeConnector;
+    case "workers":
+      return (await import("./transport_workers.ts")).workersConnector;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Transport over Bun's native `Bun.connect` sockets (not `node:net`).
+ *
+ * @module
+ */
+
+import type { Connector, Transport, TransportHandlers } from "./transport.ts";
+
+/** The part of Bun's socket API this module uses. */
+interface BunSocket {
+  write(data: Uint8Array): number;
+  end(): void;
+  terminate?(): void;
+  setNoDelay?(on?: boolean): boolean;
+}
+
+interface BunSocketHandlers {
+  data(socket: BunSocket, data: Uint8Array): void;
+  drain(socket: BunSocket): void;
+  close(socket: BunSocket, error?: unknown): void;
+  error(socket: BunSocket, error: unknown): void;
+  connectError?(socket: BunSocket, error: unknown): void;
+}
+
+interface BunConnectOptions {
+  hostname: string;
+  port: number;
+  tls?: boolean | { ca?: string[]; serverName?: string };
+  socket: BunSocketHandlers;
+}
+
+interface BunGlobal {
+  connect(options: BunConnectOptions): Promise<BunSocket>;
+}
+
+/** Opens a TCP or TLS stream with `Bun.connect`; no-delay is on. */
+export const bunConnector: Connector = async (options, handlers) => {
+  const bun = (globalThis as unknown as { Bun: BunGlobal }).Bun;
+  const state = new BunState(handlers);
+  const socket = await bun.connect({
+    hostname: options.hostname,
+    port: options.port,
+    ...(options.tls
+      ? {
+        tls: {
+          ...(options.tls.caCerts ? { ca: options.tls.caCerts } : {}),
+          serverName: options.tls.serverName ?? options.hostname,
+        },
+      }
+      : {}),
+    socket: {
+      data: (_s, data) => state.data(data),
+      drain: () => state.drain(),
+      close: (_s, error) => state.closed(error),
+      error: (_s, error) => state.error = error,
+    },
+  });
+  socket.setNoDelay?.(true);
+  state.socket = socket;
+  return state;
+};
+
+class BunState implements Transport {
+  socket: BunSocket | null = null;
+  error: unknown;
+  #handlers: TransportHandlers;
+  #backlog: Uint8Array | null = null;
+  #drained: (() => void) | null = null;
+  #isClosed = false;
+  #closed: Promise<void>;
+  #closedResolve!: () => void;
+
+  constructor(handlers: TransportHandlers) {
+    this.#handlers = handlers;
+    this.#closed = new Promise((r) => this.#closedResolve = r);
+  }
+
+  data(chunk: Uint8Array): void {
+    // Bun hands us a Buffer we own; pass it on as a plain Uint8Array view so
+    // that slices of it are plain copies.
+    this.#handlers.onData(
+      new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength),
+    );
+  }
+
+  drain(): void {
+    if (this.#backlog === null || this.socket === null) return;
+    const rest = this.#backlog;
+    const n = this.socket.write(rest);
+    if (n < rest.length) {
+      this.#backlog = rest.subarray(Math.max(n, 0));
+      return;
+    }
+    this.#backlog = null;
+    const done = this.#drained;
+    this.#drained = null;
+    done?.();
+  }
+
+  closed(error?: unknown): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    const done = this.#drained;
+    this.#drained = null;
+    done?.();
+    this.#handlers.onClose(error ?? this.error);
+    this.#closedResolve();
+  }
+
+  write(bytes: Uint8Array): Promise<void> | void {
+    if (this.#isClosed || this.socket === null) return;
+    const n = this.socket.write(bytes);
+    if (n >= bytes.length) return;
+    this.#backlog = bytes.subarray(Math.max(n, 0));
+    return new Promise<void>((resolve) => this.#drained = resolve);
+  }
+
+  close(): Promise<void> {
+    if (!this.#isClosed) {
+      if (this.socket?.terminate) this.socket.terminate();
+      else this.socket?.end();
+    }
+    return this.#closed;
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Transport over `Deno.connect` / `Deno.connectTls`.
+ *
+ * @module
+ */
+
+import type { Connector, Transport, TransportHandlers } from "./transport.ts";
+
+/** Opens a TCP or TLS stream with Deno's own socket API; no-delay is on. */
+export const denoConnector: Connector = async (options, handlers) => {
+  const conn: Deno.Conn = options.tls
+    ? await Deno.connectTls({
+      hostname: options.hostname,
+      port: options.port,
+      caCerts: options.tls.caCerts,
+      ...(options.tls.serverName ? { serverName: options.tls.serverName } : {}),
+    } as Deno.ConnectTlsOptions)
+    : await Deno.connect({ hostname: options.hostname, port: options.port });
+  (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+  return new DenoTransport(conn, handlers);
+};
+
+class DenoTransport implements Transport {
+  #conn: Deno.Conn;
+  #closed = false;
+  #done: Promise<void>;
+
+  constructor(conn: Deno.Conn, handlers: TransportHandlers) {
+    this.#conn = conn;
+    this.#done = this.#readLoop(handlers);
+  }
+
+  async #readLoop(handlers: TransportHandlers): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    let error: unknown;
+    try {
+      for (;;) {
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        handlers.onData(buf.slice(0, n));
+      }
+    } catch (err) {
+      if (!this.#closed) error = err;
+    }
+    this.#shut();
+    handlers.onClose(error);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < bytes.length) {
+      off += await this.#conn.write(bytes.subarray(off));
+    }
+  }
+
+  #shut(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  close(): Promise<void> {
+    this.#shut();
+    return this.#done;
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Transport over Cloudflare Workers' `cloudflare:sockets`. On Workers a socket
+ * belongs to the request that opened it: connect inside the handler and close
+ * before the response is done.
+ *
+ * @module
+ */
+
+import type { Connector, Transport } from "./transport.ts";
+
+interface WorkersSocket {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+  opened: Promise<unknown>;
+  closed: Promise<void>;
+  close(): Promise<void>;
+}
+
+interface WorkersSockets {
+  connect(
+    address: { hostname: string; port: number },
+    options?: { secureTransport?: "off" | "on"; allowHalfOpen?: boolean },
+  ): WorkersSocket;
+}
+
+// Kept in a variable so that tools other than workerd do not try to resolve it.
+const SOCKETS_MODULE = "cloudflare:sockets";
+
+/** Opens a TCP or TLS stream with `cloudflare:sockets`. Custom CAs are not supported there. */
+export const workersConnector: Connector = async (options, handlers) => {
+  if (options.tls?.caCerts) {
+    throw new TypeError(
+      "Cloudflare Workers cannot trust a custom CA: use a server certificate from a public CA",
+    );
+  }
+  const { connect } = await import(SOCKETS_MODULE) as WorkersSockets;
+  const socket = connect(
+    { hostname: options.hostname, port: options.port },
+    { secureTransport: options.tls ? "on" : "off", allowHalfOpen: false },
+  );
+  await socket.opened;
+  const writer = socket.writable.getWriter();
+  const reader = socket.readable.getReader();
+  let closing = false;
+  const done = (async () => {
+    let error: unknown;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (value && value.length > 0) handlers.onData(value);
+      }
+    } catch (err) {
+      if (!closing) error = err;
+    }
+    handlers.onClose(error);
+  })();
+  const transport: Transport = {
+    write: (bytes) => writer.write(bytes),
+    async close() {
+      if (!closing) {
+        closing = true;
+        try {
+          await socket.close();
+        } catch {
+          // already closed
+        }
+      }
+      await done;
+    },
+  };
+  return transport;
+};

@@ -1,0 +1,52 @@
+/**
+ * respite: distributed locks and cache-stampede protection over Redis, for
+ * Deno, Bun, Node and Cloudflare Workers, with its own small raw-RESP client
+ * and no npm dependencies.
+ *
+ * - {@linkcode connect} opens an auto-pipelined Redis client.
+ * - {@linkcode Script} runs Lua with EVALSHA, falling back to EVAL.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@respite/respite";
+ *
+ * // With no argument, connect() uses REDIS_URL, else redis://127.0.0.1:6379.
+ * await using redis = await connect();
+ * await redis.send("SET", "respite:example", "hello");
+ * console.assert(await redis.send("GET", "respite:example") === "hello");
+ * await redis.send("DEL", "respite:example");
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type ClientInfo,
+  connect,
+  type MessageListener,
+  RedisClient,
+} from "./lib/client.ts";
+export type { CommandOptions, ConnectionStatus } from "./lib/connection.ts";
+export {
+  ConnectionError,
+  ProtocolError,
+  ReplyError,
+  RespiteError,
+  TimeoutError,
+} from "./lib/errors.ts";
+export type {
+  ConnectOptions,
+  Logger,
+  ReconnectOptions,
+} from "./lib/options.ts";
+export { Push, type Reply } from "./lib/resp_decoder.ts";
+export type { Arg } from "./lib/resp_encoder.ts";
+export { Script, type ScriptRunOptions } from "./lib/script.ts";
+export type {
+  Connector,
+  Runtime,
+  TlsOptions,
+  Transport,
+  TransportHandlers,
+  TransportOptions,
+} from "./lib/transport.ts";
