@@ -49,11 +49,12 @@ export interface ClientInfo {
  * it. Create one with {@linkcode connect}.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { connect } from "@respite/respite";
- * await using redis = await connect("redis://127.0.0.1:6379");
- * await redis.send("SET", "greeting", "hello");
- * console.log(await redis.send("GET", "greeting")); // "hello"
+ * await using redis = await connect(); // REDIS_URL, else redis://127.0.0.1:6379
+ * await redis.send("SET", "respite:doc:greeting", "hello");
+ * console.assert(await redis.send("GET", "respite:doc:greeting") === "hello");
+ * await redis.send("DEL", "respite:doc:greeting");
  * ```
  */
 export class RedisClient {
@@ -107,8 +108,12 @@ export class RedisClient {
    * @returns The reply, typed as `T` (the caller states what it expects).
    *
    * @example
-   * ```ts ignore
-   * const n = await redis.send<number>("INCR", "visits");
+   * ```ts
+   * import { connect } from "@respite/respite";
+   * await using redis = await connect();
+   * const n = await redis.send<number>("INCR", "respite:doc:visits");
+   * console.assert(typeof n === "number");
+   * await redis.send("DEL", "respite:doc:visits");
    * ```
    */
   send<T extends Reply = Reply>(command: string, ...args: Arg[]): Promise<T> {
@@ -129,8 +134,16 @@ export class RedisClient {
    * @returns The reply.
    *
    * @example
-   * ```ts ignore
-   * const bytes = await redis.command(["GET", "image"], { raw: true, timeout: 500 });
+   * ```ts
+   * import { connect } from "@respite/respite";
+   * await using redis = await connect();
+   * await redis.send("SET", "respite:doc:bytes", new Uint8Array([0, 13, 10, 255]));
+   * const bytes = await redis.command<Uint8Array>(
+   *   ["GET", "respite:doc:bytes"],
+   *   { raw: true, timeout: 500 },
+   * );
+   * console.assert(bytes.length === 4 && bytes[3] === 255);
+   * await redis.send("DEL", "respite:doc:bytes");
    * ```
    */
   command<T extends Reply = Reply>(
@@ -156,9 +169,13 @@ export class RedisClient {
    *   was the channel's last).
    *
    * @example
-   * ```ts ignore
-   * const unsubscribe = await redis.subscribe("news", (msg) => console.log(msg));
-   * await redis.send("PUBLISH", "news", "hello");
+   * ```ts
+   * import { connect } from "@respite/respite";
+   * await using redis = await connect();
+   * const got = Promise.withResolvers<string>();
+   * const unsubscribe = await redis.subscribe("respite:doc:news", (msg) => got.resolve(msg));
+   * await redis.send("PUBLISH", "respite:doc:news", "hello");
+   * console.assert(await got.promise === "hello");
    * await unsubscribe();
    * ```
    */
@@ -311,10 +328,12 @@ export class RedisClient {
  * @returns The connected client.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { connect } from "@respite/respite";
- * await using redis = await connect({ hostname: "127.0.0.1", port: 6379, protocol: 3 });
- * console.log(await redis.send("PING"));
+ * // A URL: redis://[[user]:password@]host[:port][/db], or rediss:// for TLS.
+ * // Or an options object: { hostname, port, username, password, db, tls, protocol, ... }
+ * await using redis = await connect(Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379");
+ * console.assert(await redis.send("PING") === "PONG");
  * ```
  */
 export function connect(
