@@ -54,7 +54,11 @@ const MAX_BULK = 512 * 1024 * 1024;
 const MAX_AGGREGATE = 2 ** 31;
 
 const EMPTY = new Uint8Array(0);
-const utf8 = new TextDecoder("utf-8");
+/** The first byte of every RESP2/RESP3 element: + - : $ * _ # , ( = ! % ~ > | */
+const TYPE_BYTES = new Uint8Array(256);
+for (const c of "+-:$*_#,(=!%~>|") TYPE_BYTES[c.charCodeAt(0)] = 1;
+// ignoreBOM: a value that starts with U+FEFF keeps it (it is data, not a mark).
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 const Kind = { Array: 0, Map: 1, Set: 2, Push: 3, Attribute: 4 } as const;
 type Kind = typeof Kind[keyof typeof Kind];
@@ -164,6 +168,12 @@ export class RespDecoder {
     const start = this.#pos;
     if (start >= buf.length) return NEED_MORE;
     const type = buf[start];
+    if (TYPE_BYTES[type] !== 1) {
+      // Fail at once rather than wait for a line end that may never come.
+      throw new ProtocolError(
+        `unexpected RESP type byte 0x${type.toString(16).padStart(2, "0")}`,
+      );
+    }
     const eol = findCR(buf, start + 1);
     if (eol === -1 || eol + 1 >= buf.length) {
       if (buf.length - start > MAX_LINE) {
