@@ -20,6 +20,11 @@ interface BunSocketHandlers {
   close(socket: BunSocket, error?: unknown): void;
   error(socket: BunSocket, error: unknown): void;
   connectError?(socket: BunSocket, error: unknown): void;
+  handshake?(
+    socket: BunSocket,
+    success: boolean,
+    authorizationError: Error | null,
+  ): void;
 }
 
 interface BunConnectOptions {
@@ -37,6 +42,13 @@ interface BunGlobal {
 export const bunConnector: Connector = async (options, handlers) => {
   const bun = (globalThis as unknown as { Bun: BunGlobal }).Bun;
   const state = new BunState(handlers);
+  // Bun.connect resolves before the TLS handshake: wait for it, so that an
+  // untrusted certificate fails the connect and not the first command.
+  let handshakeDone: (error?: unknown) => void = () => {};
+  const handshake = new Promise<void>((resolve, reject) => {
+    handshakeDone = (error) => error === undefined ? resolve() : reject(error);
+  });
+  handshake.catch(() => {});
   const socket = await bun.connect({
     hostname: options.hostname,
     port: options.port,
@@ -51,12 +63,32 @@ export const bunConnector: Connector = async (options, handlers) => {
     socket: {
       data: (_s, data) => state.data(data),
       drain: () => state.drain(),
-      close: (_s, error) => state.closed(error),
+      close: (_s, error) => {
+        handshakeDone(
+          error ?? state.error ??
+            new Error("the connection closed during the TLS handshake"),
+        );
+        state.closed(error);
+      },
       error: (_s, error) => state.error = error,
+      ...(options.tls
+        ? {
+          handshake: (_s: BunSocket, _ok: boolean, error: Error | null) =>
+            handshakeDone(error ?? undefined),
+        }
+        : {}),
     },
   });
   socket.setNoDelay?.(true);
   state.socket = socket;
+  if (options.tls) {
+    try {
+      await handshake;
+    } catch (err) {
+      await state.close();
+      throw err;
+    }
+  }
   return state;
 };
 

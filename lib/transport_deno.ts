@@ -8,15 +8,33 @@ import type { Connector, Transport, TransportHandlers } from "./transport.ts";
 
 /** Opens a TCP or TLS stream with Deno's own socket API; no-delay is on. */
 export const denoConnector: Connector = async (options, handlers) => {
-  const conn: Deno.Conn = options.tls
-    ? await Deno.connectTls({
-      hostname: options.hostname,
-      port: options.port,
-      caCerts: options.tls.caCerts,
-      ...(options.tls.serverName ? { serverName: options.tls.serverName } : {}),
-    } as Deno.ConnectTlsOptions)
-    : await Deno.connect({ hostname: options.hostname, port: options.port });
-  (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+  const tcp = await Deno.connect({
+    hostname: options.hostname,
+    port: options.port,
+  });
+  tcp.setNoDelay(true);
+  let conn: Deno.Conn = tcp;
+  if (options.tls) {
+    // startTls rather than connectTls: it verifies the certificate against
+    // `serverName` when one is given (connectTls has no such option). The
+    // handshake runs now, so an untrusted certificate fails the connect and
+    // not the first command.
+    try {
+      const tls = await Deno.startTls(tcp, {
+        hostname: options.tls.serverName ?? options.hostname,
+        caCerts: options.tls.caCerts,
+      });
+      conn = tls;
+      await tls.handshake();
+    } catch (err) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      throw err;
+    }
+  }
   return new DenoTransport(conn, handlers);
 };
 
