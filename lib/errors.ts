@@ -134,3 +134,118 @@ export class TimeoutError extends RespiteError {
     this.name = "TimeoutError";
   }
 }
+
+/**
+ * Why a holding of a lock was lost: the key had expired (or was deleted, e.g.
+ * by `Lock.reset`), another holder's token was found in it, or Redis could not
+ * be reached to renew it before the lease ran out.
+ */
+export type LockLostReason = "expired" | "held-by-other" | "unreachable";
+
+/**
+ * Why `release()` or `extend()` failed: the key had expired (or was deleted),
+ * another holder's token is in it, or this `Lock` object does not hold it at
+ * all (never acquired, already released, or already known to be lost).
+ */
+export type LockNotHeldReason = "expired" | "held-by-other" | "not-acquired";
+
+/**
+ * A lock was not acquired within the time the caller was willing to wait
+ * (`withLock` rejects with it; `Lock.acquire` resolves `false` instead).
+ *
+ * @example
+ * ```ts
+ * import { LockNotAcquiredError, RespiteError } from "./errors.ts";
+ * const err = new LockNotAcquiredError("Lock orders not acquired within 100 ms", { lock: "orders", wait: 100 });
+ * console.assert(err instanceof RespiteError && err.name === "LockNotAcquiredError");
+ * ```
+ */
+export class LockNotAcquiredError extends RespiteError {
+  /** The lock's name. */
+  readonly lock: string;
+  /** How long the caller waited, in ms. */
+  readonly wait: number;
+  /**
+   * Creates the error.
+   *
+   * @param message What was not acquired, and within how long.
+   * @param options The lock's name, the wait, and `cause`, if any.
+   */
+  constructor(
+    message: string,
+    options: { lock: string; wait: number; cause?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "LockNotAcquiredError";
+    this.lock = options.lock;
+    this.wait = options.wait;
+  }
+}
+
+/**
+ * A held lock was lost before it was released: its lease ran out, another
+ * holder took it, or it could not be renewed. It is the `reason` of the lock's
+ * aborted `signal`, and `withLock` rejects with it.
+ *
+ * @example
+ * ```ts
+ * import { LockLostError } from "./errors.ts";
+ * const err = new LockLostError("Lock orders lost: its key expired", { lock: "orders", reason: "expired" });
+ * console.assert(err.name === "LockLostError" && err.reason === "expired");
+ * ```
+ */
+export class LockLostError extends RespiteError {
+  /** The lock's name. */
+  readonly lock: string;
+  /** Why it was lost. */
+  readonly reason: LockLostReason;
+  /**
+   * Creates the error.
+   *
+   * @param message What was lost and why.
+   * @param options The lock's name, the reason, and `cause` (e.g. the
+   *   connection error that prevented renewal).
+   */
+  constructor(
+    message: string,
+    options: { lock: string; reason: LockLostReason; cause?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "LockLostError";
+    this.lock = options.lock;
+    this.reason = options.reason;
+  }
+}
+
+/**
+ * `release()` or `extend()` was called on a lock the caller does not hold. The
+ * current holder, if any, is left untouched.
+ *
+ * @example
+ * ```ts
+ * import { LockNotHeldError } from "./errors.ts";
+ * const err = new LockNotHeldError("Lock orders is held by another owner", { lock: "orders", reason: "held-by-other" });
+ * console.assert(err.name === "LockNotHeldError" && err.reason === "held-by-other");
+ * ```
+ */
+export class LockNotHeldError extends RespiteError {
+  /** The lock's name. */
+  readonly lock: string;
+  /** Why it is not held. */
+  readonly reason: LockNotHeldReason;
+  /**
+   * Creates the error.
+   *
+   * @param message What was attempted and why it failed.
+   * @param options The lock's name, the reason, and `cause`, if any.
+   */
+  constructor(
+    message: string,
+    options: { lock: string; reason: LockNotHeldReason; cause?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "LockNotHeldError";
+    this.lock = options.lock;
+    this.reason = options.reason;
+  }
+}
