@@ -13,7 +13,7 @@ import {
   ReplyError,
   TimeoutError,
 } from "./errors.ts";
-import type { ResolvedOptions } from "./options.ts";
+import { MAX_TIMER_MS, type ResolvedOptions } from "./options.ts";
 import { CommandEncoder, validateArgs } from "./resp_encoder.ts";
 import { NEED_MORE, Push, type Reply, RespDecoder } from "./resp_decoder.ts";
 import {
@@ -184,6 +184,12 @@ export class Connection {
         );
       }
     }
+    const t = opts?.timeout;
+    if (t !== undefined && (typeof t !== "number" || !(t > 0))) {
+      throw new RangeError(
+        `timeout must be a positive number of ms, got ${String(t)}`,
+      );
+    }
     const signal = opts?.signal;
     if (signal?.aborted) {
       validateArgs(args);
@@ -199,7 +205,7 @@ export class Connection {
         name: String(args[0]),
       };
       const timeout = opts?.timeout ?? this.options.commandTimeout;
-      if (timeout !== undefined) {
+      if (timeout !== undefined && timeout < MAX_TIMER_MS) {
         p.timer = setTimeout(() => {
           p.timer = undefined;
           settle(

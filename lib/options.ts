@@ -89,6 +89,14 @@ export interface ResolvedOptions {
   onPush?: (push: Push) => void;
 }
 
+/** Redis keeps the number of databases in a C int. */
+const MAX_DB = 2 ** 31 - 1;
+/**
+ * Longest delay a timer can wait: longer ones (and `Infinity`) fire at once in
+ * every runtime, so such durations are taken as "practically never".
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const URL_SHAPE =
   "expected redis://[[user]:password@]host[:port][/db] or rediss://...";
 
@@ -129,7 +137,7 @@ export function resolveOptions(
     );
   }
   const db = merged.db ?? 0;
-  if (!Number.isInteger(db) || db < 0) {
+  if (!Number.isInteger(db) || db < 0 || db > MAX_DB) {
     throw new RangeError(`db must be a non-negative integer, got ${db}`);
   }
   for (const key of ["username", "password", "name"] as const) {
@@ -143,7 +151,8 @@ export function resolveOptions(
   }
   const connectTimeout = duration("connectTimeout", merged.connectTimeout) ??
     10_000;
-  const commandTimeout = duration("commandTimeout", merged.commandTimeout);
+  let commandTimeout = duration("commandTimeout", merged.commandTimeout);
+  if (commandTimeout === MAX_TIMER_MS) commandTimeout = undefined; // none
   let reconnect: ResolvedOptions["reconnect"] = false;
   if (merged.reconnect !== false) {
     const r = merged.reconnect ?? {};
@@ -218,7 +227,7 @@ function duration(
       } number of ms, got ${String(value)}`,
     );
   }
-  return value;
+  return Math.min(value, MAX_TIMER_MS);
 }
 
 /**
