@@ -114,6 +114,8 @@ export class Connection {
   #flushQueued = false;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #retryWake: (() => void) | null = null;
+  /** The running reconnect loop, so close() can wait for what it opened. */
+  #reconnecting: Promise<void> | null = null;
   #closedPromise: Promise<void> | null = null;
   #idle: (() => void) | null = null;
   #where: string;
@@ -359,7 +361,7 @@ export class Connection {
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
       );
     }
-    void this.#reconnectLoop();
+    this.#reconnecting = this.#reconnectLoop().catch(() => {});
   }
 
   async #reconnectLoop(): Promise<void> {
@@ -463,6 +465,11 @@ export class Connection {
     );
     try {
       transport = await Promise.race([opening, timeout]);
+      if (this.#status === "closing" || this.#status === "closed") {
+        clearTimeout(timer);
+        await transport.close();
+        throw new ConnectionError(`The client for ${this.#where} was closed`);
+      }
     } catch (err) {
       clearTimeout(timer);
       if (timedOut) opening.then((t) => t.close(), () => {});
@@ -579,6 +586,16 @@ export class Connection {
     this.#closedPromise = (async () => {
       if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
       this.#retryWake?.();
+      if (this.#reconnecting !== null) {
+        // A reconnect attempt may be opening a socket or in its handshake:
+        // fail the handshake, and wait until the loop closed what it opened.
+        if (this.#attempting) {
+          this.#lost(
+            new ConnectionError(`The client for ${this.#where} was closed`),
+          );
+        }
+        await this.#reconnecting;
+      }
       if (wasReady && this.#transport !== null) {
         this.#flush();
         if (this.pending > 0) {
