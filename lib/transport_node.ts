@@ -7,43 +7,62 @@
 
 import type { Connector, Transport } from "./transport.ts";
 
-/** Opens a TCP or TLS stream with Node's `net`/`tls`; no-delay is on. */
+type NodeSocket = import("node:net").Socket;
+
+/**
+ * Opens a TCP or TLS stream with Node's `net`/`tls`; no-delay is on. For TLS,
+ * resolves only once the handshake is done and the certificate checked.
+ */
 export const nodeConnector: Connector = async (options, handlers) => {
   const net = await import("node:net");
-  const tls = await import("node:tls");
-  type Sock = import("node:net").Socket;
-  const socket: Sock = await new Promise<Sock>((resolve, reject) => {
-    const s: Sock = options.tls
-      ? tls.connect({
-        host: options.hostname,
-        port: options.port,
-        ca: options.tls.caCerts,
-        servername: options.tls.serverName ?? options.hostname,
-      }, () => ok())
-      : net.connect({ host: options.hostname, port: options.port }, () => ok());
+  const tlsOptions = options.tls;
+  // Loaded only when needed: a plain TCP client never loads node:tls.
+  const tls = tlsOptions ? await import("node:tls") : undefined;
+  const socket = await new Promise<NodeSocket>((resolve, reject) => {
+    let s: NodeSocket;
     const fail = (err: unknown) => reject(err);
     const ok = () => {
       s.off("error", fail);
       resolve(s);
     };
+    if (tls && tlsOptions) {
+      // SNI must not carry an IP address (RFC 6066; Node warns, DEP0123).
+      // Without `servername`, Node checks the certificate against `host`,
+      // IP addresses included.
+      const servername = tlsOptions.serverName ??
+        (net.isIP(options.hostname) ? undefined : options.hostname);
+      s = tls.connect({
+        host: options.hostname,
+        port: options.port,
+        ...(tlsOptions.caCerts ? { ca: tlsOptions.caCerts } : {}),
+        ...(servername ? { servername } : {}),
+      }, ok);
+    } else {
+      s = net.connect({ host: options.hostname, port: options.port }, ok);
+    }
     s.once("error", fail);
   });
   socket.setNoDelay(true);
   let closedResolve!: () => void;
   const closed = new Promise<void>((r) => closedResolve = r);
+  let isClosed = false;
   let error: unknown;
   socket.on("data", (chunk: Uint8Array) =>
     // A plain Uint8Array view, so that slices of it are copies, not Buffer views.
     handlers.onData(
       new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength),
     ));
-  socket.on("error", (err: unknown) => error = err);
+  socket.on("error", (err: unknown) => error ??= err);
   socket.on("close", () => {
+    isClosed = true;
     handlers.onClose(error);
     closedResolve();
   });
   const transport: Transport = {
     write(bytes) {
+      // Writing to a destroyed socket would wait for a "drain" or "close"
+      // that already happened; the loss is reported through onClose.
+      if (isClosed || socket.destroyed) return;
       if (socket.write(bytes)) return;
       return new Promise<void>((resolve) => {
         const done = () => {

