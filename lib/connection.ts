@@ -50,6 +50,8 @@ interface Pending {
   signal?: AbortSignal;
   onAbort?: () => void;
   name: string;
+  /** Called once, when it settles: counts the commands close() waits for. */
+  onSettled?: () => void;
 }
 
 /** A FIFO with O(1) push and shift. */
@@ -118,6 +120,11 @@ export class Connection {
   #reconnecting: Promise<void> | null = null;
   #closedPromise: Promise<void> | null = null;
   #idle: (() => void) | null = null;
+  /** Commands issued by send() and not yet settled (replied, failed, timed out). */
+  #unsettled = 0;
+  #onSettled = (): void => {
+    if (--this.#unsettled === 0 && this.#idle !== null) this.#idle();
+  };
   #where: string;
   /** True while #attempt runs: a drop then fails the attempt, not the connection. */
   #attempting = false;
@@ -205,7 +212,9 @@ export class Connection {
         raw: opts?.raw ?? false,
         settled: false,
         name: String(args[0]),
+        onSettled: this.#onSettled,
       };
+      this.#unsettled++;
       const timeout = opts?.timeout ?? this.options.commandTimeout;
       if (timeout !== undefined && timeout < MAX_TIMER_MS) {
         p.timer = setTimeout(() => {
@@ -598,7 +607,9 @@ export class Connection {
       }
       if (wasReady && this.#transport !== null) {
         this.#flush();
-        if (this.pending > 0) {
+        // Wait for the commands still waiting for their reply; one that timed
+        // out or was aborted is settled, and its reply may never come.
+        if (this.#unsettled > 0) {
           await new Promise<void>((resolve) => this.#idle = resolve);
           this.#idle = null;
         }
@@ -644,6 +655,7 @@ function settle(p: Pending, value: Reply | undefined, error?: unknown): void {
   if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
   if (error !== undefined) p.reject(error);
   else p.resolve(value as Reply);
+  p.onSettled?.();
 }
 
 function errorText(err: unknown): string {
