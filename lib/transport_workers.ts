@@ -26,11 +26,24 @@ interface WorkersSockets {
 // Kept in a variable so that tools other than workerd do not try to resolve it.
 const SOCKETS_MODULE = "cloudflare:sockets";
 
-/** Opens a TCP or TLS stream with `cloudflare:sockets`. Custom CAs are not supported there. */
+/**
+ * Opens a TCP or TLS stream with `cloudflare:sockets`. Custom CAs and a server
+ * name other than the host name are not supported there. Resolves once the
+ * connection (and, for TLS, the handshake) is established.
+ */
 export const workersConnector: Connector = async (options, handlers) => {
   if (options.tls?.caCerts) {
     throw new TypeError(
       "Cloudflare Workers cannot trust a custom CA: use a server certificate from a public CA",
+    );
+  }
+  if (
+    options.tls?.serverName !== undefined &&
+    options.tls.serverName !== options.hostname
+  ) {
+    throw new TypeError(
+      "Cloudflare Workers checks the certificate against the host name only: " +
+        "connect to the name in the certificate instead of setting tls.serverName",
     );
   }
   const { connect } = await import(SOCKETS_MODULE) as WorkersSockets;
@@ -38,7 +51,14 @@ export const workersConnector: Connector = async (options, handlers) => {
     { hostname: options.hostname, port: options.port },
     { secureTransport: options.tls ? "on" : "off", allowHalfOpen: false },
   );
-  await socket.opened;
+  // `closed` rejects when the socket fails; the read loop reports that.
+  socket.closed.catch(() => {});
+  try {
+    await socket.opened;
+  } catch (err) {
+    await socket.close().catch(() => {});
+    throw err;
+  }
   const writer = socket.writable.getWriter();
   const reader = socket.readable.getReader();
   let closing = false;
@@ -53,10 +73,15 @@ export const workersConnector: Connector = async (options, handlers) => {
     } catch (err) {
       if (!closing) error = err;
     }
+    if (!closing) {
+      // The server or the network ended it: release the socket too.
+      closing = true;
+      await socket.close().catch(() => {});
+    }
     handlers.onClose(error);
   })();
   const transport: Transport = {
-    write: (bytes) => writer.write(bytes),
+    write: (bytes) => closing ? undefined : writer.write(bytes),
     async close() {
       if (!closing) {
         closing = true;
