@@ -197,16 +197,25 @@ export class RedisClient {
       this.#listeners.set(channel, set);
     }
     set.add(listener);
-    if (first) {
-      await this.#channelOp(channel, async () => {
-        // Still wanted by the time our turn came?
-        if (this.#listeners.get(channel)?.size) {
-          const sub = await this.#subscriberConnection();
-          await sub.send(["SUBSCRIBE", channel]);
-        }
-      });
-    } else {
-      await this.#channelOps.get(channel);
+    try {
+      if (first) {
+        await this.#channelOp(channel, async () => {
+          // Still wanted by the time our turn came?
+          if (this.#listeners.get(channel)?.size) {
+            const sub = await this.#subscriberConnection();
+            await sub.send(["SUBSCRIBE", channel]);
+          }
+        });
+      } else {
+        await this.#channelOps.get(channel);
+      }
+    } catch (err) {
+      // Not subscribed: do not keep a listener the caller cannot remove.
+      const current = this.#listeners.get(channel);
+      if (current?.delete(listener) && current.size === 0) {
+        this.#listeners.delete(channel);
+      }
+      throw err;
     }
     let removed = false;
     return async () => {
