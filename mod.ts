@@ -5,6 +5,8 @@
  *
  * - {@linkcode connect} opens an auto-pipelined Redis client.
  * - {@linkcode Script} runs Lua with EVALSHA, falling back to EVAL.
+ * - {@linkcode Lock} and {@linkcode withLock}: distributed locks with fencing
+ *   tokens, auto-renewal, waiters woken on release, and lock loss surfaced.
  *
  * @example
  * ```ts
@@ -42,6 +44,21 @@ export type {
 export { Push, type Reply } from "./lib/resp_decoder.ts";
 export type { Arg } from "./lib/resp_encoder.ts";
 export { Script, type ScriptRunOptions } from "./lib/script.ts";
+export {
+  type AcquireOptions,
+  Lock,
+  type LockOptions,
+  type ResetOptions,
+} from "./lib/lock.ts";
+export { withLock, type WithLockOptions } from "./lib/with_lock.ts";
+export {
+  LockLostError,
+  type LockLostReason,
+  LockNotAcquiredError,
+  LockNotHeldError,
+  type LockNotHeldReason,
+} from "./lib/errors.ts";
+export type { LockKeys } from "./lib/lock_keys.ts";
 export type {
   Connector,
   Runtime,

@@ -175,7 +175,10 @@ export class LockNotAcquiredError extends RespiteError {
     message: string,
     options: { lock: string; wait: number; cause?: unknown },
   ) {
-    super(message, { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "LockNotAcquiredError";
     this.lock = options.lock;
     this.wait = options.wait;
@@ -210,7 +213,10 @@ export class LockLostError extends RespiteError {
     message: string,
     options: { lock: string; reason: LockLostReason; cause?: unknown },
   ) {
-    super(message, { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "LockLostError";
     this.lock = options.lock;
     this.reason = options.reason;
@@ -243,7 +249,10 @@ export class LockNotHeldError extends RespiteError {
     message: string,
     options: { lock: string; reason: LockNotHeldReason; cause?: unknown },
   ) {
-    super(message, { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "LockNotHeldError";
     this.lock = options.lock;
     this.reason = options.reason;

@@ -1,0 +1,1066 @@
+/**
+ * The distributed lock: `SET key value NX PX ttl` with a fencing counter,
+ * compare-and-delete release that wakes waiters over pub/sub, compare-and-
+ * PEXPIRE extension, auto-renewal, and a signal that aborts when the lock is
+ * lost.
+ *
+ * @module
+ */
+
+import { RedisClient } from "./client.ts";
+import {
+  LockLostError,
+  type LockLostReason,
+  LockNotHeldError,
+  type LockNotHeldReason,
+  ReplyError,
+  TimeoutError,
+} from "./errors.ts";
+import {
+  checkPrefix,
+  DEFAULT_PREFIX,
+  type LockKeys,
+  lockKeys,
+} from "./lock_keys.ts";
+import type { Logger } from "./options.ts";
+import type { Reply } from "./resp_decoder.ts";
+import type { Arg } from "./resp_encoder.ts";
+import { Script } from "./script.ts";
+
+// KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] value, ARGV[2] ttl (ms).
+// Acquired: {1, fence}. Held by someone: {0, pttl of the holder}.
+const ACQUIRE_SCRIPT = new Script(
+  "ACQUIRE_SCRIPT",
+  `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}`,
+);
+
+// KEYS[1] lock key; ARGV[1] value, ARGV[2] wake channel.
+// 1 released (and waiters woken), 0 held by another value, -1 no such key.
+const UNLOCK_SCRIPT = new Script(
+  "UNLOCK_SCRIPT",
+  `local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+if v then return 0 end
+return -1`,
+);
+
+// KEYS[1] lock key; ARGV[1] value, ARGV[2] new ttl (ms).
+// 1 extended, 0 held by another value, -1 no such key.
+const EXTEND_SCRIPT = new Script(
+  "EXTEND_SCRIPT",
+  `local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v then return 0 end
+return -1`,
+);
+
+// KEYS[1] lock key; ARGV[1] wake channel. Returns how many keys it deleted.
+const RESET_SCRIPT = new Script(
+  "RESET_SCRIPT",
+  `local n = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], 'reset')
+return n`,
+);
+
+/** Scripts that already ran once on a client (see {@linkcode runScript}). */
+const warmed = new WeakMap<RedisClient, WeakSet<Script>>();
+
+/**
+ * Runs a lock script. Its first run on a client is silent when the server
+ * does not have it cached yet (a fresh process, not a loss); after that, a
+ * NOSCRIPT warns once per loss, e.g. `UNLOCK_SCRIPT not cached.` after a
+ * `SCRIPT FLUSH` or a server restart.
+ */
+function runScript<T extends Reply>(
+  script: Script,
+  redis: RedisClient,
+  keys: readonly Arg[],
+  args: readonly Arg[],
+  logger: Logger | null | undefined,
+  signal?: AbortSignal,
+): Promise<T> {
+  let set = warmed.get(redis);
+  if (set === undefined) {
+    set = new WeakSet();
+    warmed.set(redis, set);
+  }
+  if (set.has(script)) {
+    return script.run<T>(redis, keys, args, { logger, signal });
+  }
+  const known = set;
+  const p = firstRun<T>(script, redis, keys, args, signal);
+  p.then(() => known.add(script), () => {});
+  return p;
+}
+
+/** EVALSHA, then EVAL on NOSCRIPT, without a warning (and without marking a loss). */
+async function firstRun<T extends Reply>(
+  script: Script,
+  redis: RedisClient,
+  keys: readonly Arg[],
+  args: readonly Arg[],
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  const tail = [keys.length, ...keys, ...args];
+  try {
+    return await redis.command<T>(["EVALSHA", await script.sha(), ...tail], {
+      signal,
+    });
+  } catch (err) {
+    if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
+  }
+  return await redis.command<T>(["EVAL", script.lua, ...tail], { signal });
+}
+
+/** setTimeout fires at once for delays above this. */
+const MAX_DELAY = 2_147_483_647;
+/** Re-check interval for a lock key that has no expiry (set by hand). */
+const NO_EXPIRY_RECHECK = 1_000;
+
+/** Options for {@linkcode Lock}. */
+export interface LockOptions {
+  /** The lease, in ms: a positive integer (default 30_000). The key expires after it unless extended or renewed. */
+  ttl?: number;
+  /** Renew the lease every `ttl / 3` while held (default `false`). */
+  autoRenew?: boolean;
+  /** The owner id stored with the lock, returned by `owner()` (default: a random hex id per `Lock` object). */
+  id?: string;
+  /** Key prefix (default `"respite:"`): the lock lives at `<prefix>lock:{<name>}`. */
+  prefix?: string;
+  /** Where `ACQUIRE_SCRIPT not cached.` and similar warnings go (default: the client's logger); `null` silences them. */
+  logger?: Logger | null;
+}
+
+/** Options for {@linkcode Lock.acquire}. */
+export interface AcquireOptions {
+  /**
+   * How long to wait for the lock, in ms: `0` tries once, `Infinity` (the
+   * default) waits until acquired or aborted. Independent of `ttl`: a waiter
+   * may rightly wait through several holders' leases.
+   */
+  wait?: number;
+  /** Stops waiting: `acquire()` rejects at once with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode Lock.reset} and {@linkcode Lock.resetAll}. */
+export interface ResetOptions {
+  /** Key prefix (default `"respite:"`). */
+  prefix?: string;
+}
+
+/** One holding of a lock, from a successful acquire to release or loss. */
+interface Holding {
+  value: string;
+  fence: number;
+  controller: AbortController;
+  /** The lease length renewals and the local expiry use (ms). */
+  ttl: number;
+  /** performance.now() by which the lease has surely run out in Redis. */
+  expiresAt: number;
+  leaseTimer?: ReturnType<typeof setTimeout>;
+  renewTimer?: ReturnType<typeof setTimeout>;
+  renewError?: unknown;
+  lost: boolean;
+}
+
+/**
+ * Local waiters for one lock name on one client. Only the head contends in
+ * Redis; the others wait here, in order, so a release wakes one contender per
+ * process rather than every waiter. They share one subscription to the wake
+ * channel.
+ */
+class WaitQueue {
+  readonly waiters: Array<() => void> = [];
+  /** The holding of a `Lock` on this client, if one holds the lock. */
+  localHolder: Holding | null = null;
+  /** Counts wake-ups, so one that arrives during a try is not lost. */
+  wakeSeq = 0;
+  #wake: (() => void) | null = null;
+  #unsubscribe: Promise<() => Promise<void>> | null = null;
+
+  constructor(
+    readonly redis: RedisClient,
+    readonly channel: string,
+    readonly onEmpty: () => void,
+  ) {}
+
+  /** Subscribes to the wake channel (once per queue); resolves when Redis confirmed. */
+  async subscribed(): Promise<void> {
+    if (this.#unsubscribe === null) {
+      this.#unsubscribe = this.redis.subscribe(this.channel, () => {
+        this.wakeSeq++;
+        const wake = this.#wake;
+        this.#wake = null;
+        wake?.();
+      });
+      this.#unsubscribe.catch(() => {
+        this.#unsubscribe = null;
+      });
+    }
+    await this.#unsubscribe;
+  }
+
+  /** Waits for a wake-up, `ms` or an abort (which rejects). */
+  sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (this.#wake === wake) this.#wake = null;
+      };
+      const wake = () => {
+        finish();
+        resolve();
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(wake, Math.min(Math.max(ms, 0), MAX_DELAY));
+      this.#wake = wake;
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Removes a waiter; promotes the next head; unsubscribes when empty. */
+  remove(waiter: () => void): void {
+    const i = this.waiters.indexOf(waiter);
+    if (i === -1) return;
+    this.waiters.splice(i, 1);
+    if (i === 0 && this.waiters.length > 0) this.waiters[0]();
+    if (this.waiters.length === 0) {
+      this.onEmpty();
+      const unsubscribe = this.#unsubscribe;
+      this.#unsubscribe = null;
+      unsubscribe?.then((u) => u()).catch(() => {});
+    }
+  }
+}
+
+const queues = new WeakMap<RedisClient, Map<string, WaitQueue>>();
+
+function queueOf(
+  redis: RedisClient,
+  keys: LockKeys,
+  create: boolean,
+): WaitQueue | undefined {
+  let byKey = queues.get(redis);
+  let q = byKey?.get(keys.key);
+  if (q !== undefined || !create) return q;
+  if (byKey === undefined) {
+    byKey = new Map();
+    queues.set(redis, byKey);
+  }
+  const map = byKey;
+  const created: WaitQueue = new WaitQueue(redis, keys.wake, () => {
+    if (map.get(keys.key) === created) map.delete(keys.key);
+  });
+  q = created;
+  map.set(keys.key, q);
+  return q;
+}
+
+function randomHex(bytes: number): string {
+  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += b[i].toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Length of the random token in a lock's value (32 hex digits + ":"). */
+const TOKEN_LENGTH = 33;
+
+function checkClient(redis: unknown): RedisClient {
+  if (!(redis instanceof RedisClient)) {
+    throw new TypeError(
+      "redis must be a RedisClient from connect(); got " + describe(redis),
+    );
+  }
+  return redis;
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== "string") {
+    throw new TypeError(
+      "A lock name must be a non-empty string; got " + describe(name),
+    );
+  }
+  if (name.length === 0) {
+    throw new TypeError('A lock name must be a non-empty string; got ""');
+  }
+  return name;
+}
+
+/** @internal Checks a ttl: a positive integer number of ms. */
+export function _checkTtl(ttl: unknown): number {
+  if (typeof ttl !== "number") {
+    throw new TypeError("ttl must be a number of ms; got " + describe(ttl));
+  }
+  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_DELAY) {
+    throw new RangeError(
+      `ttl must be a positive integer number of ms, at most ${MAX_DELAY}; got ${ttl}`,
+    );
+  }
+  return ttl;
+}
+
+/** @internal Checks a wait: a number of ms ≥ 0, or Infinity. */
+export function _checkWait(wait: unknown): number {
+  if (typeof wait !== "number") {
+    throw new TypeError("wait must be a number of ms; got " + describe(wait));
+  }
+  if (Number.isNaN(wait) || wait < 0) {
+    throw new RangeError(
+      `wait must be 0 (try once), a positive number of ms, or Infinity; got ${wait}`,
+    );
+  }
+  return wait;
+}
+
+/** @internal Checks an optional AbortSignal. */
+export function _checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(
+      "signal must be an AbortSignal; got " + describe(signal),
+    );
+  }
+  return signal;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
+  if (typeof v === "object") return v.constructor?.name ?? "object";
+  return `${typeof v} ${String(v)}`;
+}
+
+function escapeGlob(s: string): string {
+  return s.replace(/[*?[\]\\]/g, "\\$&");
+}
+
+/**
+ * A distributed lock on one name, in one Redis.
+ *
+ * `acquire()` sets the key `<prefix>lock:{<name>}` with `SET NX PX ttl` and,
+ * in the same Lua script, increments the lock's fencing counter. Waiters do
+ * not poll: a release publishes on the lock's wake channel, and the waiting
+ * contender retries at once; a waiter also re-checks when the holder's lease
+ * would run out, so a lost wake-up costs at most the holder's remaining ttl.
+ * Within one process, waiters on one client queue in order and only the first
+ * contends in Redis. A contended acquisition costs two requests to Redis
+ * (acquire and release).
+ *
+ * A `Lock` object is one holder: acquire, work, release; it can be acquired
+ * again after release. It is not reentrant. Use one object per concurrent
+ * holder (they may share a client).
+ *
+ * Safety: with a single Redis node, a lock is as durable as the node; a
+ * failover or restart without fsync can lose it, and a paused process (GC,
+ * SIGSTOP) can outlive its lease. {@linkcode Lock.signal} tells the holder
+ * when it knows the lock is lost; {@linkcode Lock.fence} lets the protected
+ * resource refuse a stale holder.
+ *
+ * @example
+ * ```ts
+ * import { connect, Lock } from "@respite/respite";
+ * await using redis = await connect();
+ * await using lock = new Lock(redis, "doc:report", { ttl: 10_000, autoRenew: true });
+ * if (await lock.acquire({ wait: 5_000 })) {
+ *   // ... only one process in the fleet runs this at a time ...
+ *   lock.signal.throwIfAborted(); // stop if the lock was lost meanwhile
+ *   await lock.release(); // or let `await using` release it
+ * }
+ * ```
+ */
+export class Lock {
+  /** The lock's name. */
+  readonly name: string;
+  /** The lease in ms. */
+  readonly ttl: number;
+  /** The owner id stored with the lock. */
+  readonly id: string;
+  /** Whether the lease is renewed every `ttl / 3` while held. */
+  readonly autoRenew: boolean;
+  /** The Redis key, fencing counter key and wake channel of this lock. */
+  readonly keys: LockKeys;
+  #redis: RedisClient;
+  #logger: Logger | null | undefined;
+  #holding: Holding | null = null;
+  #acquiring = false;
+  #controller = new AbortController();
+
+  /**
+   * Creates a lock object; nothing is sent to Redis until `acquire()`.
+   *
+   * @param redis The client to use.
+   * @param name The lock's name: a non-empty string.
+   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * const lock = new Lock(redis, "doc:ctor", { ttl: 5_000, id: "worker-1" });
+   * console.assert(lock.keys.key === "respite:lock:{doc:ctor}");
+   * ```
+   */
+  constructor(redis: RedisClient, name: string, options: LockOptions = {}) {
+    this.#redis = checkClient(redis);
+    this.name = checkName(name);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError("options must be an object");
+    }
+    this.ttl = options.ttl === undefined ? 30_000 : _checkTtl(options.ttl);
+    if (
+      options.autoRenew !== undefined && typeof options.autoRenew !== "boolean"
+    ) {
+      throw new TypeError("autoRenew must be a boolean");
+    }
+    this.autoRenew = options.autoRenew ?? false;
+    if (options.id !== undefined && typeof options.id !== "string") {
+      throw new TypeError("id must be a string");
+    }
+    this.id = options.id ?? randomHex(16);
+    const prefix = options.prefix === undefined
+      ? DEFAULT_PREFIX
+      : checkPrefix(options.prefix);
+    if (
+      options.logger !== undefined && options.logger !== null &&
+      typeof options.logger?.warn !== "function"
+    ) {
+      throw new TypeError("logger must have a warn() method, or be null");
+    }
+    this.#logger = options.logger;
+    this.keys = lockKeys(this.name, prefix);
+  }
+
+  /**
+   * An `AbortSignal` that aborts, with a {@linkcode LockLostError} as its
+   * reason, when the current holding is lost: a renewal found the key gone or
+   * taken, the lease ran out without a successful renewal (Redis unreachable,
+   * or no `autoRenew`), or `extend()` found it gone. Each successful
+   * `acquire()` starts a new signal; a release does not abort it. Pass it to
+   * the work the lock protects.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock, LockLostError } from "@respite/respite";
+   * await using redis = await connect();
+   * const lock = new Lock(redis, "doc:signal", { ttl: 50 });
+   * await lock.acquire();
+   * await new Promise((r) => setTimeout(r, 80)); // outlive the lease
+   * console.assert(lock.signal.aborted && lock.signal.reason instanceof LockLostError);
+   * ```
+   */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /**
+   * The fencing token of the current holding, or `null` when not held. Tokens
+   * of one lock name strictly increase across holders and processes (a
+   * counter incremented atomically with each successful acquisition; a failed
+   * attempt consumes none). Its key, `<prefix>lock:{<name>}:fence`, never
+   * expires and survives `reset()`, so tokens never repeat.
+   *
+   * A protected resource checks it by remembering the highest token it has
+   * accepted and refusing any write that carries a lower one: a holder that
+   * was paused past its lease (and whose lock another process has taken since)
+   * then cannot overwrite the newer holder's work.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * // The resource: accept a write only with a token ≥ the highest seen.
+   * const write = async (fence: number, value: string) =>
+   *   await redis.send("EVAL", `
+   *     local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+   *     if tonumber(ARGV[1]) < seen then return 0 end
+   *     redis.call('HSET', KEYS[1], 'fence', ARGV[1], 'value', ARGV[2])
+   *     return 1`, 1, "respite:doc:resource", fence, value);
+   * await using lock = new Lock(redis, "doc:fence");
+   * await lock.acquire();
+   * console.assert(await write(lock.fence!, "mine") === 1);
+   * console.assert(await write(lock.fence! - 1, "stale") === 0);
+   * await redis.send("DEL", "respite:doc:resource");
+   * ```
+   */
+  get fence(): number | null {
+    const h = this.#holding;
+    return h === null || h.lost ? null : h.fence;
+  }
+
+  /** Whether this object holds the lock, as far as it knows (acquired, not released, not lost). */
+  get held(): boolean {
+    return this.#holding !== null && !this.#holding.lost;
+  }
+
+  /**
+   * Acquires the lock, waiting up to `wait` ms. Resolves `true` when acquired,
+   * `false` when the wait ran out. Rejects with the signal's reason when
+   * `signal` aborts (at once, also while waiting), with a `TypeError` when
+   * this object already holds the lock or is acquiring it, and with a
+   * `TypeError`/`RangeError` for a bad `wait`.
+   *
+   * @param options `wait` (ms; `0` tries once; default `Infinity`) and `signal`.
+   * @returns Whether the lock was acquired.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * await using a = new Lock(redis, "doc:acquire");
+   * await using b = new Lock(redis, "doc:acquire");
+   * console.assert(await a.acquire({ wait: 0 }) === true);
+   * console.assert(await b.acquire({ wait: 20 }) === false); // a holds it
+   * await a.release();
+   * console.assert(await b.acquire({ wait: 0 }) === true);
+   * ```
+   */
+  async acquire(options: AcquireOptions = {}): Promise<boolean> {
+    const wait = options.wait === undefined
+      ? Infinity
+      : _checkWait(options.wait);
+    const signal = _checkSignal(options.signal);
+    if (this.#acquiring || this.held) {
+      throw new TypeError(
+        `Lock ${this.name} is already ${
+          this.#acquiring ? "being acquired" : "held"
+        } by this Lock object; release it first, or use one Lock object per holder`,
+      );
+    }
+    signal?.throwIfAborted();
+    const start = performance.now();
+    this.#acquiring = true;
+    try {
+      const existing = queueOf(this.#redis, this.keys, false);
+      if (wait === 0 || existing === undefined) {
+        const pttl = await this.#attempt(signal);
+        if (pttl === null) return true;
+        if (wait === 0) return false;
+      }
+      return await this.#waitInQueue(start + wait, signal);
+    } finally {
+      this.#acquiring = false;
+    }
+  }
+
+  /** Waits in the local queue for a turn to contend, then contends. */
+  async #waitInQueue(
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    const q = queueOf(this.#redis, this.keys, true)!;
+    const turn = Promise.withResolvers<boolean>();
+    const waiter = () => turn.resolve(true);
+    q.waiters.push(waiter);
+    try {
+      if (q.waiters[0] !== waiter) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const onAbort = () => turn.reject(signal!.reason);
+        if (deadline !== Infinity) {
+          timer = setTimeout(
+            () => turn.resolve(false),
+            Math.min(Math.max(deadline - performance.now(), 0), MAX_DELAY),
+          );
+        }
+        signal?.addEventListener("abort", onAbort, { once: true });
+        try {
+          if (!await turn.promise) return false;
+        } finally {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        }
+      }
+      return await this.#contend(q, deadline, signal);
+    } finally {
+      q.remove(waiter);
+    }
+  }
+
+  /** The head waiter's loop: subscribe, try, sleep until woken or the lease runs out. */
+  async #contend(
+    q: WaitQueue,
+    deadline: number,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    await q.subscribed();
+    let first = true;
+    while (true) {
+      signal?.throwIfAborted();
+      const now = performance.now();
+      if (now >= deadline) return false;
+      const seq = q.wakeSeq;
+      let pttl: number;
+      const holder = q.localHolder;
+      if (first && holder !== null && !holder.lost && holder.expiresAt > now) {
+        // A Lock on this client holds it: its release will wake us.
+        pttl = holder.expiresAt - now;
+      } else {
+        const r = await this.#attempt(signal);
+        if (r === null) return true;
+        pttl = r;
+      }
+      first = false;
+      if (q.wakeSeq !== seq) continue; // woken while trying
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return false;
+      let delay: number;
+      if (pttl === -1) delay = NO_EXPIRY_RECHECK;
+      else if (pttl < 0) delay = 0;
+      // Past the holder's lease, plus jitter so processes do not retry in step.
+      else delay = pttl + 1 + Math.random() * Math.min(20, 1 + pttl / 10);
+      await q.sleep(Math.min(delay, remaining), signal);
+    }
+  }
+
+  /**
+   * One try. Resolves `null` when acquired (the holding is set up), else the
+   * holder's remaining ttl. An abort rejects at once; if the try then turns
+   * out to have acquired the lock, it is released in the background.
+   */
+  async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
+    const value = `${randomHex(16)}:${this.id}`;
+    const sent = performance.now();
+    const p = runScript<[number, number]>(
+      ACQUIRE_SCRIPT,
+      this.#redis,
+      [this.keys.key, this.keys.fence],
+      [value, this.ttl],
+      this.#logger,
+    );
+    let reply: [number, number];
+    if (signal === undefined) {
+      reply = await p;
+    } else {
+      try {
+        reply = await abortable(p, signal);
+      } catch (err) {
+        if (signal.aborted) {
+          p.then(([ok]) => {
+            if (ok === 1) return this.#unlock(value);
+          }).catch(() => {});
+        }
+        throw err;
+      }
+    }
+    if (reply[0] !== 1) return reply[1];
+    this.#hold(value, reply[1], sent);
+    return null;
+  }
+
+  #hold(value: string, fence: number, sent: number): void {
+    const controller = new AbortController();
+    this.#controller = controller;
+    const h: Holding = {
+      value,
+      fence,
+      controller,
+      ttl: this.ttl,
+      expiresAt: sent + this.ttl,
+      lost: false,
+    };
+    this.#holding = h;
+    this.#armLease(h);
+    if (this.autoRenew) this.#scheduleRenew(h, h.ttl / 3);
+    const q = queueOf(this.#redis, this.keys, false);
+    if (q !== undefined) q.localHolder = h;
+  }
+
+  /** (Re)starts the timer that declares the holding lost when its lease runs out locally. */
+  #armLease(h: Holding): void {
+    clearTimeout(h.leaseTimer);
+    h.leaseTimer = setTimeout(() => {
+      h.leaseTimer = undefined;
+      if (h.renewError !== undefined) {
+        this.#lose(
+          h,
+          "unreachable",
+          `could not be renewed before its ${h.ttl} ms lease ran out`,
+          h.renewError,
+        );
+      } else {
+        this.#lose(h, "expired", `its ${h.ttl} ms lease ran out`);
+      }
+    }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_DELAY));
+  }
+
+  #scheduleRenew(h: Holding, delay: number): void {
+    clearTimeout(h.renewTimer);
+    h.renewTimer = setTimeout(() => {
+      h.renewTimer = undefined;
+      void this.#renew(h);
+    }, Math.max(delay, 1));
+  }
+
+  async #renew(h: Holding): Promise<void> {
+    if (this.#holding !== h || h.lost) return;
+    const sent = performance.now();
+    const remaining = h.expiresAt - sent;
+    const ac = new AbortController();
+    const timer = setTimeout(
+      () =>
+        ac.abort(
+          new TimeoutError(`renewing lock ${this.name} timed out`),
+        ),
+      Math.max(remaining, 1),
+    );
+    let r: number;
+    try {
+      r = await runScript<number>(
+        EXTEND_SCRIPT,
+        this.#redis,
+        [this.keys.key],
+        [h.value, h.ttl],
+        this.#logger,
+        ac.signal,
+      );
+    } catch (err) {
+      if (this.#holding !== h || h.lost) return;
+      h.renewError = err;
+      // Try again soon; the lease timer declares the lock lost if no renewal
+      // succeeds before it runs out.
+      const left = h.expiresAt - performance.now();
+      if (left > 0) this.#scheduleRenew(h, Math.min(h.ttl / 10, left / 2));
+      return;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.#holding !== h || h.lost) return;
+    if (r === 1) {
+      h.renewError = undefined;
+      h.expiresAt = sent + h.ttl;
+      this.#armLease(h);
+      this.#scheduleRenew(h, h.ttl / 3);
+    } else if (r === 0) {
+      this.#lose(h, "held-by-other", "a renewal found another holder's token");
+    } else {
+      this.#lose(h, "expired", "a renewal found its key gone");
+    }
+  }
+
+  #stopTimers(h: Holding): void {
+    clearTimeout(h.leaseTimer);
+    clearTimeout(h.renewTimer);
+    h.leaseTimer = undefined;
+    h.renewTimer = undefined;
+  }
+
+  #lose(
+    h: Holding,
+    reason: LockLostReason,
+    why: string,
+    cause?: unknown,
+  ): void {
+    if (h.lost) return;
+    h.lost = true;
+    this.#stopTimers(h);
+    const q = queueOf(this.#redis, this.keys, false);
+    if (q?.localHolder === h) q.localHolder = null;
+    h.controller.abort(
+      new LockLostError(`Lock ${this.name} was lost: ${why}`, {
+        lock: this.name,
+        reason,
+        cause,
+      }),
+    );
+  }
+
+  #unlock(value: string): Promise<number> {
+    return runScript<number>(
+      UNLOCK_SCRIPT,
+      this.#redis,
+      [this.keys.key],
+      [value, this.keys.wake],
+      this.#logger,
+    );
+  }
+
+  #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
+    const why = reason === "expired"
+      ? "its key expired or was deleted"
+      : reason === "held-by-other"
+      ? "another owner holds it now"
+      : "this Lock object does not hold it (acquire it first)";
+    return new LockNotHeldError(`Cannot ${what} lock ${this.name}: ${why}`, {
+      lock: this.name,
+      reason,
+    });
+  }
+
+  /**
+   * Releases the lock (compare-and-delete in one Lua script) and wakes its
+   * waiters. Stops auto-renewal. Rejects with {@linkcode LockNotHeldError}
+   * when this object does not hold it, or when Redis finds it expired or held
+   * by another owner; the current holder is left untouched.
+   *
+   * @returns Resolves once released.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * const lock = new Lock(redis, "doc:release");
+   * await lock.acquire();
+   * await lock.release();
+   * console.assert(await lock.locked() === false);
+   * ```
+   */
+  async release(): Promise<void> {
+    const h = this.#holding;
+    if (h === null) throw this.#notHeld("not-acquired", "release");
+    this.#holding = null;
+    this.#stopTimers(h);
+    const q = queueOf(this.#redis, this.keys, false);
+    if (q?.localHolder === h) q.localHolder = null;
+    const r = await this.#unlock(h.value);
+    if (r === 1) return;
+    throw this.#notHeld(r === 0 ? "held-by-other" : "expired", "release");
+  }
+
+  /**
+   * Sets the lease to `ttl` ms from now (compare-and-PEXPIRE in one Lua
+   * script); later auto-renewals use that length too. Rejects with
+   * {@linkcode LockNotHeldError} when this object does not hold the lock, or
+   * when Redis finds it expired or held by another owner (the holding is then
+   * lost: its signal aborts); the current holder is left untouched.
+   *
+   * @param ttl The new lease in ms (default: the current lease length).
+   * @returns Resolves once extended.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * await using lock = new Lock(redis, "doc:extend", { ttl: 1_000 });
+   * await lock.acquire();
+   * await lock.extend(60_000);
+   * console.assert(await redis.send<number>("PTTL", lock.keys.key) > 1_000);
+   * ```
+   */
+  async extend(ttl?: number): Promise<void> {
+    const h = this.#holding;
+    const lease = ttl === undefined ? h?.ttl ?? this.ttl : _checkTtl(ttl);
+    if (h === null) throw this.#notHeld("not-acquired", "extend");
+    if (h.lost) {
+      const lost = h.controller.signal.reason as LockLostError;
+      throw this.#notHeld(
+        lost.reason === "held-by-other" ? "held-by-other" : "expired",
+        "extend",
+      );
+    }
+    const sent = performance.now();
+    const r = await runScript<number>(
+      EXTEND_SCRIPT,
+      this.#redis,
+      [this.keys.key],
+      [h.value, lease],
+      this.#logger,
+    );
+    if (r === 1) {
+      if (this.#holding === h && !h.lost) {
+        h.ttl = lease;
+        h.expiresAt = sent + lease;
+        h.renewError = undefined;
+        this.#armLease(h);
+        if (this.autoRenew) this.#scheduleRenew(h, lease / 3);
+      }
+      return;
+    }
+    const reason = r === 0 ? "held-by-other" : "expired";
+    this.#lose(
+      h,
+      reason,
+      r === 0
+        ? "extend() found another holder's token"
+        : "extend() found its key gone",
+    );
+    throw this.#notHeld(reason, "extend");
+  }
+
+  /**
+   * The owner id of whoever holds the lock now (the `id` option of its
+   * `Lock`), or `null` when nobody does. Does not acquire anything.
+   *
+   * @returns The holder's id, or `null`.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * await using lock = new Lock(redis, "doc:owner", { id: "worker-7" });
+   * console.assert(await lock.owner() === null);
+   * await lock.acquire();
+   * console.assert(await lock.owner() === "worker-7");
+   * ```
+   */
+  async owner(): Promise<string | null> {
+    const v = await this.#redis.send<string | null>("GET", this.keys.key);
+    if (v === null) return null;
+    return v.length >= TOKEN_LENGTH && v[TOKEN_LENGTH - 1] === ":"
+      ? v.slice(TOKEN_LENGTH)
+      : v;
+  }
+
+  /**
+   * Whether anyone holds the lock now, without trying to acquire it.
+   *
+   * @returns `true` when the lock's key exists.
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * await using lock = new Lock(redis, "doc:locked");
+   * console.assert(await lock.locked() === false);
+   * await lock.acquire();
+   * console.assert(await new Lock(redis, "doc:locked").locked() === true);
+   * ```
+   */
+  async locked(): Promise<boolean> {
+    return await this.#redis.send<number>("EXISTS", this.keys.key) === 1;
+  }
+
+  /**
+   * Releases the lock if this object holds it, for `await using`. A lock
+   * that was already lost is not an error here (the lock's `signal` has told
+   * the holder); other errors (e.g. Redis unreachable) are thrown.
+   *
+   * @returns Resolves once released.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#holding === null) return;
+    try {
+      await this.release();
+    } catch (err) {
+      if (!(err instanceof LockNotHeldError)) throw err;
+    }
+  }
+
+  /**
+   * Force-releases the lock called `name`, whoever holds it, and wakes its
+   * waiters. The holder finds out at its next renewal or `extend()` (its
+   * signal aborts) or when its `release()` fails. The fencing counter is kept,
+   * so tokens keep increasing.
+   *
+   * @param redis The client to use.
+   * @param name The lock's name.
+   * @param options `prefix`.
+   * @returns Whether a lock was held (and is now deleted).
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * const lock = new Lock(redis, "doc:reset");
+   * await lock.acquire();
+   * console.assert(await Lock.reset(redis, "doc:reset") === true);
+   * console.assert(await lock.locked() === false);
+   * ```
+   */
+  static async reset(
+    redis: RedisClient,
+    name: string,
+    options: ResetOptions = {},
+  ): Promise<boolean> {
+    checkClient(redis);
+    checkName(name);
+    const keys = lockKeys(
+      name,
+      options.prefix === undefined
+        ? DEFAULT_PREFIX
+        : checkPrefix(options.prefix),
+    );
+    const n = await runScript<number>(
+      RESET_SCRIPT,
+      redis,
+      [keys.key],
+      [keys.wake],
+      undefined,
+    );
+    return n === 1;
+  }
+
+  /**
+   * Force-releases every lock under `prefix` and wakes their waiters. Finds
+   * the locks with `SCAN` (never `KEYS`), so it does not block Redis; locks
+   * taken while it runs may or may not be released. Fencing counters are kept.
+   *
+   * @param redis The client to use.
+   * @param options `prefix` (default `"respite:"`).
+   * @returns How many locks were held (and are now deleted).
+   *
+   * @example
+   * ```ts
+   * import { connect, Lock } from "@respite/respite";
+   * await using redis = await connect();
+   * const prefix = "respite-doc-resetall:";
+   * await new Lock(redis, "a", { prefix }).acquire();
+   * await new Lock(redis, "b", { prefix }).acquire();
+   * console.assert(await Lock.resetAll(redis, { prefix }) === 2);
+   * ```
+   */
+  static async resetAll(
+    redis: RedisClient,
+    options: ResetOptions = {},
+  ): Promise<number> {
+    checkClient(redis);
+    const prefix = options.prefix === undefined
+      ? DEFAULT_PREFIX
+      : checkPrefix(options.prefix);
+    // Lock keys are `<prefix>lock:{<name>}`; fencing counters end in `:fence`.
+    const pattern = `${escapeGlob(prefix)}lock:{*}`;
+    let cursor = "0";
+    let deleted = 0;
+    do {
+      const [next, keys] = await redis.send<[string, string[]]>(
+        "SCAN",
+        cursor,
+        "MATCH",
+        pattern,
+        "COUNT",
+        1000,
+        "TYPE",
+        "string",
+      );
+      cursor = next;
+      const results = await Promise.all(
+        keys.map((key) =>
+          runScript<number>(
+            RESET_SCRIPT,
+            redis,
+            [key],
+            [`${key}:wake`],
+            undefined,
+          )
+        ),
+      );
+      for (const n of results) deleted += n;
+    } while (cursor !== "0");
+    return deleted;
+  }
+}
+
+/** Rejects at once when `signal` aborts; otherwise settles like `p`. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
+}

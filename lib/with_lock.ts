@@ -1,0 +1,175 @@
+/**
+ * `withLock`: run a function under a distributed lock.
+ *
+ * @module
+ */
+
+import type { RedisClient } from "./client.ts";
+import {
+  LockLostError,
+  LockNotAcquiredError,
+  LockNotHeldError,
+} from "./errors.ts";
+import { _checkSignal, _checkWait, Lock } from "./lock.ts";
+import type { Logger } from "./options.ts";
+
+/** Options for {@linkcode withLock}. */
+export interface WithLockOptions<A extends unknown[]> {
+  /** The client to use. */
+  redis: RedisClient;
+  /** The lock's name, or a function of the call's arguments that returns it. */
+  name: string | ((...args: A) => string);
+  /** The lease in ms, a positive integer (default 30_000). */
+  ttl?: number;
+  /** How long a call waits for the lock, in ms (`0` tries once; default `Infinity`). */
+  wait?: number;
+  /** Renew the lease every `ttl / 3` while `fn` runs (default `true`). */
+  autoRenew?: boolean;
+  /** Owner id stored with the lock (default: random per call). */
+  id?: string;
+  /** Key prefix (default `"respite:"`). */
+  prefix?: string;
+  /** Where script warnings go (default: the client's logger); `null` silences them. */
+  logger?: Logger | null;
+  /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Wraps `fn` so that each call runs it under a distributed lock: acquire
+ * (waiting up to `wait`), run, release. The returned function takes `fn`'s
+ * parameters and resolves with its result.
+ *
+ * Inside `fn`, `this` is the held {@linkcode Lock}: `this.signal` aborts if
+ * the lock is lost while `fn` runs, `this.fence` is the fencing token to hand
+ * to the protected resource, `this.extend()` lengthens the lease. (Use a
+ * `function` expression to see `this`; any existing function can be wrapped
+ * unchanged, its parameter types are kept.)
+ *
+ * - Not acquired within `wait`: the call rejects with
+ *   {@linkcode LockNotAcquiredError} and `fn` never runs.
+ * - Lock lost while `fn` ran (renewal failed, lease ran out, key taken or
+ *   deleted): once `fn` settles, the call rejects with
+ *   {@linkcode LockLostError} (when `fn` threw something else, that error is
+ *   the `cause`).
+ * - `fn` threw, lock kept: released, and the call rejects with `fn`'s error.
+ *
+ * Bad options throw a `TypeError`/`RangeError` right away; a bad name from a
+ * `name` function rejects that call. Nothing is written to Redis then.
+ *
+ * @param fn The function to run under the lock; `this` is the {@linkcode Lock}.
+ * @param options `redis`, `name`, and `ttl`, `wait`, `autoRenew`, `id`,
+ *   `prefix`, `logger`, `signal`.
+ * @returns A function with `fn`'s parameters, resolving with its result.
+ *
+ * @example
+ * ```ts
+ * import { connect, withLock } from "@respite/respite";
+ * await using redis = await connect();
+ *
+ * const transfer = withLock(
+ *   async function (from: string, to: string, amount: number) {
+ *     // `this` is the Lock: pass its signal and fencing token on.
+ *     this.signal.throwIfAborted();
+ *     await redis.send("INCRBY", `respite:doc:balance:${from}`, -amount);
+ *     await redis.send("INCRBY", `respite:doc:balance:${to}`, amount);
+ *     return this.fence!;
+ *   },
+ *   {
+ *     redis,
+ *     name: (from, to) => `accounts:${[from, to].sort().join(":")}`,
+ *     ttl: 10_000,
+ *     wait: 5_000,
+ *   },
+ * );
+ * const fence: number = await transfer("alice", "bob", 10);
+ * console.assert(fence > 0);
+ * await redis.send("DEL", "respite:doc:balance:alice", "respite:doc:balance:bob");
+ * ```
+ */
+export function withLock<A extends unknown[], R>(
+  fn: (this: Lock, ...args: A) => R,
+  options: WithLockOptions<A>,
+): (...args: A) => Promise<Awaited<R>> {
+  if (typeof fn !== "function") {
+    throw new TypeError("withLock(fn, options): fn must be a function");
+  }
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("withLock(fn, options): options must be an object");
+  }
+  const { redis, name, ttl, id, prefix, logger } = options;
+  const autoRenew = options.autoRenew ?? true;
+  const wait = options.wait === undefined ? Infinity : _checkWait(options.wait);
+  const signal = _checkSignal(options.signal);
+  if (typeof name !== "function") {
+    // Validates everything else too (the client, ttl, id, prefix, logger).
+    new Lock(redis, name, { ttl, autoRenew, id, prefix, logger });
+  } else {
+    new Lock(redis, "_", { ttl, autoRenew, id, prefix, logger });
+  }
+  return async function (...args: A): Promise<Awaited<R>> {
+    const lockName = typeof name === "function" ? name(...args) : name;
+    const lock = new Lock(redis, lockName, {
+      ttl,
+      autoRenew,
+      id,
+      prefix,
+      logger,
+    });
+    if (!await lock.acquire({ wait, signal })) {
+      throw new LockNotAcquiredError(
+        `Lock ${lockName} was not acquired within ${wait} ms`,
+        { lock: lockName, wait },
+      );
+    }
+    let result: Awaited<R> | undefined;
+    let threw = false;
+    let error: unknown;
+    try {
+      result = await fn.apply(lock, args);
+    } catch (err) {
+      threw = true;
+      error = err;
+    }
+    let lost: LockLostError | undefined = lock.signal.aborted
+      ? lock.signal.reason as LockLostError
+      : undefined;
+    try {
+      await lock.release();
+    } catch (err) {
+      if (err instanceof LockNotHeldError) {
+        // Gone or taken, and we had not noticed yet: lost all the same.
+        lost ??= new LockLostError(
+          `Lock ${lockName} was lost while the function ran: ${
+            err.reason === "held-by-other"
+              ? "another owner holds it"
+              : "its key expired or was deleted"
+          }`,
+          {
+            lock: lockName,
+            reason: err.reason === "held-by-other"
+              ? "held-by-other"
+              : "expired",
+          },
+        );
+      } else if (!threw && lost === undefined) {
+        // The work is done; the lock expires on its own after its ttl.
+        (logger === undefined ? redis.logger : logger)?.warn(
+          `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
+        );
+      }
+    }
+    if (lost !== undefined) {
+      if (threw && error !== lost) {
+        throw new LockLostError(lost.message, {
+          lock: lost.lock,
+          reason: lost.reason,
+          cause: error,
+        });
+      }
+      throw lost;
+    }
+    if (threw) throw error;
+    return result as Awaited<R>;
+  };
+}
