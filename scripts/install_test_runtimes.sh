@@ -38,8 +38,13 @@ installed() {
 
 if ! installed; then
   if ! command -v npm >/dev/null 2>&1; then
-    echo "install_test_runtimes: npm is needed (apt-get install npm)" >&2
-    exit 1
+    if command -v apt-get >/dev/null 2>&1; then
+      apt-get update
+      DEBIAN_FRONTEND=noninteractive apt-get install -y npm
+    else
+      echo "install_test_runtimes: npm is needed to fetch the pinned packages" >&2
+      exit 1
+    fi
   fi
   mkdir -p "$DIR"
   [ -f "$DIR/package.json" ] || echo '{"name":"respite-test-runtimes","private":true}' >"$DIR/package.json"
@@ -49,6 +54,16 @@ if ! installed; then
     echo "install_test_runtimes: installed, but the binaries are not the pinned versions" >&2
     exit 1
   }
+fi
+
+# `deno bundle` (which the Workers test uses under Deno) fetches esbuild from
+# the npm registry on first use; fetch it now rather than inside the test.
+if command -v deno >/dev/null 2>&1; then
+  warm="$(mktemp -d)"
+  echo 'export const warm = 1;' >"$warm/warm.ts"
+  deno bundle --quiet --no-config --no-lock --platform browser --output "$warm/out.js" "$warm/warm.ts" ||
+    echo "install_test_runtimes: warning: deno bundle failed; the Workers test will show why" >&2
+  rm -rf "$warm"
 fi
 
 echo "RESPITE_NODE=$node_bin ($("$node_bin" --version))"
