@@ -302,11 +302,14 @@ export class RedisClient {
   close(): Promise<void> {
     if (this.#closing === null) {
       this.#closing = (async () => {
-        const sub = this.#subscriber;
+        // Close the command connection now, so that a command issued after
+        // close() rejects; it still waits for the replies already due.
+        const closed = this.#conn.close();
         this.#listeners.clear();
         await Promise.allSettled([...this.#channelOps.values()]);
+        const sub = this.#subscriber;
         await Promise.all([
-          this.#conn.close(),
+          closed,
           sub?.then((c) => c.close(), () => {}),
         ]);
       })();
