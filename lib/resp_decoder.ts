@@ -34,12 +34,16 @@ export type Reply =
  * invalidations, delivered out of band rather than as a command's reply.
  */
 export class Push {
+  /** The frame's elements; the first is its kind, e.g. `"message"`. */
+  readonly data: Reply[];
   /**
    * Wraps a push frame's elements.
    *
    * @param data The frame's elements; the first is its kind, e.g. `"message"`.
    */
-  constructor(readonly data: Reply[]) {}
+  constructor(data: Reply[]) {
+    this.data = data;
+  }
 }
 
 /** Returned by {@linkcode RespDecoder.read} when no complete reply is buffered. */
