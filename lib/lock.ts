@@ -345,6 +345,20 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
+/**
+ * Lets the process exit while a lease or renewal timer is pending: a process
+ * that ends while holding a lock simply lets it expire.
+ */
+function unrefTimer(timer: ReturnType<typeof setTimeout> | undefined): void {
+  if (timer === undefined) return;
+  if (typeof timer === "number") {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno
+      ?.unrefTimer?.(timer);
+  } else {
+    (timer as { unref?(): void }).unref?.();
+  }
+}
+
 function escapeGlob(s: string): string {
   return s.replace(/[*?[\]\\]/g, "\\$&");
 }
@@ -695,6 +709,7 @@ export class Lock {
         this.#lose(h, "expired", `its ${h.ttl} ms lease ran out`);
       }
     }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_DELAY));
+    unrefTimer(h.leaseTimer);
   }
 
   #scheduleRenew(h: Holding, delay: number): void {
@@ -703,19 +718,26 @@ export class Lock {
       h.renewTimer = undefined;
       void this.#renew(h);
     }, Math.max(delay, 1));
+    unrefTimer(h.renewTimer);
   }
 
   async #renew(h: Holding): Promise<void> {
     if (this.#holding !== h || h.lost) return;
     const sent = performance.now();
-    const remaining = h.expiresAt - sent;
+    // Half of what is left, so a renewal that got no answer is known to have
+    // failed (and is retried) while the lease still runs.
+    const timeout = Math.max((h.expiresAt - sent) / 2, 1);
     const ac = new AbortController();
     const timer = setTimeout(
       () =>
         ac.abort(
-          new TimeoutError(`renewing lock ${this.name} timed out`),
+          new TimeoutError(
+            `renewing lock ${this.name} got no answer within ${
+              Math.round(timeout)
+            } ms`,
+          ),
         ),
-      Math.max(remaining, 1),
+      timeout,
     );
     let r: number;
     try {
@@ -964,7 +986,7 @@ export class Lock {
    * ```ts
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
-   * const lock = new Lock(redis, "doc:reset");
+   * await using lock = new Lock(redis, "doc:reset");
    * await lock.acquire();
    * console.assert(await Lock.reset(redis, "doc:reset") === true);
    * console.assert(await lock.locked() === false);
@@ -1007,9 +1029,12 @@ export class Lock {
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * const prefix = "respite-doc-resetall:";
-   * await new Lock(redis, "a", { prefix }).acquire();
-   * await new Lock(redis, "b", { prefix }).acquire();
+   * await using a = new Lock(redis, "a", { prefix });
+   * await using b = new Lock(redis, "b", { prefix });
+   * await a.acquire();
+   * await b.acquire();
    * console.assert(await Lock.resetAll(redis, { prefix }) === 2);
+   * // Their holders find out at their next renewal, extend() or release().
    * ```
    */
   static async resetAll(
