@@ -224,6 +224,46 @@ for (const protocol of [2, 3] as const) {
   });
 }
 
+test("subscribe() while the server is down completes once it is back", async () => {
+  const own = await startRedis();
+  try {
+    await using r = await connect({
+      url: own.url,
+      reconnect: { minDelay: 10, maxDelay: 50 },
+    });
+    const c1 = chan("down1");
+    const a = inbox();
+    await r.subscribe(c1, a.listener); // the subscriber connection is open
+    await own.stop();
+    const deadline = Date.now() + 5_000;
+    while (r.status !== "reconnecting") {
+      if (Date.now() > deadline) throw new Error("did not notice");
+      await sleep(5);
+    }
+    await sleep(50); // the subscriber connection noticed too
+    const c2 = chan("down2");
+    const b = inbox();
+    let subscribed = false;
+    const pending = r.subscribe(c2, b.listener).then((u) => {
+      subscribed = true;
+      return u;
+    });
+    await sleep(100);
+    assert.equal(subscribed, false, "subscribed while the server was down");
+    await own.start();
+    await pending;
+    await using admin = await connect(own.url);
+    assert.equal(await numsub(admin, c1), 1);
+    assert.equal(await numsub(admin, c2), 1);
+    await admin.send("PUBLISH", c1, "one");
+    await admin.send("PUBLISH", c2, "two");
+    assert.deepEqual(await a.waitFor(1), [["one", c1]]);
+    assert.deepEqual(await b.waitFor(1), [["two", c2]]);
+  } finally {
+    await own.stop();
+  }
+});
+
 test("subscribe then unsubscribe at once, then subscribe again: ends subscribed", async () => {
   await using r = await connect(url);
   await using admin = await connect(url);
