@@ -7,6 +7,9 @@
  * - {@linkcode Script} runs Lua with EVALSHA, falling back to EVAL.
  * - {@linkcode Lock} and {@linkcode withLock}: distributed locks with fencing
  *   tokens, auto-renewal, waiters woken on release, and lock loss surfaced.
+ * - {@linkcode cached}: cache-stampede protection across processes — one
+ *   computation per key in the whole fleet, waiters woken when it is written,
+ *   stale-while-revalidate, XFetch early refresh.
  *
  * @example
  * ```ts
@@ -59,6 +62,33 @@ export {
   type LockNotHeldReason,
 } from "./lib/errors.ts";
 export type { LockKeys } from "./lib/lock_keys.ts";
+export {
+  cached,
+  type CachedEntry,
+  type CachedEntryInfo,
+  type CachedFunction,
+  type CallOptions,
+} from "./lib/cached.ts";
+export type {
+  CachedOptions,
+  CacheErrorEvent,
+  CacheEvent,
+  CacheHooks,
+  ComputeEvent,
+  WaitEvent,
+} from "./lib/cache_options.ts";
+export {
+  type BinaryCodec,
+  type Codec,
+  jsonCodec,
+  type TextCodec,
+} from "./lib/codec.ts";
+export { Singleflight } from "./lib/singleflight.ts";
+export {
+  CachedFailureError,
+  CacheTimeoutError,
+  CodecError,
+} from "./lib/errors.ts";
 export type {
   Connector,
   Runtime,

@@ -258,3 +258,98 @@ export class LockNotHeldError extends RespiteError {
     this.reason = options.reason;
   }
 }
+
+/**
+ * A value could not be encoded by a `cached` function's codec (a `BigInt` or
+ * a cycle under JSON, for example), so nothing was written to Redis; or, as
+ * reported through the `error` hook, a stored entry could not be decoded and
+ * was treated as a miss.
+ *
+ * @example
+ * ```ts
+ * import { CodecError } from "./errors.ts";
+ * const err = new CodecError("cannot encode", { key: "user:1", cause: new TypeError("BigInt") });
+ * console.assert(err.name === "CodecError" && err.key === "user:1");
+ * ```
+ */
+export class CodecError extends RespiteError {
+  /** The cache key (as given to `cached`, without prefix). */
+  readonly key: string;
+  /**
+   * Creates the error.
+   *
+   * @param message What could not be encoded or decoded, and what to do.
+   * @param options The cache key, and `cause` (the codec's error).
+   */
+  constructor(message: string, options: { key: string; cause?: unknown }) {
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
+    this.name = "CodecError";
+    this.key = options.key;
+  }
+}
+
+/**
+ * A `cached` call waited for another process to compute the value for longer
+ * than its `wait` option allows, had no stale value to fall back on, and was
+ * told to give up (`onWaitTimeout: "throw"`).
+ *
+ * @example
+ * ```ts
+ * import { CacheTimeoutError, RespiteError } from "./errors.ts";
+ * const err = new CacheTimeoutError("gave up", { key: "report", wait: 100 });
+ * console.assert(err instanceof RespiteError && err.wait === 100);
+ * ```
+ */
+export class CacheTimeoutError extends RespiteError {
+  /** The cache key (as given to `cached`, without prefix). */
+  readonly key: string;
+  /** How long the caller waited, in ms. */
+  readonly wait: number;
+  /**
+   * Creates the error.
+   *
+   * @param message What was waited for, and for how long.
+   * @param options The cache key and the wait.
+   */
+  constructor(message: string, options: { key: string; wait: number }) {
+    super(message);
+    this.name = "CacheTimeoutError";
+    this.key = options.key;
+    this.wait = options.wait;
+  }
+}
+
+/**
+ * A failure remembered by negative caching (`cached`'s `negativeTtl` option):
+ * the function failed recently for this key, possibly in another process, and
+ * the failure is served from the cache until it expires. `errorName` and the
+ * message are those of the original error.
+ *
+ * @example
+ * ```ts
+ * import { CachedFailureError } from "./errors.ts";
+ * const err = new CachedFailureError("user 7 not found", { key: "user:7", errorName: "NotFoundError" });
+ * console.assert(err.errorName === "NotFoundError" && err.message === "user 7 not found");
+ * ```
+ */
+export class CachedFailureError extends RespiteError {
+  /** The cache key (as given to `cached`, without prefix). */
+  readonly key: string;
+  /** The `name` of the original error, e.g. `"NotFoundError"`. */
+  readonly errorName: string;
+  /**
+   * Creates the error.
+   *
+   * @param message The original error's message.
+   * @param options The cache key and the original error's name.
+   */
+  constructor(message: string, options: { key: string; errorName: string }) {
+    super(message);
+    this.name = "CachedFailureError";
+    this.key = options.key;
+    this.errorName = options.errorName;
+  }
+}

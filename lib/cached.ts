@@ -1,0 +1,1076 @@
+/**
+ * `cached`: cache-stampede protection across every process that shares one
+ * Redis. One caller in the fleet computes a missing value under the entry's
+ * distributed lock; the others are woken over pub/sub the moment it is
+ * written.
+ *
+ * @module
+ */
+
+import type { RedisClient } from "./client.ts";
+import {
+  type CachedOptions,
+  type CacheErrorEvent,
+  type CacheEvent,
+  type CacheHooks,
+  type ComputeEvent,
+  resolveCacheOptions,
+  type ResolvedCacheOptions,
+  type WaitEvent,
+} from "./cache_options.ts";
+import {
+  encodeEntry,
+  type EntryKind,
+  type EntryMeta,
+  isTombstone,
+  newTombstone,
+  parseEntry,
+  xfetchEarly,
+} from "./cache_entry.ts";
+import {
+  CachedFailureError,
+  CacheTimeoutError,
+  CodecError,
+  ConnectionError,
+  ReplyError,
+  TimeoutError,
+} from "./errors.ts";
+import { jsonCodec } from "./codec.ts";
+import { Lock } from "./lock.ts";
+import { lockKeys } from "./lock_keys.ts";
+import type { Logger } from "./options.ts";
+import type { Reply } from "./resp_decoder.ts";
+import type { Arg } from "./resp_encoder.ts";
+import { Script } from "./script.ts";
+import { Singleflight } from "./singleflight.ts";
+
+// KEYS[1] entry; ARGV[1] stored entry, ARGV[2] px, ARGV[3] the tombstone the
+// writer saw when it started ("" if none), ARGV[4] wake channel.
+// 1 written (and waiters woken); 0 not written: invalidated meanwhile.
+const WRITE_SCRIPT = new Script(
+  "CACHE_WRITE_SCRIPT",
+  `local head = redis.call('GETRANGE', KEYS[1], 0, 63)
+if string.sub(head, 1, 10) == 'rsp1-tomb ' and head ~= ARGV[3] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], 'written')
+return 1`,
+);
+
+/** How long an `invalidate()` tombstone keeps a running computation from writing. */
+const TOMBSTONE_MIN_MS = 60_000;
+/** setTimeout fires at once for delays above this. */
+const MAX_DELAY = 2 ** 31 - 1;
+
+/** Options for one call of a cached function. */
+export interface CallOptions {
+  /**
+   * Stops this caller's wait: the call rejects with the signal's reason. The
+   * shared lookup or computation goes on for the other callers.
+   */
+  signal?: AbortSignal;
+}
+
+/** An entry's metadata, as `peek()` shows it. */
+export interface CachedEntryInfo {
+  /** When the value's computation started (Unix ms). */
+  createdAt: number;
+  /** How long the computation took (ms): XFetch's Δ. */
+  delta: number;
+  /** Until when it is fresh (Unix ms). */
+  freshUntil: number;
+  /** Until when it may be served stale while it is refreshed (Unix ms). */
+  staleUntil: number;
+  /** Whether it is fresh now. */
+  fresh: boolean;
+}
+
+/**
+ * What `peek()` found: a value, or a failure remembered by negative caching.
+ *
+ * @typeParam T The cached function's result type.
+ */
+export type CachedEntry<T> =
+  | (CachedEntryInfo & { kind: "value"; value: T })
+  | (CachedEntryInfo & { kind: "error"; error: CachedFailureError });
+
+/**
+ * A function wrapped by {@linkcode cached}: same parameters, resolves to the
+ * same result, computed at most once at a time per key across every process
+ * sharing the Redis.
+ *
+ * @typeParam A The parameter types.
+ * @typeParam T The result type.
+ */
+export interface CachedFunction<A extends unknown[], T> {
+  /**
+   * Returns the cached value, or computes it (once in the fleet) and caches it.
+   *
+   * @param args The arguments, passed to the function on a miss.
+   * @returns The value.
+   */
+  (...args: A): Promise<T>;
+  /**
+   * Like calling the function, with per-call options (an `AbortSignal`).
+   *
+   * @param args The arguments.
+   * @param options `signal`.
+   * @returns The value.
+   */
+  get(args: A, options?: CallOptions): Promise<T>;
+  /**
+   * Removes the entry. A computation already running for it (in any process)
+   * does not write its result, so the next call computes anew.
+   *
+   * @param args The arguments that name the entry.
+   * @returns Resolves once Redis has it.
+   */
+  invalidate(...args: A): Promise<void>;
+  /**
+   * Recomputes the value now and caches it, whether or not an entry exists.
+   * Deduplicated: concurrent refreshes in this process share one computation,
+   * and a refresh that finds a value whose computation started after it was
+   * called (in any process) returns that instead of computing again.
+   *
+   * @param args The arguments.
+   * @returns The new value.
+   */
+  refresh(...args: A): Promise<T>;
+  /**
+   * Reads the entry without computing anything or triggering a refresh.
+   *
+   * @param args The arguments.
+   * @returns The entry and its metadata, or `null` when there is none (or it
+   *   cannot be decoded).
+   */
+  peek(...args: A): Promise<CachedEntry<T> | null>;
+  /**
+   * The Redis key of the entry for these arguments: `<prefix>cache:{<key>}`.
+   *
+   * @param args The arguments.
+   * @returns The Redis key.
+   */
+  redisKey(...args: A): string;
+  /**
+   * Resolves when no background refresh started by this function in this
+   * process is running (for tests and graceful shutdown).
+   *
+   * @returns Resolves when idle.
+   */
+  idle(): Promise<void>;
+}
+
+/** A decoded entry. */
+interface Entry<T> extends EntryMeta {
+  kind: EntryKind;
+  value: T;
+  failure?: { name: string; message: string };
+}
+
+type Decoded<T> = Entry<T> | "tombstone" | null;
+
+/** Scripts that already ran once on a client. */
+const warmed = new WeakMap<RedisClient, WeakSet<Script>>();
+
+/**
+ * Runs a script. Its first run on a client is silent when the server does not
+ * have it cached yet (a fresh server, not a loss); later NOSCRIPTs warn once
+ * per loss through `Script`, e.g. `CACHE_WRITE_SCRIPT not cached.`.
+ */
+async function runScript<T extends Reply>(
+  script: Script,
+  redis: RedisClient,
+  keys: readonly Arg[],
+  args: readonly Arg[],
+  logger: Logger | null | undefined,
+  signal: AbortSignal,
+): Promise<T> {
+  let set = warmed.get(redis);
+  if (set === undefined) {
+    set = new WeakSet();
+    warmed.set(redis, set);
+  }
+  if (set.has(script)) {
+    return await script.run<T>(redis, keys, args, { logger, signal });
+  }
+  const tail = [keys.length, ...keys, ...args];
+  let reply: T;
+  try {
+    reply = await redis.command<T>(
+      ["EVALSHA", await script.sha(), ...tail],
+      { signal },
+    );
+  } catch (err) {
+    if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
+    reply = await redis.command<T>(["EVAL", script.lua, ...tail], { signal });
+  }
+  set.add(script);
+  return reply;
+}
+
+/** A subscription to an entry's wake channel, with a sleep that a message ends. */
+class Waker {
+  seq = 0;
+  #wake: (() => void) | null = null;
+  #unsubscribe: (() => Promise<void>) | null = null;
+
+  static async open(redis: RedisClient, channel: string): Promise<Waker> {
+    const w = new Waker();
+    w.#unsubscribe = await redis.subscribe(channel, () => {
+      w.seq++;
+      const wake = w.#wake;
+      w.#wake = null;
+      wake?.();
+    });
+    return w;
+  }
+
+  /** Resolves after `ms`, or at once when a message arrives. */
+  sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.#wake === done) this.#wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(Math.max(ms, 0), MAX_DELAY));
+      this.#wake = done;
+    });
+  }
+
+  close(): void {
+    const u = this.#unsubscribe;
+    this.#unsubscribe = null;
+    u?.().catch(() => {});
+  }
+}
+
+/** The state and logic behind one cached function. */
+class Cache<A extends unknown[], T> {
+  readonly o: ResolvedCacheOptions<A, T>;
+  readonly fn: (...args: A) => T | Promise<T>;
+  readonly flights = new Singleflight<T>();
+  readonly refreshes = new Singleflight<T>();
+  readonly background = new Map<string, Promise<void>>();
+  readonly lockPrefix: string;
+  readonly binary: boolean;
+
+  constructor(
+    fn: (...args: A) => T | Promise<T>,
+    o: ResolvedCacheOptions<A, T>,
+  ) {
+    this.fn = fn;
+    this.o = o;
+    this.lockPrefix = `${o.prefix}cache:`;
+    this.binary = o.codec.binary === true;
+  }
+
+  get redis(): RedisClient {
+    return this.o.redis;
+  }
+
+  entryKey(k: string): string {
+    return `${this.o.prefix}cache:{${k}}`;
+  }
+
+  keyOf(args: A): string {
+    return this.o.key(args);
+  }
+
+  newLock(k: string): Lock {
+    return new Lock(this.redis, k, {
+      ttl: this.o.lockTtl,
+      autoRenew: true,
+      prefix: this.lockPrefix,
+      logger: this.o.logger,
+    });
+  }
+
+  // ---------------------------------------------------------------- hooks
+
+  emit(name: "hit" | "stale" | "miss", event: CacheEvent): void;
+  emit(name: "compute", event: ComputeEvent): void;
+  emit(name: "wait", event: WaitEvent): void;
+  emit(name: "error", event: CacheErrorEvent): void;
+  emit(name: keyof CacheHooks, event: CacheEvent): void {
+    const hook = this.o.hooks[name] as ((e: CacheEvent) => void) | undefined;
+    if (hook === undefined) return;
+    try {
+      hook(event);
+    } catch (err) {
+      if (name !== "error" && this.o.hooks.error !== undefined) {
+        this.emit("error", { key: event.key, error: err, phase: "hook" });
+      } else {
+        const logger = this.o.logger === undefined
+          ? this.redis.logger
+          : this.o.logger;
+        logger?.warn(`respite: the cached() ${name} hook threw: ${err}`);
+      }
+    }
+  }
+
+  report(k: string, error: unknown, phase: CacheErrorEvent["phase"]): void {
+    this.emit("error", { key: k, error, phase });
+  }
+
+  // ---------------------------------------------------------------- Redis
+
+  /** Runs `op` with a signal that aborts after the `timeout` option. */
+  async timed<R>(op: (signal: AbortSignal) => Promise<R>): Promise<R> {
+    const ac = new AbortController();
+    const timer = setTimeout(
+      () =>
+        ac.abort(
+          new TimeoutError(`Redis did not answer within ${this.o.timeout} ms`),
+        ),
+      this.o.timeout,
+    );
+    try {
+      return await op(ac.signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  read(k: string): Promise<string | Uint8Array | null> {
+    return this.redis.command<string | Uint8Array | null>(
+      ["GET", this.entryKey(k)],
+      { timeout: this.o.timeout, raw: this.binary },
+    );
+  }
+
+  /** Reads the entry and the lock's remaining lease, in one round trip. */
+  async readWithLease(
+    k: string,
+  ): Promise<[string | Uint8Array | null, number]> {
+    const [stored, pttl] = await Promise.all([
+      this.read(k),
+      this.redis.command<number>(
+        ["PTTL", lockKeys(k, this.lockPrefix).key],
+        { timeout: this.o.timeout },
+      ),
+    ]);
+    return [stored, pttl];
+  }
+
+  /**
+   * Reads the entry right after acquiring its lock; also bounds the lock's
+   * fencing counter (cache locks do not need one that lives forever).
+   */
+  async readAsLeader(k: string): Promise<string | Uint8Array | null> {
+    const [stored] = await Promise.all([
+      this.read(k),
+      this.redis.command(
+        ["PEXPIRE", lockKeys(k, this.lockPrefix).fence, this.o.lockTtl],
+        { timeout: this.o.timeout },
+      ).catch(() => {}),
+    ]);
+    return stored;
+  }
+
+  notReady(): ConnectionError {
+    return new ConnectionError(
+      `Redis is not reachable (client ${this.redis.status})`,
+    );
+  }
+
+  // ---------------------------------------------------------------- codec
+
+  decode(k: string, stored: string | Uint8Array | null): Decoded<T> {
+    if (stored === null) return null;
+    let raw;
+    try {
+      raw = parseEntry(stored);
+    } catch (err) {
+      this.report(
+        k,
+        new CodecError(
+          `The entry at ${this.entryKey(k)} is not a cached() entry (${
+            (err as Error).message
+          }); treated as a miss and will be overwritten`,
+          { key: k, cause: err },
+        ),
+        "decode",
+      );
+      return null;
+    }
+    if (raw === "tombstone") return raw;
+    const meta = {
+      createdAt: raw.createdAt,
+      delta: raw.delta,
+      freshUntil: raw.freshUntil,
+      staleUntil: raw.staleUntil,
+    };
+    try {
+      switch (raw.kind) {
+        case "undefined":
+          return { ...meta, kind: raw.kind, value: undefined as T };
+        case "null":
+          return { ...meta, kind: raw.kind, value: null as T };
+        case "error": {
+          const text = typeof raw.payload === "string"
+            ? raw.payload
+            : new TextDecoder().decode(raw.payload);
+          const f = JSON.parse(text) as { name: string; message: string };
+          if (typeof f?.name !== "string" || typeof f.message !== "string") {
+            throw new TypeError("malformed failure record");
+          }
+          return { ...meta, kind: raw.kind, value: undefined as T, failure: f };
+        }
+        default: {
+          const codec = this.o.codec;
+          const value = codec.binary === true
+            ? codec.decode(raw.payload as Uint8Array)
+            : codec.decode(raw.payload as string);
+          return { ...meta, kind: raw.kind, value };
+        }
+      }
+    } catch (err) {
+      this.report(
+        k,
+        new CodecError(
+          `The entry at ${this.entryKey(k)} could not be decoded (${
+            (err as Error)?.message ?? err
+          }); treated as a miss and will be overwritten`,
+          { key: k, cause: err },
+        ),
+        "decode",
+      );
+      return null;
+    }
+  }
+
+  /** The stored form of a value, with its metadata and Redis expiry. */
+  encodeValue(
+    k: string,
+    value: T,
+    createdAt: number,
+    delta: number,
+  ): { stored: string | Uint8Array; px: number } | null {
+    const o = this.o;
+    let kind: EntryKind;
+    let payload: string | Uint8Array = "";
+    if (value === undefined || value === null) {
+      if (!o.cacheNullish) return null;
+      kind = value === undefined ? "undefined" : "null";
+    } else {
+      kind = "value";
+      const codec = o.codec;
+      try {
+        payload = codec.binary === true
+          ? codec.encode(value)
+          : codec.encode(value);
+      } catch (err) {
+        throw new CodecError(
+          `cached(): the result for key "${k}" cannot be encoded by the ${
+            o.codec === jsonCodec ? "JSON" : "configured"
+          } codec (${(err as Error)?.message ?? err}); nothing was written. ` +
+            "Return a value the codec can store (JSON: no BigInt, no cycles), or pass a codec option.",
+          { key: k, cause: err },
+        );
+      }
+      const ok = codec.binary === true
+        ? payload instanceof Uint8Array
+        : typeof payload === "string";
+      if (!ok) {
+        throw new CodecError(
+          `cached(): the codec's encode() returned ${typeof payload}, not ${
+            codec.binary === true ? "a Uint8Array" : "a string"
+          }, for key "${k}"; nothing was written`,
+          { key: k },
+        );
+      }
+    }
+    const now = Date.now();
+    const fresh = o.ttl -
+      (o.jitter > 0 ? Math.floor(o.random() * (o.jitter + 1)) : 0);
+    const freshUntil = now + fresh;
+    const staleUntil = freshUntil + o.staleWhileRevalidate;
+    const keep = fresh + Math.max(o.staleWhileRevalidate, o.staleIfError);
+    return {
+      stored: encodeEntry(
+        { createdAt, delta, freshUntil, staleUntil },
+        kind,
+        payload,
+      ),
+      px: keep,
+    };
+  }
+
+  encodeFailure(
+    err: unknown,
+    createdAt: number,
+    delta: number,
+  ): { stored: string; px: number } {
+    const e = err as { name?: unknown; message?: unknown } | null;
+    const name = typeof e?.name === "string" ? e.name : "Error";
+    const message = typeof e?.message === "string" ? e.message : String(err);
+    const freshUntil = Date.now() + this.o.negativeTtl;
+    return {
+      stored: encodeEntry(
+        { createdAt, delta, freshUntil, staleUntil: freshUntil },
+        "error",
+        JSON.stringify({ name, message }),
+      ) as string,
+      px: this.o.negativeTtl,
+    };
+  }
+
+  failureOf(k: string, e: Entry<T>): CachedFailureError {
+    return new CachedFailureError(e.failure!.message, {
+      key: k,
+      errorName: e.failure!.name,
+    });
+  }
+
+  /** The value of an acceptable entry (throws for a remembered failure). */
+  valueOf(k: string, e: Entry<T>): T {
+    if (e.kind === "error") throw this.failureOf(k, e);
+    return e.value;
+  }
+
+  /** Whether a waiter (or a new leader) can use this entry. */
+  acceptable(
+    e: Decoded<T>,
+    now: number,
+    minCreatedAt: number,
+  ): boolean {
+    return e !== null && e !== "tombstone" && now < e.freshUntil &&
+      e.createdAt >= minCreatedAt;
+  }
+
+  // ---------------------------------------------------------------- flows
+
+  call(args: A, signal?: AbortSignal): Promise<T> {
+    let k: string;
+    try {
+      k = this.keyOf(args);
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError("signal must be an AbortSignal");
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.flights.run(k, () => this.lookup(k, args), { signal });
+  }
+
+  /** One lookup, shared by the concurrent calls for `k` in this process. */
+  async lookup(k: string, args: A): Promise<T> {
+    if (this.redis.status !== "ready") {
+      return await this.failOpen(k, args, this.notReady());
+    }
+    let stored;
+    try {
+      stored = await this.read(k);
+    } catch (err) {
+      return await this.failOpen(k, args, err);
+    }
+    const e = this.decode(k, stored);
+    const now = Date.now();
+    if (e !== null && e !== "tombstone") {
+      if (now < e.freshUntil) {
+        this.emit("hit", { key: k });
+        if (e.kind === "error") throw this.failureOf(k, e);
+        if (
+          this.o.beta > 0 && xfetchEarly(e, now, this.o.beta, this.o.random)
+        ) {
+          this.refreshInBackground(k, args, e, "early");
+        }
+        return e.value;
+      }
+      if (now < e.staleUntil) {
+        this.emit("stale", { key: k });
+        this.refreshInBackground(k, args, e, "stale");
+        return e.value;
+      }
+    }
+    this.emit("miss", { key: k });
+    const prev = e !== null && e !== "tombstone" && e.kind !== "error"
+      ? e
+      : null;
+    return await this.fill(k, args, prev, "miss", 0);
+  }
+
+  /**
+   * The miss path: take the entry's lock and compute, or wait for whoever
+   * holds it to write the value. Waiting does not poll: the writer publishes
+   * on the lock's wake channel, and so does the lock's release; the only
+   * timer is the holder's remaining lease (a holder that died) and the `wait`
+   * bound.
+   */
+  async fill(
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+    minCreatedAt: number,
+  ): Promise<T> {
+    const start = performance.now();
+    const deadline = start + this.o.wait;
+    let waker: Waker | null = null;
+    let tryLock = true;
+    const waited = (outcome: WaitEvent["outcome"]) => {
+      if (waker !== null) {
+        this.emit("wait", {
+          key: k,
+          duration: performance.now() - start,
+          outcome,
+        });
+      }
+    };
+    try {
+      while (true) {
+        if (tryLock) {
+          const lock = this.newLock(k);
+          let got: boolean;
+          try {
+            got = await this.timed((signal) =>
+              lock.acquire({ wait: 0, signal })
+            );
+          } catch (err) {
+            waited("error");
+            return await this.failOpen(k, args, err);
+          }
+          if (got) {
+            waited("lead");
+            return await this.lead(lock, k, args, prev, reason, minCreatedAt);
+          }
+        }
+        if (waker === null) {
+          // Subscribe before looking again, so no wake-up is lost.
+          try {
+            waker = await Waker.open(
+              this.redis,
+              lockKeys(k, this.lockPrefix).wake,
+            );
+          } catch (err) {
+            return await this.failOpen(k, args, err);
+          }
+        }
+        const seq = waker.seq;
+        let stored, pttl;
+        try {
+          [stored, pttl] = await this.readWithLease(k);
+        } catch (err) {
+          waited("error");
+          return await this.failOpen(k, args, err);
+        }
+        const e = this.decode(k, stored);
+        if (this.acceptable(e, Date.now(), minCreatedAt)) {
+          waited("value");
+          return this.valueOf(k, e as Entry<T>);
+        }
+        if (
+          e !== null && e !== "tombstone" && e.kind !== "error" &&
+          (prev === null || e.createdAt > prev.createdAt)
+        ) {
+          prev = e;
+        }
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) {
+          waited("timeout");
+          return await this.waitedOut(k, args, prev, reason);
+        }
+        if (pttl === -2) {
+          tryLock = true; // free: the holder gave up without a usable value
+          continue;
+        }
+        tryLock = false;
+        if (waker.seq !== seq) continue; // woken while reading: read again
+        // Past the holder's lease (a holder that died), plus jitter so
+        // processes do not retry in step; or until woken.
+        const delay = pttl === -1
+          ? 1_000
+          : pttl + 1 + this.o.random() * Math.min(20, 1 + pttl / 10);
+        await waker.sleep(Math.min(delay, remaining));
+      }
+    } finally {
+      waker?.close();
+    }
+  }
+
+  /** The `wait` bound ran out: serve stale, throw, or compute unlocked. */
+  async waitedOut(
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+  ): Promise<T> {
+    const o = this.o;
+    if (
+      prev !== null && reason !== "refresh" &&
+      Date.now() <
+        prev.freshUntil + Math.max(o.staleIfError, o.staleWhileRevalidate)
+    ) {
+      this.emit("stale", { key: k });
+      return prev.value;
+    }
+    if (o.onWaitTimeout === "throw") {
+      throw new CacheTimeoutError(
+        `cached(): gave up waiting for another process to compute "${k}" after ${o.wait} ms (wait option); no stale value to serve`,
+        { key: k, wait: o.wait },
+      );
+    }
+    return await this.compute(null, k, args, null, null, "timeout", false);
+  }
+
+  /** Holding the lock: look once more, then compute. */
+  async lead(
+    lock: Lock,
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+    minCreatedAt: number,
+  ): Promise<T> {
+    let stored;
+    try {
+      stored = await this.readAsLeader(k);
+    } catch (err) {
+      await this.release(lock, k);
+      return await this.failOpen(k, args, err);
+    }
+    const e = this.decode(k, stored);
+    if (this.acceptable(e, Date.now(), minCreatedAt)) {
+      // Written just before we took the lock.
+      await this.release(lock, k);
+      return this.valueOf(k, e as Entry<T>);
+    }
+    if (
+      e !== null && e !== "tombstone" && e.kind !== "error" &&
+      (prev === null || e.createdAt > prev.createdAt)
+    ) {
+      prev = e;
+    }
+    return await this.compute(
+      lock,
+      k,
+      args,
+      reason === "refresh" ? null : prev,
+      tombstoneOf(stored),
+      reason,
+      false,
+    );
+  }
+
+  /**
+   * Runs the function, stores its result (unless invalidated meanwhile) and
+   * releases the lock. A failure releases the lock at once and is not cached
+   * (unless negative caching says so); a stale value is served instead when
+   * `staleIfError` allows.
+   */
+  async compute(
+    lock: Lock | null,
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    seen: string | null,
+    reason: ComputeEvent["reason"],
+    background: boolean,
+  ): Promise<T> {
+    const createdAt = Date.now();
+    const t0 = performance.now();
+    let value: T;
+    try {
+      value = await this.fn(...args);
+    } catch (err) {
+      const duration = performance.now() - t0;
+      this.emit("compute", { key: k, duration, ok: false, reason, background });
+      try {
+        if (
+          this.o.negativeTtl > 0 && lock !== null && this.isNegative(err)
+        ) {
+          const { stored, px } = this.encodeFailure(err, createdAt, duration);
+          await this.store(k, stored, px, seen);
+        }
+      } finally {
+        if (lock !== null) await this.release(lock, k);
+      }
+      if (
+        prev !== null && Date.now() < prev.freshUntil + this.o.staleIfError
+      ) {
+        this.report(k, err, "stale");
+        this.emit("stale", { key: k });
+        return prev.value;
+      }
+      throw err;
+    }
+    const delta = performance.now() - t0;
+    this.emit("compute", {
+      key: k,
+      duration: delta,
+      ok: true,
+      reason,
+      background,
+    });
+    try {
+      const encoded = this.encodeValue(k, value, createdAt, delta);
+      if (
+        encoded !== null && (lock !== null || this.redis.status === "ready")
+      ) {
+        await this.store(k, encoded.stored, encoded.px, seen);
+      }
+    } finally {
+      if (lock !== null) await this.release(lock, k);
+    }
+    return value;
+  }
+
+  isNegative(err: unknown): boolean {
+    try {
+      return this.o.isNegative(err);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes an entry (and wakes waiters) unless invalidated since `seen`. */
+  async store(
+    k: string,
+    stored: string | Uint8Array,
+    px: number,
+    seen: string | null,
+  ): Promise<void> {
+    try {
+      await this.timed((signal) =>
+        runScript<number>(
+          WRITE_SCRIPT,
+          this.redis,
+          [this.entryKey(k)],
+          [
+            stored,
+            Math.max(1, Math.round(px)),
+            seen ?? "",
+            lockKeys(
+              k,
+              this.lockPrefix,
+            ).wake,
+          ],
+          this.o.logger,
+          signal,
+        )
+      );
+    } catch (err) {
+      this.report(k, err, "write");
+    }
+  }
+
+  async release(lock: Lock, k: string): Promise<void> {
+    try {
+      await lock.release();
+    } catch (err) {
+      this.report(k, err, "lock");
+    }
+  }
+
+  /** Redis failed: compute here (still one per key in this process), or throw. */
+  async failOpen(k: string, args: A, err: unknown): Promise<T> {
+    this.report(k, err, "redis");
+    if (!this.o.failOpen) throw err;
+    const t0 = performance.now();
+    try {
+      const value = await this.fn(...args);
+      this.emit("compute", {
+        key: k,
+        duration: performance.now() - t0,
+        ok: true,
+        reason: "fail-open",
+        background: false,
+      });
+      return value;
+    } catch (e) {
+      this.emit("compute", {
+        key: k,
+        duration: performance.now() - t0,
+        ok: false,
+        reason: "fail-open",
+        background: false,
+      });
+      throw e;
+    }
+  }
+
+  /**
+   * Refreshes `k` in the background unless someone in the fleet already is:
+   * the lock is tried once, never waited for.
+   */
+  refreshInBackground(
+    k: string,
+    args: A,
+    seenEntry: Entry<T>,
+    reason: "stale" | "early",
+  ): void {
+    if (this.background.has(k)) return;
+    const run = async () => {
+      if (this.redis.status !== "ready") return;
+      const lock = this.newLock(k);
+      if (!await this.timed((signal) => lock.acquire({ wait: 0, signal }))) {
+        return; // another caller in the fleet is on it
+      }
+      let stored;
+      try {
+        stored = await this.readAsLeader(k);
+      } catch (err) {
+        await this.release(lock, k);
+        throw err;
+      }
+      const cur = this.decode(k, stored);
+      if (
+        cur !== null && cur !== "tombstone" &&
+        cur.createdAt !== seenEntry.createdAt
+      ) {
+        await this.release(lock, k); // refreshed meanwhile
+        return;
+      }
+      await this.compute(
+        lock,
+        k,
+        args,
+        null,
+        tombstoneOf(stored),
+        reason,
+        true,
+      );
+    };
+    const p = run().catch((err) => this.report(k, err, "refresh")).finally(
+      () => this.background.delete(k),
+    );
+    this.background.set(k, p);
+  }
+
+  async refresh(args: A): Promise<T> {
+    const k = this.keyOf(args);
+    return await this.refreshes.run(k, async () => {
+      const minCreatedAt = Date.now();
+      if (this.redis.status !== "ready") {
+        return await this.failOpen(k, args, this.notReady());
+      }
+      return await this.fill(k, args, null, "refresh", minCreatedAt);
+    });
+  }
+
+  async invalidate(args: A): Promise<void> {
+    const k = this.keyOf(args);
+    this.flights.forget(k);
+    await this.redis.command(
+      [
+        "SET",
+        this.entryKey(k),
+        newTombstone(),
+        "PX",
+        Math.max(TOMBSTONE_MIN_MS, 2 * this.o.lockTtl),
+      ],
+      { timeout: this.o.timeout },
+    );
+  }
+
+  async peek(args: A): Promise<CachedEntry<T> | null> {
+    const k = this.keyOf(args);
+    const e = this.decode(k, await this.read(k));
+    if (e === null || e === "tombstone") return null;
+    const info: CachedEntryInfo = {
+      createdAt: e.createdAt,
+      delta: e.delta,
+      freshUntil: e.freshUntil,
+      staleUntil: e.staleUntil,
+      fresh: Date.now() < e.freshUntil,
+    };
+    return e.kind === "error"
+      ? { ...info, kind: "error", error: this.failureOf(k, e) }
+      : { ...info, kind: "value", value: e.value };
+  }
+
+  async idle(): Promise<void> {
+    while (this.background.size > 0) {
+      await Promise.all(this.background.values());
+    }
+  }
+}
+
+/** The tombstone in `stored`, as text, or `null`. */
+function tombstoneOf(stored: string | Uint8Array | null): string | null {
+  if (!isTombstone(stored)) return null;
+  return typeof stored === "string"
+    ? stored
+    : new TextDecoder().decode(stored!);
+}
+
+/**
+ * Wraps `fn` so that its results are cached in Redis, and a missing or
+ * expired value is computed once across every process sharing the Redis —
+ * not once per process, as in-process caches do.
+ *
+ * How a call goes:
+ * - Concurrent calls for one key in this process share one lookup
+ *   (singleflight). A fresh entry costs one round trip (GET).
+ * - On a miss, the caller takes the entry's lock (`<prefix>cache:lock:{key}`;
+ *   the entry is `<prefix>cache:{key}`: one hash tag, one cluster slot) and
+ *   runs `fn`. Callers elsewhere wait, subscribed to the lock's wake channel:
+ *   the write publishes on it, so they read the value the moment it is there,
+ *   with no polling timer. If the computing process dies, they take over when
+ *   its lock lease (`lockTtl`) runs out. After `wait` ms they serve a stale
+ *   value if there is one, else compute themselves (or throw, with
+ *   `onWaitTimeout: "throw"`).
+ * - If `fn` throws, its lock is released at once (a waiter takes over) and
+ *   nothing is cached, unless `negativeTtl` is set.
+ * - With `staleWhileRevalidate`, an expired value is served at once while
+ *   one caller in the fleet refreshes it in the background; XFetch (`beta`)
+ *   starts such refreshes a little before expiry.
+ * - If Redis is unreachable, `fn` runs in this process (fail open) and the
+ *   `error` hook is told; `failOpen: false` rejects instead.
+ *
+ * @typeParam A The function's parameter types.
+ * @typeParam T What it resolves to.
+ * @param fn The function to cache. Its arguments are passed through; its
+ *   result must be encodable by the codec (JSON by default).
+ * @param options `redis`, `key`, `ttl` and the rest of
+ *   {@linkcode CachedOptions}.
+ * @returns The cached function, with `get`, `invalidate`, `refresh`, `peek`,
+ *   `redisKey` and `idle`.
+ * @throws {TypeError} For a missing or mistyped option, or a missing `key`
+ *   for a function with parameters.
+ * @throws {RangeError} For a `ttl` that is not a positive integer, a
+ *   negative window, `beta` < 0, or `jitter` ≥ `ttl`.
+ *
+ * @example
+ * ```ts
+ * import { cached, connect } from "@respite/respite";
+ * await using redis = await connect();
+ * let runs = 0;
+ * const getUser = cached(
+ *   async (id: number) => {
+ *     runs++; // stands for an expensive query
+ *     return { id, name: `user ${id}` };
+ *   },
+ *   { redis, key: (id) => `doc:user:${id}`, ttl: 60_000, staleWhileRevalidate: 10_000 },
+ * );
+ * await getUser.invalidate(1);
+ * const users = await Promise.all(Array.from({ length: 100 }, () => getUser(1)));
+ * console.assert(users.every((u) => u.name === "user 1") && runs === 1);
+ * console.assert((await getUser.peek(1))?.kind === "value");
+ * await getUser.invalidate(1);
+ * ```
+ */
+export function cached<A extends unknown[], T>(
+  fn: (...args: A) => T | Promise<T>,
+  options: CachedOptions<A, T>,
+): CachedFunction<A, T> {
+  const cache = new Cache<A, T>(fn, resolveCacheOptions(fn, options));
+  const call = (...args: A): Promise<T> => cache.call(args);
+  return Object.assign(call, {
+    get: (args: A, opts?: CallOptions): Promise<T> => {
+      if (!Array.isArray(args)) {
+        return Promise.reject(
+          new TypeError("get() takes the arguments as an array"),
+        );
+      }
+      return cache.call(args, opts?.signal);
+    },
+    invalidate: (...args: A): Promise<void> => cache.invalidate(args),
+    refresh: (...args: A): Promise<T> => cache.refresh(args),
+    peek: (...args: A): Promise<CachedEntry<T> | null> => cache.peek(args),
+    redisKey: (...args: A): string => cache.entryKey(cache.keyOf(args)),
+    idle: (): Promise<void> => cache.idle(),
+  });
+}
