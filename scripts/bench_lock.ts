@@ -1,0 +1,357 @@
+/**
+ * Lock benchmark: respite's `Lock` vs node-redlock v4 (`redlock`) and
+ * redis-semaphore's `Mutex`, both on ioredis, in this Deno process, against
+ * one throwaway redis-server, in one run.
+ *
+ * - uncontended: one worker, acquire + release in a loop (cycles/s);
+ * - contended: 20 concurrent workers on one lock, each in a loop: acquire,
+ *   hold 1 ms (`setTimeout(1)`; the measured hold is printed), release.
+ *   Handoffs/s counts acquisitions by a different worker than the previous
+ *   holder: a worker that releases and at once re-acquires (barging past
+ *   waiters that poll) is not a handoff. Acquisitions/s counts them all, and
+ *   "top worker" is the busiest worker's share of the acquisitions (1/20 =
+ *   5% is perfectly fair);
+ * - Redis commands per contended acquisition, from `INFO commandstats`
+ *   deltas over the contended window: all calls (commands run inside Lua
+ *   scripts included, as Redis counts them), and requests (commands the
+ *   client sent: the calls minus those each library's own Lua scripts make).
+ *
+ * Each library uses one client shared by its workers, as an application
+ * would. Peers use their default retry settings, except that redlock retries
+ * without limit (`retryCount: -1`) and redis-semaphore waits up to 60 s
+ * (`acquireTimeout`), so no worker gives up: redlock polls every 200 ± 100 ms,
+ * redis-semaphore every 10 ms. respite waiters are woken by the release.
+ *
+ * Usage: deno task bench:lock [--rounds N] [--seconds S]
+ * With REDIS_URL set, that server is used instead of a throwaway one.
+ */
+
+import { Redis as IORedis } from "ioredis";
+import Redlock from "redlock";
+import { Mutex } from "redis-semaphore";
+import { connect, Lock, type RedisClient } from "../mod.ts";
+import { startRedis } from "../tests/_redis.ts";
+
+function option(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(name);
+  if (i === -1) return fallback;
+  const n = Number(Deno.args[i + 1]);
+  if (!(n > 0)) throw new RangeError(`${name} needs a positive number`);
+  return n;
+}
+
+const ROUNDS = option("--rounds", 5);
+const SECONDS = option("--seconds", 2);
+const WORKERS = 20;
+const HOLD_MS = 1;
+const TTL = 10_000;
+const log = (s: string) => console.error(s);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One library under test: how to acquire and release one lock. */
+interface Contender {
+  name: string;
+  /** Makes a holder for `resource`; `acquire` waits until acquired. */
+  holder(resource: string): {
+    acquire(): Promise<void>;
+    release(): Promise<void>;
+  };
+  /** Commands the library runs inside its own Lua scripts (not requests). */
+  scriptInner: string[];
+}
+
+const external = Deno.env.get("REDIS_URL");
+const server = external ? null : await startRedis();
+const url = external ?? server!.url;
+
+const admin = await connect(url);
+const respite = await connect(url);
+const ioA = new IORedis(url);
+const ioB = new IORedis(url);
+const redlock = new Redlock([ioA], { retryCount: -1 });
+
+const contenders: Contender[] = [
+  {
+    name: "respite Lock",
+    holder(resource) {
+      const lock = new Lock(respite, resource, { ttl: TTL });
+      return {
+        acquire: async () => {
+          if (!await lock.acquire()) throw new Error("not acquired");
+        },
+        release: () => lock.release(),
+      };
+    },
+    scriptInner: ["set", "incr", "pttl", "get", "del", "publish", "pexpire"],
+  },
+  {
+    name: "redlock v4",
+    holder(resource) {
+      let held: { unlock(): Promise<unknown> } | null = null;
+      return {
+        acquire: async () => {
+          held = await redlock.lock(resource, TTL);
+        },
+        release: async () => {
+          await held!.unlock();
+          held = null;
+        },
+      };
+    },
+    scriptInner: ["exists", "set", "get", "del"],
+  },
+  {
+    name: "redis-semaphore Mutex",
+    holder(resource) {
+      const mutex = new Mutex(ioB, resource, {
+        lockTimeout: TTL,
+        acquireTimeout: 60_000,
+      });
+      return {
+        acquire: () => mutex.acquire(),
+        release: () => mutex.release(),
+      };
+    },
+    scriptInner: ["get", "del"],
+  },
+];
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2
+    ? s[s.length >> 1]
+    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function commandStats(r: RedisClient): Promise<Map<string, number>> {
+  const info = await r.send<string>("INFO", "commandstats");
+  const m = new Map<string, number>();
+  for (const line of info.split("\r\n")) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
+    if (match) m.set(match[1], Number(match[2]));
+  }
+  return m;
+}
+
+function delta(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): Map<string, number> {
+  const d = new Map<string, number>();
+  for (const [cmd, n] of after) {
+    if (cmd === "info") continue;
+    const k = n - (before.get(cmd) ?? 0);
+    if (k > 0) d.set(cmd, k);
+  }
+  return d;
+}
+
+async function uncontended(c: Contender, round: number): Promise<number> {
+  const h = c.holder(`respite-bench:u:${c.name}:${round}`);
+  for (let i = 0; i < 50; i++) { // warm up (scripts cached, JIT)
+    await h.acquire();
+    await h.release();
+  }
+  let cycles = 0;
+  const t0 = performance.now();
+  const end = t0 + SECONDS * 1000 / 2;
+  while (performance.now() < end) {
+    await h.acquire();
+    await h.release();
+    cycles++;
+  }
+  return cycles / ((performance.now() - t0) / 1000);
+}
+
+async function contended(
+  c: Contender,
+  round: number,
+): Promise<
+  {
+    rate: number;
+    handoffs: number;
+    top: number;
+    hold: number;
+    calls: number;
+    requests: number;
+  }
+> {
+  const resource = `respite-bench:c:${c.name}:${round}`;
+  let stop = false;
+  let acquisitions = 0;
+  let handoffs = 0;
+  let last = -1;
+  let inside = 0;
+  const perWorker = new Array(WORKERS).fill(0);
+  const holds: number[] = [];
+  const holders = Array.from({ length: WORKERS }, () => c.holder(resource));
+  // Warm up: each holder once, one after another.
+  for (const h of holders) {
+    await h.acquire();
+    await h.release();
+  }
+  const before = await commandStats(admin);
+  const t0 = performance.now();
+  const workers = holders.map(async (h, i) => {
+    while (!stop) {
+      await h.acquire();
+      if (++inside !== 1) throw new Error(`${c.name}: two holders at once`);
+      if (!stop) {
+        acquisitions++;
+        perWorker[i]++;
+        if (last !== i) handoffs++;
+      }
+      last = i;
+      const held = performance.now();
+      await sleep(HOLD_MS);
+      if (holds.length < 5_000) holds.push(performance.now() - held);
+      inside--;
+      await h.release();
+    }
+  });
+  await sleep(SECONDS * 1000);
+  stop = true;
+  const counted = acquisitions;
+  const countedHandoffs = handoffs;
+  const t1 = performance.now();
+  const after = await commandStats(admin);
+  await Promise.all(workers); // drain: each worker finishes its wait
+  const d = delta(before, after);
+  let calls = 0;
+  let requests = 0;
+  for (const [cmd, k] of d) {
+    calls += k;
+    if (!c.scriptInner.includes(cmd)) requests += k;
+  }
+  const seconds = (t1 - t0) / 1000;
+  return {
+    rate: counted / seconds,
+    handoffs: countedHandoffs / seconds,
+    top: Math.max(...perWorker) / counted,
+    hold: median(holds),
+    calls: calls / counted,
+    requests: requests / counted,
+  };
+}
+
+const results = new Map<
+  string,
+  {
+    u: number[];
+    c: number[];
+    h: number[];
+    top: number[];
+    hold: number[];
+    calls: number[];
+    requests: number[];
+  }
+>();
+for (const c of contenders) {
+  results.set(c.name, {
+    u: [],
+    c: [],
+    h: [],
+    top: [],
+    hold: [],
+    calls: [],
+    requests: [],
+  });
+}
+
+const serverVersion = String(
+  /redis_version:(\S+)/.exec(await admin.send<string>("INFO", "server"))?.[1],
+);
+log(
+  `Deno ${Deno.version.deno}, redis-server ${serverVersion} at ${url}; ` +
+    `${ROUNDS} rounds, ${WORKERS} contended workers, ${HOLD_MS} ms hold`,
+);
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    // Rotate the order each round, so no library always runs first or last.
+    const k = round % contenders.length;
+    for (const c of [...contenders.slice(k), ...contenders.slice(0, k)]) {
+      const r = results.get(c.name)!;
+      r.u.push(await uncontended(c, round));
+      const k = await contended(c, round);
+      r.c.push(k.rate);
+      r.h.push(k.handoffs);
+      r.top.push(k.top);
+      r.hold.push(k.hold);
+      r.calls.push(k.calls);
+      r.requests.push(k.requests);
+      log(
+        `round ${round + 1} ${c.name}: uncontended ${
+          r.u.at(-1)!.toFixed(0)
+        }/s; contended ${k.handoffs.toFixed(0)} handoffs/s, ${
+          k.rate.toFixed(0)
+        } acquisitions/s, top worker ${(k.top * 100).toFixed(0)}%, hold ${
+          k.hold.toFixed(2)
+        } ms, ${k.calls.toFixed(2)} calls and ${
+          k.requests.toFixed(2)
+        } requests per acquisition`,
+      );
+    }
+  }
+
+  const rl = results.get("redlock v4")!;
+  const rs = results.get("redis-semaphore Mutex")!;
+  const rows: string[][] = [[
+    "library",
+    "uncontended acq+rel/s",
+    "× redlock",
+    "contended handoffs/s",
+    "× redlock",
+    "× redis-semaphore",
+    "contended acquisitions/s",
+    "top worker",
+    "Redis calls/acq (incl. inside Lua)",
+    "requests/acq",
+  ]];
+  for (const c of contenders) {
+    const r = results.get(c.name)!;
+    rows.push([
+      c.name,
+      median(r.u).toFixed(0),
+      (median(r.u) / median(rl.u)).toFixed(2),
+      median(r.h).toFixed(0),
+      (median(r.h) / median(rl.h)).toFixed(2),
+      (median(r.h) / median(rs.h)).toFixed(2),
+      median(r.c).toFixed(0),
+      `${(median(r.top) * 100).toFixed(0)}%`,
+      median(r.calls).toFixed(2),
+      median(r.requests).toFixed(2),
+    ]);
+  }
+  const holdMs = median(contenders.flatMap((c) => results.get(c.name)!.hold));
+  const widths = rows[0].map((_, i) =>
+    Math.max(...rows.map((r) => r[i].length))
+  );
+  const line = (r: string[]) =>
+    "| " + r.map((s, i) =>
+      i === 0 ? s.padEnd(widths[i]) : s.padStart(widths[i])
+    ).join(" | ") + " |";
+  console.log(
+    `Lock benchmark, Deno ${Deno.version.deno}, redis-server ${serverVersion}, ` +
+      `medians of ${ROUNDS} rounds (${
+        SECONDS / 2
+      } s uncontended, ${SECONDS} s contended per round); contended: ${WORKERS} workers, ` +
+      `${HOLD_MS} ms hold (setTimeout(${HOLD_MS}) measured ${
+        holdMs.toFixed(2)
+      } ms)`,
+  );
+  console.log(line(rows[0]));
+  console.log(
+    "|" + widths.map((w, i) =>
+      (i === 0 ? "-" : "").padEnd(w + 1, "-") + (i === 0 ? "-" : ":")
+    ).join("|") + "|",
+  );
+  for (const r of rows.slice(1)) {
+    console.log(line(r));
+  }
+} finally {
+  await respite.close();
+  await admin.close();
+  ioA.disconnect();
+  ioB.disconnect();
+  await server?.stop();
+}
