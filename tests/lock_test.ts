@@ -409,24 +409,33 @@ test("SCRIPT FLUSH mid-run: exactly one warning per script, every operation succ
   const logger = { warn: (m: string) => warnings.push(m) };
   const locks = Array.from(
     { length: 4 },
-    (_, i) => new Lock(r, `flush${i}`, { prefix: p, logger, ttl: 5_000 }),
+    (_, i) => new Lock(r, `flush${i % 2}`, { prefix: p, logger, ttl: 5_000 }),
   );
-  const cycle = async (l: Lock) => {
-    assert.equal(await l.acquire({ wait: 1_000 }), true);
-    await l.extend();
-    await l.release();
+  let ops = 0;
+  const run = async (l: Lock, cycles: number) => {
+    for (let i = 0; i < cycles; i++) {
+      assert.equal(await l.acquire({ wait: 2_000 }), true);
+      await l.extend();
+      await l.release();
+      ops += 3;
+    }
   };
-  for (let i = 0; i < 3; i++) await Promise.all(locks.map(cycle));
+  await Promise.all(locks.map((l) => run(l, 3)));
   assert.deepEqual(warnings, [], "first use of a script is not a loss");
+  // Flush while the four workers have commands in flight.
+  const running = Promise.all(locks.map((l) => run(l, 40)));
+  await sleep(5);
+  assert.ok(ops > 36 && ops < 36 + 480, "mid-run");
   await r.send("SCRIPT", "FLUSH");
-  for (let i = 0; i < 5; i++) await Promise.all(locks.map(cycle));
+  await running;
+  assert.equal(ops, 36 + 480, "every operation succeeded");
   assert.deepEqual(warnings.sort(), [
     "ACQUIRE_SCRIPT not cached.",
     "EXTEND_SCRIPT not cached.",
     "UNLOCK_SCRIPT not cached.",
   ]);
   await r.send("SCRIPT", "FLUSH");
-  await Promise.all(locks.map(cycle));
+  await Promise.all(locks.map((l) => run(l, 2)));
   assert.equal(warnings.length, 6, "a second loss warns again, once each");
 });
 
