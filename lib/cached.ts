@@ -377,21 +377,35 @@ class Cache<A extends unknown[], T> {
 
   // ---------------------------------------------------------------- codec
 
+  /** The last undecodable value reported per key, so one is reported once. */
+  readonly reported = new Map<string, string>();
+
+  /** Reports an undecodable entry, once per stored value. */
+  reportCorrupt(k: string, stored: string | Uint8Array, err: CodecError): void {
+    const text = typeof stored === "string"
+      ? stored
+      : new TextDecoder().decode(stored);
+    if (this.reported.get(k) === text) return;
+    if (this.reported.size >= 1_000) this.reported.clear();
+    this.reported.set(k, text);
+    this.report(k, err, "decode");
+  }
+
   decode(k: string, stored: string | Uint8Array | null): Decoded<T> {
     if (stored === null) return null;
     let raw;
     try {
       raw = parseEntry(stored);
     } catch (err) {
-      this.report(
+      this.reportCorrupt(
         k,
+        stored,
         new CodecError(
           `The entry at ${this.entryKey(k)} is not a cached() entry (${
             (err as Error).message
           }); treated as a miss and will be overwritten`,
           { key: k, cause: err },
         ),
-        "decode",
       );
       return null;
     }
@@ -427,15 +441,15 @@ class Cache<A extends unknown[], T> {
         }
       }
     } catch (err) {
-      this.report(
+      this.reportCorrupt(
         k,
+        stored,
         new CodecError(
           `The entry at ${this.entryKey(k)} could not be decoded (${
             (err as Error)?.message ?? err
           }); treated as a miss and will be overwritten`,
           { key: k, cause: err },
         ),
-        "decode",
       );
       return null;
     }
@@ -465,7 +479,9 @@ class Cache<A extends unknown[], T> {
         throw new CodecError(
           `cached(): the result for key "${k}" cannot be encoded by the ${
             o.codec === jsonCodec ? "JSON" : "configured"
-          } codec (${(err as Error)?.message ?? err}); nothing was written. ` +
+          } codec (${
+            String((err as Error)?.message ?? err).replace(/\s+/g, " ")
+          }); nothing was written. ` +
             "Return a value the codec can store (JSON: no BigInt, no cycles), or pass a codec option.",
           { key: k, cause: err },
         );
@@ -851,6 +867,7 @@ class Cache<A extends unknown[], T> {
           signal,
         )
       );
+      this.reported.delete(k);
     } catch (err) {
       this.report(k, err, "write");
     }

@@ -51,7 +51,8 @@ export class Singleflight<T> {
    * @param fn Starts the work; called only when no call for `key` is in
    *   flight. A synchronous throw rejects the shared promise.
    * @param options `signal`: stop waiting (rejects with the signal's reason);
-   *   the shared call is not cancelled.
+   *   the shared call is not cancelled. Already aborted: rejects at once and
+   *   starts nothing.
    * @returns The shared result.
    */
   run(
@@ -59,6 +60,8 @@ export class Singleflight<T> {
     fn: () => T | Promise<T>,
     options?: { signal?: AbortSignal },
   ): Promise<T> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     let flight = this.#flights.get(key);
     if (flight === undefined) {
       let started: Promise<T>;
@@ -76,7 +79,6 @@ export class Singleflight<T> {
       // being reported as unhandled when every caller aborted.
       flight.catch(() => {});
     }
-    const signal = options?.signal;
     return signal === undefined ? flight : abortable(flight, signal);
   }
 

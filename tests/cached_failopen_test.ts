@@ -1,0 +1,118 @@
+/**
+ * Redis unreachable: `cached` fails open (computes, once per key in this
+ * process, and reports through the error hook) or closed, by option; a hung
+ * server is given up on after `timeout`.
+ */
+import assert from "node:assert/strict";
+import {
+  cached,
+  type CacheErrorEvent,
+  connect,
+  ConnectionError,
+  TimeoutError,
+} from "../mod.ts";
+import { startRedis } from "./_redis.ts";
+import { sleep, test } from "./_harness.ts";
+
+const FAST = { minDelay: 20, maxDelay: 100 };
+
+test("Redis killed: fail open computes (singleflighted), reports, and recovers when Redis is back", async () => {
+  const server = await startRedis();
+  try {
+    await using redis = await connect({ url: server.url, reconnect: FAST });
+    const errors: CacheErrorEvent[] = [];
+    const warnings: string[] = [];
+    let runs = 0;
+    const f = cached(async () => {
+      runs++;
+      await sleep(30);
+      return "computed";
+    }, {
+      redis,
+      key: "failopen",
+      ttl: 60_000,
+      hooks: { error: (e) => errors.push(e) },
+      logger: { warn: (m) => warnings.push(m) },
+    });
+    assert.equal(await f(), "computed");
+    assert.equal(runs, 1);
+    await server.stop(); // SIGKILL
+    await sleep(50);
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: 100 }, () => f()));
+    assert.ok(results.every((r) => r === "computed"));
+    assert.ok(performance.now() - t0 < 1_000, "did not wait for Redis");
+    assert.equal(runs, 2, "one computation for 100 concurrent calls");
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].phase, "redis");
+    assert.ok(errors[0].error instanceof ConnectionError);
+    // Back on the same port (empty): cached again.
+    await server.start();
+    const deadline = Date.now() + 5_000;
+    while (redis.status !== "ready") {
+      assert.ok(Date.now() < deadline, "client did not reconnect");
+      await sleep(20);
+    }
+    assert.equal(await f(), "computed");
+    assert.equal(await f(), "computed");
+    assert.equal(runs, 3);
+    assert.equal((await f.peek())?.kind, "value");
+    // The restarted server lost its scripts: one warning per script, each
+    // naming it (a fresh server at the start warned nothing).
+    assert.deepEqual(warnings.sort(), [
+      "ACQUIRE_SCRIPT not cached.",
+      "CACHE_WRITE_SCRIPT not cached.",
+      "UNLOCK_SCRIPT not cached.",
+    ]);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("failOpen: false rejects with the Redis error instead of computing", async () => {
+  const server = await startRedis();
+  try {
+    await using redis = await connect({ url: server.url, reconnect: FAST });
+    let runs = 0;
+    const errors: CacheErrorEvent[] = [];
+    const f = cached(() => ++runs, {
+      redis,
+      key: "failclosed",
+      ttl: 60_000,
+      failOpen: false,
+      hooks: { error: (e) => errors.push(e) },
+    });
+    await server.stop();
+    await sleep(50);
+    await assert.rejects(f(), ConnectionError);
+    assert.equal(runs, 0);
+    assert.equal(errors.length, 1);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a hung Redis (SIGSTOP) is given up on after `timeout`, and the call fails open", async () => {
+  const server = await startRedis();
+  try {
+    await using redis = await connect({ url: server.url, reconnect: FAST });
+    const errors: CacheErrorEvent[] = [];
+    const f = cached(() => "computed anyway", {
+      redis,
+      key: "hung",
+      ttl: 60_000,
+      timeout: 200,
+      hooks: { error: (e) => errors.push(e) },
+    });
+    server.signal("SIGSTOP");
+    const t0 = performance.now();
+    assert.equal(await f(), "computed anyway");
+    const took = performance.now() - t0;
+    assert.ok(took >= 190 && took < 1_000, `took ${took.toFixed(0)} ms`);
+    assert.ok(errors[0]?.error instanceof TimeoutError);
+    server.signal("SIGCONT");
+    await sleep(50);
+  } finally {
+    await server.stop();
+  }
+});

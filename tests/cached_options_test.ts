@@ -1,0 +1,83 @@
+/**
+ * `cached` checks its arguments when it is called, not on first use: wrong
+ * types are `TypeError`s, values out of range `RangeError`s, and nothing is
+ * sent to Redis.
+ */
+import assert from "node:assert/strict";
+import { cached, connect } from "../mod.ts";
+import { sharedRedis } from "./_redis.ts";
+import { teardown, test } from "./_harness.ts";
+
+const server = await sharedRedis();
+const url = server.url;
+
+test("bad options throw TypeError or RangeError at cached() time, sending nothing", async () => {
+  await using redis = await connect(url);
+  const base = { redis, key: "k", ttl: 1_000 };
+  const fn = () => 1;
+  // deno-lint-ignore no-explicit-any
+  const bad = (f: unknown, o: unknown) => () => cached(f as any, o as any);
+  const rangeErrors: Array<[string, Record<string, unknown>]> = [
+    ["ttl 0", { ttl: 0 }],
+    ["ttl negative", { ttl: -5 }],
+    ["ttl non-integer", { ttl: 1.5 }],
+    ["ttl NaN", { ttl: NaN }],
+    ["ttl Infinity", { ttl: Infinity }],
+    ["negative staleWhileRevalidate", { staleWhileRevalidate: -1 }],
+    ["negative staleIfError", { staleIfError: -1 }],
+    ["non-integer staleIfError", { staleIfError: 0.5 }],
+    ["negative negativeTtl", { negativeTtl: -1 }],
+    ["beta < 0", { beta: -0.1 }],
+    ["beta NaN", { beta: NaN }],
+    ["beta Infinity", { beta: Infinity }],
+    ["negative jitter", { jitter: -1 }],
+    ["jitter >= ttl", { jitter: 1_000 }],
+    ["lockTtl 0", { lockTtl: 0 }],
+    ["wait negative", { wait: -1 }],
+    ["wait NaN", { wait: NaN }],
+    ["timeout 0", { timeout: 0 }],
+  ];
+  for (const [what, o] of rangeErrors) {
+    assert.throws(bad(fn, { ...base, ...o }), RangeError, what);
+  }
+  const typeErrors: Array<[string, unknown, unknown]> = [
+    ["no function", 42, base],
+    ["no options", fn, undefined],
+    ["no redis", fn, { key: "k", ttl: 1_000 }],
+    ["redis not a client", fn, { ...base, redis: {} }],
+    ["ttl missing", fn, { redis, key: "k" }],
+    ["ttl a string", fn, { ...base, ttl: "1000" }],
+    ["empty key", fn, { ...base, key: "" }],
+    ["key a number", fn, { ...base, key: 7 }],
+    ["key missing, fn with parameters", (id: number) => id, { redis, ttl: 1 }],
+    ["key missing, anonymous fn", (() => () => 1)(), { redis, ttl: 1 }],
+    ["prefix with a brace", fn, { ...base, prefix: "a{b" }],
+    ["codec without decode", fn, { ...base, codec: { encode: String } }],
+    ["cacheNullish not boolean", fn, { ...base, cacheNullish: 1 }],
+    ["failOpen not boolean", fn, { ...base, failOpen: "no" }],
+    ["onWaitTimeout unknown", fn, { ...base, onWaitTimeout: "retry" }],
+    ["hooks not callbacks", fn, { ...base, hooks: { hit: 1 } }],
+    ["unknown hook", fn, { ...base, hooks: { hitt: () => {} } }],
+    ["unknown option", fn, { ...base, staleWhileRevalidat: 5 }],
+    ["random not a function", fn, { ...base, random: 0.5 }],
+    ["logger without warn", fn, { ...base, logger: {} }],
+  ];
+  for (const [what, f, o] of typeErrors) {
+    assert.throws(bad(f, o), TypeError, what);
+  }
+  // A named function without parameters is its own key.
+  function dailyReport() {
+    return "report";
+  }
+  const report = cached(dailyReport, { redis, ttl: 1_000 });
+  assert.equal(report.redisKey(), "respite:cache:{dailyReport}");
+  // Zero windows, beta 0, wait 0 and Infinity are fine.
+  cached(fn, { ...base, staleWhileRevalidate: 0, beta: 0, wait: Infinity });
+  cached(fn, { ...base, wait: 0, jitter: 999 });
+  // Nothing was written by any of this.
+  assert.equal(await redis.send("EXISTS", "respite:cache:{k}"), 0);
+});
+
+teardown(async () => {
+  await server.stop();
+});
