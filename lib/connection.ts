@@ -251,7 +251,11 @@ export class Connection {
       (this.#status === "ready" || this.#status === "closing") &&
       this.#transport !== null
     ) {
-      const bytes = this.#encoder.take();
+      // A transport that lets go of written bytes gets a view of the
+      // encoder's buffer (no copy); we only come back here once it is done.
+      const bytes = this.#transport.releasesWrites
+        ? this.#encoder.takeView()
+        : this.#encoder.take();
       const batch = this.#unsent;
       this.#unsent = [];
       for (let i = 0; i < batch.length; i++) this.#inflight.push(batch[i]);
@@ -279,9 +283,17 @@ export class Connection {
     }
   }
 
-  #onData(chunk: Uint8Array): void {
+  #onData(chunk: Uint8Array, borrowed?: boolean): void {
     const decoder = this.#decoder;
     decoder.feed(chunk);
+    try {
+      this.#readReplies(decoder);
+    } finally {
+      if (borrowed) decoder.release(chunk);
+    }
+  }
+
+  #readReplies(decoder: RespDecoder): void {
     for (;;) {
       let reply;
       try {
@@ -464,8 +476,8 @@ export class Connection {
     const opening = this.#connector(
       { hostname: o.hostname, port: o.port, tls: o.tls },
       {
-        onData: (chunk) => {
-          if (this.#transport === transport) this.#onData(chunk);
+        onData: (chunk, borrowed) => {
+          if (this.#transport === transport) this.#onData(chunk, borrowed);
         },
         onClose: (err) => {
           if (this.#transport === transport) this.#lost(err);

@@ -131,6 +131,33 @@ export class RespDecoder {
   }
 
   /**
+   * Stops referring to the memory of `chunk`, copying the unread bytes the
+   * decoder still holds from it. Call it after reading every complete reply
+   * when `chunk` was fed from a buffer that its owner will reuse.
+   *
+   * @param chunk A chunk given to {@linkcode RespDecoder.feed}.
+   */
+  release(chunk: Uint8Array): void {
+    const memory = chunk.buffer;
+    const parked = this.#parked;
+    if (parked !== null) {
+      // Earlier chunks were released when they arrived; only the first
+      // (parked from the buffer) and the newest can still share `memory`.
+      const last = parked.length - 1;
+      if (parked[0].buffer === memory) parked[0] = parked[0].slice();
+      if (last > 0 && parked[last].buffer === memory) {
+        parked[last] = parked[last].slice();
+      }
+      return;
+    }
+    if (this.#buf.buffer !== memory) return;
+    this.#buf = this.#pos < this.#buf.length
+      ? this.#buf.slice(this.#pos)
+      : EMPTY;
+    this.#pos = 0;
+  }
+
+  /**
    * Reads the next complete top-level reply.
    *
    * @param raw Return bulk strings as `Uint8Array` instead of `string`.

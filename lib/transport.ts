@@ -27,11 +27,15 @@ export interface TlsOptions {
 /** Callbacks a transport calls as data arrives and when the stream ends. */
 export interface TransportHandlers {
   /**
-   * Bytes arrived. The receiver owns `chunk` and may keep it.
+   * Bytes arrived. The receiver owns `chunk` and may keep it, unless
+   * `borrowed` is true: then `chunk` is only valid during this call (the
+   * transport reads into the same memory again) and the receiver copies
+   * what it keeps.
    *
    * @param chunk The bytes.
+   * @param borrowed Whether `chunk`'s memory is reused after the call.
    */
-  onData(chunk: Uint8Array): void;
+  onData(chunk: Uint8Array, borrowed?: boolean): void;
   /**
    * The stream ended, by either side. Called exactly once.
    *
@@ -49,6 +53,13 @@ export interface Transport {
    * @param bytes The bytes; the transport may keep a reference to them.
    */
   write(bytes: Uint8Array): Promise<void> | void;
+  /**
+   * True when the transport keeps no reference to the bytes given to
+   * `write` once `write` returned nothing or its promise settled, so that
+   * the caller may reuse that memory for the next write. When false or
+   * absent, the caller hands every write a buffer of its own.
+   */
+  readonly releasesWrites?: boolean;
   /**
    * Closes the stream; resolves once it is fully closed and `onClose` ran.
    */

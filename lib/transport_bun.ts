@@ -93,6 +93,8 @@ export const bunConnector: Connector = async (options, handlers) => {
 };
 
 class BunState implements Transport {
+  /** Unwritten bytes are kept only until `drain` resolves `write`'s promise. */
+  readonly releasesWrites = true;
   socket: BunSocket | null = null;
   error: unknown;
   #handlers: TransportHandlers;

@@ -39,6 +39,8 @@ export const denoConnector: Connector = async (options, handlers) => {
 };
 
 class DenoTransport implements Transport {
+  /** `write` resolves only after Deno is done with the bytes. */
+  readonly releasesWrites = true;
   #conn: Deno.Conn;
   #closed = false;
   #done: Promise<void>;
@@ -55,7 +57,8 @@ class DenoTransport implements Transport {
       for (;;) {
         const n = await this.#conn.read(buf);
         if (n === null) break;
-        handlers.onData(buf.slice(0, n));
+        // Lent, not copied: an allocation per read costs Deno ~0.5 µs.
+        handlers.onData(buf.subarray(0, n), true);
       }
     } catch (err) {
       if (!this.#closed) error = err;
