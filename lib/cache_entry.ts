@@ -121,18 +121,28 @@ export function parseEntry(
     header = head;
     payload = stored.subarray(nl + 1);
   }
-  const parts = header.split(" ");
-  if (parts.length !== 6 || parts[0] !== MAGIC) {
+  // "rsp1 <createdAt> <delta> <freshUntil> <staleUntil> <kind>"
+  if (!header.startsWith("rsp1 ")) {
     throw new EntryFormatError("not an entry written by respite's cached()");
   }
-  const [createdAt, delta, freshUntil, staleUntil] = parts.slice(1, 5).map(
-    Number,
-  );
-  const kind = KINDS[parts[5]];
-  if (
-    kind === undefined ||
-    ![createdAt, delta, freshUntil, staleUntil].every(Number.isSafeInteger)
-  ) {
+  let at = 5;
+  const field = (): number => {
+    const end = header.indexOf(" ", at);
+    if (end === -1) throw new EntryFormatError("malformed entry header");
+    const text = header.slice(at, end);
+    at = end + 1;
+    const n = Number(text);
+    if (text.length === 0 || !Number.isSafeInteger(n)) {
+      throw new EntryFormatError("malformed entry header");
+    }
+    return n;
+  };
+  const createdAt = field();
+  const delta = field();
+  const freshUntil = field();
+  const staleUntil = field();
+  const kind = header.length === at + 1 ? KINDS[header[at]] : undefined;
+  if (kind === undefined) {
     throw new EntryFormatError("malformed entry header");
   }
   return { createdAt, delta, freshUntil, staleUntil, kind, payload };

@@ -62,6 +62,8 @@ return 1`,
 const TOMBSTONE_MIN_MS = 60_000;
 /** setTimeout fires at once for delays above this. */
 const MAX_DELAY = 2 ** 31 - 1;
+const RAW = { raw: true };
+const NOT_RAW = {};
 
 /** Options for one call of a cached function. */
 export interface CallOptions {
@@ -246,6 +248,68 @@ class Waker {
   }
 }
 
+/** Reads that share one watchdog timer. */
+interface Epoch {
+  started: number;
+  pending: number;
+  rejects: Array<(err: unknown) => void>;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * Times out hit-path reads without a timer per read (a timer per command
+ * costs more than the read itself at high concurrency): reads that start
+ * within the same quarter of `timeout` share one timer, which fires between
+ * `timeout` and 1.25 × `timeout` after each of them started.
+ */
+class Watchdog {
+  readonly #timeout: number;
+  #epoch: Epoch | null = null;
+
+  constructor(timeout: number) {
+    this.#timeout = timeout;
+  }
+
+  guard<T>(p: Promise<T>): Promise<T> {
+    const now = performance.now();
+    let e = this.#epoch;
+    if (e === null || now - e.started > this.#timeout / 4) {
+      const epoch: Epoch = {
+        started: now,
+        pending: 0,
+        rejects: [],
+        timer: setTimeout(() => {
+          if (this.#epoch === epoch) this.#epoch = null;
+          const err = new TimeoutError(
+            `Redis did not answer within ${this.#timeout} ms`,
+          );
+          for (const reject of epoch.rejects) reject(err);
+        }, Math.min(this.#timeout * 1.25, MAX_DELAY)),
+      };
+      this.#epoch = e = epoch;
+    }
+    const epoch = e;
+    epoch.pending++;
+    return new Promise<T>((resolve, reject) => {
+      epoch.rejects.push(reject);
+      p.then((v) => {
+        this.#settle(epoch);
+        resolve(v);
+      }, (err) => {
+        this.#settle(epoch);
+        reject(err);
+      });
+    });
+  }
+
+  #settle(epoch: Epoch): void {
+    if (--epoch.pending === 0) {
+      clearTimeout(epoch.timer);
+      if (this.#epoch === epoch) this.#epoch = null;
+    }
+  }
+}
+
 /** The state and logic behind one cached function. */
 class Cache<A extends unknown[], T> {
   readonly o: ResolvedCacheOptions<A, T>;
@@ -255,6 +319,7 @@ class Cache<A extends unknown[], T> {
   readonly background = new Map<string, Promise<void>>();
   readonly lockPrefix: string;
   readonly binary: boolean;
+  readonly watchdog: Watchdog;
 
   constructor(
     fn: (...args: A) => T | Promise<T>,
@@ -264,6 +329,7 @@ class Cache<A extends unknown[], T> {
     this.o = o;
     this.lockPrefix = `${o.prefix}cache:`;
     this.binary = o.codec.binary === true;
+    this.watchdog = new Watchdog(o.timeout);
   }
 
   get redis(): RedisClient {
@@ -331,6 +397,16 @@ class Cache<A extends unknown[], T> {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The hit path's read: one GET, timed out by the watchdog. */
+  readFast(k: string): Promise<string | Uint8Array | null> {
+    return this.watchdog.guard(
+      this.redis.command<string | Uint8Array | null>(
+        ["GET", this.entryKey(k)],
+        this.binary ? RAW : NOT_RAW,
+      ),
+    );
   }
 
   read(k: string): Promise<string | Uint8Array | null> {
@@ -410,18 +486,16 @@ class Cache<A extends unknown[], T> {
       return null;
     }
     if (raw === "tombstone") return raw;
-    const meta = {
-      createdAt: raw.createdAt,
-      delta: raw.delta,
-      freshUntil: raw.freshUntil,
-      staleUntil: raw.staleUntil,
-    };
     try {
+      let value: T;
+      let failure: Entry<T>["failure"];
       switch (raw.kind) {
         case "undefined":
-          return { ...meta, kind: raw.kind, value: undefined as T };
+          value = undefined as T;
+          break;
         case "null":
-          return { ...meta, kind: raw.kind, value: null as T };
+          value = null as T;
+          break;
         case "error": {
           const text = typeof raw.payload === "string"
             ? raw.payload
@@ -430,16 +504,26 @@ class Cache<A extends unknown[], T> {
           if (typeof f?.name !== "string" || typeof f.message !== "string") {
             throw new TypeError("malformed failure record");
           }
-          return { ...meta, kind: raw.kind, value: undefined as T, failure: f };
+          value = undefined as T;
+          failure = f;
+          break;
         }
         default: {
           const codec = this.o.codec;
-          const value = codec.binary === true
+          value = codec.binary === true
             ? codec.decode(raw.payload as Uint8Array)
             : codec.decode(raw.payload as string);
-          return { ...meta, kind: raw.kind, value };
         }
       }
+      return {
+        createdAt: raw.createdAt,
+        delta: raw.delta,
+        freshUntil: raw.freshUntil,
+        staleUntil: raw.staleUntil,
+        kind: raw.kind,
+        value,
+        failure,
+      };
     } catch (err) {
       this.reportCorrupt(
         k,
@@ -578,7 +662,7 @@ class Cache<A extends unknown[], T> {
     }
     let stored;
     try {
-      stored = await this.read(k);
+      stored = await this.readFast(k);
     } catch (err) {
       return await this.failOpen(k, args, err);
     }
@@ -586,7 +670,7 @@ class Cache<A extends unknown[], T> {
     const now = Date.now();
     if (e !== null && e !== "tombstone") {
       if (now < e.freshUntil) {
-        this.emit("hit", { key: k });
+        if (this.o.hooks.hit !== undefined) this.emit("hit", { key: k });
         if (e.kind === "error") throw this.failureOf(k, e);
         if (
           this.o.beta > 0 && xfetchEarly(e, now, this.o.beta, this.o.random)

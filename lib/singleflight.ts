@@ -70,14 +70,14 @@ export class Singleflight<T> {
       } catch (err) {
         started = Promise.reject(err);
       }
+      const current = started;
       const done = () => {
-        if (this.#flights.get(key) === flight) this.#flights.delete(key);
+        if (this.#flights.get(key) === current) this.#flights.delete(key);
       };
-      flight = started.finally(done);
-      this.#flights.set(key, flight);
-      // The caller sees the rejection; this copy only keeps the flight from
-      // being reported as unhandled when every caller aborted.
-      flight.catch(() => {});
+      // Also marks a rejection as handled when every caller aborted.
+      current.then(done, done);
+      this.#flights.set(key, current);
+      flight = current;
     }
     return signal === undefined ? flight : abortable(flight, signal);
   }
