@@ -153,27 +153,26 @@ export class CommandEncoder {
 
   #string(s: string): void {
     const n = s.length;
-    // Short strings: check for ASCII, which is by far the common case, and
-    // write the bytes directly.
+    // Short strings: write them as ASCII, which is by far the common case,
+    // in one pass; on the first non-ASCII char, undo and encode as UTF-8.
     if (n < 256) {
-      let ascii = true;
+      const start = this.#len;
+      this.#reserve(n + 16);
+      const buf = this.#buf;
+      let p = start;
+      buf[p++] = 36; // '$'
+      p = writeUint(buf, p, n);
+      buf[p++] = CR;
+      buf[p++] = LF;
       for (let i = 0; i < n; i++) {
-        if (s.charCodeAt(i) > 0x7f) {
-          ascii = false;
-          break;
-        }
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) return this.#bytes(textEncoder.encode(s));
+        buf[p++] = c;
       }
-      if (ascii) {
-        this.#header(36, /* '$' */ n);
-        this.#reserve(n + 2);
-        const buf = this.#buf;
-        let p = this.#len;
-        for (let i = 0; i < n; i++) buf[p++] = s.charCodeAt(i);
-        buf[p++] = CR;
-        buf[p++] = LF;
-        this.#len = p;
-        return;
-      }
+      buf[p++] = CR;
+      buf[p++] = LF;
+      this.#len = p;
+      return;
     }
     this.#bytes(textEncoder.encode(s));
   }
