@@ -45,8 +45,9 @@ import { Script } from "./script.ts";
 import { Singleflight } from "./singleflight.ts";
 
 // KEYS[1] entry; ARGV[1] stored entry, ARGV[2] px, ARGV[3] the tombstone the
-// writer saw when it started ("" if none), ARGV[4] wake channel.
-// 1 written (and waiters woken); 0 not written: invalidated meanwhile.
+// writer saw when it started ("" if none), ARGV[4] wake channel, ARGV[5] the
+// message that wakes waiters (the entry itself for text codecs, so they need
+// no GET). 1 written (and waiters woken); 0 not written: invalidated meanwhile.
 const WRITE_SCRIPT = new Script(
   "CACHE_WRITE_SCRIPT",
   `local head = redis.call('GETRANGE', KEYS[1], 0, 63)
@@ -54,7 +55,7 @@ if string.sub(head, 1, 10) == 'rsp1-tomb ' and head ~= ARGV[3] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[4], 'written')
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`,
 );
 
@@ -214,12 +215,15 @@ async function runScript<T extends Reply>(
 /** A subscription to an entry's wake channel, with a sleep that a message ends. */
 class Waker {
   seq = 0;
+  /** The last entry a writer published (text codecs), not yet looked at. */
+  entry: string | null = null;
   #wake: (() => void) | null = null;
   #unsubscribe: (() => Promise<void>) | null = null;
 
   static async open(redis: RedisClient, channel: string): Promise<Waker> {
     const w = new Waker();
-    w.#unsubscribe = await redis.subscribe(channel, () => {
+    w.#unsubscribe = await redis.subscribe(channel, (message) => {
+      if (message.startsWith("rsp1 ")) w.entry = message;
       w.seq++;
       const wake = w.#wake;
       w.#wake = null;
@@ -310,6 +314,23 @@ class Watchdog {
   }
 }
 
+/** Watchdogs shared by every cached function on a client, per timeout. */
+const watchdogs = new WeakMap<RedisClient, Map<number, Watchdog>>();
+
+function watchdogFor(redis: RedisClient, timeout: number): Watchdog {
+  let byTimeout = watchdogs.get(redis);
+  if (byTimeout === undefined) {
+    byTimeout = new Map();
+    watchdogs.set(redis, byTimeout);
+  }
+  let w = byTimeout.get(timeout);
+  if (w === undefined) {
+    w = new Watchdog(timeout);
+    byTimeout.set(timeout, w);
+  }
+  return w;
+}
+
 /** The state and logic behind one cached function. */
 class Cache<A extends unknown[], T> {
   readonly o: ResolvedCacheOptions<A, T>;
@@ -329,7 +350,7 @@ class Cache<A extends unknown[], T> {
     this.o = o;
     this.lockPrefix = `${o.prefix}cache:`;
     this.binary = o.codec.binary === true;
-    this.watchdog = new Watchdog(o.timeout);
+    this.watchdog = watchdogFor(o.redis, o.timeout);
   }
 
   get redis(): RedisClient {
@@ -748,6 +769,15 @@ class Cache<A extends unknown[], T> {
             return await this.failOpen(k, args, err);
           }
         }
+        if (waker.entry !== null) {
+          // The writer sent the entry with the wake-up: no GET needed.
+          const sent = this.decode(k, waker.entry);
+          waker.entry = null;
+          if (this.acceptable(sent, Date.now(), minCreatedAt)) {
+            waited("value");
+            return this.valueOf(k, sent as Entry<T>);
+          }
+        }
         const seq = waker.seq;
         let stored, pttl;
         try {
@@ -942,10 +972,8 @@ class Cache<A extends unknown[], T> {
             stored,
             Math.max(1, Math.round(px)),
             seen ?? "",
-            lockKeys(
-              k,
-              this.lockPrefix,
-            ).wake,
+            lockKeys(k, this.lockPrefix).wake,
+            typeof stored === "string" ? stored : "written",
           ],
           this.o.logger,
           signal,
