@@ -1,0 +1,421 @@
+/**
+ * Stampede benchmark: respite's `cached` vs plain cache-aside vs bentocache
+ * (Redis as its only layer, L2, on ioredis) vs async-cache-dedupe (Redis
+ * storage, on ioredis), against one redis-server, in one run.
+ *
+ * 1. Stampede: P worker processes × C concurrent callers ask for one cold
+ *    key whose computation takes D ms (it INCRs a counter in Redis, then
+ *    sleeps D). Per library and round: how many computations ran, and the
+ *    callers' p50/p99 latency (from the moment each worker got the start
+ *    signal). Medians over the rounds.
+ * 2. Hit path: 1,000 warm distinct keys read round-robin, at concurrency 1
+ *    (one caller awaiting each read) and 100 (100 such callers), in this
+ *    process: ops/s, median over the rounds, and the ratio to bentocache.
+ *
+ * Usage: deno task bench:stampede [--processes 4] [--callers 50]
+ *          [--compute 200] [--rounds 3] [--ops 20000]
+ * With REDIS_URL set, that server is used instead of a throwaway one.
+ */
+
+import { BentoCache, bentostore } from "bentocache";
+import { redisDriver } from "bentocache/drivers/redis";
+import { createCache } from "async-cache-dedupe";
+import { Redis as IORedis } from "ioredis";
+import { cached, connect, type RedisClient } from "../mod.ts";
+import { sharedRedis } from "../tests/_redis.ts";
+import { type Proc, runArgs, spawn } from "../tests/_proc.ts";
+
+const LIBS = ["respite", "cache-aside", "bentocache", "async-cache-dedupe"];
+type Lib = typeof LIBS[number];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = (s: string) => console.error(s);
+
+function option(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(`--${name}`);
+  if (i === -1) return fallback;
+  const n = Number(Deno.args[i + 1]);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new RangeError(`--${name} needs a positive integer`);
+  }
+  return n;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2
+    ? s[s.length >> 1]
+    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
+
+/** One library's way to get-or-compute a key. */
+interface Getter {
+  get(key: string, compute: () => Promise<unknown>): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+function ioredis(url: string): IORedis {
+  return new IORedis(url, { lazyConnect: false, enableOfflineQueue: true });
+}
+
+/** The four contenders, each with its own connection(s). */
+async function makeGetters(url: string): Promise<Record<Lib, Getter>> {
+  const redis = await connect(url);
+  const respiteFns = new Map<
+    string,
+    ReturnType<typeof cached<[() => Promise<unknown>], unknown>>
+  >();
+  const respite: Getter = {
+    get(key, compute) {
+      let f = respiteFns.get(key);
+      if (f === undefined) {
+        f = cached((c: () => Promise<unknown>) => c(), {
+          redis,
+          key,
+          ttl: 600_000,
+        });
+        respiteFns.set(key, f);
+      }
+      return f(compute);
+    },
+    close: () => redis.close(),
+  };
+  const plain = await connect(url);
+  const cacheAside: Getter = {
+    async get(key, compute) {
+      const hit = await plain.send<string | null>("GET", key);
+      if (hit !== null) return JSON.parse(hit);
+      const value = await compute();
+      await plain.send("SET", key, JSON.stringify(value), "PX", 600_000);
+      return value;
+    },
+    close: () => plain.close(),
+  };
+  const bentoConn = ioredis(url);
+  const bento = new BentoCache({
+    default: "redis",
+    stores: {
+      redis: bentostore().useL2Layer(redisDriver({ connection: bentoConn })),
+    },
+  });
+  const bentocache: Getter = {
+    get: (key, compute) =>
+      bento.getOrSet({ key, factory: () => compute(), ttl: 600_000 }),
+    close: async () => {
+      await bento.disconnectAll();
+      bentoConn.disconnect();
+    },
+  };
+  const acdConn = ioredis(url);
+  const acd = createCache({
+    ttl: 600,
+    storage: { type: "redis", options: { client: acdConn } },
+  });
+  let compute: (() => Promise<unknown>) | null = null;
+  acd.define("fetchValue", (_key: string) => compute!());
+  const acdCache = acd as unknown as {
+    fetchValue(key: string): Promise<unknown>;
+  };
+  const asyncCacheDedupe: Getter = {
+    get(key, c) {
+      compute = c; // one computation per key at a time: safe to share
+      return acdCache.fetchValue(key);
+    },
+    close: async () => {
+      acdConn.disconnect();
+      await Promise.resolve();
+    },
+  };
+  return {
+    respite,
+    "cache-aside": cacheAside,
+    bentocache,
+    "async-cache-dedupe": asyncCacheDedupe,
+  };
+}
+
+// --------------------------------------------------------------- worker
+
+async function worker(
+  url: string,
+  ns: string,
+  callers: number,
+  computeMs: number,
+) {
+  const control = await connect(url);
+  const getters = await makeGetters(url);
+  const queue: string[] = [];
+  let wake: (() => void) | null = null;
+  const unsubscribe = await control.subscribe(`${ns}go`, (msg) => {
+    queue.push(msg);
+    wake?.();
+  });
+  await control.send("INCR", `${ns}ready`);
+  try {
+    while (true) {
+      if (queue.length === 0) {
+        await new Promise<void>((r) => wake = r);
+        wake = null;
+        continue;
+      }
+      const msg = queue.shift()!;
+      if (msg === "exit") break;
+      const [lib, round] = msg.split("|") as [Lib, string];
+      const key = `${ns}${lib}:${round}`;
+      const t0 = performance.now();
+      const compute = async () => {
+        await control.send("INCR", `${ns}runs:${lib}:${round}`);
+        await sleep(computeMs);
+        return { report: "totals", values: [1, 2, 3] };
+      };
+      const latencies = await Promise.all(
+        Array.from({ length: callers }, async () => {
+          const v = await getters[lib].get(key, compute) as { report: string };
+          if (v?.report !== "totals") throw new Error(`${lib}: wrong value`);
+          return performance.now() - t0;
+        }),
+      );
+      await control.send(
+        "RPUSH",
+        `${ns}res:${lib}:${round}`,
+        JSON.stringify(latencies),
+      );
+    }
+  } finally {
+    await unsubscribe();
+    for (const g of Object.values(getters)) await g.close();
+    await control.close();
+  }
+}
+
+// --------------------------------------------------------------- main
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => r[i].length))
+  );
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
+      .join("  ");
+  return [
+    line(head),
+    widths.map((w) => "-".repeat(w)).join("  "),
+    ...rows.map(line),
+  ].join("\n");
+}
+
+async function stampede(
+  redis: RedisClient,
+  url: string,
+  ns: string,
+  P: number,
+  C: number,
+  D: number,
+  rounds: number,
+): Promise<string> {
+  const self = new URL(import.meta.url).pathname;
+  const procs: Proc[] = [];
+  const blocking = await redis.duplicate();
+  try {
+    for (let i = 0; i < P; i++) {
+      const [cmd, args] = runArgs(self, [
+        "--worker",
+        url,
+        ns,
+        String(C),
+        String(D),
+      ]);
+      procs.push(spawn(cmd, args, { output: "inherit" }));
+    }
+    let exited = 0;
+    for (const p of procs) p.exited.then(() => exited++);
+    const deadline = Date.now() + 60_000;
+    while (Number(await redis.send("GET", `${ns}ready`) ?? 0) < P) {
+      if (Date.now() > deadline || exited > 0) {
+        throw new Error("workers did not start");
+      }
+      await sleep(20);
+    }
+    const rows: string[][] = [];
+    for (const lib of LIBS) {
+      const comps: number[] = [];
+      const p50s: number[] = [];
+      const p99s: number[] = [];
+      // Round 0 warms each worker's code paths and connections; not counted.
+      for (let round = 0; round <= rounds; round++) {
+        await redis.send("PUBLISH", `${ns}go`, `${lib}|${round}`);
+        const lat: number[] = [];
+        for (let i = 0; i < P; i++) {
+          const got = await blocking.send<[string, string] | null>(
+            "BLPOP",
+            `${ns}res:${lib}:${round}`,
+            60,
+          );
+          if (got === null) throw new Error(`${lib} round ${round} timed out`);
+          lat.push(...JSON.parse(got[1]) as number[]);
+        }
+        if (round === 0) continue;
+        lat.sort((a, b) => a - b);
+        comps.push(
+          Number(await redis.send("GET", `${ns}runs:${lib}:${round}`)),
+        );
+        p50s.push(percentile(lat, 0.5));
+        p99s.push(percentile(lat, 0.99));
+      }
+      log(
+        `  stampede ${lib}: computations ${comps.join(", ")}; p99 ${
+          p99s.map((x) => x.toFixed(1)).join(", ")
+        } ms`,
+      );
+      rows.push([
+        lib,
+        comps.join(" / "),
+        median(p50s).toFixed(1),
+        median(p99s).toFixed(1),
+        (median(p99s) - D).toFixed(1),
+      ]);
+    }
+    await redis.send("PUBLISH", `${ns}go`, "exit");
+    for (const p of procs) await p.exited;
+    return table(
+      ["library", "computations (per round)", "p50 ms", "p99 ms", "p99 - D ms"],
+      rows,
+    );
+  } finally {
+    for (const p of procs) p.kill("SIGKILL");
+    await blocking.close();
+  }
+}
+
+async function hitPath(
+  url: string,
+  ns: string,
+  ops: number,
+  rounds: number,
+): Promise<string> {
+  const getters = await makeGetters(url);
+  const KEYS = 1_000;
+  const keys = Array.from({ length: KEYS }, (_, i) => `${ns}hit:${i}`);
+  const value = { id: 1, name: "a cached row", tags: ["x", "y", "z"], n: 3.14 };
+  const compute = () => Promise.resolve(value);
+  const results: Record<string, Record<number, number>> = {};
+  try {
+    for (const lib of LIBS) {
+      if (lib === "cache-aside") continue;
+      const g = getters[lib];
+      for (const k of keys) await g.get(k, compute); // warm
+    }
+    for (const concurrency of [1, 100]) {
+      // Interleave libraries round by round, so drift hits them alike.
+      const samples: Record<string, number[]> = {};
+      for (let round = 0; round <= rounds; round++) {
+        for (const lib of LIBS) {
+          if (lib === "cache-aside") continue;
+          const g = getters[lib];
+          let next = 0;
+          const t0 = performance.now();
+          await Promise.all(
+            Array.from({ length: concurrency }, async () => {
+              while (true) {
+                const i = next++;
+                if (i >= ops) return;
+                const v = await g.get(keys[i % KEYS], compute) as {
+                  id: number;
+                };
+                if (v.id !== 1) throw new Error(`${lib}: wrong value`);
+              }
+            }),
+          );
+          const rate = ops / ((performance.now() - t0) / 1_000);
+          if (round > 0) (samples[lib] ??= []).push(rate); // round 0 warms up
+        }
+      }
+      for (const [lib, s] of Object.entries(samples)) {
+        (results[lib] ??= {})[concurrency] = median(s);
+        log(
+          `  hit path c=${concurrency} ${lib}: ${
+            s.map((x) => x.toFixed(0)).join(", ")
+          } ops/s`,
+        );
+      }
+    }
+  } finally {
+    for (const g of Object.values(getters)) await g.close();
+  }
+  const bento = results.bentocache;
+  const rows = Object.entries(results).map(([lib, r]) => [
+    lib,
+    r[1].toFixed(0),
+    `${(r[1] / bento[1]).toFixed(2)}×`,
+    r[100].toFixed(0),
+    `${(r[100] / bento[100]).toFixed(2)}×`,
+  ]);
+  return table(
+    ["library", "c=1 ops/s", "vs bento", "c=100 ops/s", "vs bento"],
+    rows,
+  );
+}
+
+async function main() {
+  const P = option("processes", 4);
+  const C = option("callers", 50);
+  const D = option("compute", 200);
+  const rounds = option("rounds", 3);
+  const ops = option("ops", 20_000);
+  const server = await sharedRedis();
+  const ns = `respite:bench:stampede:${Date.now()}:`;
+  const redis = await connect(server.url);
+  try {
+    const version = (await redis.send<string>("INFO", "server")).match(
+      /redis_version:(\S+)/,
+    )?.[1];
+    log(
+      `redis ${version} at ${server.url}; deno ${Deno.version.deno}; ${navigator.hardwareConcurrency} CPUs`,
+    );
+    log(
+      `stampede: ${P} processes × ${C} callers, cold key, compute ${D} ms, ${rounds} rounds (+1 warm-up)`,
+    );
+    const a = await stampede(redis, server.url, ns, P, C, D, rounds);
+    log(
+      `hit path: 1,000 warm keys, ${ops} reads per round, ${rounds} rounds (+1 warm-up)`,
+    );
+    const b = await hitPath(server.url, ns, ops, rounds);
+    console.log(
+      `\nStampede: ${P} processes × ${C} concurrent callers, cold key, compute D = ${D} ms (medians of ${rounds} rounds)\n`,
+    );
+    console.log(a);
+    console.log(
+      `\nHit path: 1,000 warm keys, ops/s (medians of ${rounds} rounds of ${ops} reads)\n`,
+    );
+    console.log(b);
+    console.log(
+      `\nredis ${version}, deno ${Deno.version.deno}, ${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs, ${
+        new Date().toISOString().slice(0, 10)
+      }`,
+    );
+  } finally {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.send<[string, string[]]>(
+        "SCAN",
+        cursor,
+        "MATCH",
+        `*${ns}*`,
+        "COUNT",
+        1000,
+      );
+      cursor = next;
+      if (keys.length) await redis.send("DEL", ...keys);
+    } while (cursor !== "0");
+    await redis.close();
+    await server.stop();
+  }
+}
+
+if (Deno.args[0] === "--worker") {
+  const [, url, ns, callers, computeMs] = Deno.args;
+  await worker(url, ns, Number(callers), Number(computeMs));
+} else {
+  await main();
+}
