@@ -32,15 +32,11 @@ import {
   CacheTimeoutError,
   CodecError,
   ConnectionError,
-  ReplyError,
   TimeoutError,
 } from "./errors.ts";
 import { jsonCodec } from "./codec.ts";
 import { Lock } from "./lock.ts";
 import { lockKeys } from "./lock_keys.ts";
-import type { Logger } from "./options.ts";
-import type { Reply } from "./resp_decoder.ts";
-import type { Arg } from "./resp_encoder.ts";
 import { Script } from "./script.ts";
 import { Singleflight } from "./singleflight.ts";
 
@@ -172,45 +168,6 @@ interface Entry<T> extends EntryMeta {
 }
 
 type Decoded<T> = Entry<T> | "tombstone" | null;
-
-/** Scripts that already ran once on a client. */
-const warmed = new WeakMap<RedisClient, WeakSet<Script>>();
-
-/**
- * Runs a script. Its first run on a client is silent when the server does not
- * have it cached yet (a fresh server, not a loss); later NOSCRIPTs warn once
- * per loss through `Script`, e.g. `CACHE_WRITE_SCRIPT not cached.`.
- */
-async function runScript<T extends Reply>(
-  script: Script,
-  redis: RedisClient,
-  keys: readonly Arg[],
-  args: readonly Arg[],
-  logger: Logger | null | undefined,
-  signal: AbortSignal,
-): Promise<T> {
-  let set = warmed.get(redis);
-  if (set === undefined) {
-    set = new WeakSet();
-    warmed.set(redis, set);
-  }
-  if (set.has(script)) {
-    return await script.run<T>(redis, keys, args, { logger, signal });
-  }
-  const tail = [keys.length, ...keys, ...args];
-  let reply: T;
-  try {
-    reply = await redis.command<T>(
-      ["EVALSHA", await script.sha(), ...tail],
-      { signal },
-    );
-  } catch (err) {
-    if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
-    reply = await redis.command<T>(["EVAL", script.lua, ...tail], { signal });
-  }
-  set.add(script);
-  return reply;
-}
 
 /** A subscription to an entry's wake channel, with a sleep that a message ends. */
 class Waker {
@@ -964,20 +921,13 @@ class Cache<A extends unknown[], T> {
   ): Promise<void> {
     try {
       await this.timed((signal) =>
-        runScript<number>(
-          WRITE_SCRIPT,
-          this.redis,
-          [this.entryKey(k)],
-          [
-            stored,
-            Math.max(1, Math.round(px)),
-            seen ?? "",
-            lockKeys(k, this.lockPrefix).wake,
-            typeof stored === "string" ? stored : "written",
-          ],
-          this.o.logger,
-          signal,
-        )
+        WRITE_SCRIPT.run<number>(this.redis, [this.entryKey(k)], [
+          stored,
+          Math.max(1, Math.round(px)),
+          seen ?? "",
+          lockKeys(k, this.lockPrefix).wake,
+          typeof stored === "string" ? stored : "written",
+        ], { logger: this.o.logger, signal: signal })
       );
       this.reported.delete(k);
     } catch (err) {

@@ -13,7 +13,6 @@ import {
   type LockLostReason,
   LockNotHeldError,
   type LockNotHeldReason,
-  ReplyError,
   TimeoutError,
 } from "./errors.ts";
 import {
@@ -23,8 +22,6 @@ import {
   lockKeys,
 } from "./lock_keys.ts";
 import type { Logger } from "./options.ts";
-import type { Reply } from "./resp_decoder.ts";
-import type { Arg } from "./resp_encoder.ts";
 import { Script } from "./script.ts";
 
 // KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] value, ARGV[2] ttl (ms).
@@ -71,56 +68,6 @@ const RESET_SCRIPT = new Script(
 redis.call('PUBLISH', ARGV[1], 'reset')
 return n`,
 );
-
-/** Scripts that already ran once on a client (see {@linkcode runScript}). */
-const warmed = new WeakMap<RedisClient, WeakSet<Script>>();
-
-/**
- * Runs a lock script. Its first run on a client is silent when the server
- * does not have it cached yet (a fresh process, not a loss); after that, a
- * NOSCRIPT warns once per loss, e.g. `UNLOCK_SCRIPT not cached.` after a
- * `SCRIPT FLUSH` or a server restart.
- */
-function runScript<T extends Reply>(
-  script: Script,
-  redis: RedisClient,
-  keys: readonly Arg[],
-  args: readonly Arg[],
-  logger: Logger | null | undefined,
-  signal?: AbortSignal,
-): Promise<T> {
-  let set = warmed.get(redis);
-  if (set === undefined) {
-    set = new WeakSet();
-    warmed.set(redis, set);
-  }
-  if (set.has(script)) {
-    return script.run<T>(redis, keys, args, { logger, signal });
-  }
-  const known = set;
-  const p = firstRun<T>(script, redis, keys, args, signal);
-  p.then(() => known.add(script), () => {});
-  return p;
-}
-
-/** EVALSHA, then EVAL on NOSCRIPT, without a warning (and without marking a loss). */
-async function firstRun<T extends Reply>(
-  script: Script,
-  redis: RedisClient,
-  keys: readonly Arg[],
-  args: readonly Arg[],
-  signal: AbortSignal | undefined,
-): Promise<T> {
-  const tail = [keys.length, ...keys, ...args];
-  try {
-    return await redis.command<T>(["EVALSHA", await script.sha(), ...tail], {
-      signal,
-    });
-  } catch (err) {
-    if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
-  }
-  return await redis.command<T>(["EVAL", script.lua, ...tail], { signal });
-}
 
 /** setTimeout fires at once for delays above this. */
 const MAX_DELAY = 2_147_483_647;
@@ -648,12 +595,11 @@ export class Lock {
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
     const value = `${randomHex(16)}:${this.id}`;
     const sent = performance.now();
-    const p = runScript<[number, number]>(
-      ACQUIRE_SCRIPT,
+    const p = ACQUIRE_SCRIPT.run<[number, number]>(
       this.#redis,
       [this.keys.key, this.keys.fence],
       [value, this.ttl],
-      this.#logger,
+      { logger: this.#logger },
     );
     let reply: [number, number];
     if (signal === undefined) {
@@ -741,14 +687,10 @@ export class Lock {
     );
     let r: number;
     try {
-      r = await runScript<number>(
-        EXTEND_SCRIPT,
-        this.#redis,
-        [this.keys.key],
-        [h.value, h.ttl],
-        this.#logger,
-        ac.signal,
-      );
+      r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
+        h.value,
+        h.ttl,
+      ], { logger: this.#logger, signal: ac.signal });
     } catch (err) {
       if (this.#holding !== h || h.lost) return;
       h.renewError = err;
@@ -801,13 +743,10 @@ export class Lock {
   }
 
   #unlock(value: string): Promise<number> {
-    return runScript<number>(
-      UNLOCK_SCRIPT,
-      this.#redis,
-      [this.keys.key],
-      [value, this.keys.wake],
-      this.#logger,
-    );
+    return UNLOCK_SCRIPT.run<number>(this.#redis, [this.keys.key], [
+      value,
+      this.keys.wake,
+    ], { logger: this.#logger });
   }
 
   #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
@@ -884,13 +823,10 @@ export class Lock {
       );
     }
     const sent = performance.now();
-    const r = await runScript<number>(
-      EXTEND_SCRIPT,
-      this.#redis,
-      [this.keys.key],
-      [h.value, lease],
-      this.#logger,
-    );
+    const r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
+      h.value,
+      lease,
+    ], { logger: this.#logger });
     if (r === 1) {
       if (this.#holding === h && !h.lost) {
         h.ttl = lease;
@@ -1005,13 +941,7 @@ export class Lock {
         ? DEFAULT_PREFIX
         : checkPrefix(options.prefix),
     );
-    const n = await runScript<number>(
-      RESET_SCRIPT,
-      redis,
-      [keys.key],
-      [keys.wake],
-      undefined,
-    );
+    const n = await RESET_SCRIPT.run<number>(redis, [keys.key], [keys.wake]);
     return n === 1;
   }
 
@@ -1063,13 +993,7 @@ export class Lock {
       cursor = next;
       const results = await Promise.all(
         keys.map((key) =>
-          runScript<number>(
-            RESET_SCRIPT,
-            redis,
-            [key],
-            [`${key}:wake`],
-            undefined,
-          )
+          RESET_SCRIPT.run<number>(redis, [key], [`${key}:wake`])
         ),
       );
       for (const n of results) deleted += n;

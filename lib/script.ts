@@ -22,11 +22,13 @@ export interface ScriptRunOptions {
 /**
  * A Lua script with a name (used in warnings) and its SHA-1.
  *
- * `run()` sends EVALSHA. If Redis answers NOSCRIPT (the script cache was
- * flushed, or the server restarted), it sends EVAL instead, which also caches
- * the script again, and warns `NAME not cached.` once for that loss: callers
- * that hit the same NOSCRIPT concurrently share one warning, and the next
- * warning comes only after EVALSHA worked again in between.
+ * `run()` sends EVALSHA. If Redis answers NOSCRIPT, it sends EVAL instead
+ * (which also caches the script on the server again) and warns
+ * `NAME not cached.` once for that loss: callers that hit the same NOSCRIPT
+ * concurrently share one warning, and the next warning comes only after
+ * EVALSHA worked again in between. The fallback on a client's first use of a
+ * script is silent: a server that has not seen the script yet (a fresh or
+ * restarted server, a new process) has lost nothing.
  *
  * @example
  * ```ts
@@ -42,8 +44,11 @@ export class Script {
   /** The Lua source. */
   readonly lua: string;
   #sha: Promise<string> | null = null;
-  /** Per client: true while we believe the server has lost the script. */
-  #missing = new WeakMap<RedisClient, boolean>();
+  /**
+   * Per client: absent before the script first ran; "ok" once it ran (the
+   * server has it); "missing" after a loss was reported, until it runs again.
+   */
+  #state = new WeakMap<RedisClient, "ok" | "missing">();
 
   /**
    * Creates a script; its SHA-1 is computed on first use.
@@ -105,18 +110,25 @@ export class Script {
       const reply = await client.command<T>(["EVALSHA", sha, ...tail], {
         signal,
       });
-      if (this.#missing.get(client)) this.#missing.delete(client);
+      this.#state.set(client, "ok");
       return reply;
     } catch (err) {
       if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
     }
-    if (!this.#missing.get(client)) {
-      this.#missing.set(client, true);
+    if (this.#state.get(client) === "ok") {
+      this.#state.set(client, "missing");
       const logger = options?.logger === undefined
         ? client.logger
         : options.logger;
       logger?.warn(`${this.name} not cached.`);
     }
-    return await client.command<T>(["EVAL", this.lua, ...tail], { signal });
+    const reply = await client.command<T>(["EVAL", this.lua, ...tail], {
+      signal,
+    });
+    // EVAL cached it again. On one connection, every EVALSHA sent before this
+    // EVAL has already had its reply, and every later one finds the script,
+    // so a NOSCRIPT from now on is a new loss.
+    this.#state.set(client, "ok");
+    return reply;
   }
 }
