@@ -4,6 +4,9 @@
  * one throwaway redis-server, in one run.
  *
  * - uncontended: one worker, acquire + release in a loop (cycles/s);
+ * - uncontended ×100: 100 concurrent workers, each on its own lock name (no
+ *   contention), acquire + release in a loop (total cycles/s) — what a server
+ *   handling many requests that each lock a different resource sees;
  * - contended: 20 concurrent workers on one lock, each in a loop: acquire,
  *   hold 1 ms (`setTimeout(1)`; the measured hold is printed), release.
  *   Handoffs/s counts acquisitions by a different worker than the previous
@@ -163,6 +166,33 @@ async function uncontended(c: Contender, round: number): Promise<number> {
   return cycles / ((performance.now() - t0) / 1000);
 }
 
+const PARALLEL = 100;
+
+async function uncontendedParallel(
+  c: Contender,
+  round: number,
+): Promise<number> {
+  const holders = Array.from(
+    { length: PARALLEL },
+    (_, i) => c.holder(`respite-bench:p:${c.name}:${round}:${i}`),
+  );
+  await Promise.all(holders.map(async (h) => { // warm up
+    await h.acquire();
+    await h.release();
+  }));
+  let cycles = 0;
+  const t0 = performance.now();
+  const end = t0 + SECONDS * 1000 / 2;
+  await Promise.all(holders.map(async (h) => {
+    while (performance.now() < end) {
+      await h.acquire();
+      await h.release();
+      cycles++;
+    }
+  }));
+  return cycles / ((performance.now() - t0) / 1000);
+}
+
 async function contended(
   c: Contender,
   round: number,
@@ -238,6 +268,7 @@ const results = new Map<
   string,
   {
     u: number[];
+    p: number[];
     c: number[];
     h: number[];
     top: number[];
@@ -249,6 +280,7 @@ const results = new Map<
 for (const c of contenders) {
   results.set(c.name, {
     u: [],
+    p: [],
     c: [],
     h: [],
     top: [],
@@ -272,6 +304,7 @@ try {
     for (const c of [...contenders.slice(k), ...contenders.slice(0, k)]) {
       const r = results.get(c.name)!;
       r.u.push(await uncontended(c, round));
+      r.p.push(await uncontendedParallel(c, round));
       const k = await contended(c, round);
       r.c.push(k.rate);
       r.h.push(k.handoffs);
@@ -282,11 +315,11 @@ try {
       log(
         `round ${round + 1} ${c.name}: uncontended ${
           r.u.at(-1)!.toFixed(0)
-        }/s; contended ${k.handoffs.toFixed(0)} handoffs/s, ${
-          k.rate.toFixed(0)
-        } acquisitions/s, top worker ${(k.top * 100).toFixed(0)}%, hold ${
-          k.hold.toFixed(2)
-        } ms, ${k.calls.toFixed(2)} calls and ${
+        }/s, ×${PARALLEL} ${r.p.at(-1)!.toFixed(0)}/s; contended ${
+          k.handoffs.toFixed(0)
+        } handoffs/s, ${k.rate.toFixed(0)} acquisitions/s, top worker ${
+          (k.top * 100).toFixed(0)
+        }%, hold ${k.hold.toFixed(2)} ms, ${k.calls.toFixed(2)} calls and ${
           k.requests.toFixed(2)
         } requests per acquisition`,
       );
@@ -298,6 +331,8 @@ try {
   const rows: string[][] = [[
     "library",
     "uncontended acq+rel/s",
+    "× redlock",
+    `uncontended ×${PARALLEL} locks acq+rel/s`,
     "× redlock",
     "contended handoffs/s",
     "× redlock",
@@ -313,6 +348,8 @@ try {
       c.name,
       median(r.u).toFixed(0),
       (median(r.u) / median(rl.u)).toFixed(2),
+      median(r.p).toFixed(0),
+      (median(r.p) / median(rl.p)).toFixed(2),
       median(r.h).toFixed(0),
       (median(r.h) / median(rl.h)).toFixed(2),
       (median(r.h) / median(rs.h)).toFixed(2),
@@ -332,9 +369,9 @@ try {
     ).join(" | ") + " |";
   console.log(
     `Lock benchmark, Deno ${Deno.version.deno}, redis-server ${serverVersion}, ` +
-      `medians of ${ROUNDS} rounds (${
+      `medians of ${ROUNDS} rounds (${SECONDS / 2} s uncontended, ${
         SECONDS / 2
-      } s uncontended, ${SECONDS} s contended per round); contended: ${WORKERS} workers, ` +
+      } s uncontended ×${PARALLEL}, ${SECONDS} s contended per round); contended: ${WORKERS} workers, ` +
       `${HOLD_MS} ms hold (setTimeout(${HOLD_MS}) measured ${
         holdMs.toFixed(2)
       } ms)`,

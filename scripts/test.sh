@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "pinned Node 22 and workerd for the transport tests (npm registry; no-op once installed)"
+bash scripts/install_test_runtimes.sh
+
 step "deno fmt --check"
 deno fmt --check
 step "deno lint"
