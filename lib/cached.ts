@@ -328,6 +328,9 @@ class Cache<A extends unknown[], T> {
       autoRenew: true,
       prefix: this.lockPrefix,
       logger: this.o.logger,
+      // One lock per cache key: a fencing counter (a key that never expires)
+      // per cache key would pile up, and nothing here uses the token.
+      fencing: false,
     });
   }
 
@@ -408,19 +411,9 @@ class Cache<A extends unknown[], T> {
     return [stored, pttl];
   }
 
-  /**
-   * Reads the entry right after acquiring its lock; also bounds the lock's
-   * fencing counter (cache locks do not need one that lives forever).
-   */
-  async readAsLeader(k: string): Promise<string | Uint8Array | null> {
-    const [stored] = await Promise.all([
-      this.read(k),
-      this.redis.command(
-        ["PEXPIRE", lockKeys(k, this.lockPrefix).fence, this.o.lockTtl],
-        { timeout: this.o.timeout },
-      ).catch(() => {}),
-    ]);
-    return stored;
+  /** Reads the entry right after acquiring its lock. */
+  readAsLeader(k: string): Promise<string | Uint8Array | null> {
+    return this.read(k);
   }
 
   notReady(): ConnectionError {

@@ -24,11 +24,14 @@ import {
 import type { Logger } from "./options.ts";
 import { Script } from "./script.ts";
 
-// KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] value, ARGV[2] ttl (ms).
-// Acquired: {1, fence}. Held by someone: {0, pttl of the holder}.
+// KEYS[1] lock key, KEYS[2] fence counter (only when fencing); ARGV[1] value,
+// ARGV[2] ttl (ms), ARGV[3] "1" to fence, "0" not to (the counter is untouched).
+// Acquired: {1, fence} ({1} without fencing). Held by someone: {0, pttl of the
+// holder}.
 const ACQUIRE_SCRIPT = new Script(
   "ACQUIRE_SCRIPT",
   `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '0' then return {1} end
   return {1, redis.call('INCR', KEYS[2])}
 end
 return {0, redis.call('PTTL', KEYS[1])}`,
@@ -86,6 +89,16 @@ export interface LockOptions {
   prefix?: string;
   /** Where `ACQUIRE_SCRIPT not cached.` and similar warnings go (default: the client's logger); `null` silences them. */
   logger?: Logger | null;
+  /**
+   * Keep a fencing counter (default `true`): each successful acquisition
+   * increments `<prefix>lock:{<name>}:fence`, a key that never expires, and
+   * {@linkcode Lock.fence} is the new value. With `false` the counter is
+   * neither read nor written (nothing stays in Redis once the lock is
+   * released or expires) and `fence` is always `null`: for locks on many
+   * short-lived names whose work needs no fencing token. Locks on one name
+   * with and without fencing still exclude each other.
+   */
+  fencing?: boolean;
 }
 
 /** Options for {@linkcode Lock.acquire}. */
@@ -109,7 +122,8 @@ export interface ResetOptions {
 /** One holding of a lock, from a successful acquire to release or loss. */
 interface Holding {
   value: string;
-  fence: number;
+  /** The fencing token, `null` without fencing. */
+  fence: number | null;
   controller: AbortController;
   /** The lease length renewals and the local expiry use (ms). */
   ttl: number;
@@ -314,7 +328,8 @@ function escapeGlob(s: string): string {
  * A distributed lock on one name, in one Redis.
  *
  * `acquire()` sets the key `<prefix>lock:{<name>}` with `SET NX PX ttl` and,
- * in the same Lua script, increments the lock's fencing counter. Waiters do
+ * in the same Lua script, increments the lock's fencing counter (unless the
+ * lock was created with `fencing: false`). Waiters do
  * not poll: a release publishes on the lock's wake channel, and the waiting
  * contender retries at once; a waiter also re-checks when the holder's lease
  * would run out, so a lost wake-up costs at most the holder's remaining ttl.
@@ -353,6 +368,8 @@ export class Lock {
   readonly id: string;
   /** Whether the lease is renewed every `ttl / 3` while held. */
   readonly autoRenew: boolean;
+  /** Whether acquisitions increment the fencing counter (the `fencing` option). */
+  readonly fencing: boolean;
   /** The Redis key, fencing counter key and wake channel of this lock. */
   readonly keys: LockKeys;
   #redis: RedisClient;
@@ -366,7 +383,7 @@ export class Lock {
    *
    * @param redis The client to use.
    * @param name The lock's name: a non-empty string.
-   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`.
+   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`.
    *
    * @example
    * ```ts
@@ -389,6 +406,12 @@ export class Lock {
       throw new TypeError("autoRenew must be a boolean");
     }
     this.autoRenew = options.autoRenew ?? false;
+    if (
+      options.fencing !== undefined && typeof options.fencing !== "boolean"
+    ) {
+      throw new TypeError("fencing must be a boolean");
+    }
+    this.fencing = options.fencing ?? true;
     if (options.id !== undefined && typeof options.id !== "string") {
       throw new TypeError("id must be a string");
     }
@@ -429,7 +452,8 @@ export class Lock {
   }
 
   /**
-   * The fencing token of the current holding, or `null` when not held. Tokens
+   * The fencing token of the current holding, or `null` when not held (or
+   * when the lock was created with `fencing: false`). Tokens
    * of one lock name strictly increase across holders and processes (a
    * counter incremented atomically with each successful acquisition; a failed
    * attempt consumes none). Its key, `<prefix>lock:{<name>}:fence`, never
@@ -595,13 +619,13 @@ export class Lock {
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
     const value = `${randomHex(16)}:${this.id}`;
     const sent = performance.now();
-    const p = ACQUIRE_SCRIPT.run<[number, number]>(
+    const p = ACQUIRE_SCRIPT.run<number[]>(
       this.#redis,
-      [this.keys.key, this.keys.fence],
-      [value, this.ttl],
+      this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
+      [value, this.ttl, this.fencing ? "1" : "0"],
       { logger: this.#logger },
     );
-    let reply: [number, number];
+    let reply: number[];
     if (signal === undefined) {
       reply = await p;
     } else {
@@ -617,11 +641,11 @@ export class Lock {
       }
     }
     if (reply[0] !== 1) return reply[1];
-    this.#hold(value, reply[1], sent);
+    this.#hold(value, this.fencing ? reply[1] : null, sent);
     return null;
   }
 
-  #hold(value: string, fence: number, sent: number): void {
+  #hold(value: string, fence: number | null, sent: number): void {
     const controller = new AbortController();
     this.#controller = controller;
     const h: Holding = {

@@ -31,6 +31,8 @@ export interface WithLockOptions<A extends unknown[]> {
   prefix?: string;
   /** Where script warnings go (default: the client's logger); `null` silences them. */
   logger?: Logger | null;
+  /** Keep the lock's fencing counter (default `true`); with `false`, `this.fence` is `null` and no counter key is written. */
+  fencing?: boolean;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -59,7 +61,7 @@ export interface WithLockOptions<A extends unknown[]> {
  *
  * @param fn The function to run under the lock; `this` is the {@linkcode Lock}.
  * @param options `redis`, `name`, and `ttl`, `wait`, `autoRenew`, `id`,
- *   `prefix`, `logger`, `signal`.
+ *   `prefix`, `logger`, `fencing`, `signal`.
  * @returns A function with `fn`'s parameters, resolving with its result.
  *
  * @example
@@ -97,15 +99,16 @@ export function withLock<A extends unknown[], R>(
   if (options === null || typeof options !== "object") {
     throw new TypeError("withLock(fn, options): options must be an object");
   }
-  const { redis, name, ttl, id, prefix, logger } = options;
+  const { redis, name, ttl, id, prefix, logger, fencing } = options;
   const autoRenew = options.autoRenew ?? true;
   const wait = options.wait === undefined ? Infinity : _checkWait(options.wait);
   const signal = _checkSignal(options.signal);
   if (typeof name !== "function") {
-    // Validates everything else too (the client, ttl, id, prefix, logger).
-    new Lock(redis, name, { ttl, autoRenew, id, prefix, logger });
+    // Validates everything else too (the client, ttl, id, prefix, logger,
+    // fencing).
+    new Lock(redis, name, { ttl, autoRenew, id, prefix, logger, fencing });
   } else {
-    new Lock(redis, "_", { ttl, autoRenew, id, prefix, logger });
+    new Lock(redis, "_", { ttl, autoRenew, id, prefix, logger, fencing });
   }
   return async function (...args: A): Promise<Awaited<R>> {
     const lockName = typeof name === "function" ? name(...args) : name;
@@ -115,6 +118,7 @@ export function withLock<A extends unknown[], R>(
       id,
       prefix,
       logger,
+      fencing,
     });
     if (!await lock.acquire({ wait, signal })) {
       throw new LockNotAcquiredError(

@@ -122,6 +122,38 @@ test("keys: a function of the arguments; entry and lock share one hash tag", asy
   await Promise.all([f.invalidate(1, "x"), f.invalidate(2, "y")]);
 });
 
+test("keys: after a computation the entry is the only key left for its cache key (no lock, no fencing counter)", async () => {
+  await using redis = await connect(url);
+  const base = key("onlyentry");
+  const f = cached((a: number) => a * 2, {
+    redis,
+    key: (a) => `${base}:${a}`,
+    ttl: 60_000,
+    staleWhileRevalidate: 60_000,
+  });
+  assert.equal(await f(1), 2);
+  assert.equal(await f.refresh(1), 2);
+  const keysOf = async () => {
+    const out: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.send<[string, string[]]>(
+        "SCAN",
+        cursor,
+        "MATCH",
+        `*${base}*`,
+        "COUNT",
+        1000,
+      );
+      out.push(...keys);
+      cursor = next;
+    } while (cursor !== "0");
+    return out.sort();
+  };
+  assert.deepEqual(await keysOf(), [f.redisKey(1)]);
+  await f.invalidate(1);
+});
+
 test("null and undefined are returned but not cached, unless cacheNullish", async () => {
   await using redis = await connect(url);
   let runs = 0;

@@ -83,6 +83,50 @@ test("acquire, owner, locked, fence, release; the key is gone after release", as
   assert.deepEqual(await scanKeys(r, `${p}*`), [`${p}lock:{job}:fence`]);
 });
 
+test("fencing: false leaves no fence key and fence is null; fencing locks on other names still count up", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const a = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
+  const b = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
+  const fenced = new Lock(r, "fenced", { prefix: p, ttl: 5_000 });
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(await a.acquire({ wait: 0 }), true);
+    assert.equal(a.fence, null);
+    assert.equal(await r.send("EXISTS", a.keys.fence), 0);
+    // Still a lock: a failed attempt waits out the holder's lease.
+    assert.equal(await b.acquire({ wait: 0 }), false);
+    const t0 = now();
+    const waited = b.acquire({ wait: 2_000 });
+    await sleep(20);
+    await a.release();
+    assert.equal(await waited, true);
+    assert.ok(now() - t0 < 1_000, "woken by the release");
+    assert.equal(b.fence, null);
+    await b.release();
+    assert.equal(await fenced.acquire({ wait: 0 }), true);
+    assert.equal(fenced.fence, i, "the fencing lock's counter counts up");
+    await fenced.release();
+  }
+  // An unfenced waiter gets the holder's lease from a failed attempt.
+  const short = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 100 });
+  assert.equal(await short.acquire({ wait: 0 }), true);
+  const t1 = now();
+  assert.equal(await a.acquire({ wait: 2_000 }), true);
+  const took = now() - t1;
+  assert.ok(took >= 80 && took < 600, `acquired after ${took} ms`);
+  await a.release();
+  assert.equal(await r.send("EXISTS", a.keys.fence), 0);
+  assert.deepEqual(await scanKeys(r, `${p}*`), [`${p}lock:{fenced}:fence`]);
+  // withLock passes it through.
+  const f = withLock(function (this: Lock) {
+    return this.fence;
+  }, { redis: r, name: "nofence", prefix: p, fencing: false });
+  assert.equal(await f(), null);
+  assert.deepEqual(await scanKeys(r, `${p}*`), [`${p}lock:{fenced}:fence`]);
+  assert.equal(a.fencing, false);
+  assert.equal(fenced.fencing, true);
+});
+
 test("await using releases the lock; a lock that was never acquired disposes quietly", async () => {
   await using r = await connect(url);
   const p = prefix();
@@ -120,6 +164,20 @@ test("bad input throws TypeError/RangeError and writes nothing to Redis", async 
     [() => new Lock(r, "x", { prefix: "a{b" }), TypeError],
     [() => new Lock(r, "x", { id: 7 as unknown as string }), TypeError],
     [() => new Lock(r, "x", { autoRenew: 1 as unknown as boolean }), TypeError],
+    [() => new Lock(r, "x", { fencing: 0 as unknown as boolean }), TypeError],
+    [
+      () => new Lock(r, "x", { fencing: "false" as unknown as boolean }),
+      TypeError,
+    ],
+    [
+      () =>
+        withLock(() => 1, {
+          redis: r,
+          name: "x",
+          fencing: null as unknown as boolean,
+        }),
+      TypeError,
+    ],
     [() => withLock(() => 1, { redis: r, name: "" }), TypeError],
     [() => withLock(() => 1, { redis: r, name: "x", ttl: 0 }), RangeError],
     [() => withLock(() => 1, { redis: r, name: "x", wait: -1 }), RangeError],
