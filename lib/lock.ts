@@ -127,8 +127,22 @@ interface Holding {
   controller: AbortController;
   /** The lease length renewals and the local expiry use (ms). */
   ttl: number;
-  /** performance.now() by which the lease has surely run out in Redis. */
+  /**
+   * performance.now() before which the key surely has not expired in Redis: a
+   * lower bound of its expiry, over every PEXPIRE sent for this holding.
+   */
   expiresAt: number;
+  /** Sequence number of the last compare-and-PEXPIRE sent (renewals and `extend()`). */
+  sentSeq: number;
+  /** Sequence number of the command whose reply last set `expiresAt`. */
+  appliedSeq: number;
+  /** Sequence number of the `extend()` that last set `ttl`. */
+  ttlSeq: number;
+  /**
+   * PEXPIREs sent and not confirmed (out, or failed without an answer, so
+   * they may still run): sequence number → send time + the ttl it carried.
+   */
+  pending: Map<number, number>;
   leaseTimer?: ReturnType<typeof setTimeout>;
   renewTimer?: ReturnType<typeof setTimeout>;
   renewError?: unknown;
@@ -654,6 +668,10 @@ export class Lock {
       controller,
       ttl: this.ttl,
       expiresAt: sent + this.ttl,
+      sentSeq: 0,
+      appliedSeq: 0,
+      ttlSeq: 0,
+      pending: new Map(),
       lost: false,
     };
     this.#holding = h;
@@ -711,10 +729,7 @@ export class Lock {
     );
     let r: number;
     try {
-      r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
-        h.value,
-        h.ttl,
-      ], { logger: this.#logger, signal: ac.signal });
+      r = await this.#pexpire(h, h.ttl, false, ac.signal);
     } catch (err) {
       if (this.#holding !== h || h.lost) return;
       h.renewError = err;
@@ -728,15 +743,68 @@ export class Lock {
     }
     if (this.#holding !== h || h.lost) return;
     if (r === 1) {
-      h.renewError = undefined;
-      h.expiresAt = sent + h.ttl;
-      this.#armLease(h);
-      this.#scheduleRenew(h, h.ttl / 3);
+      this.#scheduleNextRenew(h);
     } else if (r === 0) {
       this.#lose(h, "held-by-other", "a renewal found another holder's token");
     } else {
       this.#lose(h, "expired", "a renewal found its key gone");
     }
+  }
+
+  /**
+   * Sends one compare-and-PEXPIRE of `ttl` ms for `h` (a renewal, or
+   * `extend()` when `setsTtl`) and keeps `h.expiresAt` a lower bound of the
+   * key's expiry in Redis, whatever order the replies of concurrent commands
+   * come back in. Each command carries its own ttl, used for its own expiry
+   * (never `h.ttl` re-read at reply time). While out, it may run at any
+   * moment, so the bound drops at once to its send time + `ttl` if that is
+   * sooner. Its success moves the bound to send time + `ttl`, capped by the
+   * commands sent after it that are still out; the reply of a command sent
+   * before one whose success was already applied changes nothing.
+   */
+  async #pexpire(
+    h: Holding,
+    ttl: number,
+    setsTtl: boolean,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    const seq = ++h.sentSeq;
+    const bound = performance.now() + ttl;
+    h.pending.set(seq, bound);
+    if (bound < h.expiresAt && this.#holding === h && !h.lost) {
+      h.expiresAt = bound;
+      this.#armLease(h);
+    }
+    // On a rejection (no answer) its bound stays pending: it may still run,
+    // until a command sent after it succeeds.
+    const r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
+      h.value,
+      ttl,
+    ], { logger: this.#logger, signal });
+    h.pending.delete(seq);
+    if (r !== 1 || this.#holding !== h || h.lost) return r;
+    if (setsTtl && seq > h.ttlSeq) {
+      h.ttl = ttl;
+      h.ttlSeq = seq;
+    }
+    if (seq > h.appliedSeq) {
+      h.appliedSeq = seq;
+      let at = bound;
+      for (const [s, b] of h.pending) {
+        if (s < seq) h.pending.delete(s);
+        else if (b < at) at = b;
+      }
+      h.expiresAt = at;
+      h.renewError = undefined;
+      this.#armLease(h);
+    }
+    return r;
+  }
+
+  /** Schedules the next renewal a third into the lease left (at most `ttl / 3`). */
+  #scheduleNextRenew(h: Holding): void {
+    const left = h.expiresAt - performance.now();
+    this.#scheduleRenew(h, Math.min(h.ttl, left) / 3);
   }
 
   #stopTimers(h: Holding): void {
@@ -846,18 +914,10 @@ export class Lock {
         "extend",
       );
     }
-    const sent = performance.now();
-    const r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
-      h.value,
-      lease,
-    ], { logger: this.#logger });
+    const r = await this.#pexpire(h, lease, true);
     if (r === 1) {
-      if (this.#holding === h && !h.lost) {
-        h.ttl = lease;
-        h.expiresAt = sent + lease;
-        h.renewError = undefined;
-        this.#armLease(h);
-        if (this.autoRenew) this.#scheduleRenew(h, lease / 3);
+      if (this.autoRenew && this.#holding === h && !h.lost) {
+        this.#scheduleNextRenew(h);
       }
       return;
     }

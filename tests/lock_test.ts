@@ -317,6 +317,63 @@ test("extend(ttl) lengthens the lease and keeps the signal quiet", async () => {
   assert.equal(lock.signal.aborted, false, "a release does not abort");
 });
 
+test("a renewal sent after extend() and answered after it does not stretch the local lease past the key's", async () => {
+  await using r = await connect(url);
+  await using other = await connect(url);
+  const p = prefix();
+  const lock = new Lock(r, "race", { prefix: p, ttl: 300, autoRenew: true });
+  // Watch the ttl of every EXTEND_SCRIPT run this client sends (1 key, ARGV
+  // value and ttl), to know when the auto-renewal went out.
+  const ttls: number[] = [];
+  let renewalSent!: () => void;
+  const renewal = new Promise<void>((res) => renewalSent = res);
+  const command = r.command.bind(r);
+  r.command = ((args, opts) => {
+    if (
+      (args[0] === "EVALSHA" || args[0] === "EVAL") && args[2] === 1 &&
+      args.length === 6 && typeof args[5] === "number"
+    ) {
+      ttls.push(args[5]);
+      if (args[5] === 300 && ttls.includes(60_000)) renewalSent();
+    }
+    return command(args, opts);
+  }) as typeof r.command;
+  assert.ok(await lock.acquire());
+  await lock.extend(); // Redis has EXTEND_SCRIPT cached now: no EVAL retries
+  ttls.length = 0;
+  // Stall this client's connection: the extend, then the renewal (ttl/3 =
+  // 100 ms later) queue behind the BLPOP; Redis runs PEXPIRE 60000, then
+  // PEXPIRE 300, and the replies come back in that order.
+  const gate = `${p}gate`;
+  const blocked = r.send("BLPOP", gate, 0);
+  const extended = lock.extend(60_000);
+  await renewal;
+  await other.send("LPUSH", gate, "go");
+  await blocked;
+  await extended;
+  assert.deepEqual(ttls, [60_000, 300]);
+  const pttl = await other.send<number>("PTTL", lock.keys.key);
+  assert.ok(
+    pttl > 0 && pttl <= 300,
+    `Redis ran the renewal last: pttl ${pttl}`,
+  );
+  // Past that 300 ms lease: the holder may believe it holds the lock only if
+  // Redis still has its key.
+  await sleep(450);
+  const exists = await other.send<number>("EXISTS", lock.keys.key);
+  assert.ok(
+    !lock.held || exists === 1,
+    "the Lock says held, but its key expired in Redis",
+  );
+  assert.equal(lock.held, !lock.signal.aborted);
+  if (lock.held) {
+    // The next renewal used the extended length again.
+    const after = await other.send<number>("PTTL", lock.keys.key);
+    assert.ok(after > 1_000, `pttl ${after}`);
+    await lock.release();
+  }
+});
+
 test("auto-renewal keeps a 300 ms lock for 2 s; the key is gone right after release; timers stop", async () => {
   await using r = await connect(url);
   const p = prefix();
