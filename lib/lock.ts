@@ -76,6 +76,8 @@ return n`,
 const MAX_DELAY = 2_147_483_647;
 /** Re-check interval for a lock key that has no expiry (set by hand). */
 const NO_EXPIRY_RECHECK = 1_000;
+/** The abort reason of an acquisition whose `wait` ran out. */
+const WAIT_RAN_OUT = Symbol("wait ran out");
 
 /** Options for {@linkcode Lock}. */
 export interface LockOptions {
@@ -106,10 +108,17 @@ export interface AcquireOptions {
   /**
    * How long to wait for the lock, in ms: `0` tries once, `Infinity` (the
    * default) waits until acquired or aborted. Independent of `ttl`: a waiter
-   * may rightly wait through several holders' leases.
+   * may rightly wait through several holders' leases. It bounds the whole
+   * call, also while Redis does not answer (down, reconnecting): a try still
+   * out when it runs out is abandoned. `0` waits for its one try's answer
+   * however long it takes (bound it with `signal` or the client's
+   * `commandTimeout`).
    */
   wait?: number;
-  /** Stops waiting: `acquire()` rejects at once with the signal's reason. */
+  /**
+   * Stops waiting: `acquire()` rejects at once with the signal's reason, also
+   * while Redis does not answer.
+   */
   signal?: AbortSignal;
 }
 
@@ -274,6 +283,15 @@ function checkName(name: unknown): string {
   if (name.length === 0) {
     throw new TypeError('A lock name must be a non-empty string; got ""');
   }
+  // The lock's keys carry `{<name>}` as their Redis Cluster hash tag: a `}`
+  // would end the tag early (or leave it empty, so the lock key and its
+  // fencing counter could land in different slots). A `{` is fine.
+  if (name.includes("}")) {
+    throw new TypeError(
+      "A lock name must not contain '}' (it would end the {<name>} hash tag of the lock's keys early); got " +
+        describe(name),
+    );
+  }
   return name;
 }
 
@@ -396,7 +414,7 @@ export class Lock {
    * Creates a lock object; nothing is sent to Redis until `acquire()`.
    *
    * @param redis The client to use.
-   * @param name The lock's name: a non-empty string.
+   * @param name The lock's name: a non-empty string without `}`.
    * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`.
    *
    * @example
@@ -471,7 +489,10 @@ export class Lock {
    * of one lock name strictly increase across holders and processes (a
    * counter incremented atomically with each successful acquisition; a failed
    * attempt consumes none). Its key, `<prefix>lock:{<name>}:fence`, never
-   * expires and survives `reset()`, so tokens never repeat.
+   * expires and survives `reset()`, so tokens never repeat. They stay
+   * monotonic only as long as that counter key survives: an `allkeys-*`
+   * eviction policy, `FLUSHDB`/`FLUSHALL` or a failover that loses it
+   * restarts them from 1.
    *
    * A protected resource checks it by remembering the highest token it has
    * accepted and refusing any write that carries a lower one: a holder that
@@ -513,6 +534,11 @@ export class Lock {
    * this object already holds the lock or is acquiring it, and with a
    * `TypeError`/`RangeError` for a bad `wait`.
    *
+   * Neither `wait` nor `signal` waits on Redis: while it is down they still
+   * end the call on time. A try abandoned that way is either never sent
+   * (still queued in the client) or followed by a compare-and-delete of its
+   * own token, so it cannot leave the lock taken behind the caller's back.
+   *
    * @param options `wait` (ms; `0` tries once; default `Infinity`) and `signal`.
    * @returns Whether the lock was acquired.
    *
@@ -543,15 +569,39 @@ export class Lock {
     signal?.throwIfAborted();
     const start = performance.now();
     this.#acquiring = true;
+    // One signal for everything this acquisition awaits (tries, the wake
+    // subscription, sleeps, the local queue): the caller's signal and the
+    // deadline, so neither is ignored while Redis does not answer.
+    const timed = wait !== 0 && wait !== Infinity;
+    let both = signal;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    if (timed) {
+      const ac = new AbortController();
+      both = ac.signal;
+      timer = setTimeout(
+        () => ac.abort(WAIT_RAN_OUT),
+        Math.min(wait, MAX_DELAY),
+      );
+      if (signal !== undefined) {
+        onAbort = () => ac.abort(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    }
     try {
       const existing = queueOf(this.#redis, this.keys, false);
       if (wait === 0 || existing === undefined) {
-        const pttl = await this.#attempt(signal);
+        const pttl = await this.#attempt(both);
         if (pttl === null) return true;
         if (wait === 0) return false;
       }
-      return await this.#waitInQueue(start + wait, signal);
+      return await this.#waitInQueue(start + wait, both);
+    } catch (err) {
+      if (err === WAIT_RAN_OUT) return false;
+      throw err;
     } finally {
+      clearTimeout(timer);
+      if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);
       this.#acquiring = false;
     }
   }
@@ -595,7 +645,9 @@ export class Lock {
     deadline: number,
     signal: AbortSignal | undefined,
   ): Promise<boolean> {
-    await q.subscribed();
+    await (signal === undefined
+      ? q.subscribed()
+      : abortable(q.subscribed(), signal));
     let first = true;
     while (true) {
       signal?.throwIfAborted();
@@ -627,32 +679,26 @@ export class Lock {
 
   /**
    * One try. Resolves `null` when acquired (the holding is set up), else the
-   * holder's remaining ttl. An abort rejects at once; if the try then turns
-   * out to have acquired the lock, it is released in the background.
+   * holder's remaining ttl. An abort rejects at once: a try not yet written
+   * to Redis is never sent; one that was may still run, so a compare-and-
+   * delete of this try's own random value follows it in the background
+   * (the same connection runs it after the try): it releases the lock if the
+   * try took it, and touches nothing otherwise.
    */
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
     const value = `${randomHex(16)}:${this.id}`;
     const sent = performance.now();
-    const p = ACQUIRE_SCRIPT.run<number[]>(
-      this.#redis,
-      this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
-      [value, this.ttl, this.fencing ? "1" : "0"],
-      { logger: this.#logger },
-    );
     let reply: number[];
-    if (signal === undefined) {
-      reply = await p;
-    } else {
-      try {
-        reply = await abortable(p, signal);
-      } catch (err) {
-        if (signal.aborted) {
-          p.then(([ok]) => {
-            if (ok === 1) return this.#unlock(value);
-          }).catch(() => {});
-        }
-        throw err;
-      }
+    try {
+      reply = await ACQUIRE_SCRIPT.run<number[]>(
+        this.#redis,
+        this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
+        [value, this.ttl, this.fencing ? "1" : "0"],
+        { logger: this.#logger, signal },
+      );
+    } catch (err) {
+      if (signal?.aborted) this.#unlock(value).catch(() => {});
+      throw err;
     }
     if (reply[0] !== 1) return reply[1];
     this.#hold(value, this.fencing ? reply[1] : null, sent);
@@ -834,11 +880,11 @@ export class Lock {
     );
   }
 
-  #unlock(value: string): Promise<number> {
+  #unlock(value: string, signal?: AbortSignal): Promise<number> {
     return UNLOCK_SCRIPT.run<number>(this.#redis, [this.keys.key], [
       value,
       this.keys.wake,
-    ], { logger: this.#logger });
+    ], { logger: this.#logger, signal });
   }
 
   #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
@@ -859,6 +905,15 @@ export class Lock {
    * when this object does not hold it, or when Redis finds it expired or held
    * by another owner; the current holder is left untouched.
    *
+   * Never hangs on an unreachable Redis: it waits for Redis at most for the
+   * lease left (at least `min(ttl, 1 s)`), then rejects with a
+   * {@linkcode TimeoutError} (other client errors, e.g. a `ConnectionError`,
+   * reject as they come). The lock was not confirmed released, but this
+   * object no longer holds it and its key expires on its own when the lease
+   * runs out, so waiters get it at most that late. It rejects rather than
+   * resolving so that the caller knows the lock may have stayed taken until
+   * then; work done while `signal` was not aborted was done under the lock.
+   *
    * @returns Resolves once released.
    *
    * @example
@@ -878,7 +933,28 @@ export class Lock {
     this.#stopTimers(h);
     const q = queueOf(this.#redis, this.keys, false);
     if (q?.localHolder === h) q.localHolder = null;
-    const r = await this.#unlock(h.value);
+    // Wait for Redis no longer than the lease left (at least min(ttl, 1 s),
+    // to tell "expired" from "taken" after a loss): by then the key expires
+    // on its own.
+    const ms = Math.max(
+      h.expiresAt - performance.now(),
+      Math.min(h.ttl, 1_000),
+    );
+    const ac = new AbortController();
+    const timer = setTimeout(() =>
+      ac.abort(
+        new TimeoutError(
+          `Releasing lock ${this.name} got no answer from Redis within ${
+            Math.round(ms)
+          } ms; the lock expires on its own when its ${h.ttl} ms lease runs out`,
+        ),
+      ), Math.min(ms, MAX_DELAY));
+    let r: number;
+    try {
+      r = await this.#unlock(h.value, ac.signal);
+    } finally {
+      clearTimeout(timer);
+    }
     if (r === 1) return;
     throw this.#notHeld(r === 0 ? "held-by-other" : "expired", "release");
   }
@@ -978,7 +1054,9 @@ export class Lock {
   /**
    * Releases the lock if this object holds it, for `await using`. A lock
    * that was already lost is not an error here (the lock's `signal` has told
-   * the holder); other errors (e.g. Redis unreachable) are thrown.
+   * the holder); other errors are thrown, e.g. the {@linkcode TimeoutError}
+   * of a release Redis did not answer within the lease left (so disposal
+   * never hangs: see {@linkcode Lock.release}).
    *
    * @returns Resolves once released.
    */

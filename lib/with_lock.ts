@@ -55,6 +55,13 @@ export interface WithLockOptions<A extends unknown[]> {
  *   {@linkcode LockLostError} (when `fn` threw something else, that error is
  *   the `cause`).
  * - `fn` threw, lock kept: released, and the call rejects with `fn`'s error.
+ * - The release could not be confirmed (Redis unreachable: no answer within
+ *   the lease left, or a connection error): the call still settles as `fn`
+ *   did (its result, or its error), and the failure goes to the logger as a
+ *   warning. Not a {@linkcode LockLostError}: the lease was valid for as long
+ *   as `fn` ran (else `this.signal` would have aborted and the call would
+ *   reject with that), so `fn`'s work was done under the lock; the key then
+ *   expires on its own within the lease, which only delays the next holder.
  *
  * Bad options throw a `TypeError`/`RangeError` right away; a bad name from a
  * `name` function rejects that call. Nothing is written to Redis then.
@@ -156,8 +163,10 @@ export function withLock<A extends unknown[], R>(
               : "expired",
           },
         );
-      } else if (!threw && lost === undefined) {
-        // The work is done; the lock expires on its own after its ttl.
+      } else {
+        // Redis did not confirm the release (unreachable: no answer within
+        // the lease left, or a connection error). The lock expires on its
+        // own; the outcome of fn stands, so this is a warning, not an error.
         (logger === undefined ? redis.logger : logger)?.warn(
           `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
         );

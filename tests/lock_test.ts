@@ -6,6 +6,7 @@ import {
   LockNotAcquiredError,
   LockNotHeldError,
   type RedisClient,
+  TimeoutError,
   withLock,
 } from "../mod.ts";
 import { sharedRedis, startRedis } from "./_redis.ts";
@@ -18,6 +19,24 @@ let n = 0;
 const prefix = () => `respite-test-lock-${Date.now()}-${n++}:`;
 
 const now = () => performance.now();
+
+/** Settles like `p`, or rejects when it has not settled within `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what} did not settle within ${ms} ms`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 async function commandCalls(r: RedisClient): Promise<Map<string, number>> {
   const info = await r.send<string>("INFO", "commandstats");
@@ -231,6 +250,28 @@ test("bad input throws TypeError/RangeError and writes nothing to Redis", async 
     assert.equal(after.get(cmd), before.get(cmd), `${cmd} was called`);
   }
   assert.deepEqual(await scanKeys(r, `${p}*`), []);
+});
+
+test("a lock name with '}' is rejected: the lock key and its fence key must share the {name} hash tag", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  for (const name of ["}", "}x", "a}b", "{a}", "x}"]) {
+    assert.throws(() => new Lock(r, name, { prefix: p }), TypeError, name);
+    await assert.rejects(Lock.reset(r, name, { prefix: p }), TypeError);
+    assert.throws(
+      () => withLock(() => {}, { redis: r, name, prefix: p }),
+      TypeError,
+    );
+    const byArg = withLock(() => {}, { redis: r, name: () => name, prefix: p });
+    await assert.rejects(byArg(), TypeError);
+  }
+  assert.deepEqual(await scanKeys(r, `${p}*`), [], "nothing was written");
+  // A '{' keeps the whole name as the tag: both keys share it.
+  const lock = new Lock(r, "a{b", { prefix: p });
+  assert.equal(lock.keys.key, `${p}lock:{a{b}`);
+  assert.equal(lock.keys.fence, `${p}lock:{a{b}:fence`);
+  assert.ok(await lock.acquire({ wait: 0 }));
+  await lock.release();
 });
 
 test("release/extend by a non-owner and after expiry fail and leave the lock as it was", async () => {
@@ -655,6 +696,145 @@ test("wait timeouts are accurate (head and queued waiters)", async () => {
   await holder.release();
 });
 
+test("acquire() keeps to wait and signal while Redis is down or stopped; the abandoned tries leave no lock behind", async () => {
+  const own = await startRedis();
+  try {
+    await using r = await connect(own.url);
+    const p = prefix();
+    const lock = new Lock(r, "down", { prefix: p, ttl: 30_000 });
+    assert.ok(await lock.acquire()); // Redis has ACQUIRE_SCRIPT cached now
+    await lock.release();
+
+    // Stopped (SIGSTOP): the tries are written and get no answer.
+    own.signal("SIGSTOP");
+    let t0 = now();
+    let got: boolean;
+    try {
+      got = await within(lock.acquire({ wait: 200 }), 2_000, "acquire()");
+    } finally {
+      own.signal("SIGCONT");
+    }
+    let took = now() - t0;
+    assert.equal(got, false);
+    assert.ok(took >= 199 && took < 300, `returned after ${took} ms`);
+    // Redis ran the abandoned try after all: it was released behind it.
+    await r.send("PING");
+    assert.equal(await r.send("EXISTS", lock.keys.key), 0);
+
+    // Down (killed): the tries wait in the client's reconnect queue.
+    await own.stop();
+    t0 = now();
+    got = await within(lock.acquire({ wait: 200 }), 2_000, "acquire()");
+    took = now() - t0;
+    assert.equal(got, false);
+    assert.ok(took >= 199 && took < 300, `returned after ${took} ms`);
+    const ac = new AbortController();
+    const waiting = lock.acquire({ signal: ac.signal });
+    const settled = waiting.then(() => now(), () => now());
+    await sleep(50);
+    t0 = now();
+    ac.abort(new Error("stop waiting"));
+    await assert.rejects(within(waiting, 2_000, "acquire()"), /stop waiting/);
+    assert.ok(await settled - t0 < 20, "rejected at once");
+    await own.start();
+    await r.send("PING"); // after whatever the client still had queued
+    assert.equal(await r.send("EXISTS", lock.keys.key), 0);
+    assert.ok(await lock.acquire({ wait: 0 }), "usable again");
+    await lock.release();
+  } finally {
+    await own.stop();
+  }
+});
+
+test("acquire() keeps to wait and signal while the wake-channel subscription gets no answer", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const holder = new Lock(r, "nosub", { prefix: p, ttl: 30_000 });
+  assert.ok(await holder.acquire());
+  // A subscriber connection that never comes up.
+  r.subscribe = () => new Promise<never>(() => {});
+  const t0 = now();
+  const got = await within(
+    new Lock(r, "nosub", { prefix: p }).acquire({ wait: 200 }),
+    2_000,
+    "acquire()",
+  );
+  const took = now() - t0;
+  assert.equal(got, false);
+  assert.ok(took >= 199 && took < 300, `returned after ${took} ms`);
+  const ac = new AbortController();
+  const waiting = new Lock(r, "nosub", { prefix: p }).acquire({
+    signal: ac.signal,
+  });
+  await sleep(50);
+  ac.abort(new Error("stop waiting"));
+  await assert.rejects(within(waiting, 100, "acquire()"), /stop waiting/);
+  await holder.release();
+});
+
+test("release(), withLock and await using settle while Redis is down, within the lease left", async () => {
+  const own = await startRedis();
+  try {
+    await using r = await connect(own.url);
+    const p = prefix();
+    const warnings: string[] = [];
+    const logger = { warn: (m: string) => warnings.push(m) };
+    const a = new Lock(r, "a", { prefix: p, ttl: 400 });
+    const c = new Lock(r, "c", { prefix: p, ttl: 400 });
+    assert.ok(await a.acquire());
+    assert.ok(await c.acquire());
+    // fn finishes its work, then Redis goes away before the release.
+    const work = withLock(async function () {
+      await own.stop();
+      return 42;
+    }, { redis: r, name: "w", prefix: p, ttl: 400, logger });
+    let t0 = now();
+    assert.equal(await within(work(), 2_000, "withLock"), 42);
+    assert.ok(now() - t0 < 400 + 150, `settled after ${now() - t0} ms`);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /releasing lock w failed.*expires within/);
+
+    t0 = now();
+    await assert.rejects(
+      within(a.release(), 2_000, "release()"),
+      (e: unknown) => {
+        assert.ok(e instanceof TimeoutError, String(e));
+        assert.match(e.message, /expires on its own/);
+        return true;
+      },
+    );
+    assert.ok(now() - t0 < 400 + 150, `settled after ${now() - t0} ms`);
+    assert.equal(a.held, false);
+
+    await assert.rejects(
+      within(
+        (async () => {
+          await using _held = c;
+        })(),
+        2_000,
+        "await using",
+      ),
+      TimeoutError,
+    );
+
+    // fn threw, then the release failed: the call rejects with fn's error,
+    // and the release failure is not dropped silently.
+    await own.start();
+    await r.send("PING"); // reconnected: the acquisition's lease starts now
+    const failing = withLock(async function () {
+      await own.stop();
+      throw new Error("fn failed");
+    }, { redis: r, name: "w2", prefix: p, ttl: 400, logger });
+    await assert.rejects(within(failing(), 2_000, "withLock"), /fn failed/);
+    // (The restarted server lost the scripts: "… not cached." warnings too.)
+    const released = warnings.filter((w) => w.includes("releasing lock"));
+    assert.equal(released.length, 2, warnings.join("\n"));
+    assert.match(released[1], /releasing lock w2 failed.*expires within/);
+  } finally {
+    await own.stop();
+  }
+});
+
 test("withLock: this is the Lock, arguments and result pass through, name may depend on the arguments", async () => {
   await using r = await connect(url);
   const p = prefix();
@@ -776,7 +956,7 @@ test("Lock.reset and Lock.resetAll force-release with SCAN and wake waiters", as
   await using r2 = await connect(url);
   const p = prefix();
   const other = prefix();
-  const names = ["a", "b", "c{x}", "d*"];
+  const names = ["a", "b", "c{x", "d*"];
   const held = [
     ...names.map((name) => new Lock(r, name, { prefix: p, ttl: 30_000 })),
     new Lock(r, "a", { prefix: other, ttl: 30_000 }),
