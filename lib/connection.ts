@@ -52,6 +52,14 @@ interface Pending {
   name: string;
   /** Called once, when it settles: counts the commands close() waits for. */
   onSettled?: () => void;
+  /**
+   * Where its bytes end in the encoder's buffer (they start where the
+   * previous unsent command's bytes end), so that they can be left out if
+   * it settles before it is written.
+   */
+  end: number;
+  /** The #batch it was queued in: still unsent while that is the current one. */
+  batch: number;
 }
 
 /** A FIFO with O(1) push and shift. */
@@ -110,6 +118,10 @@ export class Connection {
   #encoder = new CommandEncoder();
   /** Encoded in #encoder, not yet written. */
   #unsent: Pending[] = [];
+  /** Bumped whenever #unsent is handed over (written or failed). */
+  #batch = 0;
+  /** Commands in #unsent that settled early (timeout/abort): never written. */
+  #dropped = 0;
   /** Written, waiting for their replies, in order. */
   #inflight = new Fifo<Pending>();
   #writing = false;
@@ -174,7 +186,7 @@ export class Connection {
 
   /** Commands waiting for a reply or to be written. */
   get pending(): number {
-    return this.#inflight.length + this.#unsent.length;
+    return this.#inflight.length + this.#unsent.length - this.#dropped;
   }
 
   /**
@@ -228,6 +240,8 @@ export class Connection {
       onAbort: undefined,
       name: String(args[0]),
       onSettled: this.#onSettled,
+      end: this.#encoder.length,
+      batch: this.#batch,
     };
     this.#resolve = this.#reject = null;
     this.#unsettled++;
@@ -235,21 +249,27 @@ export class Connection {
     if (timeout !== undefined && timeout < MAX_TIMER_MS) {
       p.timer = setTimeout(() => {
         p.timer = undefined;
-        settle(
+        this.#settleEarly(
           p,
-          undefined,
           new TimeoutError(`${p.name} timed out after ${timeout} ms`),
         );
       }, timeout);
     }
     if (signal) {
       p.signal = signal;
-      p.onAbort = () => settle(p, undefined, signal.reason);
+      p.onAbort = () => this.#settleEarly(p, signal.reason);
       signal.addEventListener("abort", p.onAbort, { once: true });
     }
     this.#unsent.push(p);
     if (this.#status === "ready") this.#scheduleFlush();
     return promise;
+  }
+
+  /** A timeout or abort: a command not written yet will never be. */
+  #settleEarly(p: Pending, error: unknown): void {
+    if (p.settled) return;
+    if (p.batch === this.#batch) this.#dropped++;
+    settle(p, undefined, error);
   }
 
   #scheduleFlush(): void {
@@ -269,12 +289,19 @@ export class Connection {
     ) {
       // A transport that lets go of written bytes gets a view of the
       // encoder's buffer (no copy); we only come back here once it is done.
-      const bytes = this.#transport.releasesWrites
+      let bytes = this.#transport.releasesWrites
         ? this.#encoder.takeView()
         : this.#encoder.take();
       const batch = this.#unsent;
       this.#unsent = [];
-      for (let i = 0; i < batch.length; i++) this.#inflight.push(batch[i]);
+      this.#batch++;
+      if (this.#dropped === 0) {
+        for (let i = 0; i < batch.length; i++) this.#inflight.push(batch[i]);
+      } else {
+        this.#dropped = 0;
+        bytes = this.#keepUnsettled(bytes, batch);
+        if (bytes.length === 0) continue;
+      }
       let result: Promise<void> | void;
       try {
         result = this.#transport.write(bytes);
@@ -297,6 +324,27 @@ export class Connection {
         );
       }
     }
+  }
+
+  /**
+   * Moves the bytes of `batch`'s unsettled commands to the front of `bytes`
+   * (which we own until it is written) and queues those commands for their
+   * replies; the settled ones are dropped, never sent.
+   */
+  #keepUnsettled(bytes: Uint8Array, batch: Pending[]): Uint8Array {
+    let kept = 0;
+    let start = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      const end = p.end;
+      if (!p.settled) {
+        if (kept !== start) bytes.copyWithin(kept, start, end);
+        kept += end - start;
+        this.#inflight.push(p);
+      }
+      start = end;
+    }
+    return bytes.subarray(0, kept);
   }
 
   #onData(chunk: Uint8Array, borrowed?: boolean): void {
@@ -455,6 +503,8 @@ export class Connection {
   #failUnsent(error: Error): void {
     const unsent = this.#unsent;
     this.#unsent = [];
+    this.#batch++;
+    this.#dropped = 0;
     this.#encoder.take();
     for (const p of unsent) settle(p, undefined, error);
   }
@@ -579,6 +629,8 @@ export class Connection {
             raw: false,
             settled: false,
             name: step.what,
+            end: 0,
+            batch: -1,
           });
         }),
       );

@@ -218,6 +218,36 @@ test("a queued command that times out or is aborted while reconnecting rejects a
   });
 });
 
+test("a queued command aborted or timed out while reconnecting is never sent", async () => {
+  await withServer(async (server) => {
+    await using r = await connect({ url: server.url, reconnect: FAST });
+    await server.stop();
+    await waitFor("reconnecting", () => r.status === "reconnecting");
+    const ac = new AbortController();
+    const reason = new Error("gave up on the lock");
+    const aborted = r.command(["INCR", "k"], { signal: ac.signal });
+    const timedOut = r.command(["INCR", "k2"], { timeout: 30 });
+    const normal = track(r.send("INCR", "k3"));
+    ac.abort(reason);
+    await assert.rejects(aborted, (e: unknown) => e === reason);
+    await assert.rejects(timedOut, { name: "TimeoutError" });
+    assert.equal(normal.done, false);
+    await server.start();
+    await normal.promise;
+    assert.equal(normal.error, undefined);
+    assert.equal(normal.value, 1);
+    // The server came back empty: had the settled INCRs been written, they
+    // would have run after the restart.
+    assert.equal(await r.send("EXISTS", "k"), 0, "the aborted INCR was sent");
+    assert.equal(
+      await r.send("EXISTS", "k2"),
+      0,
+      "the timed-out INCR was sent",
+    );
+    assert.equal(await r.send("GET", "k3"), "1");
+  });
+});
+
 test("queueWhileReconnecting: false rejects at once while reconnecting", async () => {
   await withServer(async (server) => {
     await using r = await connect({

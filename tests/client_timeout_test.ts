@@ -7,7 +7,8 @@
  * connection, so everything behind it waits for its reply.
  */
 import assert from "node:assert/strict";
-import { connect, TimeoutError } from "../mod.ts";
+import { connect, type Connector, TimeoutError } from "../mod.ts";
+import { runtimeConnector } from "../lib/transport.ts";
 import { sharedRedis } from "./_redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
@@ -243,14 +244,13 @@ test("1,000 interleaved aborted, timed-out and normal commands all get the right
         kind = "pre";
         break;
       }
-      case 1: { // aborted in the same tick, after it was queued: sent anyway
+      case 1: { // aborted in the same tick, after it was queued: never sent
         const ac = new AbortController();
         p = r.command(args, { signal: ac.signal });
         const reason = new Error(`sync ${i}`);
         reasons.set(i, reason);
         ac.abort(reason);
         kind = "sync";
-        if (incr) sentIncrs++;
         break;
       }
       case 2: // aborted while waiting behind the BLPOP
@@ -310,10 +310,119 @@ test("1,000 interleaved aborted, timed-out and normal commands all get the right
         }
     }
   }
-  // Every INCR that was written ran once; the pre-aborted ones never did.
+  // Every INCR that was written ran once; the ones aborted before they were
+  // written never did.
   assert.equal(Number(await r.send("GET", c)), sentIncrs);
   assert.equal(await r.send("ECHO", "end"), "end");
   await r.send("DEL", c);
+});
+
+test("commands aborted or timed out before they are written are never sent; the others get their own replies", async () => {
+  // Writes wait for `gate` while it is set: a long write the rest queue behind.
+  const real = await runtimeConnector();
+  let gate: Promise<void> | null = null;
+  const gated: Connector = async (o, h) => {
+    const t = await real(o, h);
+    return {
+      releasesWrites: t.releasesWrites,
+      write: (bytes) =>
+        gate === null ? t.write(bytes) : gate.then(() => t.write(bytes)),
+      close: () => t.close(),
+    };
+  };
+  await using r = await connect({ url, connector: gated });
+  type Entry = {
+    i: number;
+    p: Promise<unknown>;
+    reason?: Error;
+    timedOut?: boolean;
+  };
+  /** Checks that aborted entries reject with their reason, and the others
+   * get their own reply: INCRs of `c` count 1, 2, 3... only if no aborted
+   * INCR ran. Returns how many INCRs were kept. */
+  const check = async (entries: Entry[], c: string): Promise<number> => {
+    let incrs = 0;
+    for (const { i, p, reason, timedOut } of entries) {
+      const settled = await p.then(
+        (value) => ({ ok: true, value }),
+        (error) => ({ ok: false, value: error }),
+      );
+      if (timedOut) {
+        assert.ok(settled.value instanceof TimeoutError, `#${i} timeout`);
+      } else if (reason !== undefined) {
+        assert.equal(settled.ok, false, `#${i} aborted, resolved`);
+        assert.equal(settled.value, reason, `#${i}`);
+      } else if (i % 2 === 0) {
+        assert.equal(settled.value, ++incrs, `#${i}: INCR skipped a count`);
+      } else {
+        assert.equal(settled.value, `m${i}`, `#${i} got another's reply`);
+      }
+    }
+    assert.equal(Number(await r.send("GET", c)), incrs);
+    return incrs;
+  };
+  // 1. All in one tick: runs of aborted and kept commands (the first and the
+  // last aborted), some aborted at once, some after the rest were queued.
+  const c1 = key("counter1");
+  const entries: Entry[] = [];
+  const later: { ac: AbortController; e: Entry }[] = [];
+  const n = 600;
+  for (let i = 0; i < n; i++) {
+    const ac = new AbortController();
+    const e: Entry = {
+      i,
+      p: r.command(i % 2 === 0 ? ["INCR", c1] : ["ECHO", `m${i}`], {
+        signal: ac.signal,
+      }),
+    };
+    e.p.catch(() => {});
+    entries.push(e);
+    if (i % 3 === 0 || i === n - 1) {
+      e.reason = new Error(`abort ${i}`);
+      ac.abort(e.reason);
+    } else if (i % 7 === 1) {
+      e.reason = new Error(`abort ${i} later`);
+      later.push({ ac, e });
+    }
+  }
+  for (const { ac, e } of later) ac.abort(e.reason);
+  assert.ok(await check(entries, c1) > 100);
+  // 2. Queued behind a write that does not finish: some time out, some are
+  // aborted, over several ticks, before that write ends.
+  const c2 = key("counter2");
+  const held = Promise.withResolvers<void>();
+  gate = held.promise;
+  const first = r.send("ECHO", "first");
+  await sleep(0);
+  const queued: Entry[] = [];
+  const acs: { ac: AbortController; e: Entry }[] = [];
+  for (let i = 0; i < 200; i++) {
+    const ac = new AbortController();
+    const timedOut = i % 5 === 2;
+    const e: Entry = {
+      i,
+      timedOut,
+      p: r.command(i % 2 === 0 ? ["INCR", c2] : ["ECHO", `m${i}`], {
+        signal: ac.signal,
+        timeout: timedOut ? 20 : undefined,
+      }),
+    };
+    e.p.catch(() => {});
+    queued.push(e);
+    if (i % 5 === 0) acs.push({ ac, e });
+    if (i % 10 === 9) await sleep(0);
+  }
+  await sleep(60); // the 20 ms timeouts fire
+  for (const { ac, e } of acs) {
+    e.reason = new Error(`abort ${e.i}`);
+    ac.abort(e.reason);
+  }
+  gate = null;
+  held.resolve();
+  assert.equal(await first, "first");
+  assert.equal(await check(queued, c2), 60);
+  assert.equal(await r.send("ECHO", "end"), "end");
+  await r.send("DEL", c1, c2);
 });
 
 teardown(() => server.stop());
