@@ -283,12 +283,15 @@ function checkName(name: unknown): string {
   if (name.length === 0) {
     throw new TypeError('A lock name must be a non-empty string; got ""');
   }
-  // The lock's keys carry `{<name>}` as their Redis Cluster hash tag: a `}`
-  // would end the tag early (or leave it empty, so the lock key and its
-  // fencing counter could land in different slots). A `{` is fine.
-  if (name.includes("}")) {
+  // The lock's keys carry `{<name>}` as their Redis Cluster hash tag. Redis
+  // hashes what lies between the first `{` and the next `}`: a `}` inside the
+  // name shortens the tag, but equally for every key of the lock, so they still
+  // share a slot. A name that starts with `}` leaves the tag empty; Redis then
+  // hashes each whole key, and the lock key and its fencing counter could land
+  // in different slots.
+  if (name.startsWith("}")) {
     throw new TypeError(
-      "A lock name must not contain '}' (it would end the {<name>} hash tag of the lock's keys early); got " +
+      "A lock name must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got " +
         describe(name),
     );
   }
