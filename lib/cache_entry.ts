@@ -1,7 +1,6 @@
 /**
  * The stored form of one `cached` entry: a one-line header with its metadata,
- * then the codec's payload. Also the tombstone `invalidate` leaves, and the
- * XFetch early-refresh rule.
+ * then the codec's payload, and the XFetch early-refresh rule.
  *
  * Layout (all times are Unix ms, written by the process that computed it):
  *
@@ -12,8 +11,8 @@
  * `kind` is `v` (a value; payload from the codec), `u` (`undefined`) or `n`
  * (`null`), both without payload, or `e` (a remembered failure; payload is
  * JSON `{name, message}`).
- * A tombstone is `rsp1-tomb <token>`: it reads as a miss, and a leader that
- * started computing before it was written does not overwrite it.
+ * A tombstone, `rsp1-tomb <token>` (what `invalidate` wrote before it kept a
+ * separate invalidation marker), reads as a miss.
  *
  * @module
  */
@@ -146,24 +145,6 @@ export function parseEntry(
     throw new EntryFormatError("malformed entry header");
   }
   return { createdAt, delta, freshUntil, staleUntil, kind, payload };
-}
-
-/**
- * A new tombstone: what `invalidate` writes instead of the entry.
- *
- * @returns `rsp1-tomb <random hex>`.
- */
-export function newTombstone(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return TOMB + Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
-    .join("");
-}
-
-/** True if `stored` is a tombstone. */
-export function isTombstone(stored: string | Uint8Array | null): boolean {
-  if (stored === null) return false;
-  if (typeof stored === "string") return stored.startsWith(TOMB);
-  return decoder.decode(stored.subarray(0, TOMB.length)) === TOMB;
 }
 
 /**

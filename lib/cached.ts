@@ -22,8 +22,6 @@ import {
   encodeEntry,
   type EntryKind,
   type EntryMeta,
-  isTombstone,
-  newTombstone,
   parseEntry,
   xfetchEarly,
 } from "./cache_entry.ts";
@@ -40,14 +38,15 @@ import { lockKeys } from "./lock_keys.ts";
 import { Script } from "./script.ts";
 import { Singleflight } from "./singleflight.ts";
 
-// KEYS[1] entry; ARGV[1] stored entry, ARGV[2] px, ARGV[3] the tombstone the
-// writer saw when it started ("" if none), ARGV[4] wake channel, ARGV[5] the
-// message that wakes waiters (the entry itself for text codecs, so they need
-// no GET). 1 written (and waiters woken); 0 not written: invalidated meanwhile.
+// KEYS[1] entry, KEYS[2] the entry's invalidation marker; ARGV[1] stored
+// entry, ARGV[2] px, ARGV[3] the marker the writer read before it started
+// computing ("" if none), ARGV[4] wake channel, ARGV[5] the message that wakes
+// waiters (the entry itself for small text entries, so they need no GET).
+// 1 written (and waiters woken); 0 not written: invalidated since the writer
+// read the marker.
 const WRITE_SCRIPT = new Script(
   "CACHE_WRITE_SCRIPT",
-  `local head = redis.call('GETRANGE', KEYS[1], 0, 63)
-if string.sub(head, 1, 10) == 'rsp1-tomb ' and head ~= ARGV[3] then
+  `if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -55,8 +54,22 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`,
 );
 
-/** How long an `invalidate()` tombstone keeps a running computation from writing. */
-const TOMBSTONE_MIN_MS = 60_000;
+// KEYS[1] entry, KEYS[2] its invalidation marker; ARGV[1] a new random
+// marker, ARGV[2] the marker's lifetime (ms). A writer that read another
+// marker (or none) before it started computing no longer writes.
+const INVALIDATE_SCRIPT = new Script(
+  "CACHE_INVALIDATE_SCRIPT",
+  `redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1`,
+);
+
+/** Shortest lifetime of an invalidation marker (ms); it is 2 × `lockTtl` above this. */
+const MARKER_MIN_MS = 1_000;
+/** Entries up to this many characters travel with the wake-up; larger ones are read with GET. */
+const PUBLISH_MAX = 64 * 1024;
+/** How many times a waiter's `wait` budget restarts when the lock changes hands. */
+const MAX_HANDOFFS = 3;
 /** setTimeout fires at once for delays above this. */
 const MAX_DELAY = 2 ** 31 - 1;
 const RAW = { raw: true };
@@ -169,6 +182,18 @@ interface Entry<T> extends EntryMeta {
 
 type Decoded<T> = Entry<T> | "tombstone" | null;
 
+/**
+ * What a writer read before computing: the entry's invalidation marker. Its
+ * write only lands if the marker is still the same. `proven` is when the
+ * marker was last known to be alive (so an `invalidate()` since then would
+ * still be visible): the read, then each refresh of the marker's lifetime
+ * while the computation runs.
+ */
+interface Generation {
+  marker: string;
+  proven: number;
+}
+
 /** A subscription to an entry's wake channel, with a sleep that a message ends. */
 class Waker {
   seq = 0;
@@ -177,15 +202,41 @@ class Waker {
   #wake: (() => void) | null = null;
   #unsubscribe: (() => Promise<void>) | null = null;
 
-  static async open(redis: RedisClient, channel: string): Promise<Waker> {
+  /** Subscribes; rejects with a `TimeoutError` after `timeout` ms. */
+  static async open(
+    redis: RedisClient,
+    channel: string,
+    timeout: number,
+  ): Promise<Waker> {
     const w = new Waker();
-    w.#unsubscribe = await redis.subscribe(channel, (message) => {
+    const subscribed = redis.subscribe(channel, (message) => {
       if (message.startsWith("rsp1 ")) w.entry = message;
       w.seq++;
       const wake = w.#wake;
       w.#wake = null;
       wake?.();
     });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new TimeoutError(
+              `Redis did not confirm the subscription within ${timeout} ms`,
+            ),
+          ),
+        Math.min(timeout, MAX_DELAY),
+      );
+    });
+    try {
+      w.#unsubscribe = await Promise.race([subscribed, timedOut]);
+    } catch (err) {
+      // If it completes later, do not keep the subscription.
+      subscribed.then((u) => u().catch(() => {}), () => {});
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     return w;
   }
 
@@ -397,23 +448,71 @@ class Cache<A extends unknown[], T> {
     );
   }
 
-  /** Reads the entry and the lock's remaining lease, in one round trip. */
+  /**
+   * Reads the entry, the lock's remaining lease and its holder's token, in
+   * one round trip.
+   */
   async readWithLease(
     k: string,
-  ): Promise<[string | Uint8Array | null, number]> {
-    const [stored, pttl] = await Promise.all([
+  ): Promise<[string | Uint8Array | null, number, string | null]> {
+    const lockKey = lockKeys(k, this.lockPrefix).key;
+    const opts = { timeout: this.o.timeout };
+    const [stored, pttl, holder] = await Promise.all([
       this.read(k),
-      this.redis.command<number>(
-        ["PTTL", lockKeys(k, this.lockPrefix).key],
-        { timeout: this.o.timeout },
-      ),
+      this.redis.command<number>(["PTTL", lockKey], opts),
+      this.redis.command<string | null>(["GET", lockKey], opts),
     ]);
-    return [stored, pttl];
+    return [stored, pttl, holder];
   }
 
-  /** Reads the entry right after acquiring its lock. */
-  readAsLeader(k: string): Promise<string | Uint8Array | null> {
-    return this.read(k);
+  /** The key of the entry's invalidation marker (same hash tag). */
+  markerKey(k: string): string {
+    return `${this.o.prefix}cache:inv:{${k}}`;
+  }
+
+  /** How long an invalidation marker lives after it was last written or kept. */
+  get markerTtl(): number {
+    return Math.max(MARKER_MIN_MS, 2 * this.o.lockTtl);
+  }
+
+  /** Reads the invalidation marker before a computation starts. */
+  async readGeneration(k: string): Promise<Generation> {
+    const proven = performance.now();
+    const marker = await this.redis.command<string | null>(
+      ["GET", this.markerKey(k)],
+      { timeout: this.o.timeout },
+    );
+    return { marker: marker ?? "", proven };
+  }
+
+  /** Reads the marker and the entry right after acquiring the lock. */
+  async readAsLeader(
+    k: string,
+  ): Promise<{ stored: string | Uint8Array | null; gen: Generation }> {
+    const [gen, stored] = await Promise.all([
+      this.readGeneration(k),
+      this.read(k),
+    ]);
+    return { stored, gen };
+  }
+
+  /**
+   * Keeps the invalidation marker (if any) alive while a computation runs,
+   * so an `invalidate()` during a long computation is still there when it
+   * tries to write. Returns the stopper.
+   */
+  keepGeneration(k: string, gen: Generation): () => void {
+    const every = this.markerTtl / 4;
+    const timer = setInterval(() => {
+      const sent = performance.now();
+      this.redis.command<number>(
+        ["PEXPIRE", this.markerKey(k), this.markerTtl],
+        { timeout: this.o.timeout },
+      ).then(() => {
+        if (sent > gen.proven) gen.proven = sent;
+      }, () => {});
+    }, every);
+    return () => clearInterval(timer);
   }
 
   notReady(): ConnectionError {
@@ -678,9 +777,13 @@ class Cache<A extends unknown[], T> {
     minCreatedAt: number,
   ): Promise<T> {
     const start = performance.now();
-    const deadline = start + this.o.wait;
+    let deadline = start + this.o.wait;
     let waker: Waker | null = null;
     let tryLock = true;
+    // The lock holder last seen, and how often the budget restarted because
+    // the lock changed hands (a new leader deserves a whole `wait`).
+    let holder: string | null = null;
+    let handoffs = 0;
     const waited = (outcome: WaitEvent["outcome"]) => {
       if (waker !== null) {
         this.emit("wait", {
@@ -714,8 +817,10 @@ class Cache<A extends unknown[], T> {
             waker = await Waker.open(
               this.redis,
               lockKeys(k, this.lockPrefix).wake,
+              this.o.timeout,
             );
           } catch (err) {
+            waited("error");
             return await this.failOpen(k, args, err);
           }
         }
@@ -729,12 +834,19 @@ class Cache<A extends unknown[], T> {
           }
         }
         const seq = waker.seq;
-        let stored, pttl;
+        let stored, pttl, owner;
         try {
-          [stored, pttl] = await this.readWithLease(k);
+          [stored, pttl, owner] = await this.readWithLease(k);
         } catch (err) {
           waited("error");
           return await this.failOpen(k, args, err);
+        }
+        if (owner !== null) {
+          if (holder !== null && owner !== holder && handoffs < MAX_HANDOFFS) {
+            handoffs++;
+            deadline = performance.now() + this.o.wait;
+          }
+          holder = owner;
         }
         const e = this.decode(k, stored);
         if (this.acceptable(e, Date.now(), minCreatedAt)) {
@@ -792,7 +904,13 @@ class Cache<A extends unknown[], T> {
         { key: k, wait: o.wait },
       );
     }
-    return await this.compute(null, k, args, null, null, "timeout", false);
+    let gen: Generation | null = null;
+    try {
+      gen = await this.readGeneration(k);
+    } catch (err) {
+      this.report(k, err, "redis"); // computed, but not written
+    }
+    return await this.compute(null, k, args, null, gen, "timeout", false);
   }
 
   /** Holding the lock: look once more, then compute. */
@@ -804,9 +922,9 @@ class Cache<A extends unknown[], T> {
     reason: "miss" | "refresh",
     minCreatedAt: number,
   ): Promise<T> {
-    let stored;
+    let stored, gen;
     try {
-      stored = await this.readAsLeader(k);
+      ({ stored, gen } = await this.readAsLeader(k));
     } catch (err) {
       await this.release(lock, k);
       return await this.failOpen(k, args, err);
@@ -828,7 +946,7 @@ class Cache<A extends unknown[], T> {
       k,
       args,
       reason === "refresh" ? null : prev,
-      tombstoneOf(stored),
+      gen,
       reason,
       false,
     );
@@ -838,31 +956,35 @@ class Cache<A extends unknown[], T> {
    * Runs the function, stores its result (unless invalidated meanwhile) and
    * releases the lock. A failure releases the lock at once and is not cached
    * (unless negative caching says so); a stale value is served instead when
-   * `staleIfError` allows.
+   * `staleIfError` allows. Without a `gen` (the invalidation marker could not
+   * be read) nothing is written.
    */
   async compute(
     lock: Lock | null,
     k: string,
     args: A,
     prev: Entry<T> | null,
-    seen: string | null,
+    gen: Generation | null,
     reason: ComputeEvent["reason"],
     background: boolean,
   ): Promise<T> {
     const createdAt = Date.now();
     const t0 = performance.now();
+    const stopKeeping = gen === null ? null : this.keepGeneration(k, gen);
     let value: T;
     try {
       value = await this.fn(...args);
     } catch (err) {
+      stopKeeping?.();
       const duration = performance.now() - t0;
       this.emit("compute", { key: k, duration, ok: false, reason, background });
       try {
         if (
-          this.o.negativeTtl > 0 && lock !== null && this.isNegative(err)
+          this.o.negativeTtl > 0 && lock !== null && gen !== null &&
+          this.isNegative(err)
         ) {
           const { stored, px } = this.encodeFailure(err, createdAt, duration);
-          await this.store(k, stored, px, seen);
+          await this.store(k, stored, px, gen);
         }
       } finally {
         if (lock !== null) await this.release(lock, k);
@@ -876,6 +998,7 @@ class Cache<A extends unknown[], T> {
       }
       throw err;
     }
+    stopKeeping?.();
     const delta = performance.now() - t0;
     this.emit("compute", {
       key: k,
@@ -886,10 +1009,8 @@ class Cache<A extends unknown[], T> {
     });
     try {
       const encoded = this.encodeValue(k, value, createdAt, delta);
-      if (
-        encoded !== null && (lock !== null || this.redis.status === "ready")
-      ) {
-        await this.store(k, encoded.stored, encoded.px, seen);
+      if (encoded !== null && gen !== null) {
+        await this.store(k, encoded.stored, encoded.px, gen);
       }
     } finally {
       if (lock !== null) await this.release(lock, k);
@@ -905,21 +1026,34 @@ class Cache<A extends unknown[], T> {
     }
   }
 
-  /** Writes an entry (and wakes waiters) unless invalidated since `seen`. */
+  /**
+   * Writes an entry (and wakes waiters) unless invalidated since `gen` was
+   * read. Small text entries travel with the wake-up; larger ones (and
+   * binary ones) send a marker and the woken waiters GET them, so one write
+   * never pushes a large value to every subscriber at once.
+   */
   async store(
     k: string,
     stored: string | Uint8Array,
     px: number,
-    seen: string | null,
+    gen: Generation,
   ): Promise<void> {
+    // An invalidate() since the marker was last known alive could have come
+    // and gone (expired) unseen: do not write.
+    if (performance.now() - gen.proven > this.markerTtl / 2) return;
     try {
       await this.timed((signal) =>
-        WRITE_SCRIPT.run<number>(this.redis, [this.entryKey(k)], [
+        WRITE_SCRIPT.run<number>(this.redis, [
+          this.entryKey(k),
+          this.markerKey(k),
+        ], [
           stored,
           Math.max(1, Math.round(px)),
-          seen ?? "",
+          gen.marker,
           lockKeys(k, this.lockPrefix).wake,
-          typeof stored === "string" ? stored : "written",
+          typeof stored === "string" && stored.length <= PUBLISH_MAX
+            ? stored
+            : "written",
         ], { logger: this.o.logger, signal: signal })
       );
       this.reported.delete(k);
@@ -980,9 +1114,9 @@ class Cache<A extends unknown[], T> {
       if (!await this.timed((signal) => lock.acquire({ wait: 0, signal }))) {
         return; // another caller in the fleet is on it
       }
-      let stored;
+      let stored, gen;
       try {
-        stored = await this.readAsLeader(k);
+        ({ stored, gen } = await this.readAsLeader(k));
       } catch (err) {
         await this.release(lock, k);
         throw err;
@@ -1000,7 +1134,7 @@ class Cache<A extends unknown[], T> {
         k,
         args,
         null,
-        tombstoneOf(stored),
+        gen,
         reason,
         true,
       );
@@ -1025,15 +1159,16 @@ class Cache<A extends unknown[], T> {
   async invalidate(args: A): Promise<void> {
     const k = this.keyOf(args);
     this.flights.forget(k);
-    await this.redis.command(
-      [
-        "SET",
-        this.entryKey(k),
-        newTombstone(),
-        "PX",
-        Math.max(TOMBSTONE_MIN_MS, 2 * this.o.lockTtl),
-      ],
-      { timeout: this.o.timeout },
+    const bytes = crypto.getRandomValues(new Uint8Array(12));
+    const marker = Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    await this.timed((signal) =>
+      INVALIDATE_SCRIPT.run(
+        this.redis,
+        [this.entryKey(k), this.markerKey(k)],
+        [marker, this.markerTtl],
+        { logger: this.o.logger, signal },
+      )
     );
   }
 
@@ -1058,14 +1193,6 @@ class Cache<A extends unknown[], T> {
       await Promise.all(this.background.values());
     }
   }
-}
-
-/** The tombstone in `stored`, as text, or `null`. */
-function tombstoneOf(stored: string | Uint8Array | null): string | null {
-  if (!isTombstone(stored)) return null;
-  return typeof stored === "string"
-    ? stored
-    : new TextDecoder().decode(stored!);
 }
 
 /**

@@ -70,8 +70,10 @@ test("1,000 concurrent calls in one process on a cold key: 1 computation, one lo
   const d = statsDelta(before, await commandStats(redis));
   assert.equal(runs, 1);
   assert.ok(results.every((r) => r.answer === 42));
-  // One lookup for all: GET (miss), GET after taking the lock, nothing per call.
-  assert.ok((d.get ?? 0) <= 3, `GETs: ${JSON.stringify(d)}`);
+  // One lookup for all: GET (miss), GET of the entry and of its invalidation
+  // marker after taking the lock, the marker check in the write script, the
+  // token check in the unlock script; nothing per call.
+  assert.ok((d.get ?? 0) <= 5, `GETs: ${JSON.stringify(d)}`);
   await f.invalidate();
 });
 
