@@ -138,7 +138,12 @@ export interface CachedOptions<A extends unknown[], T> {
   lockTtl?: number;
   /**
    * How long a caller waits for another process's computation before the
-   * fallback (default 10_000; `Infinity` waits as long as it takes).
+   * fallback (default 2 × `lockTtl`, 20_000 with the default lease;
+   * `Infinity` waits as long as it takes). Keep it above `lockTtl`: a waiter
+   * takes over from a process that died only once that process's lease has
+   * run out. When the lock changes hands while a caller waits (its holder
+   * died or failed and another caller took over), the wait starts again for
+   * the new holder, at most 3 times.
    */
   wait?: number;
   /**
@@ -360,7 +365,8 @@ export function resolveCacheOptions<A extends unknown[], T>(
       `jitter must be less than ttl (${ttl} ms); got ${jitter}`,
     );
   }
-  let wait = 10_000;
+  const lockTtl = positiveInt("lockTtl", o.lockTtl, 10_000);
+  let wait = 2 * lockTtl;
   if (o.wait !== undefined) {
     if (typeof o.wait !== "number") {
       throw new TypeError(
@@ -420,7 +426,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
       ? jsonCodec as Codec<T>
       : checkCodec<T>(o.codec),
     prefix: o.prefix === undefined ? DEFAULT_PREFIX : checkPrefix(o.prefix),
-    lockTtl: positiveInt("lockTtl", o.lockTtl, 10_000),
+    lockTtl,
     wait,
     onWaitTimeout,
     failOpen: bool("failOpen", o.failOpen, true),

@@ -116,3 +116,70 @@ test("a hung Redis (SIGSTOP) is given up on after `timeout`, and the call fails 
     await server.stop();
   }
 });
+
+test("Redis hangs (SIGSTOP) after a miss lost the lock race: the subscription is given up on after `timeout`, and this and later calls fail open", async () => {
+  const server = await startRedis();
+  let cleanup = () => {};
+  try {
+    await using leaderClient = await connect({
+      url: server.url,
+      reconnect: FAST,
+    });
+    await using redis = await connect({ url: server.url, reconnect: FAST });
+    const gate = Promise.withResolvers<void>();
+    let leading = false;
+    const leader = cached(async () => {
+      leading = true;
+      await gate.promise;
+      return "leader";
+    }, { redis: leaderClient, key: "hung-wait", ttl: 60_000, timeout: 200 });
+    const errors: CacheErrorEvent[] = [];
+    let runs = 0;
+    const f = cached(() => {
+      runs++;
+      return "computed anyway";
+    }, {
+      redis,
+      key: "hung-wait",
+      ttl: 60_000,
+      timeout: 200,
+      hooks: { error: (e) => errors.push(e) },
+    });
+    const led = leader();
+    while (!leading) await sleep(5); // the test waits for its own setup
+    // The server stops answering right between this caller's failed lock
+    // attempt and its subscription to the wake channel.
+    const subscribe = redis.subscribe.bind(redis);
+    redis.subscribe = (channel, listener) => {
+      server.signal("SIGSTOP");
+      return subscribe(channel, listener);
+    };
+    const t0 = performance.now();
+    const first = f();
+    const joined = f(); // joins the same lookup in this process
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve("hung"), 3_000);
+    });
+    cleanup = () => {
+      clearTimeout(timer);
+      server.signal("SIGCONT");
+      gate.resolve();
+    };
+    assert.equal(await Promise.race([first, hung]), "computed anyway");
+    assert.equal(await Promise.race([joined, hung]), "computed anyway");
+    const took = performance.now() - t0;
+    assert.ok(took < 1_000, `took ${took.toFixed(0)} ms`);
+    assert.equal(runs, 1);
+    assert.equal(errors[0]?.phase, "redis");
+    assert.ok(errors[0]?.error instanceof TimeoutError);
+    // A later call does not hang either.
+    assert.equal(await Promise.race([f(), hung]), "computed anyway");
+    cleanup();
+    assert.equal(await led, "leader");
+    await sleep(50);
+  } finally {
+    cleanup();
+    await server.stop();
+  }
+});

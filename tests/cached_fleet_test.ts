@@ -21,11 +21,18 @@ interface WorkerOutput {
   results: Array<{ ok: boolean; value: string; ms: number }>;
 }
 
-/** Starts `count` workers, waits until all are subscribed, and says go. */
+/**
+ * Starts `count` workers, waits until all are subscribed (`already` workers
+ * of the namespace started earlier), runs `beforeGo`, and says go.
+ */
 async function fleet(
   redis: RedisClient,
   count: number,
   cfg: Record<string, unknown>,
+  { already = 0, beforeGo }: {
+    already?: number;
+    beforeGo?: () => Promise<void>;
+  } = {},
 ): Promise<Proc[]> {
   const space = cfg.ns as string;
   const procs = Array.from({ length: count }, () => {
@@ -33,7 +40,9 @@ async function fleet(
     return spawn(cmd, args);
   });
   const deadline = Date.now() + 30_000;
-  while (Number(await redis.send("GET", `${space}ready`) ?? 0) < count) {
+  while (
+    Number(await redis.send("GET", `${space}ready`) ?? 0) < count + already
+  ) {
     if (Date.now() > deadline) {
       for (const p of procs) p.kill("SIGKILL");
       const errs = await Promise.all(procs.map((p) => p.stderr()));
@@ -41,6 +50,7 @@ async function fleet(
     }
     await sleep(20); // the test waits for processes to start; not the library
   }
+  await beforeGo?.();
   await redis.send("PUBLISH", `${space}go`, "go");
   return procs;
 }
@@ -157,6 +167,55 @@ test("a computing process killed with SIGKILL is replaced after its lock's lease
   // It waited for the lease (renewed until the kill), not much longer.
   assert.ok(took >= 100, `took ${took.toFixed(0)} ms`);
   assert.ok(took < 100 + lockTtl + 1_000, `took ${took.toFixed(0)} ms`);
+  await redis.send("DEL", `${space}k`);
+});
+
+test("a killed leader is replaced once, not once per waiting process, with wait == lockTtl", async () => {
+  await using redis = await connect(url);
+  const space = ns("handoff");
+  // The defaults' proportions before wait became 2 × lockTtl, scaled down.
+  const lockTtl = 1_000;
+  const [leader] = await fleet(redis, 1, { mode: "hang", ns: space, lockTtl });
+  const lockKey = `respite:cache:lock:{${space}k}`;
+  const deadline = Date.now() + 10_000;
+  while (await redis.send("GET", `${space}computations`) !== "1") {
+    assert.ok(Date.now() < deadline, "the worker never started computing");
+    await sleep(10);
+  }
+  const waiters = await fleet(redis, 4, {
+    mode: "calls",
+    ns: space,
+    callers: 5,
+    computeMs: 800,
+    lockTtl,
+    wait: lockTtl,
+  }, {
+    already: 1,
+    beforeGo: async () => {
+      // Kill the leader just before its next renewal (every lockTtl / 3), so
+      // its lease outlasts it by about 2/3 × lockTtl; the waiters start
+      // right after, and their `wait` runs out while the replacement
+      // computes.
+      while (true) {
+        const pttl = await redis.send("PTTL", lockKey) as number;
+        assert.ok(pttl > 0, "the leader lost its lock");
+        if (pttl <= (lockTtl * 2) / 3 + 60) break;
+        await sleep(2);
+      }
+      leader.kill("SIGKILL");
+      await leader.exited;
+    },
+  });
+  const outs = await outputs(waiters);
+  const all = outs.flatMap((o) => o.results);
+  assert.equal(all.length, 20);
+  const values = new Set(all.map((r) => r.ok ? r.value : `error ${r.value}`));
+  assert.equal(values.size, 1, `one value for all: ${[...values]}`);
+  assert.equal(
+    await redis.send("GET", `${space}computations`),
+    "2",
+    "the killed computation and one replacement",
+  );
   await redis.send("DEL", `${space}k`);
 });
 

@@ -180,6 +180,53 @@ test("the bounded wait serves a stale value when there is one", async () => {
   await leader.invalidate();
 });
 
+test("a 1 MB value reaches the waiters; the wake-up carries a marker, not the value", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  await using watcher = await connect(url);
+  const k = key("large");
+  const big = "x".repeat(1024 * 1024);
+  const gate = Promise.withResolvers<void>();
+  let leading = false;
+  const make = (redis: RedisClient) =>
+    cached(async () => {
+      leading = true;
+      await gate.promise;
+      return big;
+    }, { redis, key: k, ttl: 60_000, beta: 0 });
+  const leader = make(a);
+  const waiter = make(b);
+  const messages: string[] = [];
+  const unsubscribe = await watcher.subscribe(
+    `respite:cache:lock:{${k}}:wake`,
+    (m) => messages.push(m),
+  );
+  const led = leader();
+  while (!leading) await sleep(5); // the test waits for its own setup
+  const waits: WaitEvent[] = [];
+  const waiting = cached(() => "unused", {
+    redis: b,
+    key: k,
+    ttl: 60_000,
+    beta: 0,
+    hooks: { wait: (e) => waits.push(e) },
+  })();
+  await sleep(50);
+  gate.resolve();
+  assert.equal(await led, big);
+  assert.equal(await waiting, big);
+  assert.deepEqual(waits.map((w) => w.outcome), ["value"]);
+  assert.equal(await waiter(), big);
+  await sleep(20);
+  await unsubscribe();
+  assert.ok(messages.length > 0, "nothing was published");
+  assert.ok(
+    messages.every((m) => m.length < 64 * 1024),
+    `published ${messages.map((m) => m.length)} characters`,
+  );
+  await leader.invalidate();
+});
+
 teardown(async () => {
   await server.stop();
 });
