@@ -275,7 +275,11 @@ export class RedisClient {
           if (this.#subscriber === null) return;
           void this.#subscriber.then((sub) => {
             for (const channel of this.#listeners.keys()) {
-              sub.send(["SUBSCRIBE", channel]).catch(() => {});
+              sub.send(["SUBSCRIBE", channel]).catch((err) =>
+                this.logger.warn(
+                  `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
+                )
+              );
             }
           });
         },
