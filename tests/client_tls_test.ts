@@ -1,103 +1,23 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, ConnectionError, type RedisClient } from "../mod.ts";
 import { startRedis } from "./_redis.ts";
-import { spawn } from "./_proc.ts";
+import { makeCerts } from "./fixtures/tools.ts";
 import { teardown, test } from "./_harness.ts";
 
-/** Runs openssl; throws with its output if it fails. */
-async function openssl(cwd: string, ...args: string[]): Promise<void> {
-  const p = spawn("openssl", args, { cwd });
-  const code = await p.exited;
-  if (code !== 0) {
-    throw new Error(
-      `openssl ${args.join(" ")} failed (${code}): ${await p.stderr()}`,
-    );
-  }
-}
-
-/** A self-signed CA (EC P-256, one day) named `name`.crt/.key in `dir`. */
-async function makeCa(dir: string, name: string): Promise<void> {
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.crt`,
-    "-days",
-    "1",
-    "-subj",
-    `/CN=respite test ${name}`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  );
-}
-
 const dir = await mkdtemp(join(tmpdir(), "respite-tls-"));
-await makeCa(dir, "ca");
-await makeCa(dir, "other-ca");
-await openssl(
-  dir,
-  "req",
-  "-newkey",
-  "ec",
-  "-pkeyopt",
-  "ec_paramgen_curve:prime256v1",
-  "-nodes",
-  "-keyout",
-  "server.key",
-  "-out",
-  "server.csr",
-  "-subj",
-  "/CN=127.0.0.1",
-);
-await writeFile(
-  join(dir, "server.ext"),
-  [
-    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    "basicConstraints=CA:FALSE",
-    "keyUsage=critical,digitalSignature,keyEncipherment",
-    "extendedKeyUsage=serverAuth",
-    "",
-  ].join("\n"),
-);
-await openssl(
-  dir,
-  "x509",
-  "-req",
-  "-in",
-  "server.csr",
-  "-CA",
-  "ca.crt",
-  "-CAkey",
-  "ca.key",
-  "-CAcreateserial",
-  "-out",
-  "server.crt",
-  "-days",
-  "1",
-  "-extfile",
-  "server.ext",
-);
-const caPem = await readFile(join(dir, "ca.crt"), "utf8");
-const otherCaPem = await readFile(join(dir, "other-ca.crt"), "utf8");
+const certs = await makeCerts(dir);
+// A second, unrelated CA that a client may wrongly trust.
+const otherCaPem = (await makeCerts(await mkdtemp(join(dir, "other-")))).caPem;
+const caPem = certs.caPem;
 
 const server = await startRedis({
   tls: {
-    certFile: join(dir, "server.crt"),
-    keyFile: join(dir, "server.key"),
-    caFile: join(dir, "ca.crt"),
+    certFile: certs.certFile,
+    keyFile: certs.keyFile,
+    caFile: certs.caFile,
     caPem,
   },
 });
