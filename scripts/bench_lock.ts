@@ -32,8 +32,8 @@
 import { Redis as IORedis } from "ioredis";
 import Redlock from "redlock";
 import { Mutex } from "redis-semaphore";
-import { connect, Lock, type RedisClient } from "../mod.ts";
-import { startRedis } from "../tests/_redis.ts";
+import { connect, Lock } from "../mod.ts";
+import { commandCalls, startRedis } from "../tests/_redis.ts";
 
 function option(name: string, fallback: number): number {
   const i = Deno.args.indexOf(name);
@@ -126,16 +126,6 @@ function median(xs: number[]): number {
     : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-async function commandStats(r: RedisClient): Promise<Map<string, number>> {
-  const info = await r.send<string>("INFO", "commandstats");
-  const m = new Map<string, number>();
-  for (const line of info.split("\r\n")) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-    if (match) m.set(match[1], Number(match[2]));
-  }
-  return m;
-}
-
 function delta(
   before: Map<string, number>,
   after: Map<string, number>,
@@ -220,7 +210,7 @@ async function contended(
     await h.acquire();
     await h.release();
   }
-  const before = await commandStats(admin);
+  const before = await commandCalls(admin);
   const t0 = performance.now();
   const workers = holders.map(async (h, i) => {
     while (!stop) {
@@ -244,7 +234,7 @@ async function contended(
   const counted = acquisitions;
   const countedHandoffs = handoffs;
   const t1 = performance.now();
-  const after = await commandStats(admin);
+  const after = await commandCalls(admin);
   await Promise.all(workers); // drain: each worker finishes its wait
   const d = delta(before, after);
   let calls = 0;

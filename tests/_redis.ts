@@ -4,6 +4,7 @@
  * `REDIS_URL` makes {@linkcode sharedRedis} use an existing server instead.
  */
 
+import type { RedisClient } from "../lib/client.ts";
 import { runtimeConnector } from "../lib/transport.ts";
 import type { TlsOptions } from "../lib/transport.ts";
 import { type Proc, spawn } from "./_proc.ts";
@@ -232,4 +233,38 @@ async function probe(
     clearTimeout(timer);
     await t.close();
   }
+}
+
+/** Every key matching `pattern`, found with SCAN (never KEYS), sorted. */
+export async function scanKeys(
+  r: RedisClient,
+  pattern: string,
+): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await r.send<[string, string[]]>(
+      "SCAN",
+      cursor,
+      "MATCH",
+      pattern,
+      "COUNT",
+      1000,
+    );
+    out.push(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  return out.sort();
+}
+
+/** How many times the server ran each command so far (INFO commandstats), by name. */
+export async function commandCalls(
+  r: RedisClient,
+): Promise<Map<string, number>> {
+  const info = await r.send<string>("INFO", "commandstats");
+  const m = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    m.set(match[1], Number(match[2]));
+  }
+  return m;
 }

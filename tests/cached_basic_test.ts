@@ -12,7 +12,7 @@ import {
   connect,
   type RedisClient,
 } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { commandCalls, scanKeys, sharedRedis } from "./_redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -24,12 +24,7 @@ const key = (s: string) => `test:cachedbasic:${Date.now()}:${n++}:${s}`;
 async function commandStats(
   redis: RedisClient,
 ): Promise<Record<string, number>> {
-  const info = await redis.send<string>("INFO", "commandstats");
-  const out: Record<string, number> = {};
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-    out[m[1]] = Number(m[2]);
-  }
-  return out;
+  return Object.fromEntries(await commandCalls(redis));
 }
 
 function statsDelta(
@@ -135,23 +130,7 @@ test("keys: after a computation the entry is the only key left for its cache key
   });
   assert.equal(await f(1), 2);
   assert.equal(await f.refresh(1), 2);
-  const keysOf = async () => {
-    const out: string[] = [];
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.send<[string, string[]]>(
-        "SCAN",
-        cursor,
-        "MATCH",
-        `*${base}*`,
-        "COUNT",
-        1000,
-      );
-      out.push(...keys);
-      cursor = next;
-    } while (cursor !== "0");
-    return out.sort();
-  };
+  const keysOf = () => scanKeys(redis, `*${base}*`);
   assert.deepEqual(await keysOf(), [f.redisKey(1)]);
   await f.invalidate(1);
 });

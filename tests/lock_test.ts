@@ -9,7 +9,7 @@ import {
   TimeoutError,
   withLock,
 } from "../mod.ts";
-import { sharedRedis, startRedis } from "./_redis.ts";
+import { commandCalls, scanKeys, sharedRedis, startRedis } from "./_redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -36,34 +36,6 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function commandCalls(r: RedisClient): Promise<Map<string, number>> {
-  const info = await r.send<string>("INFO", "commandstats");
-  const m = new Map<string, number>();
-  for (const line of info.split("\r\n")) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-    if (match) m.set(match[1], Number(match[2]));
-  }
-  return m;
-}
-
-async function scanKeys(r: RedisClient, pattern: string): Promise<string[]> {
-  const out: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, keys] = await r.send<[string, string[]]>(
-      "SCAN",
-      cursor,
-      "MATCH",
-      pattern,
-      "COUNT",
-      1000,
-    );
-    out.push(...keys);
-    cursor = next;
-  } while (cursor !== "0");
-  return out.sort();
 }
 
 test("acquire, owner, locked, fence, release; the key is gone after release", async () => {
