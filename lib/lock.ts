@@ -133,7 +133,16 @@ interface Holding {
   value: string;
   /** The fencing token, `null` without fencing. */
   fence: number | null;
-  controller: AbortController;
+  /** Created on first read of the lock's `signal` (or on loss). */
+  controller: AbortController | null;
+  /** The loss, once lost (the signal's reason). */
+  lostError?: LockLostError;
+  /**
+   * Whether the lease timer runs: with `autoRenew`, or once the signal was
+   * read. Otherwise a lease that ran out is noticed when the holding is next
+   * looked at (`held`, `fence`, `signal`, `extend()`).
+   */
+  armed: boolean;
   /** The lease length renewals and the local expiry use (ms). */
   ttl: number;
   /**
@@ -151,7 +160,7 @@ interface Holding {
    * PEXPIREs sent and not confirmed (out, or failed without an answer, so
    * they may still run): sequence number → send time + the ttl it carried.
    */
-  pending: Map<number, number>;
+  pending: Map<number, number> | null;
   leaseTimer?: ReturnType<typeof setTimeout>;
   renewTimer?: ReturnType<typeof setTimeout>;
   renewError?: unknown;
@@ -255,11 +264,22 @@ function queueOf(
   return q;
 }
 
-function randomHex(bytes: number): string {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
-  let s = "";
-  for (let i = 0; i < b.length; i++) s += b[i].toString(16).padStart(2, "0");
-  return s;
+/** Random words, filled in batches: one getRandomValues call per 256 tokens. */
+const randomPool = new Uint32Array(1024);
+let randomPos = randomPool.length;
+
+/** 32 random hex digits (128 bits). */
+function randomHex128(): string {
+  if (randomPos === randomPool.length) {
+    crypto.getRandomValues(randomPool);
+    randomPos = 0;
+  }
+  const p = randomPool, i = randomPos;
+  randomPos += 4;
+  return p[i].toString(16).padStart(8, "0") +
+    p[i + 1].toString(16).padStart(8, "0") +
+    p[i + 2].toString(16).padStart(8, "0") +
+    p[i + 3].toString(16).padStart(8, "0");
 }
 
 /** Length of the random token in a lock's value (32 hex digits + ":"). */
@@ -411,7 +431,10 @@ export class Lock {
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   #acquiring = false;
-  #controller = new AbortController();
+  /** The last holding (kept after release: its signal stays current). */
+  #last: Holding | null = null;
+  /** The signal's controller before the first acquisition. */
+  #idle: AbortController | null = null;
 
   /**
    * Creates a lock object; nothing is sent to Redis until `acquire()`.
@@ -450,7 +473,7 @@ export class Lock {
     if (options.id !== undefined && typeof options.id !== "string") {
       throw new TypeError("id must be a string");
     }
-    this.id = options.id ?? randomHex(16);
+    this.id = options.id ?? randomHex128();
     const prefix = options.prefix === undefined
       ? DEFAULT_PREFIX
       : checkPrefix(options.prefix);
@@ -483,7 +506,28 @@ export class Lock {
    * ```
    */
   get signal(): AbortSignal {
-    return this.#controller.signal;
+    const h = this.#last;
+    if (h === null) return (this.#idle ??= new AbortController()).signal;
+    if (h.controller === null) {
+      h.controller = new AbortController();
+      if (h.lostError !== undefined) h.controller.abort(h.lostError);
+    }
+    if (this.#holding === h && !h.lost && !h.armed) {
+      h.armed = true;
+      // Ran out already: aborts now; else the timer aborts it when it does.
+      this.#armLease(h);
+      if (h.expiresAt <= performance.now()) this.#leaseRanOut(h);
+    }
+    return h.controller.signal;
+  }
+
+  /** Whether `h` is lost, noticing first a lease that ran out unwatched. */
+  #isLost(h: Holding): boolean {
+    if (
+      !h.lost && !h.armed && this.#holding === h &&
+      h.expiresAt <= performance.now()
+    ) this.#leaseRanOut(h);
+    return h.lost;
   }
 
   /**
@@ -522,12 +566,12 @@ export class Lock {
    */
   get fence(): number | null {
     const h = this.#holding;
-    return h === null || h.lost ? null : h.fence;
+    return h === null || this.#isLost(h) ? null : h.fence;
   }
 
   /** Whether this object holds the lock, as far as it knows (acquired, not released, not lost). */
   get held(): boolean {
-    return this.#holding !== null && !this.#holding.lost;
+    return this.#holding !== null && !this.#isLost(this.#holding);
   }
 
   /**
@@ -689,7 +733,7 @@ export class Lock {
    * try took it, and touches nothing otherwise.
    */
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
-    const value = `${randomHex(16)}:${this.id}`;
+    const value = `${randomHex128()}:${this.id}`;
     const sent = performance.now();
     let reply: number[];
     try {
@@ -709,22 +753,22 @@ export class Lock {
   }
 
   #hold(value: string, fence: number | null, sent: number): void {
-    const controller = new AbortController();
-    this.#controller = controller;
     const h: Holding = {
       value,
       fence,
-      controller,
+      controller: null,
+      armed: this.autoRenew,
       ttl: this.ttl,
       expiresAt: sent + this.ttl,
       sentSeq: 0,
       appliedSeq: 0,
       ttlSeq: 0,
-      pending: new Map(),
+      pending: null,
       lost: false,
     };
     this.#holding = h;
-    this.#armLease(h);
+    this.#last = h;
+    if (h.armed) this.#armLease(h);
     if (this.autoRenew) this.#scheduleRenew(h, h.ttl / 3);
     const q = queueOf(this.#redis, this.keys, false);
     if (q !== undefined) q.localHolder = h;
@@ -732,21 +776,26 @@ export class Lock {
 
   /** (Re)starts the timer that declares the holding lost when its lease runs out locally. */
   #armLease(h: Holding): void {
+    if (!h.armed) return;
     clearTimeout(h.leaseTimer);
     h.leaseTimer = setTimeout(() => {
       h.leaseTimer = undefined;
-      if (h.renewError !== undefined) {
-        this.#lose(
-          h,
-          "unreachable",
-          `could not be renewed before its ${h.ttl} ms lease ran out`,
-          h.renewError,
-        );
-      } else {
-        this.#lose(h, "expired", `its ${h.ttl} ms lease ran out`);
-      }
+      this.#leaseRanOut(h);
     }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_DELAY));
     unrefTimer(h.leaseTimer);
+  }
+
+  #leaseRanOut(h: Holding): void {
+    if (h.renewError !== undefined) {
+      this.#lose(
+        h,
+        "unreachable",
+        `could not be renewed before its ${h.ttl} ms lease ran out`,
+        h.renewError,
+      );
+    } else {
+      this.#lose(h, "expired", `its ${h.ttl} ms lease ran out`);
+    }
   }
 
   #scheduleRenew(h: Holding, delay: number): void {
@@ -819,7 +868,8 @@ export class Lock {
   ): Promise<number> {
     const seq = ++h.sentSeq;
     const bound = performance.now() + ttl;
-    h.pending.set(seq, bound);
+    const pending = h.pending ??= new Map();
+    pending.set(seq, bound);
     if (bound < h.expiresAt && this.#holding === h && !h.lost) {
       h.expiresAt = bound;
       this.#armLease(h);
@@ -830,7 +880,7 @@ export class Lock {
       h.value,
       ttl,
     ], { logger: this.#logger, signal });
-    h.pending.delete(seq);
+    pending.delete(seq);
     if (r !== 1 || this.#holding !== h || h.lost) return r;
     if (setsTtl && seq > h.ttlSeq) {
       h.ttl = ttl;
@@ -839,8 +889,8 @@ export class Lock {
     if (seq > h.appliedSeq) {
       h.appliedSeq = seq;
       let at = bound;
-      for (const [s, b] of h.pending) {
-        if (s < seq) h.pending.delete(s);
+      for (const [s, b] of pending) {
+        if (s < seq) pending.delete(s);
         else if (b < at) at = b;
       }
       h.expiresAt = at;
@@ -874,13 +924,12 @@ export class Lock {
     this.#stopTimers(h);
     const q = queueOf(this.#redis, this.keys, false);
     if (q?.localHolder === h) q.localHolder = null;
-    h.controller.abort(
-      new LockLostError(`Lock ${this.name} was lost: ${why}`, {
-        lock: this.name,
-        reason,
-        cause,
-      }),
-    );
+    h.lostError = new LockLostError(`Lock ${this.name} was lost: ${why}`, {
+      lock: this.name,
+      reason,
+      cause,
+    });
+    h.controller?.abort(h.lostError);
   }
 
   #unlock(value: string, signal?: AbortSignal): Promise<number> {
@@ -932,6 +981,7 @@ export class Lock {
   async release(): Promise<void> {
     const h = this.#holding;
     if (h === null) throw this.#notHeld("not-acquired", "release");
+    this.#isLost(h); // a lease that ran out unwatched: its signal aborts
     this.#holding = null;
     this.#stopTimers(h);
     const q = queueOf(this.#redis, this.keys, false);
@@ -986,8 +1036,8 @@ export class Lock {
     const h = this.#holding;
     const lease = ttl === undefined ? h?.ttl ?? this.ttl : _checkTtl(ttl);
     if (h === null) throw this.#notHeld("not-acquired", "extend");
-    if (h.lost) {
-      const lost = h.controller.signal.reason as LockLostError;
+    if (this.#isLost(h)) {
+      const lost = h.lostError!;
       throw this.#notHeld(
         lost.reason === "held-by-other" ? "held-by-other" : "expired",
         "extend",

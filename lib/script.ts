@@ -44,6 +44,8 @@ export class Script {
   /** The Lua source. */
   readonly lua: string;
   #sha: Promise<string> | null = null;
+  /** The SHA-1 once computed, so `run()` need not await it again. */
+  #shaHex: string | null = null;
   /**
    * Per client: absent before the script first ran; "ok" once it ran (the
    * server has it); "missing" after a loss was reported, until it runs again.
@@ -83,7 +85,7 @@ export class Script {
             new Uint8Array(buf),
             (b) => b.toString(16).padStart(2, "0"),
           ).join("")
-        );
+        ).then((hex) => this.#shaHex = hex);
     }
     return this.#sha;
   }
@@ -103,13 +105,16 @@ export class Script {
     args: readonly Arg[],
     options?: ScriptRunOptions,
   ): Promise<T> {
-    const sha = await this.sha();
-    const tail = [keys.length, ...keys, ...args];
+    const sha = this.#shaHex ?? await this.sha();
     const signal = options?.signal;
+    const cmd: Arg[] = ["EVALSHA", sha, keys.length];
+    for (let i = 0; i < keys.length; i++) cmd.push(keys[i]);
+    for (let i = 0; i < args.length; i++) cmd.push(args[i]);
     try {
-      const reply = await client.command<T>(["EVALSHA", sha, ...tail], {
-        signal,
-      });
+      const reply = await client.command<T>(
+        cmd,
+        signal === undefined ? undefined : { signal },
+      );
       this.#state.set(client, "ok");
       return reply;
     } catch (err) {
@@ -122,9 +127,13 @@ export class Script {
         : options.logger;
       logger?.warn(`${this.name} not cached.`);
     }
-    const reply = await client.command<T>(["EVAL", this.lua, ...tail], {
-      signal,
-    });
+    const evalCmd = cmd.slice();
+    evalCmd[0] = "EVAL";
+    evalCmd[1] = this.lua;
+    const reply = await client.command<T>(
+      evalCmd,
+      signal === undefined ? undefined : { signal },
+    );
     // EVAL cached it again. On one connection, every EVALSHA sent before this
     // EVAL has already had its reply, and every later one finds the script,
     // so a NOSCRIPT from now on is a new loss.

@@ -142,7 +142,9 @@ export function withLock<A extends unknown[], R>(
       threw = true;
       error = err;
     }
-    let lost: LockLostError | undefined = lock.signal.aborted
+    // `held` notices a lease that ran out; reading the signal only when not
+    // held spares arming a lease timer for nothing.
+    let lost: LockLostError | undefined = !lock.held && lock.signal.aborted
       ? lock.signal.reason as LockLostError
       : undefined;
     try {
