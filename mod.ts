@@ -27,6 +27,7 @@
 
 export {
   type ClientInfo,
+  type CloseOptions,
   connect,
   type MessageListener,
   RedisClient,

@@ -118,7 +118,13 @@ export class RedisClient {
    */
   send<T extends Reply = Reply>(command: string, ...args: Arg[]): Promise<T> {
     try {
-      return this.#conn.send([command, ...args]) as Promise<T>;
+      const cmd = [command, ...args];
+      checkShared(
+        cmd,
+        this.#conn.options.blocking,
+        this.#conn.options.protocol,
+      );
+      return this.#conn.send(cmd) as Promise<T>;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -151,7 +157,62 @@ export class RedisClient {
     options?: CommandOptions,
   ): Promise<T> {
     try {
+      checkShared(
+        args,
+        this.#conn.options.blocking,
+        this.#conn.options.protocol,
+      );
       return this.#conn.send(args, options) as Promise<T>;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Runs commands as one transaction (`MULTI`, the commands, `EXEC`) on the
+   * shared connection: their bytes leave together and nothing else runs
+   * between them on the server. Resolves with EXEC's array of replies; a
+   * command that fails while running is a `ReplyError` in that array. When
+   * Redis refuses to queue a command (a wrong argument count, an unknown
+   * command), nothing runs and the call rejects with an `EXECABORT`
+   * `ReplyError` naming the refusal. A timeout or abort before the
+   * transaction is written drops all of it. (`WATCH` needs a connection of
+   * its own: use {@linkcode RedisClient.duplicate}.)
+   *
+   * @param commands Each command as an array: its name, then its arguments.
+   * @param options `timeout` (ms), `signal`, `raw`, for the whole transaction.
+   * @returns EXEC's replies, one per command.
+   *
+   * @example
+   * ```ts
+   * import { connect } from "@respite/respite";
+   * import assert from "node:assert/strict";
+   * await using redis = await connect();
+   * const replies = await redis.multi([
+   *   ["SET", "respite:doc:tx", "1"],
+   *   ["INCR", "respite:doc:tx"],
+   * ]);
+   * assert.deepEqual(replies, ["OK", 2]);
+   * await redis.send("DEL", "respite:doc:tx");
+   * ```
+   */
+  multi<T extends Reply[] = Reply[]>(
+    commands: readonly (readonly Arg[])[],
+    options?: CommandOptions,
+  ): Promise<T> {
+    try {
+      if (!Array.isArray(commands) || commands.length === 0) {
+        throw new TypeError(
+          "multi() takes a non-empty array of commands, e.g. [['SET', 'k', 'v'], ['INCR', 'n']]",
+        );
+      }
+      for (const c of commands) {
+        if (!Array.isArray(c)) {
+          throw new TypeError("multi(): each command must be an array");
+        }
+        checkShared(c, false, this.#conn.options.protocol);
+      }
+      return this.#conn.sendTransaction(commands, options) as Promise<T>;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -270,9 +331,11 @@ export class RedisClient {
             }
           }
         },
-        onReady: () => {
+        onReady: (reconnected) => {
           // After a reconnect: subscribe again to every channel still wanted.
-          if (this.#subscriber === null) return;
+          // (Not on the first open: the subscribe() that opened it sends its
+          // own SUBSCRIBE.)
+          if (!reconnected || this.#subscriber === null) return;
           void this.#subscriber.then((sub) => {
             for (const channel of this.#listeners.keys()) {
               sub.send(["SUBSCRIBE", channel]).catch((err) =>
@@ -290,34 +353,90 @@ export class RedisClient {
   }
 
   /**
-   * Opens a second, independent client with the same options, for commands
-   * that block a connection (BLPOP, WAIT) without stalling this one.
+   * Opens a second, independent client with the same options. With
+   * `blocking: true` it takes blocking commands (BLPOP, XREAD BLOCK, WAIT,
+   * ...), which are refused on a shared client because they would stall
+   * every other caller's replies behind them.
    *
+   * @param options `blocking` (default: as this client).
    * @returns A new client; close it when done.
+   *
+   * @example
+   * ```ts
+   * import { connect } from "@respite/respite";
+   * import assert from "node:assert/strict";
+   * await using redis = await connect();
+   * await using blocking = await redis.duplicate({ blocking: true });
+   * await redis.send("RPUSH", "respite:doc:jobs", "job-1");
+   * assert.deepEqual(
+   *   await blocking.send("BLPOP", "respite:doc:jobs", "1"),
+   *   ["respite:doc:jobs", "job-1"],
+   * );
+   * ```
    */
-  duplicate(): Promise<RedisClient> {
-    return RedisClient._open(this.#conn.options);
+  duplicate(options: { blocking?: boolean } = {}): Promise<RedisClient> {
+    if (options === null || typeof options !== "object") {
+      return Promise.reject(new TypeError("options must be an object"));
+    }
+    for (const k of Object.keys(options)) {
+      if (k !== "blocking") {
+        return Promise.reject(
+          new TypeError(`Unknown duplicate() option "${k}" (known: blocking)`),
+        );
+      }
+    }
+    if (
+      options.blocking !== undefined && typeof options.blocking !== "boolean"
+    ) {
+      return Promise.reject(new TypeError("blocking must be a boolean"));
+    }
+    return RedisClient._open({
+      ...this.#conn.options,
+      blocking: options.blocking ?? this.#conn.options.blocking,
+    });
   }
 
   /**
-   * Closes the client after every command already issued has its reply.
-   * Commands issued afterwards reject with a `ConnectionError`.
+   * Closes the client after every command already issued has its reply,
+   * waiting for them at most `timeout` ms (default: the client's
+   * `closeTimeout`, 5 s unless set); then the socket is closed anyway and
+   * the commands still waiting reject with a `ConnectionError`.
+   * `force: true` closes at once. Commands issued afterwards reject with a
+   * `ConnectionError`. Never hangs, whatever the server does.
+   *
+   * @param options `timeout` (ms) or `force`.
+   * @returns Resolves once the sockets are closed.
    */
-  close(): Promise<void> {
-    if (this.#closing === null) {
-      this.#closing = (async () => {
-        // Close the command connection now, so that a command issued after
-        // close() rejects; it still waits for the replies already due.
-        const closed = this.#conn.close();
-        this.#listeners.clear();
-        await Promise.allSettled([...this.#channelOps.values()]);
-        const sub = this.#subscriber;
-        await Promise.all([
-          closed,
-          sub?.then((c) => c.close(), () => {}),
-        ]);
-      })();
+  close(options: CloseOptions = {}): Promise<void> {
+    let timeout: number;
+    try {
+      timeout = closeTimeout(options, this.#conn.options.closeTimeout);
+    } catch (err) {
+      return Promise.reject(err);
     }
+    if (this.#closing !== null) {
+      // A second call may shorten the first one's wait.
+      void this.#conn.close(timeout);
+      void this.#subscriber?.then((c) => c.close(timeout), () => {});
+      return this.#closing;
+    }
+    this.#closing = (async () => {
+      // Close the command connection now, so that a command issued after
+      // close() rejects; it still waits for the replies already due.
+      const closed = this.#conn.close(timeout);
+      this.#listeners.clear();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.#channelOps.values()]),
+        new Promise<void>((r) => timer = setTimeout(r, timeout)),
+      ]);
+      clearTimeout(timer);
+      const sub = this.#subscriber;
+      await Promise.all([
+        closed,
+        sub?.then((c) => c.close(timeout), () => {}),
+      ]);
+    })();
     return this.#closing;
   }
 
@@ -330,6 +449,149 @@ export class RedisClient {
   _simulateDrop(): Promise<void> {
     return this.#conn.simulateDrop();
   }
+}
+
+/** Options for {@linkcode RedisClient.close}. */
+export interface CloseOptions {
+  /** Longest wait for replies already due, in ms (default: the client's `closeTimeout`). */
+  timeout?: number;
+  /** Close at once, without waiting for replies (same as `timeout: 0`). */
+  force?: boolean;
+}
+
+function closeTimeout(options: CloseOptions, fallback: number): number {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("close() options must be an object");
+  }
+  for (const k of Object.keys(options)) {
+    if (k !== "timeout" && k !== "force") {
+      throw new TypeError(
+        `Unknown close() option "${k}" (known: timeout, force)`,
+      );
+    }
+  }
+  if (options.force !== undefined && typeof options.force !== "boolean") {
+    throw new TypeError("force must be a boolean");
+  }
+  const t = options.timeout;
+  if (
+    t !== undefined && (typeof t !== "number" || Number.isNaN(t) || t < 0)
+  ) {
+    throw new RangeError(
+      `timeout must be a non-negative number of ms, got ${String(t)}`,
+    );
+  }
+  if (options.force) return 0;
+  return t ?? fallback;
+}
+
+/**
+ * Commands that change how the shared connection's replies match their
+ * callers, or change state every caller shares, and what to use instead.
+ */
+const REFUSED: Record<string, string> = {
+  MULTI: "use redis.multi([...commands])",
+  EXEC: "use redis.multi([...commands])",
+  DISCARD: "use redis.multi([...commands])",
+  WATCH: "WATCH needs a connection of its own: redis.duplicate()",
+  UNWATCH: "WATCH needs a connection of its own: redis.duplicate()",
+  SELECT: "set the db option (or the /db part of the URL) when connecting",
+  SUBSCRIBE: "use redis.subscribe(channel, listener)",
+  PSUBSCRIBE: "use redis.subscribe() on a connection of its own",
+  SSUBSCRIBE: "use redis.subscribe() on a connection of its own",
+  UNSUBSCRIBE: "call the function redis.subscribe() returned",
+  PUNSUBSCRIBE: "call the function redis.subscribe() returned",
+  SUNSUBSCRIBE: "call the function redis.subscribe() returned",
+  RESET: "close the client and connect again",
+  QUIT: "use redis.close()",
+  HELLO: "set the protocol, username and password options when connecting",
+  AUTH: "set the username/password options when connecting",
+  MONITOR: "MONITOR needs a connection of its own: redis.duplicate()",
+  SYNC: "not for a client connection",
+  PSYNC: "not for a client connection",
+};
+
+/** Commands that block their connection: only on a `blocking` client. */
+const BLOCKING = new Set([
+  "BLPOP",
+  "BRPOP",
+  "BLMOVE",
+  "BRPOPLPUSH",
+  "BZPOPMIN",
+  "BZPOPMAX",
+  "BLMPOP",
+  "BZMPOP",
+  "WAIT",
+  "WAITAOF",
+]);
+
+/** Per command name as sent: undefined when it is fine, else the refusal. */
+const refusals = new Map<string, string | null>();
+
+/**
+ * Throws a `TypeError` for a command that must not run on a shared,
+ * auto-pipelined connection, before anything is sent: it would make later
+ * replies go to the wrong callers (`CLIENT REPLY OFF`, `SUBSCRIBE`, `MULTI`
+ * without its `EXEC` in the same write), stall everyone behind it
+ * (blocking commands, unless `blocking` is set), or change what every
+ * caller sees (`SELECT`).
+ */
+function checkShared(
+  args: readonly unknown[],
+  blocking: boolean,
+  protocol: 2 | 3,
+): void {
+  const name = args[0];
+  if (typeof name !== "string") return; // the encoder reports it
+  let why = refusals.get(name);
+  if (why === undefined) {
+    const upper = name.toUpperCase();
+    why = REFUSED[upper] ?? null;
+    if (why === null && BLOCKING.has(upper)) {
+      why = "blocking";
+    } else if (
+      why === null &&
+      (upper === "CLIENT" || upper === "XREAD" || upper === "XREADGROUP")
+    ) {
+      why = "args";
+    }
+    if (refusals.size < 1_000) refusals.set(name, why);
+  }
+  if (why === null) return;
+  if (
+    why === REFUSED.HELLO &&
+    (args.length === 1 ||
+      (args.length === 2 && String(args[1]) === String(protocol)))
+  ) return; // HELLO, or HELLO with the version in use: only reads server info
+  if (why === "args") {
+    const upper = name.toUpperCase();
+    if (upper === "CLIENT") {
+      const sub = String(args[1] ?? "").toUpperCase();
+      if (sub !== "REPLY") return;
+      why = "CLIENT REPLY would make replies go to the wrong callers";
+    } else {
+      if (blocking) return;
+      let blocks = false;
+      for (let i = 1; i < args.length; i++) {
+        const a = args[i];
+        if (typeof a === "string" && a.toUpperCase() === "STREAMS") break;
+        if (typeof a === "string" && a.toUpperCase() === "BLOCK") blocks = true;
+      }
+      if (!blocks) return;
+      why = "blocking";
+    }
+  }
+  if (why === "blocking") {
+    if (blocking) return;
+    throw new TypeError(
+      `${name} blocks its connection, so it is refused on a shared client (it would stall every other caller's replies); ` +
+        "run it on a client of its own: await redis.duplicate({ blocking: true }), or connect({ blocking: true })",
+    );
+  }
+  // Only the name: the arguments may hold a password (AUTH, HELLO).
+  throw new TypeError(
+    `${name} is refused on a shared client: it changes connection state that every caller shares; ${why}`,
+  );
 }
 
 /**

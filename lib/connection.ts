@@ -60,6 +60,16 @@ interface Pending {
   end: number;
   /** The #batch it was queued in: still unsent while that is the current one. */
   batch: number;
+  /** Replies it takes: 1, or a transaction's MULTI + commands + EXEC. */
+  replies: number;
+  /** A transaction's replies so far. */
+  collected: Reply[] | undefined;
+  /** The command, kept to send it again after a "did not run" reply. */
+  args?: readonly unknown[];
+  /** performance.now() until which such a command is sent again. */
+  retryUntil?: number;
+  /** Times it was sent again. */
+  retries?: number;
 }
 
 /** A FIFO with O(1) push and shift. */
@@ -97,13 +107,22 @@ class Fifo<T> {
 export interface ConnectionHooks {
   /** Pub/sub message arrays and RESP3 pushes that are not command replies. */
   onMessage?: (kind: string, data: Reply[]) => void;
-  /** After every successful (re)connect and handshake, before queued commands go out. */
-  onReady?: () => void;
+  /**
+   * After every successful (re)connect and handshake, before queued commands
+   * go out; `reconnected` is false for the first one.
+   */
+  onReady?: (reconnected: boolean) => void;
   /** When the connection gives up for good. */
   onClosed?: () => void;
 }
 
 const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
+
+/**
+ * Unsent bytes worth compacting at once when timed-out commands leave them
+ * behind a stuck write (below this, the next write drops them anyway).
+ */
+const COMPACT_BYTES = 64 * 1024;
 
 /** One Redis connection. Create with {@linkcode Connection.open}. */
 export class Connection {
@@ -150,6 +169,14 @@ export class Connection {
   #where: string;
   /** True while #attempt runs: a drop then fails the attempt, not the connection. */
   #attempting = false;
+  /** Chunks read on this connection so far: a health check compares counts. */
+  #reads = 0;
+  /** A health-check PING is out. */
+  #probing = false;
+  /** Commands answered "did not run", waiting to be sent again. */
+  #retrying = new Map<Pending, ReturnType<typeof setTimeout>>();
+  /** Ends close()'s wait for replies at once. */
+  #forceClose: (() => void) | null = null;
 
   private constructor(
     options: ResolvedOptions,
@@ -174,7 +201,7 @@ export class Connection {
     const conn = new Connection(options, hooks, subscriber);
     await conn.#attempt();
     conn.#status = "ready";
-    conn.hooks.onReady?.();
+    conn.hooks.onReady?.(false);
     conn.#scheduleFlush();
     return conn;
   }
@@ -193,8 +220,13 @@ export class Connection {
    * Sends one command. Bad arguments throw before anything is queued.
    */
   send(args: readonly unknown[], opts?: CommandOptions): Promise<Reply> {
+    // Every check comes before the command is encoded: once its bytes are in
+    // the encoder they will be written, and a command written without a
+    // pending entry would shift every later reply to the wrong caller.
+    if (opts !== undefined) checkCommandOptions(opts);
     const status = this.#status;
     if (status === "closing" || status === "closed") {
+      validateArgs(args);
       return Promise.reject(
         new ConnectionError(`The client for ${this.#where} is closed`),
       );
@@ -206,19 +238,18 @@ export class Connection {
           new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
         );
       }
-      if (this.#unsent.length >= this.options.maxQueue) {
-        validateArgs(args);
-        return Promise.reject(
-          new ConnectionError(
-            `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`,
-          ),
-        );
-      }
     }
-    const t = opts?.timeout;
-    if (t !== undefined && (typeof t !== "number" || !(t > 0))) {
-      throw new RangeError(
-        `timeout must be a positive number of ms, got ${String(t)}`,
+    if (
+      (status !== "ready" || this.#writing) &&
+      this.#unsent.length - this.#dropped >= this.options.maxQueue
+    ) {
+      validateArgs(args);
+      return Promise.reject(
+        new ConnectionError(
+          status !== "ready"
+            ? `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`
+            : `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which is not taking them (a stalled connection?)`,
+        ),
       );
     }
     const signal = opts?.signal;
@@ -226,33 +257,89 @@ export class Connection {
       validateArgs(args);
       return Promise.reject(signal.reason);
     }
-    this.#encoder.encode(args);
+    this.#encoder.encode(args); // validates first; throws before writing
+    return this.#queue(
+      String(args[0]),
+      opts?.raw ?? false,
+      opts?.timeout ?? this.options.commandTimeout,
+      signal,
+      1,
+      args,
+    );
+  }
+
+  /**
+   * Sends `MULTI`, `commands` and `EXEC` as one unit: their bytes leave
+   * together, and they settle together (a timeout or abort before they are
+   * written drops all of them), so the connection is never left inside a
+   * transaction. Resolves with EXEC's reply.
+   */
+  sendTransaction(
+    commands: readonly (readonly unknown[])[],
+    opts?: CommandOptions,
+  ): Promise<Reply> {
+    if (opts !== undefined) checkCommandOptions(opts);
+    for (const c of commands) validateArgs(c);
+    const status = this.#status;
+    if (status === "closing" || status === "closed") {
+      return Promise.reject(
+        new ConnectionError(`The client for ${this.#where} is closed`),
+      );
+    }
+    if (status !== "ready" && !this.options.queueWhileReconnecting) {
+      return Promise.reject(
+        new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
+      );
+    }
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    this.#encoder.encode(["MULTI"]);
+    for (const c of commands) this.#encoder.encode(c);
+    this.#encoder.encode(["EXEC"]);
+    return this.#queue(
+      "MULTI",
+      opts?.raw ?? false,
+      opts?.timeout ?? this.options.commandTimeout,
+      signal,
+      commands.length + 2,
+    );
+  }
+
+  /** Queues the command(s) just encoded, expecting `replies` replies. */
+  #queue(
+    name: string,
+    raw: boolean,
+    timeout: number | undefined,
+    signal: AbortSignal | undefined,
+    replies: number,
+    args?: readonly unknown[],
+  ): Promise<Reply> {
     // One shared executor, not a closure per command (measured: +5-20%
     // concurrent GET/s on Deno and Bun, less garbage per command).
     const promise = new Promise<Reply>(this.#capture);
     const p: Pending = {
       resolve: this.#resolve!,
       reject: this.#reject!,
-      raw: opts?.raw ?? false,
+      raw,
       settled: false,
       timer: undefined,
       signal: undefined,
       onAbort: undefined,
-      name: String(args[0]),
+      name,
       onSettled: this.#onSettled,
       end: this.#encoder.length,
       batch: this.#batch,
+      replies,
+      collected: undefined,
+      args,
     };
     this.#resolve = this.#reject = null;
     this.#unsettled++;
-    const timeout = opts?.timeout ?? this.options.commandTimeout;
+    this.#unsent.push(p);
     if (timeout !== undefined && timeout < MAX_TIMER_MS) {
       p.timer = setTimeout(() => {
         p.timer = undefined;
-        this.#settleEarly(
-          p,
-          new TimeoutError(`${p.name} timed out after ${timeout} ms`),
-        );
+        this.#timedOut(p, timeout);
       }, timeout);
     }
     if (signal) {
@@ -260,7 +347,6 @@ export class Connection {
       p.onAbort = () => this.#settleEarly(p, signal.reason);
       signal.addEventListener("abort", p.onAbort, { once: true });
     }
-    this.#unsent.push(p);
     if (this.#status === "ready") this.#scheduleFlush();
     return promise;
   }
@@ -268,8 +354,86 @@ export class Connection {
   /** A timeout or abort: a command not written yet will never be. */
   #settleEarly(p: Pending, error: unknown): void {
     if (p.settled) return;
-    if (p.batch === this.#batch) this.#dropped++;
+    const unsent = p.batch === this.#batch;
     settle(p, undefined, error);
+    if (!unsent) return;
+    this.#dropped++;
+    // While a write is stuck (a peer that does not read), what is settled
+    // must not keep its bytes: drop them now rather than at the next write.
+    if (
+      this.#writing && this.#dropped * 2 >= this.#unsent.length &&
+      this.#encoder.length >= COMPACT_BYTES
+    ) this.#compactUnsent();
+  }
+
+  /** Removes the bytes of settled, unsent commands from the encoder. */
+  #compactUnsent(): void {
+    const batch = this.#unsent;
+    const bytes = this.#encoder.take();
+    const keep: Pending[] = [];
+    let kept = 0;
+    let start = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      const end = p.end;
+      if (!p.settled) {
+        if (kept !== start) bytes.copyWithin(kept, start, end);
+        kept += end - start;
+        p.end = kept;
+        keep.push(p);
+      }
+      start = end;
+    }
+    this.#unsent = keep;
+    this.#dropped = 0;
+    this.#encoder.append(bytes.subarray(0, kept));
+  }
+
+  /** A command's timeout ran out. */
+  #timedOut(p: Pending, timeout: number): void {
+    const written = p.batch !== this.#batch;
+    this.#settleEarly(
+      p,
+      new TimeoutError(`${p.name} timed out after ${timeout} ms`),
+    );
+    if (written) this.#healthCheck();
+  }
+
+  /**
+   * After a command that was written timed out: is the connection alive? A
+   * PING goes out; if it times out too and not one byte arrived meanwhile,
+   * the connection is dead without having said so (no FIN, no RST: a
+   * black-holed path, a frozen peer) and is dropped, which fails what is in
+   * flight and reconnects. A server that is merely slow still sends bytes.
+   * PING is read-only, so sending it is always safe.
+   */
+  #healthCheck(): void {
+    const timeout = this.options.healthCheckTimeout;
+    if (
+      timeout === false || this.#probing || this.#status !== "ready" ||
+      this.#transport === null
+    ) return;
+    this.#probing = true;
+    const transport = this.#transport;
+    const reads = this.#reads;
+    this.#encoder.encode(["PING"]);
+    this.#queue("PING", false, timeout, undefined, 1).then(
+      () => {
+        this.#probing = false;
+      },
+      (err) => {
+        this.#probing = false;
+        if (
+          err instanceof TimeoutError && this.#transport === transport &&
+          this.#reads === reads
+        ) {
+          const dead = new ConnectionError(
+            `${this.#where} sent nothing for ${timeout} ms after a command timed out, not even the reply to a PING: the connection is taken for dead and opened again; the commands in flight may or may not have run`,
+          );
+          this.#lost(dead, dead);
+        }
+      },
+    );
   }
 
   #scheduleFlush(): void {
@@ -348,12 +512,35 @@ export class Connection {
   }
 
   #onData(chunk: Uint8Array, borrowed?: boolean): void {
+    this.#reads++;
     const decoder = this.#decoder;
     decoder.feed(chunk);
     try {
       this.#readReplies(decoder);
+    } catch (err) {
+      // Nothing may escape into the transport's read loop (on Node that
+      // ends the process): a failure here is ours, and the reply stream can
+      // no longer be trusted.
+      const error = new ConnectionError(
+        `respite failed while reading replies from ${this.#where} (${
+          errorText(err)
+        }); the connection was closed`,
+        { cause: err },
+      );
+      this.#lost(error, error);
     } finally {
       if (borrowed) decoder.release(chunk);
+    }
+  }
+
+  /** Hands a RESP3 push frame to the `onPush` option; what it throws is logged. */
+  #push(push: Push): void {
+    const onPush = this.options.onPush;
+    if (onPush === undefined) return;
+    try {
+      onPush(push);
+    } catch (err) {
+      this.options.logger.warn(`respite: onPush threw: ${errorText(err)}`);
     }
   }
 
@@ -377,7 +564,7 @@ export class Connection {
         } else if (this.subscriber && MESSAGE_KINDS.has(kind)) {
           this.hooks.onMessage?.(kind, reply.data);
         } else {
-          this.options.onPush?.(reply);
+          this.#push(reply);
         }
         continue;
       }
@@ -393,17 +580,70 @@ export class Connection {
   }
 
   #reply(reply: Reply): boolean {
-    const p = this.#inflight.shift();
+    const p = this.#inflight.peek();
     if (p === undefined) {
       this.#protocolError(
         new ProtocolError("Redis sent a reply nobody asked for"),
       );
       return false;
     }
-    if (reply instanceof ReplyError) settle(p, undefined, reply);
-    else settle(p, reply);
+    if (p.replies > 1) {
+      (p.collected ??= []).push(reply);
+      if (p.collected.length < p.replies) return true;
+      this.#inflight.shift();
+      settleTransaction(p);
+      if (this.#idle !== null && this.pending === 0) this.#idle();
+      return true;
+    }
+    this.#inflight.shift();
+    if (reply instanceof ReplyError) {
+      if (!this.#retry(p, reply)) settle(p, undefined, reply);
+    } else settle(p, reply);
     if (this.#idle !== null && this.pending === 0) this.#idle();
     return true;
+  }
+
+  /**
+   * Sends a command again that Redis answered with LOADING, BUSY or TRYAGAIN:
+   * it did not run. With backoff, until `retryNotRun` ms after the first
+   * such answer (or the command's own timeout or signal ends it first).
+   */
+  #retry(p: Pending, err: ReplyError): boolean {
+    const budget = this.options.retryNotRun;
+    if (
+      budget === false || p.settled || p.args === undefined ||
+      !NOT_RUN.has(err.code)
+    ) return false;
+    const now = performance.now();
+    p.retryUntil ??= now + budget;
+    const n = p.retries = (p.retries ?? 0) + 1;
+    const base = Math.min(500, 10 * 2 ** Math.min(n, 10));
+    const delay = base / 2 + Math.random() * base / 2;
+    if (now + delay > p.retryUntil) return false;
+    const timer = setTimeout(() => {
+      this.#retrying.delete(p);
+      if (p.settled) return;
+      if (this.#status === "closing" || this.#status === "closed") {
+        settle(p, undefined, err);
+        return;
+      }
+      this.#encoder.encode(p.args!);
+      p.end = this.#encoder.length;
+      p.batch = this.#batch;
+      this.#unsent.push(p);
+      if (this.#status === "ready") this.#scheduleFlush();
+    }, delay);
+    this.#retrying.set(p, timer);
+    return true;
+  }
+
+  /** Fails the commands waiting to be sent again (closing, giving up). */
+  #failRetrying(error: Error): void {
+    for (const [p, timer] of this.#retrying) {
+      clearTimeout(timer);
+      settle(p, undefined, error);
+    }
+    this.#retrying.clear();
   }
 
   #protocolError(err: unknown): void {
@@ -482,7 +722,7 @@ export class Connection {
         return;
       }
       this.#status = "ready";
-      this.hooks.onReady?.();
+      this.hooks.onReady?.(true);
       this.#flush();
       return;
     }
@@ -497,6 +737,7 @@ export class Connection {
   #giveUp(error: Error): void {
     this.#status = "closed";
     this.#failUnsent(error);
+    this.#failRetrying(error);
     this.hooks.onClosed?.();
   }
 
@@ -538,18 +779,25 @@ export class Connection {
         );
       }, o.connectTimeout);
     });
+    // Rejected by whatever settles first; never left unhandled.
+    timeout.catch(() => {});
     let transport: Transport | null = null;
-    const opening = this.#connector(
-      { hostname: o.hostname, port: o.port, tls: o.tls },
-      {
-        onData: (chunk, borrowed) => {
-          if (this.#transport === transport) this.#onData(chunk, borrowed);
+    let opening: Promise<Transport>;
+    try {
+      opening = Promise.resolve(this.#connector(
+        { hostname: o.hostname, port: o.port, tls: o.tls },
+        {
+          onData: (chunk, borrowed) => {
+            if (this.#transport === transport) this.#onData(chunk, borrowed);
+          },
+          onClose: (err) => {
+            if (this.#transport === transport) this.#lost(err);
+          },
         },
-        onClose: (err) => {
-          if (this.#transport === transport) this.#lost(err);
-        },
-      },
-    );
+      ));
+    } catch (err) {
+      opening = Promise.reject(err); // a connector that throws at once
+    }
     try {
       transport = await Promise.race([opening, timeout]);
       if (this.#status === "closing" || this.#status === "closed") {
@@ -631,6 +879,8 @@ export class Connection {
             name: step.what,
             end: 0,
             batch: -1,
+            replies: 1,
+            collected: undefined,
           });
         }),
       );
@@ -643,21 +893,37 @@ export class Connection {
       const err = r.reason;
       const step = steps[i];
       if (err instanceof ReplyError) {
-        if (
-          step.what === "HELLO 3" &&
-          /unknown command|unknown subcommand/i.test(err.message)
-        ) {
+        // AUTH and HELLO carry the password, and servers echo arguments
+        // (Redis < 6 for HELLO, a renamed AUTH: "unknown command ..., with
+        // args beginning with: ..."). So their error text is never shown
+        // and never kept as a cause: only its code, and what it means.
+        const secret = step.what === "AUTH" || step.what === "HELLO 3";
+        if (!secret) {
           throw new ReplyError(
-            `${err.code} RESP3 needs Redis 6 or newer: ${this.#where} does not know HELLO (${err.message})`,
-            { cause: err },
+            `${err.message} (${step.what} at ${this.#where})`,
+            {
+              cause: err,
+            },
           );
         }
+        const code = safeCode(err.code, o.password);
+        const unknown = /unknown command|unknown subcommand/i.test(err.message);
         const user = o.username === undefined ? "" : ` as user "${o.username}"`;
+        let why: string;
+        if (unknown && step.what === "HELLO 3") {
+          why =
+            `RESP3 needs Redis 6 or newer: ${this.#where} does not know HELLO (use protocol 2)`;
+        } else if (unknown) {
+          why =
+            `${this.#where} does not know the AUTH command (renamed or disabled?)`;
+        } else if (code === "WRONGPASS") {
+          why = "invalid username-password pair or user is disabled";
+        } else {
+          why =
+            "the server refused it (its reply is not shown, since it may repeat the password)";
+        }
         throw new ReplyError(
-          `${err.message} (${step.what}${
-            step.what === "AUTH" || step.what === "HELLO 3" ? user : ""
-          } at ${this.#where})`,
-          { cause: err },
+          `${code} ${why} (${step.what}${user} at ${this.#where})`,
         );
       }
       throw err;
@@ -665,11 +931,22 @@ export class Connection {
   }
 
   /**
-   * Closes the connection after every command already issued has its reply.
-   * Resolves when the socket is closed. Commands issued after this reject.
+   * Closes the connection after every command already issued has its reply,
+   * waiting for them at most `timeout` ms (default: the `closeTimeout`
+   * option); `0` closes at once. Commands still waiting then reject with a
+   * `ConnectionError`. Resolves when the socket is closed. Commands issued
+   * after this reject. A second call may shorten the wait of the first.
    */
-  close(): Promise<void> {
-    if (this.#closedPromise) return this.#closedPromise;
+  close(timeout: number = this.options.closeTimeout): Promise<void> {
+    if (this.#closedPromise) {
+      if (timeout === 0) this.#forceClose?.();
+      else if (this.#forceClose !== null && timeout < MAX_TIMER_MS) {
+        const force = this.#forceClose;
+        const timer = setTimeout(force, timeout);
+        this.#closedPromise.finally(() => clearTimeout(timer));
+      }
+      return this.#closedPromise;
+    }
     const wasReady = this.#status === "ready";
     this.#status = "closing";
     this.#closedPromise = (async () => {
@@ -685,29 +962,35 @@ export class Connection {
         }
         await this.#reconnecting;
       }
-      if (wasReady && this.#transport !== null) {
+      if (wasReady && this.#transport !== null && timeout > 0) {
         this.#flush();
         // Wait for the commands still waiting for their reply; one that timed
         // out or was aborted is settled, and its reply may never come.
         if (this.#unsettled > 0) {
-          await new Promise<void>((resolve) => this.#idle = resolve);
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await new Promise<void>((resolve) => {
+            this.#idle = resolve;
+            this.#forceClose = resolve;
+            if (timeout < MAX_TIMER_MS) timer = setTimeout(resolve, timeout);
+          });
+          clearTimeout(timer);
           this.#idle = null;
         }
       }
+      this.#forceClose = null;
+      const closed = new ConnectionError(
+        `The client for ${this.#where} was closed before Redis answered; the command may or may not have run`,
+      );
       this.#failUnsent(
         new ConnectionError(`The client for ${this.#where} was closed`),
       );
+      this.#failRetrying(closed);
       const t = this.#transport;
       this.#transport = null;
       if (t !== null) {
+        // Settle first: a stalled transport's close may take its time.
+        for (const p of this.#inflight.drain()) settle(p, undefined, closed);
         await t.close();
-        for (const p of this.#inflight.drain()) {
-          settle(
-            p,
-            undefined,
-            new ConnectionError(`The client for ${this.#where} was closed`),
-          );
-        }
       }
       this.#finishClose();
     })();
@@ -726,6 +1009,99 @@ export class Connection {
     const t = this.#transport;
     await t?.close();
   }
+}
+
+/**
+ * Checks per-command options; throws `TypeError`/`RangeError` for a bad one.
+ * Runs before anything is encoded.
+ */
+function checkCommandOptions(opts: unknown): asserts opts is CommandOptions {
+  if (opts === null || typeof opts !== "object") {
+    throw new TypeError(
+      `command options must be an object ({ timeout, signal, raw }); got ${
+        describe(opts)
+      }`,
+    );
+  }
+  const o = opts as Record<string, unknown>;
+  const t = o.timeout;
+  if (t !== undefined && (typeof t !== "number" || !(t > 0))) {
+    throw new RangeError(
+      `timeout must be a positive number of ms; got ${describe(t)}`,
+    );
+  }
+  const signal = o.signal as { aborted?: unknown; addEventListener?: unknown };
+  if (
+    signal !== undefined &&
+    (signal === null || typeof signal !== "object" ||
+      typeof signal.aborted !== "boolean" ||
+      typeof signal.addEventListener !== "function" ||
+      typeof (signal as { removeEventListener?: unknown })
+          .removeEventListener !== "function")
+  ) {
+    throw new TypeError(
+      `signal must be an AbortSignal; got ${describe(o.signal)}`,
+    );
+  }
+  if (o.raw !== undefined && typeof o.raw !== "boolean") {
+    throw new TypeError(`raw must be a boolean; got ${describe(o.raw)}`);
+  }
+  for (const k in o) {
+    if (k !== "timeout" && k !== "signal" && k !== "raw") {
+      throw new TypeError(
+        `Unknown command option "${k}" (known: timeout, signal, raw)`,
+      );
+    }
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
+  if (typeof v === "object") return v.constructor?.name ?? "object";
+  return `${typeof v} ${String(v)}`;
+}
+
+/**
+ * Settles a transaction with its replies: EXEC's array, or the error that
+ * ended it (an EXECABORT carries the errors of the commands Redis refused to
+ * queue).
+ */
+function settleTransaction(p: Pending): void {
+  const replies = p.collected!;
+  const exec = replies[replies.length - 1];
+  if (replies[0] instanceof ReplyError) {
+    settle(p, undefined, replies[0]);
+  } else if (exec instanceof ReplyError) {
+    const refused = replies.slice(1, -1).filter((r) => r instanceof ReplyError)
+      .map((r) => (r as ReplyError).message);
+    settle(
+      p,
+      undefined,
+      refused.length === 0
+        ? exec
+        : new ReplyError(`${exec.message} (${refused.join("; ")})`, {
+          cause: exec,
+        }),
+    );
+  } else settle(p, exec);
+}
+
+/** Reply codes that mean the command did not run, and may be sent again. */
+const NOT_RUN = new Set(["LOADING", "BUSY", "TRYAGAIN"]);
+
+/**
+ * The code of a reply error to an AUTH or HELLO, safe to show: a word of
+ * capitals that is not part of the password (a server may echo anything).
+ */
+function safeCode(code: string, password: string | undefined): string {
+  if (!/^[A-Z][A-Z0-9_]{0,31}$/.test(code)) return "ERR";
+  if (
+    password !== undefined && password.length > 0 && password.includes(code)
+  ) {
+    return "ERR";
+  }
+  return code;
 }
 
 function settle(p: Pending, value: Reply | undefined, error?: unknown): void {

@@ -59,12 +59,47 @@ export interface ConnectOptions {
    * `ConnectionError` (`false`).
    */
   queueWhileReconnecting?: boolean;
-  /** Most commands held while reconnecting; more reject at once (default 10_000). */
+  /**
+   * Most commands waiting to be written, while reconnecting or while the
+   * connection does not take what is written to it (a stalled peer); more
+   * reject at once with a `ConnectionError` (default 10_000). Commands that
+   * time out or are aborted before they are written give their memory back
+   * at once.
+   */
   maxQueue?: number;
+  /**
+   * How long `close()` (and `await using`) waits for the replies of commands
+   * already issued, in ms, before it closes the socket anyway and rejects
+   * them with a `ConnectionError` (default 5_000).
+   */
+  closeTimeout?: number;
+  /**
+   * After a command that was written times out, a `PING` checks the
+   * connection; when it gets no answer within this many ms and not one byte
+   * arrived meanwhile, the connection is taken for dead (a half-open TCP
+   * connection: no FIN, no RST), dropped, and opened again (default 2_000;
+   * `false` turns the check off). Sockets also have TCP keepalive on.
+   */
+  healthCheckTimeout?: number | false;
+  /**
+   * How long to keep sending again a command Redis answered with `LOADING`
+   * (restarted, reading its data), `BUSY` (a script is running) or
+   * `TRYAGAIN`, in ms: those replies mean it did not run. With backoff up to
+   * 500 ms; after this budget the reply's `ReplyError` is returned (default
+   * 10_000; `false` never sends again). The command's own timeout and signal
+   * still apply.
+   */
+  retryNotRun?: number | false;
+  /**
+   * A connection of its own for blocking commands (`BLPOP`, `XREAD BLOCK`,
+   * `WAIT`, ...), which are refused on a shared, auto-pipelined client
+   * (default `false`). {@linkcode RedisClient.duplicate} makes one.
+   */
+  blocking?: boolean;
   /** The socket API to use: a runtime's name, or your own connector (default: detected). */
   connector?: Runtime | Connector;
-  /** Where warnings go (default `console`). */
-  logger?: Logger;
+  /** Where warnings go (default `console`); `null` silences them. */
+  logger?: Logger | null;
   /** Called with RESP3 push frames that are not pub/sub messages. */
   onPush?: (push: Push) => void;
 }
@@ -84,6 +119,10 @@ export interface ResolvedOptions {
   reconnect: false | Required<ReconnectOptions>;
   queueWhileReconnecting: boolean;
   maxQueue: number;
+  closeTimeout: number;
+  healthCheckTimeout: number | false;
+  retryNotRun: number | false;
+  blocking: boolean;
   connector?: Runtime | Connector;
   logger: Logger;
   onPush?: (push: Push) => void;
@@ -119,6 +158,7 @@ export function resolveOptions(
       "connect() takes a redis:// URL or an options object",
     );
   }
+  checkKnown("connect() option", opts, OPTION_NAMES);
   const fromUrl = opts.url === undefined ? {} : parseUrl(opts.url);
   const merged: ConnectOptions = { ...fromUrl };
   for (const [k, v] of Object.entries(opts)) {
@@ -159,15 +199,28 @@ export function resolveOptions(
     if (typeof r !== "object" || r === null) {
       throw new TypeError("reconnect must be false or an options object");
     }
+    checkKnown("reconnect option", r, ["minDelay", "maxDelay", "maxRetries"]);
     const maxRetries = r.maxRetries ?? Infinity;
-    if (typeof maxRetries !== "number" || !(maxRetries >= 0)) {
-      throw new RangeError("reconnect.maxRetries must be a number >= 0");
+    if (
+      typeof maxRetries !== "number" ||
+      !(maxRetries === Infinity ||
+        (Number.isInteger(maxRetries) && maxRetries >= 0))
+    ) {
+      throw new RangeError(
+        `reconnect.maxRetries must be an integer >= 0 or Infinity, got ${
+          String(maxRetries)
+        }`,
+      );
     }
-    reconnect = {
-      minDelay: duration("reconnect.minDelay", r.minDelay, true) ?? 50,
-      maxDelay: duration("reconnect.maxDelay", r.maxDelay, true) ?? 2_000,
-      maxRetries,
-    };
+    const minDelay = duration("reconnect.minDelay", r.minDelay, true) ?? 50;
+    const maxDelay = duration("reconnect.maxDelay", r.maxDelay, true) ??
+      Math.max(2_000, minDelay);
+    if (minDelay > maxDelay) {
+      throw new RangeError(
+        `reconnect.minDelay (${minDelay}) must not exceed reconnect.maxDelay (${maxDelay})`,
+      );
+    }
+    reconnect = { minDelay, maxDelay, maxRetries };
   }
   const maxQueue = merged.maxQueue ?? 10_000;
   if (!Number.isInteger(maxQueue) || maxQueue < 0) {
@@ -187,10 +240,27 @@ export function resolveOptions(
       'connector must be "deno", "bun", "node", "workers" or a function',
     );
   }
-  const logger = merged.logger ?? console;
+  const logger = merged.logger === null ? SILENT : merged.logger ?? console;
   if (typeof logger?.warn !== "function") {
-    throw new TypeError("logger must have a warn(message) method");
+    throw new TypeError("logger must have a warn(message) method, or be null");
   }
+  for (const key of ["queueWhileReconnecting", "blocking"] as const) {
+    if (merged[key] !== undefined && typeof merged[key] !== "boolean") {
+      throw new TypeError(`${key} must be a boolean`);
+    }
+  }
+  if (merged.onPush !== undefined && typeof merged.onPush !== "function") {
+    throw new TypeError("onPush must be a function");
+  }
+  const closeTimeout = merged.closeTimeout === 0
+    ? 0
+    : duration("closeTimeout", merged.closeTimeout) ?? 5_000;
+  const healthCheckTimeout = merged.healthCheckTimeout === false
+    ? false
+    : duration("healthCheckTimeout", merged.healthCheckTimeout) ?? 2_000;
+  const retryNotRun = merged.retryNotRun === false
+    ? false
+    : duration("retryNotRun", merged.retryNotRun, true) ?? 10_000;
   return {
     hostname,
     port,
@@ -205,10 +275,56 @@ export function resolveOptions(
     reconnect,
     queueWhileReconnecting: merged.queueWhileReconnecting ?? true,
     maxQueue,
+    closeTimeout,
+    healthCheckTimeout,
+    retryNotRun,
+    blocking: merged.blocking ?? false,
     connector: merged.connector,
     logger,
     onPush: merged.onPush,
   };
+}
+
+/** A logger that drops everything (`logger: null`). */
+const SILENT: Logger = { warn() {} };
+
+const OPTION_NAMES = [
+  "url",
+  "hostname",
+  "port",
+  "username",
+  "password",
+  "db",
+  "tls",
+  "protocol",
+  "name",
+  "connectTimeout",
+  "commandTimeout",
+  "reconnect",
+  "queueWhileReconnecting",
+  "maxQueue",
+  "closeTimeout",
+  "healthCheckTimeout",
+  "retryNotRun",
+  "blocking",
+  "connector",
+  "logger",
+  "onPush",
+];
+
+/** Rejects a key of `obj` not in `known` (a typo would otherwise be ignored). */
+function checkKnown(
+  what: string,
+  obj: object,
+  known: readonly string[],
+): void {
+  for (const k of Object.keys(obj)) {
+    if (!known.includes(k)) {
+      throw new TypeError(
+        `Unknown ${what} "${k}" (known: ${known.join(", ")})`,
+      );
+    }
+  }
 }
 
 function duration(

@@ -91,6 +91,18 @@ export class CommandEncoder {
   }
 
   /**
+   * Appends bytes that are already RESP (e.g. commands taken out earlier and
+   * put back).
+   *
+   * @param bytes Encoded commands.
+   */
+  append(bytes: Uint8Array): void {
+    this.#reserve(bytes.length);
+    this.#buf.set(bytes, this.#len);
+    this.#len += bytes.length;
+  }
+
+  /**
    * Returns the bytes encoded since the last call (a copy the caller owns) and
    * empties the encoder.
    *
@@ -166,7 +178,7 @@ export class CommandEncoder {
       buf[p++] = LF;
       for (let i = 0; i < n; i++) {
         const c = s.charCodeAt(i);
-        if (c > 0x7f) return this.#bytes(textEncoder.encode(s));
+        if (c > 0x7f) return this.#bytes(textEncoder.encode(wellFormed(s)));
         buf[p++] = c;
       }
       buf[p++] = CR;
@@ -174,7 +186,7 @@ export class CommandEncoder {
       this.#len = p;
       return;
     }
-    this.#bytes(textEncoder.encode(s));
+    this.#bytes(textEncoder.encode(wellFormed(s)));
   }
 
   #bytes(b: Uint8Array): void {
@@ -186,6 +198,30 @@ export class CommandEncoder {
     this.#buf[p++] = LF;
     this.#len = p;
   }
+}
+
+const hasIsWellFormed =
+  typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed ===
+    "function";
+const LONE_SURROGATE =
+  /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Returns `s` if it is well-formed UTF-16. A lone surrogate cannot be encoded
+ * as UTF-8: TextEncoder would turn it into U+FFFD, so `"a\uD800"` and
+ * `"a\uDFFF"` would reach Redis as the same key. Refused instead.
+ */
+function wellFormed(s: string): string {
+  const ok = hasIsWellFormed
+    ? (s as unknown as { isWellFormed(): boolean }).isWellFormed()
+    : !LONE_SURROGATE.test(s);
+  if (!ok) {
+    throw new TypeError(
+      "A string sent to Redis contains a lone UTF-16 surrogate, which has no UTF-8 form " +
+        "(it would arrive as U+FFFD and collide with other strings); send well-formed text, or bytes as a Uint8Array",
+    );
+  }
+  return s;
 }
 
 function writeUint(buf: Uint8Array, p: number, n: number): number {

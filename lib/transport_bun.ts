@@ -12,6 +12,7 @@ interface BunSocket {
   end(): void;
   terminate?(): void;
   setNoDelay?(on?: boolean): boolean;
+  setKeepAlive?(on?: boolean, initialDelay?: number): boolean;
 }
 
 interface BunSocketHandlers {
@@ -80,6 +81,9 @@ export const bunConnector: Connector = async (options, handlers) => {
     },
   });
   socket.setNoDelay?.(true);
+  // TCP keepalive after 15 s idle: a peer that vanished without FIN or RST
+  // is found eventually even with nothing in flight.
+  socket.setKeepAlive?.(true, KEEPALIVE_MS);
   state.socket = socket;
   if (options.tls) {
     try {
@@ -91,6 +95,9 @@ export const bunConnector: Connector = async (options, handlers) => {
   }
   return state;
 };
+
+/** Idle time before the first TCP keepalive probe. */
+const KEEPALIVE_MS = 15_000;
 
 class BunState implements Transport {
   /** Unwritten bytes are kept only until `drain` resolves `write`'s promise. */

@@ -6,13 +6,16 @@
 
 import type { Connector, Transport, TransportHandlers } from "./transport.ts";
 
-/** Opens a TCP or TLS stream with Deno's own socket API; no-delay is on. */
+/** Opens a TCP or TLS stream with Deno's own socket API; no-delay and keepalive are on. */
 export const denoConnector: Connector = async (options, handlers) => {
   const tcp = await Deno.connect({
     hostname: options.hostname,
     port: options.port,
   });
   tcp.setNoDelay(true);
+  // TCP keepalive (Deno uses the system's idle time): a peer that vanished
+  // without FIN or RST is found eventually even with nothing in flight.
+  tcp.setKeepAlive(true);
   let conn: Deno.Conn = tcp;
   if (options.tls) {
     // startTls rather than connectTls: it verifies the certificate against

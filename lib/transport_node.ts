@@ -43,6 +43,9 @@ export const nodeConnector: Connector = async (options, handlers) => {
     s.once("error", fail);
   });
   socket.setNoDelay(true);
+  // TCP keepalive after 15 s idle: a peer that vanished without FIN or RST
+  // is found eventually even with nothing in flight.
+  socket.setKeepAlive(true, 15_000);
   let closedResolve!: () => void;
   const closed = new Promise<void>((r) => closedResolve = r);
   let isClosed = false;

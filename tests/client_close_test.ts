@@ -53,7 +53,8 @@ test("`await using` closes the client when the block throws", async () => {
 });
 
 test("close() waits for the replies of commands already issued", async () => {
-  const r = await connect(url);
+  // BLPOP stalls this connection: a client that allows blocking commands.
+  const r = await connect({ url, blocking: true });
   try {
     const k = key("list");
     const t0 = performance.now();
@@ -130,7 +131,7 @@ test("commands after close reject with ConnectionError; close is idempotent", as
 });
 
 test("close() leaves no timer behind from timeouts, signals or commandTimeout", async () => {
-  const r = await connect({ url, commandTimeout: 60_000 });
+  const r = await connect({ url, commandTimeout: 60_000, blocking: true });
   const ac = new AbortController();
   const replies = await Promise.all([
     r.send("PING"),
@@ -149,6 +150,7 @@ test("close() while the server dies with commands pending: they reject, close re
   const own = await startRedis();
   try {
     const r = await connect({
+      blocking: true,
       url: own.url,
       reconnect: { minDelay: 1, maxDelay: 5 },
     });
@@ -171,7 +173,7 @@ test("close() while the server dies with commands pending: they reject, close re
 
 test("duplicate() opens an independent connection with the same options", async () => {
   await using r = await connect({ url, db: 4, name: "original" });
-  await using d = await r.duplicate();
+  await using d = await r.duplicate({ blocking: true });
   assert.notEqual(d, r);
   const [idR, idD] = await Promise.all([
     r.send<number>("CLIENT", "ID"),

@@ -264,7 +264,7 @@ test("timeouts too long for a timer (and Infinity) mean no timeout, not an insta
       { reconnect: { maxDelay: Infinity } },
     ]
   ) {
-    await using r = await connect({ url, ...opts });
+    await using r = await connect({ url, ...opts, blocking: true });
     // BLPOP on an empty list waits 0.1 s, then answers nil.
     assert.equal(
       await r.send("BLPOP", key("empty"), 0.1),
@@ -272,7 +272,7 @@ test("timeouts too long for a timer (and Infinity) mean no timeout, not an insta
       JSON.stringify(opts),
     );
   }
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true });
   for (const timeout of [Infinity, 3e9]) {
     assert.equal(
       await r.command(["BLPOP", key("empty"), 0.1], { timeout }),

@@ -243,10 +243,13 @@ test(
       assert.ok(Date.now() - t0 < 3_000, "the timeout fired late");
       await conn.waitFor("GET");
       // The connection is still up and in order: a late reply to GET is
-      // dropped, the next reply goes to the next command.
+      // dropped, the next reply goes to the next command. (After the
+      // timeout the client checks the connection with a PING, which the
+      // server answers in its turn.)
+      await conn.waitFor("PING");
       const echo = client.send("ECHO", "hi");
       await conn.waitFor("hi");
-      await conn.write("$4\r\nlate\r\n$2\r\nhi\r\n");
+      await conn.write("$4\r\nlate\r\n+PONG\r\n$2\r\nhi\r\n");
       assert.equal(await echo, "hi");
       assert.equal(client.status, "ready");
     });

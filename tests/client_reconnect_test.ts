@@ -67,7 +67,11 @@ const FAST = { minDelay: 10, maxDelay: 100 };
 
 test("SIGKILL with commands in flight: they reject with ConnectionError and are not resent", async () => {
   await withServer(async (server) => {
-    await using r = await connect({ url: server.url, reconnect: FAST });
+    await using r = await connect({
+      url: server.url,
+      reconnect: FAST,
+      blocking: true,
+    });
     await r.send("SET", "before", "1");
     // BLPOP holds the server's attention, so the INCR behind it is in flight
     // but has not run when the server dies.
@@ -163,10 +167,15 @@ test("AUTH and SELECT are redone after the server restarts", async () => {
       hostname: server.host,
       port: server.port,
       password,
+      db: 2,
     });
-    assert.equal(await check.send("GET", "written-after"), null, "db 0");
-    await check.send("SELECT", 2);
     assert.equal(await check.send("GET", "written-after"), "yes", "db 2");
+    await using check0 = await connect({
+      hostname: server.host,
+      port: server.port,
+      password,
+    });
+    assert.equal(await check0.send("GET", "written-after"), null, "db 0");
   }, ["--requirepass", password]);
 });
 
@@ -299,7 +308,11 @@ test("maxQueue bounds the commands held while reconnecting", async () => {
 
 test("reconnect: false closes the client when the connection drops", async () => {
   await withServer(async (server) => {
-    const r = await connect({ url: server.url, reconnect: false });
+    const r = await connect({
+      url: server.url,
+      reconnect: false,
+      blocking: true,
+    });
     try {
       const id = await r.send<number>("CLIENT", "ID");
       const inflight = track(r.send("BLPOP", "never", 5));

@@ -21,7 +21,8 @@ test("simple string, integer, bulk, null, array replies (RESP2)", async () => {
   await r.send("RPUSH", l, "a", "b", "c");
   assert.deepEqual(await r.send("LRANGE", l, 0, -1), ["a", "b", "c"]);
   assert.deepEqual(await r.send("LRANGE", key("none"), 0, -1), []);
-  assert.equal(await r.send("BLPOP", key("none"), 0.01), null);
+  await using blocking = await r.duplicate({ blocking: true });
+  assert.equal(await blocking.send("BLPOP", key("none"), 0.01), null);
   await r.send("DEL", k, l, key("n"), key("n2"));
 });
 
@@ -48,13 +49,7 @@ test("nested arrays and errors inside EXEC", async () => {
   await using r = await connect(url);
   const k = key("exec");
   await r.send("SET", k, "x");
-  const [a, b, c] = await Promise.all([
-    r.send("MULTI"),
-    r.send("INCR", k),
-    r.send("SET", key("e2"), "1"),
-  ]);
-  assert.deepEqual([a, b, c], ["OK", "QUEUED", "QUEUED"]);
-  const res = await r.send("EXEC") as unknown[];
+  const res = await r.multi([["INCR", k], ["SET", key("e2"), "1"]]);
   assert.ok(res[0] instanceof ReplyError);
   assert.equal(res[1], "OK");
   const nested = await r.send("EVAL", "return {1, {2, {'x', 'y'}}, 'z'}", 0);

@@ -21,7 +21,7 @@ const key = (s: string) => `respite:test:timeout:${Date.now()}:${n++}:${s}`;
 const SLACK = 400;
 
 test("a per-command timeout rejects with TimeoutError at its time; the late reply is dropped", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   await using other = await connect(url);
   const k = key("list");
   const t0 = performance.now();
@@ -54,7 +54,7 @@ test("a per-command timeout rejects with TimeoutError at its time; the late repl
 });
 
 test("a timeout on a command queued behind a stalled one", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const stall = r.send("BLPOP", key("stall"), "0.4"); // no timeout: waits
   const t0 = performance.now();
   const get = r.command(["ECHO", "quick"], { timeout: 100 });
@@ -66,7 +66,7 @@ test("a timeout on a command queued behind a stalled one", async () => {
 });
 
 test("commandTimeout applies to every command; a per-command timeout overrides it", async () => {
-  await using r = await connect({ url, commandTimeout: 150 });
+  await using r = await connect({ url, commandTimeout: 150, blocking: true });
   // Fast commands are not affected.
   const many = await Promise.all(
     Array.from({ length: 200 }, (_, i) => r.send("ECHO", `e${i}`)),
@@ -101,7 +101,7 @@ test("commandTimeout applies to every command; a per-command timeout overrides i
 });
 
 test("several timeouts on one stalled connection fire in order, each near its time", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const stall = r.send("BLPOP", key("stall"), "0.6");
   const t0 = performance.now();
   const fired: [number, number][] = [];
@@ -126,7 +126,7 @@ test("several timeouts on one stalled connection fire in order, each near its ti
 });
 
 test("an AbortSignal aborted mid-wait rejects at once with its reason", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   await using other = await connect(url);
   const k = key("list");
   const ac = new AbortController();
@@ -153,7 +153,7 @@ test("an AbortSignal aborted mid-wait rejects at once with its reason", async ()
 });
 
 test("abort() without a reason rejects with an AbortError", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const ac = new AbortController();
   const p = r.command(["BLPOP", key("x"), "0.3"], { signal: ac.signal });
   ac.abort();
@@ -165,7 +165,7 @@ test("abort() without a reason rejects with an AbortError", async () => {
 });
 
 test("an already-aborted signal rejects without sending the command", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const counter = key("counter");
   const reason = new Error("aborted before");
   const signal = AbortSignal.abort(reason);
@@ -186,7 +186,7 @@ test("an already-aborted signal rejects without sending the command", async () =
 });
 
 test("a command's abort listener is removed from the signal once it settles", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const ac = new AbortController();
   // Count listeners on this one signal instance.
   let live = 0;
@@ -221,7 +221,7 @@ test("a command's abort listener is removed from the signal once it settles", as
 });
 
 test("1,000 interleaved aborted, timed-out and normal commands all get the right outcome", async () => {
-  await using r = await connect(url);
+  await using r = await connect({ url, blocking: true }); // BLPOP stalls it
   const c = key("counter");
   // Hold the connection so the later aborts and timeouts hit commands that
   // were already written and wait for their replies.

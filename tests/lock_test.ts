@@ -344,7 +344,8 @@ test("extend(ttl) lengthens the lease and keeps the signal quiet", async () => {
 });
 
 test("a renewal sent after extend() and answered after it does not stretch the local lease past the key's", async () => {
-  await using r = await connect(url);
+  // BLPOP stalls this connection on purpose: a client allowing it.
+  await using r = await connect({ url, blocking: true });
   await using other = await connect(url);
   const p = prefix();
   const lock = new Lock(r, "race", { prefix: p, ttl: 300, autoRenew: true });
