@@ -34,6 +34,7 @@ import {
 } from "./errors.ts";
 import { jsonCodec } from "./codec.ts";
 import { Lock } from "./lock.ts";
+import { checkEviction } from "./eviction.ts";
 import { lockKeys } from "./lock_keys.ts";
 import { Script } from "./script.ts";
 import { Singleflight } from "./singleflight.ts";
@@ -722,6 +723,7 @@ class Cache<A extends unknown[], T> {
     } catch (err) {
       return Promise.reject(err);
     }
+    checkEviction(this.redis, this.o.logger);
     return this.flights.run(k, () => this.lookup(k, args), { signal });
   }
 

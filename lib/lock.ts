@@ -23,6 +23,7 @@ import {
 } from "./lock_keys.ts";
 import type { Logger } from "./options.ts";
 import { Script } from "./script.ts";
+import { checkEviction } from "./eviction.ts";
 
 // KEYS[1] lock key, KEYS[2] fence counter (only when fencing); ARGV[1] value,
 // ARGV[2] ttl (ms), ARGV[3] "1" to fence, "0" not to (the counter is untouched).
@@ -614,6 +615,7 @@ export class Lock {
       );
     }
     signal?.throwIfAborted();
+    checkEviction(this.#redis, this.#logger);
     const start = performance.now();
     this.#acquiring = true;
     // One signal for everything this acquisition awaits (tries, the wake
