@@ -51,10 +51,12 @@ export const RESPITE_COMMANDS = [
 ] as const;
 
 /**
- * Optional: `CONFIG GET maxmemory-policy`, for the one-time eviction warning.
- * Without it the check is silently skipped.
+ * Optional: `CONFIG GET maxmemory-policy`, for the one-time eviction warning
+ * (without it the check is silently skipped), and `PING`, the client's
+ * health check after a command timed out (without it Redis answers NOPERM,
+ * which proves the connection alive just as well).
  */
-export const OPTIONAL_COMMANDS = ["config|get"] as const;
+export const OPTIONAL_COMMANDS = ["config|get", "ping"] as const;
 
 /**
  * Sent, but needing no ACL permission: Redis always lets a connection run
@@ -814,7 +816,31 @@ const NOT_COMMANDS = new Set([
   "NOSCRIPT", // an error code
   "JSON",
   "REDIS_URL",
-  "PING", // in an error message's example
+  // Error codes the client reads, and arguments it looks at.
+  "WRONGPASS",
+  "LOADING",
+  "BUSY",
+  "TRYAGAIN",
+  "ERR",
+  "REPLY",
+  "STREAMS",
+  "BLOCK",
+  // Refused on a shared client (lib/client.ts), never sent by respite.
+  "BLPOP",
+  "BRPOP",
+  "BLMOVE",
+  "BRPOPLPUSH",
+  "BZPOPMIN",
+  "BZPOPMAX",
+  "BLMPOP",
+  "BZMPOP",
+  "WAIT",
+  "WAITAOF",
+  "XREAD",
+  "XREADGROUP",
+  // Sent only for the caller's own redis.multi([...]): the caller's ACL.
+  "MULTI",
+  "EXEC",
 ]);
 
 test("every command name in lib/ is listed (keep RESPITE_COMMANDS and the README current)", () => {
