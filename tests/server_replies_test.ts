@@ -1,0 +1,109 @@
+/**
+ * What respite does when Redis answers OOM, READONLY or NOSCRIPT, each
+ * produced by a real server (LOADING and BUSY, which are sent again, are in
+ * tests/client_reliability_test.ts): a clear, typed error that changes
+ * nothing, or the EVAL fallback.
+ */
+import assert from "node:assert/strict";
+import {
+  cached,
+  connect,
+  Lock,
+  type Logger,
+  ReplyError,
+  withLock,
+} from "../mod.ts";
+import { startRedis } from "./_redis.ts";
+import { test } from "./_harness.ts";
+
+let n = 0;
+const uniq = (s: string) => `rep-${Date.now()}-${n++}-${s}`;
+
+function capture(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return { lines, warn: (m: string) => lines.push(m) };
+}
+
+test("OOM: acquire, withLock and cached reject with a ReplyError carrying OOM; nothing is left behind", async () => {
+  const server = await startRedis({
+    args: ["--maxmemory", "1", "--maxmemory-policy", "noeviction"],
+  });
+  try {
+    await using r = await connect(server.url);
+    // maxmemory 1 byte: every write is refused, reads still work.
+    const lock = new Lock(r, uniq("oom"), { logger: null });
+    await assert.rejects(
+      lock.acquire({ wait: 0 }),
+      (e: unknown) => e instanceof ReplyError && e.code === "OOM",
+    );
+    assert.equal(lock.held, false);
+    let ran = false;
+    await assert.rejects(
+      withLock(() => {
+        ran = true;
+      }, { redis: r, name: uniq("oom-wl"), wait: 1_000, logger: null })(),
+      (e: unknown) => e instanceof ReplyError && e.code === "OOM",
+    );
+    assert.equal(ran, false, "fn ran without the lock");
+    const get = cached(async () => "v", {
+      redis: r,
+      key: uniq("oom-c"),
+      ttl: 1_000,
+      failOpen: false,
+      logger: null,
+    });
+    await assert.rejects(get());
+    assert.equal(await r.send("DBSIZE"), 0, "something was written");
+  } finally {
+    await server.stop();
+  }
+});
+
+test("READONLY: a lock on a replica rejects with a ReplyError carrying READONLY", async () => {
+  const master = await startRedis();
+  const replica = await startRedis({
+    args: ["--replicaof", "127.0.0.1", String(master.port)],
+  });
+  try {
+    await using r = await connect(replica.url);
+    const lock = new Lock(r, uniq("ro"), { logger: null });
+    const t0 = performance.now();
+    await assert.rejects(
+      lock.acquire({ wait: 2_000 }),
+      (e: unknown) => e instanceof ReplyError && e.code === "READONLY",
+    );
+    assert.ok(performance.now() - t0 < 1_500, "it kept retrying a refusal");
+    assert.equal(lock.held, false);
+  } finally {
+    await replica.stop();
+    await master.stop();
+  }
+});
+
+test("NOSCRIPT after a server restart: the lock falls back to EVAL, warns once per script, and works", async () => {
+  const server = await startRedis();
+  try {
+    const logger = capture();
+    await using r = await connect({
+      url: server.url,
+      logger,
+      reconnect: { minDelay: 10, maxDelay: 50 },
+    });
+    const name = uniq("noscript");
+    const a = new Lock(r, name);
+    assert.equal(await a.acquire({ wait: 0 }), true);
+    await a.release();
+    assert.deepEqual(logger.lines, [], "a fresh server lost nothing");
+    await server.restart(); // an empty server: its script cache is gone
+    for (let i = 0; i < 3; i++) {
+      assert.equal(await a.acquire({ wait: 5_000 }), true);
+      await a.release();
+    }
+    assert.deepEqual(logger.lines.sort(), [
+      "ACQUIRE_SCRIPT not cached.",
+      "UNLOCK_SCRIPT not cached.",
+    ]);
+  } finally {
+    await server.stop();
+  }
+});
