@@ -69,6 +69,7 @@ test(
       assert.deepEqual(out.tls, expectedScenario("node", ua, true));
       assert.equal(out.tlsServerName, "PONG");
       assert.equal(out.untrusted, "ConnectionError");
+      assert.deepEqual(out.throwingOnPush, { pong: "PONG", warnings: 1 });
     } finally {
       await plain.stop();
       await tls.stop();
