@@ -7,6 +7,7 @@
 
 import { RedisClient } from "./client.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
+import { _checkHashTag } from "./lock.ts";
 import { checkPrefix, DEFAULT_PREFIX } from "./lock_keys.ts";
 import type { Logger } from "./options.ts";
 
@@ -326,12 +327,15 @@ export function resolveCacheOptions<A extends unknown[], T>(
       );
     }
     const name = fn.name;
+    // The key is also the name of the entry's lock and its {<key>} hash tag.
+    _checkHashTag("key (here the function's name)", name);
     key = () => name;
   } else if (typeof o.key === "string") {
     if (o.key.length === 0) {
       throw new TypeError("key must be a non-empty string");
     }
     const k = o.key;
+    _checkHashTag("key", k);
     key = () => k;
   } else if (typeof o.key === "function") {
     const f = o.key as (...args: A) => unknown;

@@ -9,6 +9,7 @@
 
 import { RedisClient } from "./client.ts";
 import {
+  ConnectionError,
   LockLostError,
   type LockLostReason,
   LockNotHeldError,
@@ -79,10 +80,33 @@ const MAX_DELAY = 2_147_483_647;
 const NO_EXPIRY_RECHECK = 1_000;
 /** The abort reason of an acquisition whose `wait` ran out. */
 const WAIT_RAN_OUT = Symbol("wait ran out");
+/** Longest pause between two compare-and-deletes of an abandoned try. */
+const CLEANUP_MAX_GAP = 500;
+
+/**
+ * The safety margin taken off every lease for clock drift between this
+ * process and Redis: `ttl / 100 + 2` ms (Redlock's drift factor of 1 % plus
+ * 2 ms, which also covers Redis keeping expiries in whole ms), at most half
+ * the lease so that leases of a few ms stay acquirable.
+ */
+function leaseMargin(ttl: number): number {
+  return Math.min(ttl * 0.01 + 2, ttl / 2);
+}
+
+/** Pause before retrying a try that got no answer: exponential, with jitter. */
+function retryDelay(failures: number): number {
+  const base = Math.min(1_000, 10 * 2 ** Math.min(failures - 1, 10));
+  return base / 2 + Math.random() * base / 2;
+}
 
 /** Options for {@linkcode Lock}. */
 export interface LockOptions {
-  /** The lease, in ms: a positive integer (default 30_000). The key expires after it unless extended or renewed. */
+  /**
+   * The lease, in ms: a positive integer (default 30_000). The key expires
+   * after it unless extended or renewed. This process counts it from when it
+   * sent the acquisition (or renewal), less a clock-drift margin of
+   * `ttl / 100 + 2` ms (at most `ttl / 2`).
+   */
   ttl?: number;
   /** Renew the lease every `ttl / 3` while held (default `false`). */
   autoRenew?: boolean;
@@ -113,7 +137,9 @@ export interface AcquireOptions {
    * call, also while Redis does not answer (down, reconnecting): a try still
    * out when it runs out is abandoned. `0` waits for its one try's answer
    * however long it takes (bound it with `signal` or the client's
-   * `commandTimeout`).
+   * `commandTimeout`). Tries that get no answer (connection lost, timed out)
+   * are retried within it; see {@linkcode Lock.acquire} for when it rejects
+   * instead of resolving `false`.
    */
   wait?: number;
   /**
@@ -140,15 +166,17 @@ interface Holding {
   lostError?: LockLostError;
   /**
    * Whether the lease timer runs: with `autoRenew`, or once the signal was
-   * read. Otherwise a lease that ran out is noticed when the holding is next
-   * looked at (`held`, `fence`, `signal`, `extend()`).
+   * read. Either way, every look at the holding (`held`, `fence`, `signal`,
+   * `extend()`, `release()`) also compares `expiresAt` with the clock, so a
+   * lease that ran out while the event loop was blocked is noticed at once.
    */
   armed: boolean;
   /** The lease length renewals and the local expiry use (ms). */
   ttl: number;
   /**
    * performance.now() before which the key surely has not expired in Redis: a
-   * lower bound of its expiry, over every PEXPIRE sent for this holding.
+   * lower bound of its expiry, over every PEXPIRE sent for this holding (each
+   * counted from its send time, minus {@linkcode leaseMargin}).
    */
   expiresAt: number;
   /** Sequence number of the last compare-and-PEXPIRE sent (renewals and `extend()`). */
@@ -310,13 +338,22 @@ function checkName(name: unknown): string {
   // share a slot. A name that starts with `}` leaves the tag empty; Redis then
   // hashes each whole key, and the lock key and its fencing counter could land
   // in different slots.
+  _checkHashTag("A lock name", name);
+  return name;
+}
+
+/**
+ * @internal Throws a `TypeError` when `name`, put in a `{<name>}` hash tag,
+ * would leave the tag empty (it starts with `}`); `what` names it in the
+ * message ("A lock name", "key", ...).
+ */
+export function _checkHashTag(what: string, name: string): void {
   if (name.startsWith("}")) {
     throw new TypeError(
-      "A lock name must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got " +
+      `${what} must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got ` +
         describe(name),
     );
   }
-  return name;
 }
 
 /** @internal Checks a ttl: a positive integer number of ms. */
@@ -432,6 +469,15 @@ export class Lock {
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   #acquiring = false;
+  /** {@linkcode leaseMargin} of `ttl`. */
+  #margin: number;
+  /**
+   * The running acquisition's last try error without an answer from Redis
+   * (`ConnectionError`/`TimeoutError`), while no later try got an answer.
+   */
+  #lastError: unknown = undefined;
+  /** How many of the running acquisition's tries in a row got no answer. */
+  #failures = 0;
   /** The last holding (kept after release: its signal stays current). */
   #last: Holding | null = null;
   /** The signal's controller before the first acquisition. */
@@ -459,6 +505,7 @@ export class Lock {
       throw new TypeError("options must be an object");
     }
     this.ttl = options.ttl === undefined ? 30_000 : _checkTtl(options.ttl);
+    this.#margin = leaseMargin(this.ttl);
     if (
       options.autoRenew !== undefined && typeof options.autoRenew !== "boolean"
     ) {
@@ -493,8 +540,18 @@ export class Lock {
    * reason, when the current holding is lost: a renewal found the key gone or
    * taken, the lease ran out without a successful renewal (Redis unreachable,
    * or no `autoRenew`), or `extend()` found it gone. Each successful
-   * `acquire()` starts a new signal; a release does not abort it. Pass it to
-   * the work the lock protects.
+   * `acquire()` starts a new signal; a successful release does not abort
+   * it (a release that finds the key gone or taken does). Pass it to the
+   * work the lock protects.
+   *
+   * The lease is counted from when the acquisition (or the last renewal) was
+   * sent, less a clock-drift margin of `ttl / 100 + 2` ms. Each read of
+   * `signal`, {@linkcode Lock.held} or {@linkcode Lock.fence} compares it with
+   * the clock, so after the event loop was blocked past the lease (a busy
+   * loop, a long GC, SIGSTOP) the first read says "lost" at once; the timer
+   * that aborts the signal otherwise runs only at the next macrotask. A
+   * signal object kept from an earlier read cannot check the clock by
+   * itself: it aborts at that first read, or when the timer runs.
    *
    * @example
    * ```ts
@@ -513,20 +570,25 @@ export class Lock {
       h.controller = new AbortController();
       if (h.lostError !== undefined) h.controller.abort(h.lostError);
     }
-    if (this.#holding === h && !h.lost && !h.armed) {
-      h.armed = true;
-      // Ran out already: aborts now; else the timer aborts it when it does.
-      this.#armLease(h);
+    if (this.#holding === h && !h.lost) {
+      if (!h.armed) {
+        h.armed = true;
+        // The timer aborts it when the lease runs out.
+        this.#armLease(h);
+      }
+      // Ran out already (also while the timer could not run): aborts now.
       if (h.expiresAt <= performance.now()) this.#leaseRanOut(h);
     }
     return h.controller.signal;
   }
 
-  /** Whether `h` is lost, noticing first a lease that ran out unwatched. */
+  /**
+   * Whether `h` is lost, noticing first a lease that ran out, whether its
+   * timer runs or not (a blocked event loop keeps it from firing).
+   */
   #isLost(h: Holding): boolean {
     if (
-      !h.lost && !h.armed && this.#holding === h &&
-      h.expiresAt <= performance.now()
+      !h.lost && this.#holding === h && h.expiresAt <= performance.now()
     ) this.#leaseRanOut(h);
     return h.lost;
   }
@@ -570,7 +632,10 @@ export class Lock {
     return h === null || this.#isLost(h) ? null : h.fence;
   }
 
-  /** Whether this object holds the lock, as far as it knows (acquired, not released, not lost). */
+  /**
+   * Whether this object holds the lock, as far as it knows (acquired, not
+   * released, not lost). Compares the lease with the clock on every read.
+   */
   get held(): boolean {
     return this.#holding !== null && !this.#isLost(this.#holding);
   }
@@ -586,6 +651,27 @@ export class Lock {
    * end the call on time. A try abandoned that way is either never sent
    * (still queued in the client) or followed by a compare-and-delete of its
    * own token, so it cannot leave the lock taken behind the caller's back.
+   *
+   * A success counts only if its reply came back while its lease still ran:
+   * within `ttl` less a clock-drift margin (`ttl / 100 + 2` ms, at most
+   * `ttl / 2`) of sending it. A later one may have expired in Redis already,
+   * and another process may hold the lock, so it is not an acquisition: its
+   * key is compare-and-deleted at once and the call goes on waiting (with
+   * `wait: 0` it resolves `false`).
+   *
+   * A try that fails without an answer from Redis — a `ConnectionError`
+   * (connection lost: it may or may not have run) or a `TimeoutError` (the
+   * client's `commandTimeout`) — is followed by a compare-and-delete of its
+   * own token (queued while the client reconnects, and sent again while it
+   * fails, for up to `ttl`, after which the key has expired anyway), and is
+   * retried with exponential backoff and jitter while `wait` and `signal`
+   * allow. With `wait: 0` the call rejects with that error. When `wait` runs
+   * out, it resolves `false` if Redis's last answer was "held by another",
+   * and rejects with the last `ConnectionError`/`TimeoutError` if no try got
+   * an answer since (an unreachable Redis is not reported as a busy lock).
+   * A closed client and error replies (`ReplyError`: Redis answered) reject
+   * at once; a try that got an error reply is compare-and-deleted as well,
+   * since a script that fails half way has run its first commands.
    *
    * @param options `wait` (ms; `0` tries once; default `Infinity`) and `signal`.
    * @returns Whether the lock was acquired.
@@ -637,22 +723,49 @@ export class Lock {
         signal.addEventListener("abort", onAbort, { once: true });
       }
     }
+    this.#lastError = undefined;
+    this.#failures = 0;
     try {
       const existing = queueOf(this.#redis, this.keys, false);
       if (wait === 0 || existing === undefined) {
-        const pttl = await this.#attempt(both);
-        if (pttl === null) return true;
-        if (wait === 0) return false;
+        try {
+          const pttl = await this.#attempt(both);
+          if (pttl === null) return true;
+          if (wait === 0) return false;
+        } catch (err) {
+          if (wait === 0 || both?.aborted || !this.#retryable(err)) throw err;
+          this.#lastError = err;
+          this.#failures = 1;
+        }
       }
       return await this.#waitInQueue(start + wait, both);
     } catch (err) {
-      if (err === WAIT_RAN_OUT) return false;
+      if (err === WAIT_RAN_OUT) return this.#ranOut();
       throw err;
     } finally {
+      this.#lastError = undefined;
       clearTimeout(timer);
       if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);
       this.#acquiring = false;
     }
+  }
+
+  /**
+   * The end of a wait: `false`, or the last error when no try got an answer
+   * from Redis since it.
+   */
+  #ranOut(): false {
+    if (this.#lastError !== undefined) throw this.#lastError;
+    return false;
+  }
+
+  /** Whether a try's error means no answer from Redis: retried within `wait`. */
+  #retryable(err: unknown): boolean {
+    if (!(err instanceof ConnectionError || err instanceof TimeoutError)) {
+      return false;
+    }
+    const status = this.#redis.status;
+    return status !== "closing" && status !== "closed";
   }
 
   /** Waits in the local queue for a turn to contend, then contends. */
@@ -676,7 +789,7 @@ export class Lock {
         }
         signal?.addEventListener("abort", onAbort, { once: true });
         try {
-          if (!await turn.promise) return false;
+          if (!await turn.promise) return this.#ranOut();
         } finally {
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
@@ -688,35 +801,59 @@ export class Lock {
     }
   }
 
-  /** The head waiter's loop: subscribe, try, sleep until woken or the lease runs out. */
+  /**
+   * The head waiter's loop: subscribe, try, sleep until woken or the lease
+   * runs out. A subscription or try without an answer from Redis is retried
+   * after a backoff.
+   */
   async #contend(
     q: WaitQueue,
     deadline: number,
     signal: AbortSignal | undefined,
   ): Promise<boolean> {
-    await (signal === undefined
-      ? q.subscribed()
-      : abortable(q.subscribed(), signal));
+    let subscribed = false;
     let first = true;
     while (true) {
       signal?.throwIfAborted();
+      if (this.#failures > 0) {
+        const left = deadline - performance.now();
+        if (left <= 0) return this.#ranOut();
+        await q.sleep(Math.min(retryDelay(this.#failures), left), signal);
+      }
       const now = performance.now();
-      if (now >= deadline) return false;
+      if (now >= deadline) return this.#ranOut();
       const seq = q.wakeSeq;
       let pttl: number;
-      const holder = q.localHolder;
-      if (first && holder !== null && !holder.lost && holder.expiresAt > now) {
-        // A Lock on this client holds it: its release will wake us.
-        pttl = holder.expiresAt - now;
-      } else {
-        const r = await this.#attempt(signal);
-        if (r === null) return true;
-        pttl = r;
+      try {
+        if (!subscribed) {
+          await (signal === undefined
+            ? q.subscribed()
+            : abortable(q.subscribed(), signal));
+          subscribed = true;
+        }
+        const holder = q.localHolder;
+        const t = performance.now();
+        if (first && holder !== null && !holder.lost && holder.expiresAt > t) {
+          // A Lock on this client holds it: its release will wake us.
+          pttl = holder.expiresAt - t;
+        } else {
+          const r = await this.#attempt(signal);
+          if (r === null) return true;
+          pttl = r;
+          this.#lastError = undefined;
+          this.#failures = 0;
+        }
+      } catch (err) {
+        if (signal?.aborted || !this.#retryable(err)) throw err;
+        this.#lastError = err;
+        this.#failures++;
+        first = false;
+        continue;
       }
       first = false;
       if (q.wakeSeq !== seq) continue; // woken while trying
       const remaining = deadline - performance.now();
-      if (remaining <= 0) return false;
+      if (remaining <= 0) return this.#ranOut();
       let delay: number;
       if (pttl === -1) delay = NO_EXPIRY_RECHECK;
       else if (pttl < 0) delay = 0;
@@ -728,11 +865,17 @@ export class Lock {
 
   /**
    * One try. Resolves `null` when acquired (the holding is set up), else the
-   * holder's remaining ttl. An abort rejects at once: a try not yet written
-   * to Redis is never sent; one that was may still run, so a compare-and-
-   * delete of this try's own random value follows it in the background
-   * (the same connection runs it after the try): it releases the lock if the
-   * try took it, and touches nothing otherwise.
+   * holder's remaining ttl (`0` for a success that came back too late). A
+   * success whose reply came after its lease (less the drift margin) ran out
+   * is no acquisition: another process may hold the lock by now.
+   *
+   * Whenever the try does not end in a holding — it rejects (aborted: a try
+   * not yet written is never sent, one that was may still run; the
+   * connection was lost or the reply timed out: it may or may not have run;
+   * an error reply: a script can fail after its SET) or it came back late —
+   * a compare-and-delete of this try's own random value follows it in the
+   * background (on the same connection, after the try): it releases the lock
+   * if the try took it, and touches nothing otherwise.
    */
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
     const value = `${randomHex128()}:${this.id}`;
@@ -746,22 +889,58 @@ export class Lock {
         { logger: this.#logger, signal },
       );
     } catch (err) {
-      if (signal?.aborted) this.#unlock(value).catch(() => {});
+      this.#cleanup(value);
       throw err;
     }
     if (reply[0] !== 1) return reply[1];
-    this.#hold(value, this.fencing ? reply[1] : null, sent);
+    const expiresAt = sent + this.ttl - this.#margin;
+    if (performance.now() >= expiresAt) {
+      this.#cleanup(value);
+      return 0;
+    }
+    this.#hold(value, this.fencing ? reply[1] : null, expiresAt);
     return null;
   }
 
-  #hold(value: string, fence: number | null, sent: number): void {
+  /**
+   * Compare-and-deletes a try's own value in the background (it may have
+   * set the key, or not; the UNLOCK script leaves any other value alone).
+   * While that gets no answer (connection lost, timed out, or not sent: the
+   * client is reconnecting and does not queue), it is sent again, at growing
+   * intervals, until `ttl` after its first failure: the try ran before that
+   * failure if at all (it was sent first, on the same connection), so its
+   * key has expired by then. Stops when the client is closed.
+   */
+  #cleanup(value: string): void {
+    let until = Infinity;
+    let gap = 20;
+    const send = (): void => {
+      const sentAt = performance.now();
+      this.#unlock(value).catch((err) => {
+        if (!this.#retryable(err)) return;
+        const now = performance.now();
+        if (until === Infinity) until = now + this.ttl + this.#margin;
+        if (now >= until) return;
+        const delay = Math.min(gap - (now - sentAt), until - now);
+        gap = Math.min(gap * 2, CLEANUP_MAX_GAP);
+        if (delay <= 0) {
+          send();
+        } else {
+          unrefTimer(setTimeout(send, delay));
+        }
+      });
+    };
+    send();
+  }
+
+  #hold(value: string, fence: number | null, expiresAt: number): void {
     const h: Holding = {
       value,
       fence,
       controller: null,
       armed: this.autoRenew,
       ttl: this.ttl,
-      expiresAt: sent + this.ttl,
+      expiresAt,
       sentSeq: 0,
       appliedSeq: 0,
       ttlSeq: 0,
@@ -812,6 +991,11 @@ export class Lock {
   async #renew(h: Holding): Promise<void> {
     if (this.#holding !== h || h.lost) return;
     const sent = performance.now();
+    if (h.expiresAt <= sent) {
+      // Due after the lease ran out (the event loop was blocked): lost.
+      this.#leaseRanOut(h);
+      return;
+    }
     // Half of what is left, so a renewal that got no answer is known to have
     // failed (and is retried) while the lease still runs.
     const timeout = Math.max((h.expiresAt - sent) / 2, 1);
@@ -869,7 +1053,7 @@ export class Lock {
     signal?: AbortSignal,
   ): Promise<number> {
     const seq = ++h.sentSeq;
-    const bound = performance.now() + ttl;
+    const bound = performance.now() + ttl - leaseMargin(ttl);
     const pending = h.pending ??= new Map();
     pending.set(seq, bound);
     if (bound < h.expiresAt && this.#holding === h && !h.lost) {
@@ -957,7 +1141,8 @@ export class Lock {
    * Releases the lock (compare-and-delete in one Lua script) and wakes its
    * waiters. Stops auto-renewal. Rejects with {@linkcode LockNotHeldError}
    * when this object does not hold it, or when Redis finds it expired or held
-   * by another owner; the current holder is left untouched.
+   * by another owner (the holding was lost: its signal aborts, if it had not
+   * already); the current holder is left untouched.
    *
    * Never hangs on an unreachable Redis: it waits for Redis at most for the
    * lease left (at least `min(ttl, 1 s)`), then rejects with a
@@ -1011,7 +1196,16 @@ export class Lock {
       clearTimeout(timer);
     }
     if (r === 1) return;
-    throw this.#notHeld(r === 0 ? "held-by-other" : "expired", "release");
+    const reason = r === 0 ? "held-by-other" : "expired";
+    // It was lost before the release: the signal says so, too.
+    this.#lose(
+      h,
+      reason,
+      r === 0
+        ? "release() found another holder's token"
+        : "release() found its key gone",
+    );
+    throw this.#notHeld(reason, "release");
   }
 
   /**

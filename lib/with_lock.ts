@@ -49,12 +49,20 @@ export interface WithLockOptions<A extends unknown[]> {
  * unchanged, its parameter types are kept.)
  *
  * - Not acquired within `wait`: the call rejects with
- *   {@linkcode LockNotAcquiredError} and `fn` never runs.
+ *   {@linkcode LockNotAcquiredError} and `fn` never runs. When no try got an
+ *   answer from Redis (`wait: 0` and its one try, or every try since Redis
+ *   last answered, failed with a `ConnectionError` or `TimeoutError`), it
+ *   rejects with that error instead, and `fn` never runs either (see
+ *   {@linkcode Lock.acquire}).
  * - Lock lost while `fn` ran (renewal failed, lease ran out, key taken or
  *   deleted): once `fn` settles, the call rejects with
  *   {@linkcode LockLostError} (when `fn` threw something else, that error is
  *   the `cause`).
  * - `fn` threw, lock kept: released, and the call rejects with `fn`'s error.
+ * - `fn` released the lock itself (`await this.release()`): nothing is left
+ *   to release, and the call settles as `fn` did (another holder may have
+ *   the lock by then; that is no loss). If that release found the lock
+ *   already gone or taken, the holding was lost: {@linkcode LockLostError}.
  * - The release could not be confirmed (Redis unreachable: no answer within
  *   the lease left, or a connection error): the call still settles as `fn`
  *   did (its result, or its error), and the failure goes to the logger as a
@@ -143,35 +151,43 @@ export function withLock<A extends unknown[], R>(
       error = err;
     }
     // `held` notices a lease that ran out; reading the signal only when not
-    // held spares arming a lease timer for nothing.
-    let lost: LockLostError | undefined = !lock.held && lock.signal.aborted
-      ? lock.signal.reason as LockLostError
-      : undefined;
-    try {
-      await lock.release();
-    } catch (err) {
-      if (err instanceof LockNotHeldError) {
-        // Gone or taken, and we had not noticed yet: lost all the same.
-        lost ??= new LockLostError(
-          `Lock ${lockName} was lost while the function ran: ${
-            err.reason === "held-by-other"
-              ? "another owner holds it"
-              : "its key expired or was deleted"
-          }`,
-          {
-            lock: lockName,
-            reason: err.reason === "held-by-other"
-              ? "held-by-other"
-              : "expired",
-          },
-        );
-      } else {
-        // Redis did not confirm the release (unreachable: no answer within
-        // the lease left, or a connection error). The lock expires on its
-        // own; the outcome of fn stands, so this is a warning, not an error.
-        (logger === undefined ? redis.logger : logger)?.warn(
-          `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
-        );
+    // held spares arming a lease timer for nothing. Not held and not lost:
+    // fn released the lock itself (and it was not lost before: a release
+    // that finds it gone or taken aborts the signal), so there is nothing
+    // left to release, and nothing was lost.
+    let lost: LockLostError | undefined;
+    let releasedByFn = false;
+    if (!lock.held) {
+      if (lock.signal.aborted) lost = lock.signal.reason as LockLostError;
+      else releasedByFn = true;
+    }
+    if (!releasedByFn) {
+      try {
+        await lock.release();
+      } catch (err) {
+        if (err instanceof LockNotHeldError) {
+          // Gone or taken, and we had not noticed yet: lost all the same.
+          lost ??= new LockLostError(
+            `Lock ${lockName} was lost while the function ran: ${
+              err.reason === "held-by-other"
+                ? "another owner holds it"
+                : "its key expired or was deleted"
+            }`,
+            {
+              lock: lockName,
+              reason: err.reason === "held-by-other"
+                ? "held-by-other"
+                : "expired",
+            },
+          );
+        } else {
+          // Redis did not confirm the release (unreachable: no answer within
+          // the lease left, or a connection error). The lock expires on its
+          // own; the outcome of fn stands, so this is a warning, not an error.
+          (logger === undefined ? redis.logger : logger)?.warn(
+            `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
+          );
+        }
       }
     }
     if (lost !== undefined) {

@@ -4,8 +4,8 @@
  * sent to Redis.
  */
 import assert from "node:assert/strict";
-import { cached, connect } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { cached, connect, Lock } from "../mod.ts";
+import { commandCalls, sharedRedis } from "./_redis.ts";
 import { teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -76,6 +76,55 @@ test("bad options throw TypeError or RangeError at cached() time, sending nothin
   cached(fn, { ...base, wait: 0, jitter: 999 });
   // Nothing was written by any of this.
   assert.equal(await redis.send("EXISTS", "respite:cache:{k}"), 0);
+});
+
+test("a static key (or a function's name as key) starting with '}' is a TypeError at cached() time, with the lock name check's reason; nothing is sent", async () => {
+  await using redis = await connect(url);
+  const before = await commandCalls(redis);
+  let lockReason = "";
+  try {
+    new Lock(redis, "}x");
+  } catch (err) {
+    assert.ok(err instanceof TypeError);
+    lockReason = err.message.slice(err.message.indexOf("("));
+  }
+  assert.match(lockReason, /^\(it would leave the .* hash tag .* empty\)/);
+  const reason = lockReason.slice(0, lockReason.indexOf(")") + 1);
+  const named = () => "report";
+  Object.defineProperty(named, "name", { value: "}report" });
+  assert.equal(named.name, "}report");
+  for (
+    const [what, f, o] of [
+      ["key '}'", () => "v", { key: "}" }],
+      ["key '}x'", () => "v", { key: "}x" }],
+      ["key '}}'", () => "v", { key: "}}" }],
+      ["function named '}report'", named, {}],
+    ] as const
+  ) {
+    assert.throws(
+      () => cached(f, { redis, ttl: 1_000, ...o }),
+      (err: unknown) => {
+        assert.ok(err instanceof TypeError, what);
+        assert.ok(
+          err.message.includes(reason),
+          `${what}: ${err.message} should give the reason ${reason}`,
+        );
+        return true;
+      },
+      what,
+    );
+  }
+  // Other braces are fine, as for lock names.
+  for (const key of ["a}b", "x}", "{a}", "a{b"]) {
+    assert.equal(
+      cached(() => 1, { redis, ttl: 1_000, key }).redisKey(),
+      `respite:cache:{${key}}`,
+    );
+  }
+  const after = await commandCalls(redis);
+  for (const cmd of ["get", "set", "evalsha", "eval"]) {
+    assert.equal(after.get(cmd), before.get(cmd), `${cmd} was called`);
+  }
 });
 
 teardown(async () => {

@@ -161,6 +161,102 @@ test(
   { timeout: 30_000 },
 );
 
+/**
+ * The fenced store of the `fence` JSDoc: a write carries a token and is
+ * refused when it is lower than the highest token seen. Every write is
+ * logged. KEYS[1] the store (a hash); ARGV[1] token, ARGV[2] value.
+ */
+const FENCED_STORE = `
+local seen = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+local ok = tonumber(ARGV[1]) >= seen
+redis.call('RPUSH', KEYS[1] .. ':log', ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. (ok and 'accepted' or 'refused'))
+if not ok then return 0 end
+redis.call('HSET', KEYS[1], 'fence', ARGV[1], 'value', ARGV[2])
+return 1`;
+
+for (const how of ["idle", "busy"]) {
+  test(
+    `fencing end to end: a holder stopped (SIGSTOP, ${how}) past its ttl resumes and writes with its old token; the fenced store refuses it, and its signal has aborted with LockLostError before the write`,
+    async () => {
+      await using r = await connect(url);
+      const p = prefix();
+      const ttl = 300;
+      const sha = await r.send<string>("SCRIPT", "LOAD", FENCED_STORE);
+      const store = `${p}store`;
+      const a = startWorker(["fenced", url, p, String(ttl), "A", sha, how]);
+      try {
+        await until(
+          "A to write under the lock",
+          10_000,
+          async () => await r.send("EXISTS", `${p}fenced-ready`) === 1,
+        );
+        a.kill("SIGSTOP");
+        const aToken = Number(await r.send("GET", `${p}fenced-ready`));
+        // A cannot renew while stopped: its key expires within its ttl.
+        const b = new Lock(r, "fenced", { prefix: p, ttl: 10_000, id: "B" });
+        const t0 = performance.now();
+        assert.equal(await b.acquire({ wait: 5_000 }), true);
+        const took = performance.now() - t0;
+        assert.ok(took <= ttl + 150, `B acquired after ${took} ms`);
+        assert.ok(b.fence! > aToken, "B has a newer token");
+        assert.equal(
+          await r.send("EVALSHA", sha, 1, store, b.fence!, "B:write"),
+          1,
+          "B's write is accepted",
+        );
+        await r.send("SET", `${p}go`, "1");
+        a.kill("SIGCONT");
+        const result = await output(a);
+        assert.equal(result.token, aToken);
+        assert.equal(result.first, 1, "A's write under its lease was accepted");
+        assert.equal(result.second, 0, "A's write after the pause is refused");
+        assert.deepEqual(
+          result.before,
+          {
+            aborted: true,
+            held: false,
+            fence: null,
+            abortedBeforeResume: result.before.abortedBeforeResume,
+          },
+          "A's signal had aborted before its write",
+        );
+        assert.equal(result.after.aborted, true);
+        assert.equal(result.after.lostError, true, "a LockLostError");
+        assert.ok(
+          ["expired", "held-by-other"].includes(result.after.reason),
+          `reason ${result.after.reason}`,
+        );
+        assert.match(result.release, /^LockNotHeldError/);
+        assert.deepEqual(await r.send("HGETALL", store), [
+          "fence",
+          String(b.fence),
+          "value",
+          "B:write",
+        ]);
+        assert.deepEqual(await r.send("LRANGE", `${store}:log`, 0, -1), [
+          `${aToken} A:first accepted`,
+          `${b.fence} B:write accepted`,
+          `${aToken} A:second refused`,
+        ]);
+        assert.equal(await b.owner(), "B", "A's release left B's lock alone");
+        await b.release();
+        console.log(
+          `  ${how}: A's signal aborted ${
+            result.before.abortedBeforeResume
+              ? "when its timers fired on resume"
+              : "on the synchronous check just before the write"
+          } (reason ${result.after.reason})`,
+        );
+      } finally {
+        a.kill("SIGCONT");
+        a.kill("SIGKILL");
+        await a.exited;
+      }
+    },
+    { timeout: 30_000 },
+  );
+}
+
 teardown(async () => {
   await server.stop();
 });
