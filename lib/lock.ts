@@ -23,6 +23,7 @@ import {
   lockKeys,
 } from "./lock_keys.ts";
 import type { Logger } from "./options.ts";
+import { isWellFormed } from "./resp_encoder.ts";
 import { Script } from "./script.ts";
 import { checkEviction } from "./eviction.ts";
 
@@ -348,6 +349,13 @@ function checkName(name: unknown): string {
  * message ("A lock name", "key", ...).
  */
 export function _checkHashTag(what: string, name: string): void {
+  if (!isWellFormed(name)) {
+    // It would reach Redis with U+FFFD in place of the surrogate, the same
+    // key as other names.
+    throw new TypeError(
+      `${what} must be well-formed text: it contains a lone UTF-16 surrogate, which would turn into U+FFFD and collide with other names`,
+    );
+  }
   if (name.startsWith("}")) {
     throw new TypeError(
       `${what} must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got ` +

@@ -212,16 +212,26 @@ const LONE_SURROGATE =
  * `"a\uDFFF"` would reach Redis as the same key. Refused instead.
  */
 function wellFormed(s: string): string {
-  const ok = hasIsWellFormed
-    ? (s as unknown as { isWellFormed(): boolean }).isWellFormed()
-    : !LONE_SURROGATE.test(s);
-  if (!ok) {
+  if (!isWellFormed(s)) {
     throw new TypeError(
       "A string sent to Redis contains a lone UTF-16 surrogate, which has no UTF-8 form " +
         "(it would arrive as U+FFFD and collide with other strings); send well-formed text, or bytes as a Uint8Array",
     );
   }
   return s;
+}
+
+/**
+ * Whether `s` is well-formed UTF-16 (no lone surrogate), so that it survives
+ * the trip to Redis as UTF-8 unchanged.
+ *
+ * @param s The string.
+ * @returns `true` when it has no lone surrogate.
+ */
+export function isWellFormed(s: string): boolean {
+  return hasIsWellFormed
+    ? (s as unknown as { isWellFormed(): boolean }).isWellFormed()
+    : !LONE_SURROGATE.test(s);
 }
 
 function writeUint(buf: Uint8Array, p: number, n: number): number {

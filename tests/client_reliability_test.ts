@@ -8,8 +8,10 @@
  */
 import assert from "node:assert/strict";
 import {
+  cached,
   connect,
   ConnectionError,
+  Lock,
   type Logger,
   ReplyError,
   Script,
@@ -538,6 +540,13 @@ test("strings with lone surrogates are refused: they would reach Redis changed",
   // Well-formed pairs are fine.
   assert.equal(await r.send("SET", base + "-🔑", "v🔑"), "OK");
   assert.equal(await r.send("GET", base + "-🔑"), "v🔑");
+  // Lock names and cached() keys are checked when they are made.
+  assert.throws(() => new Lock(r, "user-\uD800"), TypeError);
+  assert.throws(
+    () => cached(() => 1, { redis: r, key: "user-\uDFFF", ttl: 1_000 }),
+    TypeError,
+  );
+  assert.equal(new Lock(r, "user-🔑").name, "user-🔑");
 });
 
 const REFUSED: string[][] = [
