@@ -51,11 +51,129 @@ export const NEED_MORE: unique symbol = Symbol("respite.needMore");
 
 const CR = 13;
 const LF = 10;
-/** Longest header or simple line accepted before the stream is declared bad. */
+/**
+ * Longest line (type byte and text, without CRLF) accepted: headers, simple
+ * strings and errors, numbers. A line is refused as soon as it is known to be
+ * longer, whether or not its end has arrived.
+ */
 const MAX_LINE = 1024 * 1024;
-/** Largest bulk string accepted (Redis's own default proto-max-bulk-len). */
-const MAX_BULK = 512 * 1024 * 1024;
-const MAX_AGGREGATE = 2 ** 31;
+/** Smallest buffer allocated to hold bytes across chunks. */
+const MIN_STORE = 16 * 1024;
+/** A buffer up to this size is kept for reuse when it is emptied. */
+const KEEP_STORE = 256 * 1024;
+/** Chunks smaller than this are copied while a bulk string is arriving. */
+const COPY_CHUNK = 4 * 1024;
+
+/**
+ * Limits on what a server may declare, each checked at the element's header,
+ * before anything is allocated or kept for the element: exceeding one is a
+ * {@linkcode ProtocolError} (the connection is then closed). Omitted fields
+ * take their default from {@linkcode DEFAULT_DECODER_LIMITS}.
+ *
+ * A declared length alone never allocates: an aggregate's elements are
+ * stored as they arrive, and a bulk string's bytes are held as received
+ * until all have come. So memory grows with the bytes actually received; the
+ * length limits bound what a single reply may claim, and the depth limit
+ * bounds the bookkeeping of open aggregates, where 4 bytes on the wire
+ * (`*1\r\n`) open one more level in memory.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * import { type DecoderLimits, RespDecoder } from "./resp_decoder.ts";
+ * const limits: DecoderLimits = { maxBulkLength: 1024, maxDepth: 8 };
+ * const d = new RespDecoder(limits);
+ * d.feed(new TextEncoder().encode("$4096\r\n"));
+ * try {
+ *   d.read();
+ * } catch (e) {
+ *   console.assert(e instanceof ProtocolError);
+ * }
+ * ```
+ */
+export interface DecoderLimits {
+  /**
+   * Largest declared length of a bulk string (`$`), verbatim string (`=`,
+   * its `txt:` prefix included) or bulk error (`!`), in bytes. Default
+   * 536,870,912 (512 MiB), the default of Redis's own `proto-max-bulk-len`,
+   * which bounds the strings Redis accepts and so the ones it stores; raise
+   * both together.
+   */
+  maxBulkLength?: number;
+  /**
+   * Largest declared length of an aggregate: the number on the header line
+   * of an array (`*`), set (`~`) or push frame (`>`), which counts elements,
+   * and of a map (`%`) or attribute (`|`), which counts key-value pairs (so
+   * a map may hold twice as many elements). Default 2,147,483,647
+   * (2^31 - 1): the largest `*<count>` Redis accepts in a request
+   * (`processMultibulkBuffer` in src/networking.c refuses a count over
+   * `INT_MAX`).
+   */
+  maxAggregateLength?: number;
+  /**
+   * Deepest nesting of aggregates: a top-level array is at depth 1, an array
+   * inside it at depth 2, and so on; every aggregate type counts, attributes
+   * included. Default 10,000. The deepest reply Redis can build comes from a
+   * Lua script (or function) returning nested tables; its conversion to RESP
+   * stops at the Lua C stack limit (`LUAI_MAXCSTACK`, 8,000 slots): a
+   * script nesting tables 100,000 deep gets 7,995 nested arrays back
+   * (measured on Redis 7.0.15), with an error reply at the bottom. Built-in
+   * commands nest a few levels. 10,000 leaves room above both; modules can
+   * build deeper replies and need a higher limit.
+   */
+  maxDepth?: number;
+}
+
+/**
+ * The limits a {@linkcode RespDecoder} uses when not told otherwise; see
+ * {@linkcode DecoderLimits} for where each value comes from.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_DECODER_LIMITS } from "./resp_decoder.ts";
+ * console.assert(DEFAULT_DECODER_LIMITS.maxDepth === 10_000);
+ * ```
+ */
+export const DEFAULT_DECODER_LIMITS: Readonly<Required<DecoderLimits>> = Object
+  .freeze({
+    maxBulkLength: 512 * 1024 * 1024,
+    maxAggregateLength: 2 ** 31 - 1,
+    maxDepth: 10_000,
+  });
+
+const LIMIT_KEYS = Object.keys(
+  DEFAULT_DECODER_LIMITS,
+) as (keyof DecoderLimits)[];
+
+function checkLimits(limits: unknown): Readonly<Required<DecoderLimits>> {
+  if (limits === undefined) return DEFAULT_DECODER_LIMITS;
+  if (typeof limits !== "object" || limits === null || Array.isArray(limits)) {
+    throw new TypeError("decoder limits must be an object");
+  }
+  const given = limits as Record<string, unknown>;
+  for (const key of Object.keys(given)) {
+    if (!(LIMIT_KEYS as string[]).includes(key)) {
+      throw new TypeError(
+        `unknown decoder limit ${JSON.stringify(key)}; expected one of ${
+          LIMIT_KEYS.join(", ")
+        }`,
+      );
+    }
+  }
+  const out = { ...DEFAULT_DECODER_LIMITS };
+  for (const key of LIMIT_KEYS) {
+    const v = given[key];
+    if (v === undefined) continue;
+    if (typeof v !== "number") {
+      throw new TypeError(`${key} must be a number, got ${typeof v}`);
+    }
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new RangeError(`${key} must be a positive integer, got ${v}`);
+    }
+    out[key] = v;
+  }
+  return Object.freeze(out);
+}
 
 const EMPTY = new Uint8Array(0);
 /** The first byte of every RESP2/RESP3 element: + - : $ * _ # , ( = ! % ~ > | */
@@ -76,6 +194,13 @@ interface Frame {
 /**
  * The decoder. One per connection.
  *
+ * Work is linear in the bytes received, however they are chunked: a chunk
+ * that starts on a reply boundary is read in place (no copy); bytes that must
+ * wait for the next chunk are kept in a buffer that grows by doubling; the
+ * search for a line's end resumes where it stopped; a partly received
+ * aggregate keeps its elements; and a long bulk string waits as a list of
+ * chunks, joined once when all of it has come.
+ *
  * @example
  * ```ts
  * import { NEED_MORE, RespDecoder } from "./resp_decoder.ts";
@@ -87,13 +212,54 @@ interface Frame {
  * ```
  */
 export class RespDecoder {
+  /**
+   * The limits this decoder enforces, defaults filled in.
+   *
+   * @example
+   * ```ts
+   * import { RespDecoder } from "./resp_decoder.ts";
+   * console.assert(new RespDecoder({ maxDepth: 64 }).limits.maxDepth === 64);
+   * ```
+   */
+  readonly limits: Readonly<Required<DecoderLimits>>;
+  #maxBulk: number;
+  #maxAggregate: number;
+  #maxDepth: number;
+  /** The bytes being read: a fed chunk, or a view of `#store` from 0. */
   #buf: Uint8Array = EMPTY;
   #pos = 0;
+  /** Owned memory holding bytes kept across chunks; `#buf` may view it. */
+  #store: Uint8Array | null = null;
+  /**
+   * How many bytes from `#pos` were searched for the current line's CR
+   * without finding its end; 0 when none were.
+   */
+  #scanned = 0;
   /** Chunks held back while a long bulk string is still arriving. */
   #parked: Uint8Array[] | null = null;
+  /** Bytes parked, those in `#tail` included. */
   #parkedLen = 0;
+  /** While parked: owned memory collecting small chunks, and its fill. */
+  #tail: Uint8Array | null = null;
+  #tailLen = 0;
   #need = 0;
   #stack: Frame[] = [];
+
+  /**
+   * Creates a decoder.
+   *
+   * @param limits What a server may declare; omitted fields take their
+   *   default ({@linkcode DEFAULT_DECODER_LIMITS}).
+   * @throws {TypeError} If `limits` is not an object, has an unknown field,
+   *   or a field is not a number.
+   * @throws {RangeError} If a limit is not a positive safe integer.
+   */
+  constructor(limits?: DecoderLimits) {
+    this.limits = checkLimits(limits);
+    this.#maxBulk = this.limits.maxBulkLength;
+    this.#maxAggregate = this.limits.maxAggregateLength;
+    this.#maxDepth = this.limits.maxDepth;
+  }
 
   /** Bytes received but not yet consumed by a complete element. */
   get buffered(): number {
@@ -109,25 +275,18 @@ export class RespDecoder {
   feed(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
     if (this.#parked !== null) {
-      this.#parked.push(chunk);
-      this.#parkedLen += chunk.length;
-      if (this.#parkedLen < this.#need) return;
-      this.#buf = concat(this.#parked, this.#parkedLen);
-      this.#pos = 0;
-      this.#parked = null;
-      this.#parkedLen = 0;
+      this.#parkChunk(chunk);
       return;
     }
     if (this.#pos >= this.#buf.length) {
+      // The usual case: nothing left over, read the chunk where it is.
       this.#buf = chunk;
-    } else {
-      const rest = this.#buf.length - this.#pos;
-      const next = new Uint8Array(rest + chunk.length);
-      next.set(this.#buf.subarray(this.#pos));
-      next.set(chunk, rest);
-      this.#buf = next;
+      this.#pos = 0;
+      const store = this.#store;
+      if (store !== null && store.length > KEEP_STORE) this.#store = null;
+      return;
     }
-    this.#pos = 0;
+    this.#keep(chunk);
   }
 
   /**
@@ -141,8 +300,9 @@ export class RespDecoder {
     const memory = chunk.buffer;
     const parked = this.#parked;
     if (parked !== null) {
-      // Earlier chunks were released when they arrived; only the first
-      // (parked from the buffer) and the newest can still share `memory`.
+      // Earlier chunks were released when they arrived, and small ones are
+      // copied: only the first (parked from the buffer) and the newest can
+      // still share `memory`.
       const last = parked.length - 1;
       if (parked[0].buffer === memory) parked[0] = parked[0].slice();
       if (last > 0 && parked[last].buffer === memory) {
@@ -151,10 +311,12 @@ export class RespDecoder {
       return;
     }
     if (this.#buf.buffer !== memory) return;
-    this.#buf = this.#pos < this.#buf.length
-      ? this.#buf.slice(this.#pos)
-      : EMPTY;
-    this.#pos = 0;
+    if (this.#pos >= this.#buf.length) {
+      this.#buf = EMPTY;
+      this.#pos = 0;
+      return;
+    }
+    this.#keep(EMPTY);
   }
 
   /**
@@ -163,8 +325,8 @@ export class RespDecoder {
    * @param raw Return bulk strings as `Uint8Array` instead of `string`.
    * @returns The reply (a `Push` for a RESP3 push frame, a `ReplyError` for an
    *   error reply), or {@linkcode NEED_MORE}.
-   * @throws {ProtocolError} If the bytes are not valid RESP; the decoder is
-   *   unusable afterwards.
+   * @throws {ProtocolError} If the bytes are not valid RESP or exceed one of
+   *   the {@linkcode RespDecoder.limits}; the decoder is unusable afterwards.
    */
   read(raw = false): Reply | Push | typeof NEED_MORE {
     if (this.#parked !== null) return NEED_MORE;
@@ -190,6 +352,87 @@ export class RespDecoder {
   }
 
   /**
+   * Moves the unread bytes and then `chunk` into owned memory. Amortized
+   * O(bytes): memory is appended to until full, then either compacted (when
+   * at most half of it is needed) or replaced by one twice the size needed.
+   */
+  #keep(chunk: Uint8Array): void {
+    const buf = this.#buf;
+    const end = buf.length;
+    const n = chunk.length;
+    let store = this.#store;
+    const owned = store !== null && buf.buffer === store.buffer;
+    if (owned && end + n <= store!.length) {
+      store!.set(chunk, end);
+      this.#buf = store!.subarray(0, end + n);
+      return;
+    }
+    const pos = this.#pos;
+    const rest = end - pos;
+    const total = rest + n;
+    if (
+      store !== null && total <= (owned ? store.length >>> 1 : store.length)
+    ) {
+      if (!owned) store.set(buf.subarray(pos, end));
+      else if (pos > 0) store.copyWithin(0, pos, end);
+    } else {
+      const next = new Uint8Array(Math.max(MIN_STORE, 2 * total));
+      next.set(buf.subarray(pos, end));
+      store = this.#store = next;
+    }
+    if (n > 0) store.set(chunk, rest);
+    this.#buf = store.subarray(0, total);
+    this.#pos = 0;
+  }
+
+  /** Holds the unread bytes aside until `total` of them have arrived. */
+  #park(total: number): typeof NEED_MORE {
+    const rest = this.#buf.subarray(this.#pos);
+    this.#parked = [rest];
+    this.#parkedLen = rest.length;
+    this.#need = total;
+    this.#buf = EMPTY;
+    this.#pos = 0;
+    return NEED_MORE;
+  }
+
+  /** Adds a chunk to the parked ones; joins them once enough have come. */
+  #parkChunk(chunk: Uint8Array): void {
+    const parked = this.#parked!;
+    const n = chunk.length;
+    let tail = this.#tail;
+    if (n < COPY_CHUNK) {
+      // Small chunks are copied, so that one-byte chunks cost one byte each.
+      if (tail === null || this.#tailLen + n > tail.length) {
+        if (tail !== null) parked.push(tail.subarray(0, this.#tailLen));
+        const want = this.#need - this.#parkedLen;
+        tail = this.#tail = new Uint8Array(
+          Math.max(COPY_CHUNK, Math.min(MIN_STORE * 4, want)),
+        );
+        this.#tailLen = 0;
+      }
+      tail.set(chunk, this.#tailLen);
+      this.#tailLen += n;
+    } else {
+      if (tail !== null) {
+        parked.push(tail.subarray(0, this.#tailLen));
+        tail = this.#tail = null;
+        this.#tailLen = 0;
+      }
+      parked.push(chunk);
+    }
+    this.#parkedLen += n;
+    if (this.#parkedLen < this.#need) return;
+    if (tail !== null) parked.push(tail.subarray(0, this.#tailLen));
+    this.#buf = concat(parked, this.#parkedLen);
+    this.#pos = 0;
+    this.#parked = null;
+    this.#parkedLen = 0;
+    this.#tail = null;
+    this.#tailLen = 0;
+  }
+
+  /**
    * Parses one element at the current position. Returns its value, `OPENED`
    * when it opened a non-empty aggregate (its elements follow), or
    * `NEED_MORE`. Advances the position only past a complete element.
@@ -197,7 +440,8 @@ export class RespDecoder {
   #element(raw: boolean): Reply | Push | typeof NEED_MORE | typeof OPENED {
     const buf = this.#buf;
     const start = this.#pos;
-    if (start >= buf.length) return NEED_MORE;
+    const length = buf.length;
+    if (start >= length) return NEED_MORE;
     const type = buf[start];
     if (TYPE_BYTES[type] !== 1) {
       // Fail at once rather than wait for a line end that may never come.
@@ -205,13 +449,19 @@ export class RespDecoder {
         `unexpected RESP type byte 0x${type.toString(16).padStart(2, "0")}`,
       );
     }
-    const eol = findCR(buf, start + 1);
-    if (eol === -1 || eol + 1 >= buf.length) {
-      if (buf.length - start > MAX_LINE) {
-        throw new ProtocolError(`RESP line longer than ${MAX_LINE} bytes`);
-      }
+    const scanned = this.#scanned;
+    const eol = buf.indexOf(CR, scanned === 0 ? start + 1 : start + scanned);
+    if (eol === -1) {
+      if (length - start > MAX_LINE) throw lineTooLong();
+      this.#scanned = length - start;
       return NEED_MORE;
     }
+    if (eol - start > MAX_LINE) throw lineTooLong();
+    if (eol + 1 >= length) {
+      this.#scanned = eol - start;
+      return NEED_MORE;
+    }
+    if (scanned !== 0) this.#scanned = 0;
     if (buf[eol + 1] !== LF) {
       throw new ProtocolError("RESP line ended with CR not followed by LF");
     }
@@ -229,20 +479,32 @@ export class RespDecoder {
       case 36: // '$' bulk string
       case 61: // '=' verbatim string
       case 33: { // '!' bulk error
-        const len = parseLength(buf, start + 1, eol, MAX_BULK);
+        const len = parseLength(buf, start + 1, eol, this.#maxBulk, BULK);
         if (len === -1) {
           if (type !== 36) throw new ProtocolError("negative length");
           this.#pos = next;
           return null;
         }
         const end = next + len;
-        if (end + 2 > buf.length) return this.#park(end + 2 - start);
+        if (end + 2 > length) {
+          // A long one waits aside; a short one with the rest (re-reading
+          // its header next time costs at most 22 bytes).
+          const total = end + 2 - start;
+          return total > PARK_OVER ? this.#park(total) : NEED_MORE;
+        }
         if (buf[end] !== CR || buf[end + 1] !== LF) {
           throw new ProtocolError("bulk string not followed by CRLF");
         }
         this.#pos = end + 2;
         if (type === 33) return new ReplyError(text(buf, next, end));
-        const from = type === 61 ? Math.min(next + 4, end) : next; // "txt:"
+        let from = next;
+        if (type === 61) {
+          // A three-byte format ("txt", "mkd"), ":", then the text.
+          if (len < 4 || buf[next + 3] !== 58) {
+            throw new ProtocolError("malformed verbatim string");
+          }
+          from = next + 4;
+        }
         return raw ? buf.slice(from, end) : text(buf, from, end);
       }
       case 42: // '*' array
@@ -250,12 +512,18 @@ export class RespDecoder {
       case 126: // '~' set
       case 62: // '>' push
       case 124: { // '|' attribute
-        let n = parseLength(buf, start + 1, eol, MAX_AGGREGATE);
-        this.#pos = next;
+        let n = parseLength(buf, start + 1, eol, this.#maxAggregate, AGGREGATE);
         if (n === -1) {
           if (type !== 42) throw new ProtocolError("negative length");
+          this.#pos = next;
           return null;
         }
+        if (this.#stack.length >= this.#maxDepth) {
+          throw new ProtocolError(
+            `nesting depth exceeds the limit of ${this.#maxDepth} (maxDepth)`,
+          );
+        }
+        this.#pos = next;
         const kind = type === 42
           ? Kind.Array
           : type === 37
@@ -286,21 +554,12 @@ export class RespDecoder {
         }
         this.#pos = next;
         return buf[start + 1] === 116;
-      case 44: { // ',' double
-        const s = text(buf, start + 1, eol).toLowerCase();
+      case 44: // ',' double
         this.#pos = next;
-        if (s === "inf" || s === "+inf") return Infinity;
-        if (s === "-inf") return -Infinity;
-        if (s === "nan" || s === "-nan") return NaN;
-        const d = Number(s);
-        if (s.length === 0 || Number.isNaN(d)) {
-          throw new ProtocolError(`malformed double ${JSON.stringify(s)}`);
-        }
-        return d;
-      }
+        return parseDouble(buf, start + 1, eol);
       case 40: { // '(' big number
         const s = text(buf, start + 1, eol);
-        if (!/^[+-]?\d+$/.test(s)) {
+        if (!/^[+-]?[0-9]+$/.test(s)) {
           throw new ProtocolError("malformed big number");
         }
         this.#pos = next;
@@ -311,17 +570,6 @@ export class RespDecoder {
           `unexpected RESP type byte 0x${type.toString(16).padStart(2, "0")}`,
         );
     }
-  }
-
-  /** Holds the unread bytes aside until `total` of them have arrived. */
-  #park(total: number): typeof NEED_MORE {
-    const rest = this.#buf.subarray(this.#pos);
-    this.#parked = [rest];
-    this.#parkedLen = rest.length;
-    this.#need = total;
-    this.#buf = EMPTY;
-    this.#pos = 0;
-    return NEED_MORE;
   }
 }
 
@@ -344,8 +592,8 @@ function finish(frame: Frame): Reply | Push {
   }
 }
 
-function findCR(buf: Uint8Array, from: number): number {
-  return buf.indexOf(CR, from);
+function lineTooLong(): ProtocolError {
+  return new ProtocolError(`RESP line longer than ${MAX_LINE} bytes`);
 }
 
 function concat(chunks: Uint8Array[], total: number): Uint8Array {
@@ -379,24 +627,93 @@ function text(buf: Uint8Array, from: number, to: number): string {
   return utf8.decode(buf.subarray(from, to));
 }
 
+const BULK = "bulk";
+const AGGREGATE = "aggregate";
+/** Longest length field accepted: 20 digits already exceed any limit. */
+const MAX_LENGTH_DIGITS = 20;
+/** A bulk string longer than this waits as parked chunks (no doubling). */
+const PARK_OVER = 64 * 1024;
+
+/**
+ * Parses the length on a `$ = ! * % ~ > |` header: `-1` (returned as -1), or
+ * one or more decimal digits no greater than `max`.
+ */
 function parseLength(
   buf: Uint8Array,
   from: number,
   to: number,
   max: number,
+  what: typeof BULK | typeof AGGREGATE,
 ): number {
-  if (to - from === 2 && buf[from] === 45 && buf[from + 1] === 49) return -1;
-  if (from === to || to - from > 10) {
-    throw new ProtocolError("malformed length");
-  }
+  const digits = to - from;
+  if (digits === 2 && buf[from] === 45 && buf[from + 1] === 49) return -1;
+  if (digits === 0) throw new ProtocolError(`malformed ${what} length`);
   let n = 0;
   for (let i = from; i < to; i++) {
     const d = buf[i] - 48;
-    if (d < 0 || d > 9) throw new ProtocolError("malformed length");
+    if (d < 0 || d > 9) throw new ProtocolError(`malformed ${what} length`);
     n = n * 10 + d;
   }
-  if (n > max) throw new ProtocolError(`length ${n} exceeds ${max}`);
+  if (n > max || digits > MAX_LENGTH_DIGITS) {
+    throw new ProtocolError(
+      `${what} length ${
+        digits > MAX_LENGTH_DIGITS ? `of ${digits} digits` : n
+      } exceeds the limit of ${max} (${
+        what === BULK ? "maxBulkLength" : "maxAggregateLength"
+      })`,
+    );
+  }
   return n;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+/**
+ * Parses a RESP3 double, exactly as redis-specifications' RESP3.md gives it:
+ * an optional sign, one or more digits, an optional fraction (`.` and one or
+ * more digits), an optional exponent (`e` or `E`, an optional sign, one or
+ * more digits); or `inf`, `-inf`, `nan`. The spellings older servers may send
+ * for these (libc's `-nan`, `NAN`, `nan(chars)`, as the spec notes) are read
+ * too, case-insensitively. Anything else (`.5`, `1.`, `0x10`, `1_0`,
+ * `Infinity`, spaces) is refused, although `Number()` reads most of it.
+ */
+function parseDouble(buf: Uint8Array, from: number, to: number): number {
+  let i = from;
+  if (i < to && (buf[i] === 43 || buf[i] === 45)) i++;
+  const int = i;
+  while (i < to && isDigit(buf[i])) i++;
+  if (i === int) return parseSpecialDouble(buf, from, to);
+  if (i < to && buf[i] === 46) {
+    const frac = ++i;
+    while (i < to && isDigit(buf[i])) i++;
+    if (i === frac) throw malformedDouble(buf, from, to);
+  }
+  if (i < to && (buf[i] | 32) === 101) {
+    i++;
+    if (i < to && (buf[i] === 43 || buf[i] === 45)) i++;
+    const exp = i;
+    while (i < to && isDigit(buf[i])) i++;
+    if (i === exp) throw malformedDouble(buf, from, to);
+  }
+  if (i !== to) throw malformedDouble(buf, from, to);
+  // The grammar above is a subset of JavaScript's decimal literals.
+  return Number(text(buf, from, to));
+}
+
+const SPECIAL_DOUBLE = /^[+-]?(?:(inf)|nan(?:\([0-9a-z_]*\))?)$/i;
+
+function parseSpecialDouble(buf: Uint8Array, from: number, to: number): number {
+  const m = to - from <= 64 ? SPECIAL_DOUBLE.exec(text(buf, from, to)) : null;
+  if (m === null) throw malformedDouble(buf, from, to);
+  if (m[1] === undefined) return NaN;
+  return buf[from] === 45 ? -Infinity : Infinity;
+}
+
+function malformedDouble(buf: Uint8Array, from: number, to: number): Error {
+  const shown = text(buf, from, Math.min(to, from + 40));
+  return new ProtocolError(`malformed double ${JSON.stringify(shown)}`);
 }
 
 function parseInteger(
@@ -424,5 +741,5 @@ function parseInteger(
     if (d < 0 || d > 9) throw new ProtocolError("malformed integer");
     n = n * 10 + d;
   }
-  return neg ? -n : n;
+  return neg ? 0 - n : n; // 0 - 0 is 0: an integer has no negative zero
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ProtocolError, ReplyError } from "../lib/errors.ts";
 import {
+  type DecoderLimits,
   NEED_MORE,
   Push,
   type Reply,
@@ -25,8 +26,12 @@ const bytes = (s: string) => enc.encode(s);
 const latin1 = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 
 /** Decodes all of `input` fed at once; expects exactly one reply. */
-function decodeOne(input: string | Uint8Array, raw = false): Reply | Push {
-  const d = new RespDecoder();
+function decodeOne(
+  input: string | Uint8Array,
+  raw = false,
+  limits?: DecoderLimits,
+): Reply | Push {
+  const d = new RespDecoder(limits);
   d.feed(typeof input === "string" ? bytes(input) : input);
   const v = d.read(raw);
   assert.notEqual(v, NEED_MORE, "expected a complete reply");
@@ -189,10 +194,11 @@ test("arrays: empty, nested, mixed, with errors and nulls inside", () => {
     bytes("x"),
     bytes("y"),
   ]);
-  // Deep nesting does not recurse on the call stack.
+  // Deep nesting does not recurse on the call stack (100,000 levels is ten
+  // times the default maxDepth, so this decoder is given a higher limit).
   const depth = 100_000;
   const deep = "*1\r\n".repeat(depth) + ":7\r\n";
-  let v = decodeOne(deep);
+  let v = decodeOne(deep, false, { maxDepth: depth });
   for (let i = 0; i < depth; i++) {
     assert.ok(Array.isArray(v) && v.length === 1);
     v = v[0];
@@ -232,6 +238,96 @@ test("RESP3 doubles, including inf, -inf and nan", () => {
   }
   assert.ok(Number.isNaN(decodeOne(",nan\r\n")));
   assert.ok(Number.isNaN(decodeOne(",-nan\r\n")));
+});
+
+test("RESP3 doubles follow the spec's grammar, strictly", () => {
+  // redis-specifications RESP3.md: an integral part of one or more digits,
+  // an optional fraction (a dot and one or more digits), an optional exponent
+  // (E or e, an optional sign, one or more digits); a sign in front (Redis
+  // writes negative doubles with "-"); inf, -inf and nan.
+  const valid: [string, number][] = [
+    ["1.23", 1.23],
+    ["-1.5", -1.5],
+    ["+1.5", 1.5],
+    ["0", 0],
+    ["-0", -0],
+    ["007", 7],
+    ["10", 10],
+    ["1e5", 1e5],
+    ["1E5", 1e5],
+    ["1e+5", 1e5],
+    ["1e-5", 1e-5],
+    ["-1.5e-300", -1.5e-300],
+    ["2.5E+10", 2.5e10],
+    ["1e400", Infinity], // beyond double range: rounds, as strtod does
+    ["5e-324", 5e-324],
+    ["inf", Infinity],
+    ["-inf", -Infinity],
+  ];
+  for (const [text, want] of valid) {
+    assert.ok(Object.is(decodeOne(`,${text}\r\n`), want), text);
+  }
+  // Number() would read all of these; none is a RESP3 double.
+  const invalid = [
+    "0x10",
+    "0X10",
+    "0b1",
+    "0o7",
+    "1_0",
+    " 1",
+    "1 ",
+    "\t1",
+    "1\t",
+    "",
+    "+",
+    "-",
+    "Infinity",
+    "-Infinity",
+    "infinity",
+    "infx",
+    ".5",
+    "-.5",
+    "1.",
+    "1.e5",
+    "e5",
+    "1e",
+    "1e+",
+    "1e5.5",
+    "1.5.5",
+    "--1",
+    "+-1",
+    "1,5",
+    "nan(",
+    "nan(1",
+    "nan(1)x",
+    "nan(-)",
+    "nann",
+    "١", // ARABIC-INDIC DIGIT ONE
+    "１", // FULLWIDTH DIGIT ONE
+    "1\0",
+  ];
+  for (const text of invalid) protocolError(`,${text}\r\n`, /double/);
+  // NaN as Redis 7.2+ writes it, and as older servers may (the spec notes
+  // libc's "-nan", "NAN" and "nan(char-sequence)").
+  for (const text of ["nan", "-nan", "NAN", "nan(1)", "NaN(ind_0)", "nan()"]) {
+    assert.ok(Number.isNaN(decodeOne(`,${text}\r\n`)), text);
+  }
+});
+
+test("big numbers, integers and verbatim strings are strict too", () => {
+  for (
+    const text of ["0x10", " 1", "1 ", "+", "-", "1_0", "1e5", "1.0", "١", ""]
+  ) {
+    protocolError(`(${text}\r\n`, /big number/);
+  }
+  // An integer has no negative zero.
+  assert.ok(Object.is(decodeOne(":-0\r\n"), 0));
+  assert.ok(Object.is(decodeOne(":0\r\n"), 0));
+  // A verbatim string is a three-byte format, ":", then the text.
+  protocolError("=3\r\ntxt\r\n", /verbatim/);
+  protocolError("=0\r\n\r\n", /verbatim/);
+  protocolError("=5\r\ntxt;a\r\n", /verbatim/);
+  assert.equal(decodeOne("=5\r\nmkd:a\r\n"), "a");
 });
 
 test("RESP3 booleans, big numbers, verbatim strings, blob errors", () => {
