@@ -45,7 +45,7 @@ export type {
   Logger,
   ReconnectOptions,
 } from "./lib/options.ts";
-export { Push, type Reply } from "./lib/resp_decoder.ts";
+export { type DecoderLimits, Push, type Reply } from "./lib/resp_decoder.ts";
 export type { Arg } from "./lib/resp_encoder.ts";
 export { Script, type ScriptRunOptions } from "./lib/script.ts";
 export {

@@ -133,7 +133,7 @@ export class Connection {
   #status: ConnectionStatus = "connecting";
   #connector: Connector | null = null;
   #transport: Transport | null = null;
-  #decoder = new RespDecoder();
+  #decoder: RespDecoder;
   #encoder = new CommandEncoder();
   /** Encoded in #encoder, not yet written. */
   #unsent: Pending[] = [];
@@ -186,6 +186,7 @@ export class Connection {
     this.options = options;
     this.hooks = hooks;
     this.subscriber = subscriber;
+    this.#decoder = new RespDecoder(options.replyLimits);
     this.#where = `${options.hostname}:${options.port}`;
   }
 
@@ -670,7 +671,7 @@ export class Connection {
         { cause },
       );
     for (const p of this.#inflight.drain()) settle(p, undefined, inflightError);
-    this.#decoder = new RespDecoder();
+    this.#decoder = new RespDecoder(this.options.replyLimits);
     if (this.#attempting) return;
     if (this.#status === "closing" || this.#status === "closed") {
       this.#finishClose();
@@ -815,7 +816,7 @@ export class Connection {
       );
     }
     this.#transport = transport;
-    this.#decoder = new RespDecoder();
+    this.#decoder = new RespDecoder(this.options.replyLimits);
     try {
       const handshake = this.#handshake();
       handshake.catch(() => {});

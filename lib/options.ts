@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Push } from "./resp_decoder.ts";
+import { type DecoderLimits, type Push, RespDecoder } from "./resp_decoder.ts";
 import type { Connector, Runtime, TlsOptions } from "./transport.ts";
 
 /** Where respite writes warnings (such as `UNLOCK_SCRIPT not cached.`). */
@@ -102,6 +102,14 @@ export interface ConnectOptions {
   logger?: Logger | null;
   /** Called with RESP3 push frames that are not pub/sub messages. */
   onPush?: (push: Push) => void;
+  /**
+   * What a reply may declare before the connection is closed with a
+   * `ProtocolError` (nothing is allocated for it first): the longest bulk
+   * string (default 512 MiB, Redis's `proto-max-bulk-len`), the most
+   * elements of an aggregate (default 2^31 − 1) and the deepest nesting
+   * (default 10,000; a Lua script's reply nests at most ~8,000).
+   */
+  replyLimits?: DecoderLimits;
 }
 
 /** Options after parsing and defaults. */
@@ -126,6 +134,7 @@ export interface ResolvedOptions {
   connector?: Runtime | Connector;
   logger: Logger;
   onPush?: (push: Push) => void;
+  replyLimits?: DecoderLimits;
 }
 
 /** Redis keeps the number of databases in a C int. */
@@ -252,6 +261,8 @@ export function resolveOptions(
   if (merged.onPush !== undefined && typeof merged.onPush !== "function") {
     throw new TypeError("onPush must be a function");
   }
+  // The decoder checks its limits (TypeError/RangeError) as it is made.
+  if (merged.replyLimits !== undefined) new RespDecoder(merged.replyLimits);
   const closeTimeout = merged.closeTimeout === 0
     ? 0
     : duration("closeTimeout", merged.closeTimeout) ?? 5_000;
@@ -282,6 +293,9 @@ export function resolveOptions(
     connector: merged.connector,
     logger,
     onPush: merged.onPush,
+    replyLimits: merged.replyLimits === undefined
+      ? undefined
+      : { ...merged.replyLimits },
   };
 }
 
@@ -310,6 +324,7 @@ const OPTION_NAMES = [
   "connector",
   "logger",
   "onPush",
+  "replyLimits",
 ];
 
 /** Rejects a key of `obj` not in `known` (a typo would otherwise be ignored). */

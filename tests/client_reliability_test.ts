@@ -13,6 +13,7 @@ import {
   ConnectionError,
   Lock,
   type Logger,
+  ProtocolError,
   ReplyError,
   Script,
   TimeoutError,
@@ -282,6 +283,76 @@ test(
   },
   BOUND,
 );
+
+test(
+  "a push frame nested a million levels deep is a ProtocolError at the depth limit, not an allocation",
+  async () => {
+    const fake = startFakeServer();
+    const stops: Array<() => Promise<void>> = [];
+    try {
+      const opening = connect({
+        hostname: "127.0.0.1",
+        port: fake.port,
+        protocol: 3,
+        reconnect: { minDelay: 10, maxDelay: 20 },
+      });
+      const deep = ">1\r\n" + "*1\r\n".repeat(1_000_000) + ":1\r\n";
+      stops.push(
+        answer(
+          await fake.accepted(0),
+          (args) => handshakeAnswer(args) ?? deep + "+PONG\r\n",
+        ),
+      );
+      const next = (async () => {
+        const c = await fake.accepted(1, 10_000).catch(() => null);
+        if (c) stops.push(answer(c, (a) => handshakeAnswer(a) ?? "+PONG\r\n"));
+      })();
+      await using r = await opening;
+      const t0 = performance.now();
+      await assert.rejects(r.send("PING"), (e: unknown) => {
+        assert.ok(e instanceof ProtocolError, `got ${e}`);
+        assert.match(e.message, /depth|nest/i);
+        return true;
+      });
+      assert.ok(performance.now() - t0 < 5_000);
+      assert.equal(await r.send("PING"), "PONG", "a new connection works");
+      await next;
+    } finally {
+      for (const s of stops) await s();
+      await fake.close();
+    }
+  },
+  BOUND,
+);
+
+test("replyLimits are checked, and applied to replies", async () => {
+  await assert.rejects(
+    connect({ url, replyLimits: { maxDepth: 0 } }),
+    RangeError,
+  );
+  await assert.rejects(
+    connect({ url, replyLimits: { maxDeep: 5 } as never }),
+    TypeError,
+  );
+  await using r = await connect({
+    url,
+    replyLimits: { maxDepth: 3, maxBulkLength: 1_000 },
+    reconnect: { minDelay: 10, maxDelay: 20 },
+  });
+  assert.deepEqual(await r.send("EVAL", "return {1, {2, {3}}}", 0), [1, [2, [
+    3,
+  ]]]);
+  await assert.rejects(
+    r.send("EVAL", "return {1, {2, {3, {4}}}}", 0),
+    ProtocolError,
+  );
+  const k = key("big");
+  await r.send("SET", k, "x".repeat(1_000));
+  assert.equal((await r.send<string>("GET", k)).length, 1_000);
+  await r.send("SET", k, "x".repeat(1_001));
+  await assert.rejects(r.send("GET", k), ProtocolError);
+  assert.equal(await r.send("DEL", k), 1);
+});
 
 test("onPush must be a function", async () => {
   await assert.rejects(
