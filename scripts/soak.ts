@@ -90,7 +90,11 @@ export interface SoakOptions {
   thinkMs?: number;
   /** Every call must settle within this, ms (default 30_000). */
   settleDeadlineMs?: number;
-  /** Every worker must succeed again within this after a fault cleared, ms (default 10_000). */
+  /**
+   * Every worker must succeed again at both kinds of call within this after
+   * each fault cleared, ms (default 10_000: the lock ttl, for which a release
+   * cut by the fault leaves the lock taken, plus 2 s).
+   */
   recoveryMs?: number;
   /** Sabotage: the workers do their read-modify-write without the lock, so the overlap and counter checks must fail (default false). */
   bypassLock?: boolean;
@@ -738,7 +742,7 @@ export function formatSoak(r: SoakResult): string {
       `${mb(p.memStart.rss)} → ${mb(p.memEnd.rss)}`,
       `${mb(p.memStart.heapUsed)} → ${mb(p.memEnd.heapUsed)}`,
       `${mb(p.memStart.heapTotal)} → ${mb(p.memEnd.heapTotal)}`,
-      `${rec(w.recovery.restart)} ; ${rec(w.recovery.stall)}`,
+      o.faults ? `${rec(w.recovery.restart)} ; ${rec(w.recovery.stall)}` : "-",
     ]);
   }
   const reps = r.workers.map((w) => w.report).filter((x) => x !== null);
