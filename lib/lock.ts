@@ -1152,6 +1152,12 @@ export class Lock {
    * by another owner (the holding was lost: its signal aborts, if it had not
    * already); the current holder is left untouched.
    *
+   * A release whose answer was lost (the connection dropped, it timed out)
+   * may not have run: it is sent again, with backoff, until it gets an
+   * answer (it compares this holding's own token, so a second run is
+   * harmless; a "gone" or "taken" answer to a resent release resolves, since
+   * the first one may have done it).
+   *
    * Never hangs on an unreachable Redis: it waits for Redis at most for the
    * lease left (at least `min(ttl, 1 s)`), then rejects with a
    * {@linkcode TimeoutError} (other client errors, e.g. a `ConnectionError`,
@@ -1198,12 +1204,29 @@ export class Lock {
         ),
       ), Math.min(ms, MAX_DELAY));
     let r: number;
+    let resent = false;
     try {
-      r = await this.#unlock(h.value, ac.signal);
+      // A release that got no answer (connection lost, timed out) may not
+      // have run: it is sent again, with backoff, within the same bound. It
+      // compares this holding's own token, so running it twice is harmless.
+      for (let gap = 20;; gap = Math.min(gap * 2, CLEANUP_MAX_GAP)) {
+        try {
+          r = await this.#unlock(h.value, ac.signal);
+          break;
+        } catch (err) {
+          if (ac.signal.aborted || !this.#retryable(err)) throw err;
+          resent = true;
+          await abortableSleep(gap / 2 + Math.random() * gap / 2, ac.signal);
+        }
+      }
     } finally {
       clearTimeout(timer);
     }
     if (r === 1) return;
+    // Sent again after a lost answer: "gone" or "taken" may be the doing of
+    // the first release, which ran after all (the lease was valid when it
+    // was sent, so nobody else held the lock meanwhile but after it).
+    if (resent) return;
     const reason = r === 0 ? "held-by-other" : "expired";
     // It was lost before the release: the signal says so, too.
     this.#lose(
@@ -1419,6 +1442,22 @@ export class Lock {
     } while (cursor !== "0");
     return deleted;
   }
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** Rejects at once when `signal` aborts; otherwise settles like `p`. */

@@ -397,3 +397,37 @@ test("withLock: fn releasing its own lock settles as fn did (no LockLostError), 
 teardown(async () => {
   await server.stop();
 });
+
+test("a release whose connection drops before Redis ran it is sent again after the reconnect: the lock is free at once, not after its ttl (persisting server, SIGKILL + restart)", async () => {
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const dir = await mkdtemp(`${tmpdir()}/respite-release-`);
+  const own = await startRedis({
+    args: ["--appendonly", "yes", "--appendfsync", "always", "--dir", dir],
+  });
+  try {
+    await using r = await connect({
+      url: own.url,
+      reconnect: { minDelay: 10, maxDelay: 50 },
+    });
+    const p = prefix();
+    const lock = new Lock(r, "rel", { prefix: p, ttl: 30_000 });
+    assert.ok(await lock.acquire({ wait: 0 }));
+    // Stopped, Redis never reads the release; killed, it never will. The
+    // restart reads the lock back from the AOF.
+    own.signal("SIGSTOP");
+    const released = lock.release();
+    released.catch(() => {});
+    await sleep(50);
+    await own.restart();
+    await within(released, 5_000, "release()");
+    await using other = await connect(own.url);
+    assert.equal(await other.send("EXISTS", lock.keys.key), 0, "still locked");
+    const next = new Lock(other, "rel", { prefix: p });
+    assert.equal(await next.acquire({ wait: 0 }), true);
+    await next.release();
+  } finally {
+    await own.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -45,7 +45,7 @@ test("OOM: acquire, withLock and cached reject with a ReplyError carrying OOM; n
       (e: unknown) => e instanceof ReplyError && e.code === "OOM",
     );
     assert.equal(ran, false, "fn ran without the lock");
-    const get = cached(async () => "v", {
+    const get = cached(() => Promise.resolve("v"), {
       redis: r,
       key: uniq("oom-c"),
       ttl: 1_000,
