@@ -16,6 +16,7 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./options.ts";
+import { ConnectionError } from "./errors.ts";
 import type { Reply } from "./resp_decoder.ts";
 import type { Arg } from "./resp_encoder.ts";
 
@@ -338,11 +339,14 @@ export class RedisClient {
           if (!reconnected || this.#subscriber === null) return;
           void this.#subscriber.then((sub) => {
             for (const channel of this.#listeners.keys()) {
-              sub.send(["SUBSCRIBE", channel]).catch((err) =>
+              sub.send(["SUBSCRIBE", channel]).catch((err) => {
+                // Lost with the connection again: the next reconnect
+                // subscribes again, so that is no loss worth a warning.
+                if (err instanceof ConnectionError) return;
                 this.logger.warn(
                   `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
-                )
-              );
+                );
+              });
             }
           });
         },
