@@ -16,8 +16,10 @@
  *
  * Usage: deno task fuzz [--cases N] [--seed S] [--start I] [--json]
  *        bun scripts/fuzz_decoder.ts [--cases N] [--seed S] [--start I]
- * Case i of seed S is the same on every run and runtime: `--start i --cases 1`
- * replays it.
+ * Case i of seed S is the same on every run of a runtime: `--start i --cases 1`
+ * replays it. Deno and Bun differ in a few cases: the frame generator's
+ * doubles use `10 ** k`, and V8 gives `10 ** 23` as 1.0000000000000001e+23
+ * where JavaScriptCore gives 1e23.
  *
  * @module
  */
