@@ -31,11 +31,24 @@ import { checkEviction } from "./eviction.ts";
 // ARGV[2] ttl (ms), ARGV[3] "1" to fence, "0" not to (the counter is untouched).
 // Acquired: {1, fence} ({1} without fencing). Held by someone: {0, pttl of the
 // holder}.
+//
+// A missing counter (a fresh server, or one that lost it: a restart without
+// persistence, FLUSHALL, eviction) starts from the server's clock in
+// microseconds, not from 1, so tokens keep increasing across the loss: every
+// token issued before was at most its seed time plus one per acquisition,
+// which stays below the clock (fewer than one acquisition per microsecond).
+// Below 2^53 until the year 2255, so exact as a Lua double and a JS number.
 const ACQUIRE_SCRIPT = new Script(
   "ACQUIRE_SCRIPT",
   `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] == '0' then return {1} end
-  return {1, redis.call('INCR', KEYS[2])}
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return {1, redis.call('INCR', KEYS[2])}
+  end
+  local t = redis.call('TIME')
+  local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', f))
+  return {1, f}
 end
 return {0, redis.call('PTTL', KEYS[1])}`,
 );
@@ -607,10 +620,14 @@ export class Lock {
    * of one lock name strictly increase across holders and processes (a
    * counter incremented atomically with each successful acquisition; a failed
    * attempt consumes none). Its key, `<prefix>lock:{<name>}:fence`, never
-   * expires and survives `reset()`, so tokens never repeat. They stay
-   * monotonic only as long as that counter key survives: an `allkeys-*`
-   * eviction policy, `FLUSHDB`/`FLUSHALL` or a failover that loses it
-   * restarts them from 1.
+   * expires and survives `reset()`, so tokens never repeat. A counter that
+   * does not exist yet, or was lost (a restart without persistence,
+   * `FLUSHDB`/`FLUSHALL`, an `allkeys-*` eviction), starts again from the
+   * server's clock in microseconds (e.g. 1764650000000000), so tokens still
+   * increase across the loss, as long as the server's clock does not go
+   * back. Not covered: a failover to a replica whose copy of the counter is
+   * behind (replication is asynchronous), which can hand out a recent token
+   * again.
    *
    * A protected resource checks it by remembering the highest token it has
    * accepted and refusing any write that carries a lower one: a holder that

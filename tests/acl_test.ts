@@ -40,7 +40,8 @@ export const RESPITE_COMMANDS = [
   "pttl", // acquire finding the lock held; cached() waiting (the holder's lease)
   "pexpire", // extend, autoRenew; cached() keeps its invalidation marker alive
   "publish", // release and reset wake waiters; a cached() write wakes waiters
-  "exists", // Lock.locked()
+  "exists", // Lock.locked(); acquire checks that the fence counter exists
+  "time", // acquire seeds a missing fence counter from the server's clock
   "scan", // Lock.resetAll() (SCAN ... MATCH ... TYPE string)
   // Pub/sub, on the client's subscriber connection:
   "subscribe", // waiting for a lock or a cached() value; redis.subscribe()
@@ -81,7 +82,8 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   ],
   pexpire: ["Lock.extend"],
   publish: ["Lock.release", "Lock.reset", "cached: miss, then hit"],
-  exists: ["Lock.locked"],
+  exists: ["Lock.locked", "Lock.acquire"],
+  time: ["Lock.acquire"],
   scan: ["Lock.resetAll"],
   subscribe: [
     "redis.subscribe",
@@ -227,9 +229,15 @@ const FEATURES = {
   async "Lock.acquire"(c: Ctx) {
     await using r = await c.open();
     const lock = new Lock(r, uniq("acquire"), { ttl: 5_000 });
+    // The first token of a name comes from the server's clock (TIME), the
+    // next from the counter (INCR).
     assert.equal(await lock.acquire({ wait: 0 }), true);
-    assert.equal(lock.fence, 1);
+    const first = lock.fence!;
+    assert.ok(first > 1e15, `a clock-seeded token, got ${first}`);
     assert.ok(await c.admin.send<number>("PTTL", lock.keys.key) > 0);
+    await lock.release();
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    assert.equal(lock.fence, first + 1);
     await c.admin.send("DEL", lock.keys.key, lock.keys.fence);
   },
   async "Lock.acquire without fencing"(c: Ctx) {
@@ -275,13 +283,14 @@ const FEATURES = {
     const first = new Lock(a, name, { ttl: 30_000 });
     const second = new Lock(b, name, { ttl: 5_000 });
     assert.equal(await first.acquire({ wait: 0 }), true);
+    const firstFence = first.fence!;
     const t0 = performance.now();
     const got = track(second.acquire({ wait: 10_000 }));
     await subscribers(c.admin, first.keys.wake, 1, got.done);
     await first.release();
     assert.equal(await got.p, true);
     assert.ok(performance.now() - t0 < 5_000, "woken, not timed out");
-    assert.equal(second.fence, 2);
+    assert.equal(second.fence, firstFence + 1);
     await second.release();
     await c.admin.send("DEL", first.keys.fence);
   },
@@ -348,8 +357,9 @@ const FEATURES = {
     const f = withLock(function (x: number) {
       return [x * 2, this.fence];
     }, { redis: r, name, ttl: 5_000 });
-    assert.deepEqual(await f(21), [42, 1]);
-    assert.deepEqual(await f(1), [2, 2]);
+    const [doubled, fence] = await f(21) as [number, number];
+    assert.equal(doubled, 42);
+    assert.deepEqual(await f(1), [2, fence + 1]);
     await c.admin.send("DEL", `respite:lock:{${name}}:fence`);
   },
   async "cached: miss, then hit"(c: Ctx) {

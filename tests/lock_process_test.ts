@@ -40,6 +40,9 @@ test(
     const p = prefix();
     const procs = 4;
     const cycles = 200;
+    // An existing counter counts up from where it is (a missing one would
+    // start from the server's clock): from 0, it ends at the token count.
+    await r.send("SET", `${p}lock:{mutex}:fence`, "0");
     const workers = Array.from(
       { length: procs },
       (_, i) => startWorker(["mutex", url, p, String(cycles), `w${i}`]),

@@ -80,6 +80,7 @@ test("fencing: false leaves no fence key and fence is null; fencing locks on oth
   const a = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
   const b = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
   const fenced = new Lock(r, "fenced", { prefix: p, ttl: 5_000 });
+  let first: number | undefined;
   for (let i = 1; i <= 3; i++) {
     assert.equal(await a.acquire({ wait: 0 }), true);
     assert.equal(a.fence, null);
@@ -95,7 +96,12 @@ test("fencing: false leaves no fence key and fence is null; fencing locks on oth
     assert.equal(b.fence, null);
     await b.release();
     assert.equal(await fenced.acquire({ wait: 0 }), true);
-    assert.equal(fenced.fence, i, "the fencing lock's counter counts up");
+    first ??= fenced.fence! - (i - 1);
+    assert.equal(
+      fenced.fence,
+      first + i - 1,
+      "the fencing lock's counter counts up",
+    );
     await fenced.release();
   }
   // An unfenced waiter gets the holder's lease from a failed attempt.
@@ -516,6 +522,9 @@ test("5,000 contended lock/unlock cycles leave no channel, subscriber or key beh
   const p = prefix();
   const cycles = 5_000;
   let done = 0;
+  // A counter that exists counts up from where it is (a missing one starts
+  // from the server's clock): from 0, its value is the number of tokens.
+  await r1.send("SET", `${p}lock:{churn}:fence`, "0");
   let inside = 0;
   const worker = async (r: RedisClient) => {
     const lock = new Lock(r, "churn", { prefix: p, ttl: 10_000 });
@@ -974,4 +983,39 @@ test("Lock.reset and Lock.resetAll force-release with SCAN and wake waiters", as
 
 teardown(async () => {
   await server.stop();
+});
+
+test("fencing tokens keep increasing when the counter is lost (FLUSHALL, a restart without persistence): a lost counter starts again from the server's clock", async () => {
+  const own = await startRedis();
+  try {
+    await using r = await connect({
+      url: own.url,
+      reconnect: { minDelay: 10, maxDelay: 50 },
+    });
+    const p = prefix();
+    const lock = new Lock(r, "seeded", { prefix: p });
+    const tokens: number[] = [];
+    const take = async () => {
+      assert.equal(await lock.acquire({ wait: 0 }), true);
+      tokens.push(lock.fence!);
+      await lock.release();
+    };
+    await take();
+    await take();
+    await r.send("FLUSHALL");
+    await take();
+    await own.restart(); // no persistence: the counter is gone
+    await take();
+    await take();
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(tokens[i] > tokens[i - 1], `tokens ${tokens.join(", ")}`);
+      assert.ok(Number.isSafeInteger(tokens[i]));
+    }
+    assert.equal(tokens[1], tokens[0] + 1, "one apart while the counter lives");
+    // Seeded from the server's clock, in microseconds.
+    const [sec] = await r.send<string[]>("TIME");
+    assert.ok(Math.abs(tokens[3] / 1e6 - Number(sec)) < 60, String(tokens[3]));
+  } finally {
+    await own.stop();
+  }
 });
