@@ -49,7 +49,9 @@
  * - when the server ends or breaks a connection (the server died): those of
  *   that connection;
  * - at `stall()` and `blackhole()`: those outstanding when it began, plus
- *   every request received while it is on.
+ *   every request received while it is on;
+ * - every request received on a connection after it was cut (by a fault or
+ *   by the server), before the client noticed.
  * An operation hit by two faults counts twice. Latency and chunking
  * interrupt nothing; `chunksDelayed` and `chunksSplit` show that they
  * applied.
@@ -118,6 +120,11 @@ export interface FaultProxy {
   resume(): void;
   /** A snapshot of the counters. */
   readonly stats: FaultProxyStats;
+  /**
+   * The outstanding requests (see the module doc) of every open connection:
+   * for each, its first 6 arguments (64 bytes of each at most).
+   */
+  outstandingRequests(): string[][];
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 }
@@ -125,14 +132,18 @@ export interface FaultProxy {
 const CR = 13;
 const LF = 10;
 const PUSH = 0x3e; // ">"
+/** How many leading arguments of a request are kept, and how many bytes of each. */
+const ARG_COUNT = 6;
+const ARG_BYTES = 64;
 const ATTRIBUTE = 0x7c; // "|"
 
 /**
  * Counts complete top-level RESP frames in a byte stream fed in any chunks.
  * Aggregates are followed element by element; bulk payloads are skipped by
  * their declared length. Attributes (`|`) are skipped and not counted. The
- * first bulk string of a top-level array (up to 32 bytes) is passed on, to
- * recognize SUBSCRIBE.
+ * first ARG_COUNT bulk strings of a top-level array (up to ARG_BYTES bytes
+ * each) are passed on, to recognize SUBSCRIBE and to tell which requests are
+ * outstanding.
  */
 export class FrameCounter {
   /** Elements left in each open aggregate, innermost last. */
@@ -147,10 +158,10 @@ export class FrameCounter {
   /** Payload + CRLF bytes left of the current bulk string. */
   #skip = 0;
   #capture = false;
-  #first: string | null = null;
+  #args: string[] = [];
 
   constructor(
-    readonly onFrame: (type: number, first: string | null) => void,
+    readonly onFrame: (type: number, args: string[]) => void,
   ) {}
 
   feed(b: Uint8Array): void {
@@ -162,8 +173,9 @@ export class FrameCounter {
           for (let j = i; j < i + n; j++) {
             // The payload ends 2 bytes (CRLF) before the end of the skip.
             const payloadLeft = this.#skip - (j - i) - 2;
-            if (payloadLeft > 0 && this.#first!.length < 32) {
-              this.#first += String.fromCharCode(b[j]);
+            const a = this.#args;
+            if (payloadLeft > 0 && a[a.length - 1].length < ARG_BYTES) {
+              a[a.length - 1] += String.fromCharCode(b[j]);
             }
           }
         }
@@ -197,7 +209,7 @@ export class FrameCounter {
     const t = this.#type;
     if (this.#left.length === 0) {
       this.#topType = t;
-      this.#first = null;
+      this.#args = [];
     }
     const n = Number(this.#line);
     switch (t) {
@@ -207,8 +219,9 @@ export class FrameCounter {
         if (!(n >= 0)) return this.#valueDone(); // null
         this.#skip = n + 2;
         this.#state = "bulk";
-        this.#capture = this.#left.length === 1 && this.#seen[0] === 0;
-        if (this.#capture) this.#first = "";
+        this.#capture = this.#left.length === 1 &&
+          this.#seen[0] < ARG_COUNT;
+        if (this.#capture) this.#args.push("");
         return;
       case 0x2a: // * array
       case 0x7e: // ~ set
@@ -238,9 +251,9 @@ export class FrameCounter {
       // An attribute is not a value: what follows it is.
       if (this.#isAttribute.pop()) return;
     }
-    const first = this.#first;
-    this.#first = null;
-    this.onFrame(this.#topType, first);
+    const args = this.#args;
+    this.#args = [];
+    this.onFrame(this.#topType, args);
   }
 }
 
@@ -278,6 +291,8 @@ interface Conn {
   requests: number;
   /** Replies delivered to the client. */
   replies: number;
+  /** The leading arguments of each outstanding request, oldest first. */
+  pending: string[][];
   /** Black-holed: every byte is discarded until it closes. */
   dead: boolean;
   halfClosed: boolean;
@@ -404,7 +419,10 @@ export async function startFaultProxy(
         }
         if (!p.up && written === head.bytes.length) {
           c.replies += head.frames;
-          if (!c.subscriber) s.replies += head.frames;
+          if (!c.subscriber) {
+            s.replies += head.frames;
+            c.pending.splice(0, head.frames);
+          }
         }
       }
     } finally {
@@ -487,6 +505,7 @@ export async function startFaultProxy(
       subscriber: false,
       requests: 0,
       replies: 0,
+      pending: [],
       dead: blackholed,
       halfClosed: false,
       cut: false,
@@ -495,18 +514,23 @@ export async function startFaultProxy(
     };
     conns.add(c);
     let frames = 0;
-    const upCounter = new FrameCounter((_type, first) => {
+    const upCounter = new FrameCounter((_type, args) => {
       if (
-        !c.subscriber && first !== null && SUBSCRIBE.has(first.toUpperCase())
+        !c.subscriber && args.length > 0 &&
+        SUBSCRIBE.has(args[0].toUpperCase())
       ) {
         c.subscriber = true;
         s.requests -= c.requests;
         s.replies -= c.replies;
+        c.pending = [];
       }
       c.requests++;
       if (c.subscriber) return;
+      c.pending.push(args);
       s.requests++;
-      if (stalled || c.dead) s.inFlightCut++;
+      // Sent into a held, black-holed or cut path: it will not be answered
+      // (stall: not before resume()).
+      if (stalled || c.dead || c.cut) s.inFlightCut++;
     });
     const downCounter = new FrameCounter((type) => {
       if (type !== PUSH) frames++;
@@ -631,6 +655,13 @@ export async function startFaultProxy(
       let out = 0;
       for (const c of conns) out += outstanding(c);
       return { ...s, open: conns.size, outstanding: out };
+    },
+    outstandingRequests() {
+      const out: string[][] = [];
+      for (const c of conns) {
+        if (!c.subscriber) out.push(...c.pending.map((a) => [...a]));
+      }
+      return out;
     },
     async close() {
       for (const c of [...conns]) closeConn(c);
