@@ -14,10 +14,12 @@
  * highest seen is refused).
  *
  * Timeline (ms): workers start; `go`; WARMUP_MS of traffic; for a lock
- * fleet, wait until a long hold (LONG_MS, the holder ignores its signal, as
- * a stalled holder would) has begun, so the fault hits a holder; inject;
- * after the fault's duration, clear it; RECOVERY_MS + TAIL_MS of traffic;
- * `stop`; each worker prints its record and exits.
+ * fleet, ask for one long hold (LONG_MS, by one loop, which ignores its
+ * signal, as a stalled holder would) and wait until it has begun, so the
+ * fault hits a holder; for an instant fault (drop, reset, half-close,
+ * SIGKILL) also wait until an acquire is outstanding at the proxy; inject;
+ * after the fault's duration (FAULT_MS), clear it; RECOVERY_MS + TAIL_MS of
+ * traffic; `stop`; each worker prints its record and exits.
  *
  * The checks, each reported as a failure line:
  *
@@ -149,7 +151,6 @@ export const LOCK_LOOPS = 2;
 export const LOCK_NAMES = ["a", "b"];
 export const LOCK_TTL = 500;
 export const LOCK_WAIT = 400;
-export const LONG_EVERY = 4;
 export const LONG_MS = 1_200;
 export const LOCK_DEADLINE_MS = LOCK_WAIT + 1_500;
 export const LOCK_RECOVERY_OPS = 3;
@@ -338,7 +339,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
           ttl: LOCK_TTL,
           wait: LOCK_WAIT,
           loops: LOCK_LOOPS,
-          longEvery: i === 0 ? LONG_EVERY : 0,
+          longHolder: i === 0,
           longMs: LONG_MS,
         });
       }
@@ -374,6 +375,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     const tGo = wall();
     await sleep(WARMUP_MS);
     if (fleets.includes("lock")) {
+      await ctl.send("SET", `${ns}arm`, "1");
       const by = Date.now() + 10_000;
       while (await ctl.send("EXISTS", `${ns}long`) === 0) {
         if (Date.now() > by) {
