@@ -17,8 +17,9 @@
  *   more) a timer of that many ms separates the pieces, so each arrives on
  *   its own (153 reads of 153 bytes in the same measurement), at a few ms
  *   per piece.
- * - `stall()`: bytes are held, both ways, until `resume()`, which flushes
- *   them in order. Connections stay open.
+ * - `stall(direction)`: bytes are held, both ways (or only `"up"`,
+ *   client→server, or `"down"`, server→client), until `resume()`, which
+ *   flushes them in order. Connections stay open.
  * - `blackhole()`: bytes are discarded, both ways, with no FIN and no RST.
  *   Connections accepted while it is on are black-holed too. A connection
  *   that lost bytes stays black-holed until it closes, also after
@@ -104,8 +105,8 @@ export interface FaultProxy {
    * between pieces (see the module doc).
    */
   chunk(size: number | null, options?: { gapMs?: number }): void;
-  /** Holds all bytes, both ways, until `resume()`. */
-  stall(): void;
+  /** Holds all bytes, both ways (default) or one way, until `resume()`. */
+  stall(direction?: "both" | "up" | "down"): void;
   /** Discards all bytes, both ways, until `resume()` (see the module doc). */
   blackhole(): void;
   /** Ends the server→client direction of every current connection. */
@@ -344,6 +345,9 @@ export async function startFaultProxy(
   let chunkSize: number | null = null;
   let chunkGap: number | undefined;
   let stalled = false;
+  let stallWay: "both" | "up" | "down" = "both";
+  const held = (p: Pipe) =>
+    stalled && (stallWay === "both" || (stallWay === "up") === p.up);
   let blackholed = false;
   let refusing = false;
   const s = {
@@ -388,7 +392,7 @@ export async function startFaultProxy(
     try {
       while (p.queue.length > 0) {
         if (c.closed || c.dead || p.discard) return discardQueue(p);
-        if (stalled) return; // resume() pumps again
+        if (held(p)) return; // resume() pumps again
         const head = p.queue[0];
         const wait = head.at + latencyMs - performance.now();
         if (latencyMs > 0 && wait > 0) {
@@ -542,7 +546,7 @@ export async function startFaultProxy(
         s.bytesDiscarded += d.length;
         return;
       }
-      if (latencyMs > 0 || stalled) s.chunksDelayed++;
+      if (latencyMs > 0 || held(p)) s.chunksDelayed++;
       p.queue.push({ bytes: d, at: performance.now(), frames });
       void pump(c, p);
     };
@@ -606,9 +610,13 @@ export async function startFaultProxy(
       chunkSize = size;
       chunkGap = gap;
     },
-    stall() {
+    stall(direction: "both" | "up" | "down" = "both") {
+      if (!["both", "up", "down"].includes(direction)) {
+        throw new TypeError('stall() takes "both", "up" or "down"');
+      }
       if (stalled) return;
       stalled = true;
+      stallWay = direction;
       for (const c of conns) if (!c.dead) s.inFlightCut += outstanding(c);
     },
     blackhole() {

@@ -17,7 +17,9 @@
  * fleet, ask for one long hold (LONG_MS, by one loop, which ignores its
  * signal, as a stalled holder would) and wait until it has begun, so the
  * fault hits a holder; for an instant fault (drop, reset, half-close,
- * SIGKILL) also wait until an acquire is outstanding at the proxy; inject;
+ * SIGKILL) also wait until an acquire is outstanding at the proxy, holding
+ * replies (drop, reset, half-close: the acquire ran, its reply is lost) or
+ * requests (SIGKILL: it never reached the server) for those few ms; inject;
  * after the fault's duration (FAULT_MS), clear it; RECOVERY_MS + TAIL_MS of
  * traffic; `stop`; each worker prints its record and exits.
  *
@@ -388,10 +390,15 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     }
 
     // ------------------------------------------------------------ fault
+    const killing = fault === "sigkill" || fault === "sigkill-nopersist";
     if (INSTANT.has(fault)) {
       // An instant fault must catch requests out: wait for one, and with a
       // lock fleet for an acquire (a script run on a lock key and its
-      // fencing counter), so a try is cut mid-way.
+      // fencing counter), so a try is cut mid-way. To make sure it is still
+      // unanswered when the fault strikes, the proxy briefly holds replies
+      // (drop, reset, half-close: the acquire has run in Redis and its reply
+      // is lost) or requests (SIGKILL: it never reaches the server).
+      proxy.stall(killing ? "up" : "down");
       const wanted = fleets.includes("lock")
         ? (a: string[]) =>
           (a[0] === "EVALSHA" || a[0] === "EVAL") && a[2] === "2" &&
@@ -406,6 +413,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
       if (!found) {
         setupNotes.push("no acquire was in flight within 5 s of waiting");
       }
+      if (!killing) await sleep(2); // let Redis run it
     }
     const before = proxy.stats;
     const tFault = wall();
@@ -435,16 +443,21 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
         break;
       case "drop":
         proxy.drop();
+        proxy.resume();
         break;
       case "reset":
         proxy.reset();
+        proxy.resume();
         break;
       case "halfclose":
         proxy.halfClose();
+        proxy.resume();
         break;
       case "sigkill":
       case "sigkill-nopersist":
-        await target.restart();
+        target.signal("SIGKILL");
+        proxy.resume();
+        await target.restart(); // waits for the exit, starts on the same port
         break;
       case "sigstop":
         target.signal("SIGSTOP");
@@ -457,8 +470,6 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     if (
       fault !== "latency" && fault !== "chunk" && fault !== "sigstop"
     ) {
-      // sigkill: the proxy sees the server end the connections it had.
-      if (fault === "sigkill" || fault === "sigkill-nopersist") await sleep(50);
       inFlight = proxy.stats.inFlightCut - before.inFlightCut;
     }
     await sleep(RECOVERY_MS + TAIL_MS);

@@ -242,6 +242,38 @@ test("stall(): bytes are held both ways with the connection open; resume() deliv
   }
 });
 
+test('stall("down") lets requests reach the server and holds the replies; stall("up") holds the requests', async () => {
+  const proxy = await startFaultProxy(target);
+  const c = await raw(proxy.port);
+  await using direct = await connect(redis.url);
+  try {
+    const k = key("stall-way");
+    proxy.stall("down");
+    c.send(cmd("SET", k, "1"));
+    const by = Date.now() + 3_000;
+    while (await direct.send("GET", k) !== "1") {
+      assert.ok(Date.now() < by, "the SET never reached the server");
+      await sleep(5);
+    }
+    await sleep(50);
+    assert.equal(c.text(), "", "the reply is held");
+    assert.equal(proxy.stats.outstanding, 1);
+    proxy.resume();
+    await c.waitFor("+OK\r\n");
+    proxy.stall("up");
+    c.send(cmd("SET", k, "2"));
+    await sleep(100);
+    assert.equal(await direct.send("GET", k), "1", "the SET is held");
+    proxy.resume();
+    await c.waitFor("+OK\r\n+OK\r\n");
+    assert.equal(await direct.send("GET", k), "2");
+    await direct.send("DEL", k);
+  } finally {
+    await c.close();
+    await proxy.close();
+  }
+});
+
 test("blackhole(): bytes vanish both ways with no FIN or RST; the connection stays dead after resume(), new ones work", async () => {
   const proxy = await startFaultProxy(target);
   const c = await raw(proxy.port);
