@@ -48,11 +48,11 @@
  *   CLOCK_SLACK_MS (the loss is signalled by a timer). Every vouched-for
  *   hold's read and write were accepted, with fences increasing.
  * - Non-persistent server under SIGKILL + restart (locks forgotten):
- *   overlaps may happen and at least one must (else nothing was tested);
- *   for each, the earlier holder learned of the loss within one renewal
+ *   overlaps may happen; for each, the earlier holder learned of the loss within one renewal
  *   interval (ttl / 3) + the reconnect backoff cap + SCHED_SLACK_MS of the
  *   newer holder's start, the newer holder has the higher fence, and the
  *   earlier holder's write, sent after the newer holder's read, was refused.
+ *   At least one such late write must happen (else nothing was tested).
  * - Exact counter: per name, the store's value equals the number of writes
  *   it applied, which is at least the writes reported accepted and at most
  *   those plus the writes whose outcome is unknown.
@@ -86,11 +86,10 @@
  *   event in any process, and every process had ≥ CACHED_RECOVERY_OPS
  *   successful calls within RECOVERY_MS after the fault cleared.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
-import { writeFile } from "node:fs/promises";
 import { connect, type RedisClient } from "../mod.ts";
 import { type FaultProxy, startFaultProxy } from "./_fault_proxy.ts";
 import { type Proc, runArgs, spawn } from "./_proc.ts";

@@ -32,6 +32,7 @@ for (const fault of FAULTS) {
             failures: r.failures,
             notes: r.notes,
             errors: r.errors,
+            errorSamples: r.errorSamples,
           })),
           null,
           1,
