@@ -17,8 +17,9 @@
  *   more) a timer of that many ms separates the pieces, so each arrives on
  *   its own (153 reads of 153 bytes in the same measurement), at a few ms
  *   per piece.
- * - `stall()`: bytes are held, both ways, until `resume()`, which flushes
- *   them in order. Connections stay open.
+ * - `stall(direction)`: bytes are held, both ways (or only `"up"`,
+ *   client→server, or `"down"`, server→client), until `resume()`, which
+ *   flushes them in order. Connections stay open.
  * - `blackhole()`: bytes are discarded, both ways, with no FIN and no RST.
  *   Connections accepted while it is on are black-holed too. A connection
  *   that lost bytes stays black-holed until it closes, also after
@@ -49,7 +50,9 @@
  * - when the server ends or breaks a connection (the server died): those of
  *   that connection;
  * - at `stall()` and `blackhole()`: those outstanding when it began, plus
- *   every request received while it is on.
+ *   every request received while it is on;
+ * - every request received on a connection after it was cut (by a fault or
+ *   by the server), before the client noticed.
  * An operation hit by two faults counts twice. Latency and chunking
  * interrupt nothing; `chunksDelayed` and `chunksSplit` show that they
  * applied.
@@ -102,8 +105,8 @@ export interface FaultProxy {
    * between pieces (see the module doc).
    */
   chunk(size: number | null, options?: { gapMs?: number }): void;
-  /** Holds all bytes, both ways, until `resume()`. */
-  stall(): void;
+  /** Holds all bytes, both ways (default) or one way, until `resume()`. */
+  stall(direction?: "both" | "up" | "down"): void;
   /** Discards all bytes, both ways, until `resume()` (see the module doc). */
   blackhole(): void;
   /** Ends the server→client direction of every current connection. */
@@ -118,6 +121,11 @@ export interface FaultProxy {
   resume(): void;
   /** A snapshot of the counters. */
   readonly stats: FaultProxyStats;
+  /**
+   * The outstanding requests (see the module doc) of every open connection:
+   * for each, its first 6 arguments (64 bytes of each at most).
+   */
+  outstandingRequests(): string[][];
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 }
@@ -125,14 +133,18 @@ export interface FaultProxy {
 const CR = 13;
 const LF = 10;
 const PUSH = 0x3e; // ">"
+/** How many leading arguments of a request are kept, and how many bytes of each. */
+const ARG_COUNT = 6;
+const ARG_BYTES = 64;
 const ATTRIBUTE = 0x7c; // "|"
 
 /**
  * Counts complete top-level RESP frames in a byte stream fed in any chunks.
  * Aggregates are followed element by element; bulk payloads are skipped by
  * their declared length. Attributes (`|`) are skipped and not counted. The
- * first bulk string of a top-level array (up to 32 bytes) is passed on, to
- * recognize SUBSCRIBE.
+ * first ARG_COUNT bulk strings of a top-level array (up to ARG_BYTES bytes
+ * each) are passed on, to recognize SUBSCRIBE and to tell which requests are
+ * outstanding.
  */
 export class FrameCounter {
   /** Elements left in each open aggregate, innermost last. */
@@ -147,10 +159,10 @@ export class FrameCounter {
   /** Payload + CRLF bytes left of the current bulk string. */
   #skip = 0;
   #capture = false;
-  #first: string | null = null;
+  #args: string[] = [];
 
   constructor(
-    readonly onFrame: (type: number, first: string | null) => void,
+    readonly onFrame: (type: number, args: string[]) => void,
   ) {}
 
   feed(b: Uint8Array): void {
@@ -162,8 +174,9 @@ export class FrameCounter {
           for (let j = i; j < i + n; j++) {
             // The payload ends 2 bytes (CRLF) before the end of the skip.
             const payloadLeft = this.#skip - (j - i) - 2;
-            if (payloadLeft > 0 && this.#first!.length < 32) {
-              this.#first += String.fromCharCode(b[j]);
+            const a = this.#args;
+            if (payloadLeft > 0 && a[a.length - 1].length < ARG_BYTES) {
+              a[a.length - 1] += String.fromCharCode(b[j]);
             }
           }
         }
@@ -197,7 +210,7 @@ export class FrameCounter {
     const t = this.#type;
     if (this.#left.length === 0) {
       this.#topType = t;
-      this.#first = null;
+      this.#args = [];
     }
     const n = Number(this.#line);
     switch (t) {
@@ -207,8 +220,9 @@ export class FrameCounter {
         if (!(n >= 0)) return this.#valueDone(); // null
         this.#skip = n + 2;
         this.#state = "bulk";
-        this.#capture = this.#left.length === 1 && this.#seen[0] === 0;
-        if (this.#capture) this.#first = "";
+        this.#capture = this.#left.length === 1 &&
+          this.#seen[0] < ARG_COUNT;
+        if (this.#capture) this.#args.push("");
         return;
       case 0x2a: // * array
       case 0x7e: // ~ set
@@ -238,9 +252,9 @@ export class FrameCounter {
       // An attribute is not a value: what follows it is.
       if (this.#isAttribute.pop()) return;
     }
-    const first = this.#first;
-    this.#first = null;
-    this.onFrame(this.#topType, first);
+    const args = this.#args;
+    this.#args = [];
+    this.onFrame(this.#topType, args);
   }
 }
 
@@ -278,6 +292,8 @@ interface Conn {
   requests: number;
   /** Replies delivered to the client. */
   replies: number;
+  /** The leading arguments of each outstanding request, oldest first. */
+  pending: string[][];
   /** Black-holed: every byte is discarded until it closes. */
   dead: boolean;
   halfClosed: boolean;
@@ -329,6 +345,9 @@ export async function startFaultProxy(
   let chunkSize: number | null = null;
   let chunkGap: number | undefined;
   let stalled = false;
+  let stallWay: "both" | "up" | "down" = "both";
+  const held = (p: Pipe) =>
+    stalled && (stallWay === "both" || (stallWay === "up") === p.up);
   let blackholed = false;
   let refusing = false;
   const s = {
@@ -373,7 +392,7 @@ export async function startFaultProxy(
     try {
       while (p.queue.length > 0) {
         if (c.closed || c.dead || p.discard) return discardQueue(p);
-        if (stalled) return; // resume() pumps again
+        if (held(p)) return; // resume() pumps again
         const head = p.queue[0];
         const wait = head.at + latencyMs - performance.now();
         if (latencyMs > 0 && wait > 0) {
@@ -404,7 +423,10 @@ export async function startFaultProxy(
         }
         if (!p.up && written === head.bytes.length) {
           c.replies += head.frames;
-          if (!c.subscriber) s.replies += head.frames;
+          if (!c.subscriber) {
+            s.replies += head.frames;
+            c.pending.splice(0, head.frames);
+          }
         }
       }
     } finally {
@@ -487,6 +509,7 @@ export async function startFaultProxy(
       subscriber: false,
       requests: 0,
       replies: 0,
+      pending: [],
       dead: blackholed,
       halfClosed: false,
       cut: false,
@@ -495,18 +518,23 @@ export async function startFaultProxy(
     };
     conns.add(c);
     let frames = 0;
-    const upCounter = new FrameCounter((_type, first) => {
+    const upCounter = new FrameCounter((_type, args) => {
       if (
-        !c.subscriber && first !== null && SUBSCRIBE.has(first.toUpperCase())
+        !c.subscriber && args.length > 0 &&
+        SUBSCRIBE.has(args[0].toUpperCase())
       ) {
         c.subscriber = true;
         s.requests -= c.requests;
         s.replies -= c.replies;
+        c.pending = [];
       }
       c.requests++;
       if (c.subscriber) return;
+      c.pending.push(args);
       s.requests++;
-      if (stalled || c.dead) s.inFlightCut++;
+      // Sent into a held, black-holed or cut path: it will not be answered
+      // (stall: not before resume()).
+      if (stalled || c.dead || c.cut) s.inFlightCut++;
     });
     const downCounter = new FrameCounter((type) => {
       if (type !== PUSH) frames++;
@@ -518,7 +546,7 @@ export async function startFaultProxy(
         s.bytesDiscarded += d.length;
         return;
       }
-      if (latencyMs > 0 || stalled) s.chunksDelayed++;
+      if (latencyMs > 0 || held(p)) s.chunksDelayed++;
       p.queue.push({ bytes: d, at: performance.now(), frames });
       void pump(c, p);
     };
@@ -582,9 +610,13 @@ export async function startFaultProxy(
       chunkSize = size;
       chunkGap = gap;
     },
-    stall() {
+    stall(direction: "both" | "up" | "down" = "both") {
+      if (!["both", "up", "down"].includes(direction)) {
+        throw new TypeError('stall() takes "both", "up" or "down"');
+      }
       if (stalled) return;
       stalled = true;
+      stallWay = direction;
       for (const c of conns) if (!c.dead) s.inFlightCut += outstanding(c);
     },
     blackhole() {
@@ -631,6 +663,13 @@ export async function startFaultProxy(
       let out = 0;
       for (const c of conns) out += outstanding(c);
       return { ...s, open: conns.size, outstanding: out };
+    },
+    outstandingRequests() {
+      const out: string[][] = [];
+      for (const c of conns) {
+        if (!c.subscriber) out.push(...c.pending.map((a) => [...a]));
+      }
+      return out;
     },
     async close() {
       for (const c of [...conns]) closeConn(c);

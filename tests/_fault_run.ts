@@ -14,10 +14,14 @@
  * highest seen is refused).
  *
  * Timeline (ms): workers start; `go`; WARMUP_MS of traffic; for a lock
- * fleet, wait until a long hold (LONG_MS, the holder ignores its signal, as
- * a stalled holder would) has begun, so the fault hits a holder; inject;
- * after the fault's duration, clear it; RECOVERY_MS + TAIL_MS of traffic;
- * `stop`; each worker prints its record and exits.
+ * fleet, ask for one long hold (LONG_MS, by one loop, which ignores its
+ * signal, as a stalled holder would) and wait until it has begun, so the
+ * fault hits a holder; for an instant fault (drop, reset, half-close,
+ * SIGKILL) also wait until an acquire is outstanding at the proxy, holding
+ * replies (drop, reset, half-close: the acquire ran, its reply is lost) or
+ * requests (SIGKILL: it never reached the server) for those few ms; inject;
+ * after the fault's duration (FAULT_MS), clear it; RECOVERY_MS + TAIL_MS of
+ * traffic; `stop`; each worker prints its record and exits.
  *
  * The checks, each reported as a failure line:
  *
@@ -44,15 +48,26 @@
  *   CLOCK_SLACK_MS (the loss is signalled by a timer). Every vouched-for
  *   hold's read and write were accepted, with fences increasing.
  * - Non-persistent server under SIGKILL + restart (locks forgotten):
- *   overlaps may happen and at least one must (else nothing was tested);
- *   for each, the earlier holder learned of the loss within one renewal
+ *   overlaps may happen; for each, the earlier holder learned of the loss within one renewal
  *   interval (ttl / 3) + the reconnect backoff cap + SCHED_SLACK_MS of the
  *   newer holder's start, the newer holder has the higher fence, and the
  *   earlier holder's write, sent after the newer holder's read, was refused.
+ *   At least one such late write must happen (else nothing was tested).
  * - Exact counter: per name, the store's value equals the number of writes
  *   it applied, which is at least the writes reported accepted and at most
  *   those plus the writes whose outcome is unknown.
  * - Contention: holds changed hands between processes (handoffs > 0).
+ * - `acquire({ wait })` resolves true or false: it never rejects because a
+ *   connection dropped, a command timed out or Redis is LOADING (it retries
+ *   within `wait`). Drop, reset, half-close and SIGKILL are injected while
+ *   an acquire is outstanding at the proxy. A try that did reject must not
+ *   leave its key behind (checked with `owner()` right after).
+ * - Stall, black-hole and SIGSTOP last longer than the lease: the long hold
+ *   they catch must be told it lost the lock (its signal aborts) within the
+ *   lease (ttl) of the fault's start, plus its worker's timer lag.
+ * - A holder that ignored its signal and wrote late (the long hold) is
+ *   refused by the store once a newer holder has read it; under stall,
+ *   black-hole and SIGSTOP at least one such late write must happen.
  * - Recovery: every process completed ≥ LOCK_RECOVERY_OPS accepted fenced
  *   read-modify-write cycles that began within RECOVERY_MS after the fault
  *   cleared.
@@ -66,13 +81,15 @@
  *   at least ttl apart; +2 for the stretch's two ends). Inside it (Redis
  *   unreachable: each process fails open) at most one computation at a time
  *   per process (singleflight), so at most CACHED_PROCS at once.
+ * - No call rejects (`failOpen` is on: a call computes rather than fail).
  * - Recovery: from FAULT_GRACE_MS after the fault cleared, no `error` hook
  *   event in any process, and every process had ≥ CACHED_RECOVERY_OPS
  *   successful calls within RECOVERY_MS after the fault cleared.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setImmediate } from "node:timers";
 import { connect, type RedisClient } from "../mod.ts";
 import { type FaultProxy, startFaultProxy } from "./_fault_proxy.ts";
 import { type Proc, runArgs, spawn } from "./_proc.ts";
@@ -110,10 +127,22 @@ export const FAULT_TEXT: Record<Fault, string> = {
   sigstop: "redis-server SIGSTOPped for 700 ms (> ttl), then SIGCONT",
 };
 
-export const WARMUP_MS = 500;
+/** Faults that act at one moment (the others last FAULT_MS). */
+const INSTANT = new Set<Fault>([
+  "drop",
+  "reset",
+  "halfclose",
+  "sigkill",
+  "sigkill-nopersist",
+]);
+
+/** Faults that outlast the lease: a holder they catch loses its lock. */
+const LEASE_LOSS = new Set<Fault>(["stall", "blackhole", "sigstop"]);
+
+export const WARMUP_MS = 300;
 export const FAULT_MS = 700;
-export const RECOVERY_MS = 2_000;
-export const TAIL_MS = 500;
+export const RECOVERY_MS = 1_500;
+export const TAIL_MS = 300;
 export const FAULT_GRACE_MS = 1_000;
 export const CLOCK_SLACK_MS = 2;
 export const SCHED_SLACK_MS = 100;
@@ -122,8 +151,7 @@ export const LOCK_PROCS = 3;
 export const LOCK_LOOPS = 2;
 export const LOCK_NAMES = ["a", "b"];
 export const LOCK_TTL = 500;
-export const LOCK_WAIT = 1_500;
-export const LONG_EVERY = 6;
+export const LOCK_WAIT = 400;
 export const LONG_MS = 1_200;
 export const LOCK_DEADLINE_MS = LOCK_WAIT + 1_500;
 export const LOCK_RECOVERY_OPS = 3;
@@ -133,7 +161,7 @@ export const CACHED_CALLERS = 3;
 export const CACHE_TTL = 300;
 export const CACHE_LOCK_TTL = 500;
 export const CACHE_WAIT = 1_000;
-export const CACHE_TIMEOUT = 300;
+export const CACHE_TIMEOUT = 500;
 export const COMPUTE_MS = 40;
 export const CACHED_DEADLINE_MS = 3 * CACHE_WAIT + 1_000;
 export const CACHED_RECOVERY_OPS = 5;
@@ -165,6 +193,8 @@ export interface CaseOptions {
   launcher?: Launcher;
   /** The runtime's name for the report (default: the current one). */
   runtime?: string;
+  /** Write the timeline and every worker's record to this file (JSON). */
+  dump?: string;
 }
 
 /** The outcome for one fleet. */
@@ -176,6 +206,8 @@ export interface FleetReport {
   opsOk: number;
   /** Failed calls by kind, over the fleet. */
   errors: Record<string, number>;
+  /** A message for each error kind. */
+  errorSamples: Record<string, string>;
   /** The proxy's counter for this fault (see the module doc). */
   inFlight: number;
   /** Lock: overlapping holds (allowed or not); cached: overlapping computations outside the fault window. */
@@ -190,7 +222,31 @@ export interface FleetReport {
   notes: string[];
 }
 
-const wall = () => performance.timeOrigin + performance.now();
+/**
+ * A wall clock comparable across processes: performance.now() mapped to the
+ * system clock at a tick of Date.now() (the median of 3 calibrations).
+ * `performance.timeOrigin + performance.now()` is not: in one run, a Deno
+ * worker's holds appeared 15–25 ms earlier than the fencing order proved
+ * they were.
+ */
+export function calibratedWallClock(): () => number {
+  const offsets: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const d0 = Date.now();
+    let d = d0;
+    let p = 0;
+    while (d === d0) {
+      p = performance.now();
+      d = Date.now();
+    }
+    offsets.push(d - p);
+  }
+  offsets.sort((a, b) => a - b);
+  const offset = offsets[1];
+  return () => offset + performance.now();
+}
+
+const wall = calibratedWallClock();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const worker = new URL("./fixtures/fault_worker.ts", import.meta.url).pathname;
 
@@ -268,6 +324,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
       const [cmd, args] = launcher(worker, [JSON.stringify(cfg)]);
       workers.push({ proc: spawn(cmd, args), id: cfg.id });
     };
+    const tSpawn = wall();
     const lockIds: string[] = [];
     const cachedIds: string[] = [];
     if (fleets.includes("lock")) {
@@ -283,7 +340,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
           ttl: LOCK_TTL,
           wait: LOCK_WAIT,
           loops: LOCK_LOOPS,
-          longEvery: i === 0 ? LONG_EVERY : 0,
+          longHolder: i === 0,
           longMs: LONG_MS,
         });
       }
@@ -319,6 +376,7 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     const tGo = wall();
     await sleep(WARMUP_MS);
     if (fleets.includes("lock")) {
+      await ctl.send("SET", `${ns}arm`, "1");
       const by = Date.now() + 10_000;
       while (await ctl.send("EXISTS", `${ns}long`) === 0) {
         if (Date.now() > by) {
@@ -331,6 +389,31 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     }
 
     // ------------------------------------------------------------ fault
+    const killing = fault === "sigkill" || fault === "sigkill-nopersist";
+    if (INSTANT.has(fault)) {
+      // An instant fault must catch requests out: wait for one, and with a
+      // lock fleet for an acquire (a script run on a lock key and its
+      // fencing counter), so a try is cut mid-way. To make sure it is still
+      // unanswered when the fault strikes, the proxy briefly holds replies
+      // (drop, reset, half-close: the acquire has run in Redis and its reply
+      // is lost) or requests (SIGKILL: it never reaches the server).
+      proxy.stall(killing ? "up" : "down");
+      const wanted = fleets.includes("lock")
+        ? (a: string[]) =>
+          (a[0] === "EVALSHA" || a[0] === "EVAL") && a[2] === "2" &&
+          a[4]?.endsWith(":fence")
+        : () => true;
+      const by = performance.now() + 5_000;
+      let found = false;
+      while (!(found = proxy.outstandingRequests().some(wanted))) {
+        if (performance.now() > by) break;
+        await new Promise((r) => setImmediate(r));
+      }
+      if (!found) {
+        setupNotes.push("no acquire was in flight within 5 s of waiting");
+      }
+      if (!killing) await sleep(2); // let Redis run it
+    }
     const before = proxy.stats;
     const tFault = wall();
     let inFlight = 0;
@@ -359,16 +442,21 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
         break;
       case "drop":
         proxy.drop();
+        proxy.resume();
         break;
       case "reset":
         proxy.reset();
+        proxy.resume();
         break;
       case "halfclose":
         proxy.halfClose();
+        proxy.resume();
         break;
       case "sigkill":
       case "sigkill-nopersist":
-        await target.restart();
+        target.signal("SIGKILL");
+        proxy.resume();
+        await target.restart(); // waits for the exit, starts on the same port
         break;
       case "sigstop":
         target.signal("SIGSTOP");
@@ -381,8 +469,6 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     if (
       fault !== "latency" && fault !== "chunk" && fault !== "sigstop"
     ) {
-      // sigkill: the proxy sees the server end the connections it had.
-      if (fault === "sigkill" || fault === "sigkill-nopersist") await sleep(50);
       inFlight = proxy.stats.inFlightCut - before.inFlightCut;
     }
     await sleep(RECOVERY_MS + TAIL_MS);
@@ -393,7 +479,19 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
     const collected = await Promise.all(workers.map((w) => collect(w, exitBy)));
     const byId = new Map(workers.map((w, i) => [w.id, collected[i]]));
     const reports: FleetReport[] = [];
-    const timeline = { tGo, tFault, tClear, tStop };
+    const timeline = { tSpawn, tGo, tFault, tClear, tStop, tDone: wall() };
+    if (opts.dump) {
+      await writeFile(
+        opts.dump,
+        JSON.stringify({
+          fault,
+          runtime,
+          timeline,
+          proxy: proxy.stats,
+          workers: [...byId].map(([id, c]) => ({ id, ...c })),
+        }),
+      );
+    }
     if (lockIds.length > 0) {
       reports.push(
         await checkLock(
@@ -445,10 +543,12 @@ function common(
 ): {
   results: Array<[string, Result]>;
   errors: Record<string, number>;
+  samples: Record<string, string>;
   maxSettle: number;
 } {
   const results: Array<[string, Result]> = [];
   const errors: Record<string, number> = {};
+  const samples: Record<string, string> = {};
   let maxSettle = 0;
   if (!(inFlight > 0)) {
     failures.push(
@@ -466,6 +566,9 @@ function common(
     }
     results.push([id, result]);
     merge(errors, result.errors);
+    for (const [k, m] of Object.entries(result.errorSamples ?? {})) {
+      samples[k] ??= m;
+    }
     for (const u of result.unhandled) {
       failures.push(`${id}: unhandled rejection: ${u}`);
     }
@@ -489,7 +592,7 @@ function common(
       notes.push(`${id}: redis.close() did not finish within 2 s`);
     }
   }
-  return { results, errors, maxSettle };
+  return { results, errors, samples, maxSettle };
 }
 
 async function checkLock(
@@ -507,7 +610,7 @@ async function checkLock(
 ): Promise<FleetReport> {
   const failures: string[] = [...ctx.setupNotes];
   const notes: string[] = [];
-  const { results, errors, maxSettle } = common(
+  const { results, errors, samples, maxSettle } = common(
     got,
     LOCK_DEADLINE_MS,
     ctx.inFlight,
@@ -543,7 +646,7 @@ async function checkLock(
     const unknown = of.filter((h) => h.w === "error").length;
     if (value !== applied) {
       failures.push(
-        `lock ${name}: the counter is ${value} but the store applied ${applied} writes (a lost update)`,
+        `lock ${name}: the counter is ${value} but the store applied writes of ${applied} tokens (a lost update, or one token used by two holders)`,
       );
     }
     if (applied < accepted || applied > accepted + unknown) {
@@ -625,9 +728,9 @@ async function checkLock(
       }
     }
   }
-  if (!ctx.persist && exercised === 0) {
+  if ((!ctx.persist || LEASE_LOSS.has(ctx.fault)) && exercised === 0) {
     failures.push(
-      "no earlier holder wrote after a newer one read: the forgotten-lock path was not exercised",
+      "no earlier holder wrote after a newer one read: the stale-write path was not exercised",
     );
   }
   failures.push(...violations.slice(0, 10));
@@ -635,6 +738,45 @@ async function checkLock(
     failures.push(`... and ${violations.length - 10} more violations`);
   }
   if (handoffs === 0) failures.push("no handoff between processes");
+  // acquire() with a wait resolves true or false: a dropped connection or a
+  // timeout during a try is retried within the wait, not thrown.
+  for (const [kind, n] of Object.entries(errors)) {
+    if (kind === "acquire:orphaned-key") {
+      failures.push(
+        `${n} rejected acquire() calls left their key in Redis (an orphaned lock until its ttl)`,
+      );
+    } else if (
+      kind.startsWith("acquire:") && kind !== "acquire:not-acquired"
+    ) {
+      failures.push(
+        `acquire({ wait: ${LOCK_WAIT} }) rejected ${n} times with ${
+          kind.slice(8)
+        } (it must retry within its wait and resolve true or false)`,
+      );
+    }
+  }
+  // A fault longer than the lease: the holder it caught must have been told.
+  if (LEASE_LOSS.has(ctx.fault)) {
+    const caught = holds.filter((h) =>
+      h.long && h.s < t.tFault && h.e > t.tFault
+    );
+    if (caught.length === 0) {
+      failures.push("the fault caught no long hold in progress");
+    }
+    for (const h of caught) {
+      const by = t.tFault + LOCK_TTL + (lagOf.get(h.proc) ?? 0) +
+        CLOCK_SLACK_MS;
+      if (h.l === null || h.l > by) {
+        failures.push(
+          `the holder caught by the fault was not told it lost the lock within its ${LOCK_TTL} ms lease (${
+            h.l === null
+              ? "never"
+              : `${(h.l - t.tFault).toFixed(0)} ms after the fault began`
+          }): ${show(h)}`,
+        );
+      }
+    }
+  }
   // Recovery.
   let recoveryOk = true;
   for (const [id, r] of results) {
@@ -655,6 +797,7 @@ async function checkLock(
     runtime: ctx.runtime,
     opsOk: holds.filter((h) => h.w === "accepted").length,
     errors,
+    errorSamples: samples,
     inFlight: ctx.inFlight,
     overlaps,
     handoffs,
@@ -677,7 +820,7 @@ function checkCached(
 ): FleetReport {
   const failures: string[] = [...ctx.setupNotes];
   const notes: string[] = [];
-  const { results, errors, maxSettle } = common(
+  const { results, errors, samples, maxSettle } = common(
     got,
     CACHED_DEADLINE_MS,
     ctx.inFlight,
@@ -728,6 +871,10 @@ function checkCached(
     }
   }
   failures.push(...violations.slice(0, 10));
+  // failOpen (the default): a call computes rather than fail.
+  for (const [kind, n] of Object.entries(errors)) {
+    failures.push(`${n} calls rejected with ${kind.slice(5)} (failOpen is on)`);
+  }
   let recoveryOk = true;
   for (const [id, r] of results) {
     const late = (r.cacheErrors ?? []).filter(([at]) => at >= windowEnd);
@@ -755,6 +902,7 @@ function checkCached(
     runtime: ctx.runtime,
     opsOk: results.reduce((n, [, r]) => n + (r.okAt?.length ?? 0), 0),
     errors,
+    errorSamples: samples,
     inFlight: ctx.inFlight,
     overlaps,
     handoffs: all.length,

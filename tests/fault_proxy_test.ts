@@ -242,6 +242,38 @@ test("stall(): bytes are held both ways with the connection open; resume() deliv
   }
 });
 
+test('stall("down") lets requests reach the server and holds the replies; stall("up") holds the requests', async () => {
+  const proxy = await startFaultProxy(target);
+  const c = await raw(proxy.port);
+  await using direct = await connect(redis.url);
+  try {
+    const k = key("stall-way");
+    proxy.stall("down");
+    c.send(cmd("SET", k, "1"));
+    const by = Date.now() + 3_000;
+    while (await direct.send("GET", k) !== "1") {
+      assert.ok(Date.now() < by, "the SET never reached the server");
+      await sleep(5);
+    }
+    await sleep(50);
+    assert.equal(c.text(), "", "the reply is held");
+    assert.equal(proxy.stats.outstanding, 1);
+    proxy.resume();
+    await c.waitFor("+OK\r\n");
+    proxy.stall("up");
+    c.send(cmd("SET", k, "2"));
+    await sleep(100);
+    assert.equal(await direct.send("GET", k), "1", "the SET is held");
+    proxy.resume();
+    await c.waitFor("+OK\r\n+OK\r\n");
+    assert.equal(await direct.send("GET", k), "2");
+    await direct.send("DEL", k);
+  } finally {
+    await c.close();
+    await proxy.close();
+  }
+});
+
 test("blackhole(): bytes vanish both ways with no FIN or RST; the connection stays dead after resume(), new ones work", async () => {
   const proxy = await startFaultProxy(target);
   const c = await raw(proxy.port);
@@ -300,7 +332,11 @@ test("halfClose(): the client gets a FIN and can still send; the server still ru
     assert.equal(c.text(), "", "no reply after the FIN");
     const s = proxy.stats;
     assert.equal(s.connectionsCut, 1);
-    assert.equal(s.inFlightCut, 1, "the BLPOP that was out");
+    assert.equal(
+      s.inFlightCut,
+      2,
+      "the BLPOP that was out, and the SET sent after the FIN",
+    );
     c.sock.end();
     await c.until("close", () => c.closed());
     await direct.send("DEL", k);
@@ -319,6 +355,10 @@ test("drop(): every connection ends with a FIN (no RST); the requests out are co
     b.send(cmd("BLPOP", key("drop"), "5") + cmd("PING"));
     await sleep(100);
     assert.equal(proxy.stats.outstanding, 3);
+    assert.deepEqual(
+      proxy.outstandingRequests().map((a) => a[0]).sort(),
+      ["BLPOP", "BLPOP", "PING"],
+    );
     proxy.drop();
     await a.until("a's FIN", () => a.ended());
     await b.until("b's FIN", () => b.ended());
@@ -443,15 +483,15 @@ test("frame counter: 5,000 random RESP3 replies (nested aggregates, attributes, 
     const pushes = types.filter((t) => t === 0x3e).length;
     assert.equal(pushes, frames.filter((f) => f.t === "push").length);
   }
-  // A command's name is passed on (SUBSCRIBE is told apart).
-  const names: Array<string | null> = [];
-  const up = new FrameCounter((_t, first) => names.push(first));
+  // A request's leading arguments are passed on (SUBSCRIBE is told apart).
+  const names: Array<string[]> = [];
+  const up = new FrameCounter((_t, args) => names.push(args));
   up.feed(
     new TextEncoder().encode(
       cmd("SUBSCRIBE", "ch") + cmd("GET", "k") + "PING\r\n",
     ),
   );
-  assert.deepEqual(names, ["SUBSCRIBE", "GET", null]);
+  assert.deepEqual(names, [["SUBSCRIBE", "ch"], ["GET", "k"], []]);
 });
 
 test(
