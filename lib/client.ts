@@ -73,7 +73,23 @@ export class RedisClient {
 
   /** @internal Opens a client; use {@linkcode connect}. */
   static async _open(options: ResolvedOptions): Promise<RedisClient> {
-    return new RedisClient(await Connection.open(options));
+    let client: RedisClient | undefined;
+    // When the command connection is in doubt (a health check starts) or
+    // was lost and is back, the subscriber connection may have lost its
+    // path too (a black hole takes both), with nothing in flight that would
+    // time out and tell: check it at the same time.
+    const checkSubscriber = () => {
+      if (client === undefined) return;
+      client.#subscriber?.then((s) => s.checkHealth(), () => {});
+    };
+    const conn = await Connection.open(options, {
+      onHealthCheck: checkSubscriber,
+      onReady: (reconnected) => {
+        if (reconnected) checkSubscriber();
+      },
+    });
+    client = new RedisClient(conn);
+    return client;
   }
 
   /** The connection's state: `"ready"`, `"reconnecting"`, `"closing"` or `"closed"`. */
@@ -427,6 +443,9 @@ export class RedisClient {
     this.#closing = (async () => {
       // Close the command connection now, so that a command issued after
       // close() rejects; it still waits for the replies already due.
+      // One deadline for everything: the command connection, the channel
+      // operations still out, and the subscriber connection.
+      const deadline = performance.now() + timeout;
       const closed = this.#conn.close(timeout);
       this.#listeners.clear();
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -436,9 +455,10 @@ export class RedisClient {
       ]);
       clearTimeout(timer);
       const sub = this.#subscriber;
+      const left = Math.max(0, deadline - performance.now());
       await Promise.all([
         closed,
-        sub?.then((c) => c.close(timeout), () => {}),
+        sub?.then((c) => c.close(left), () => {}),
       ]);
     })();
     return this.#closing;
@@ -529,6 +549,17 @@ const BLOCKING = new Set([
   "WAITAOF",
 ]);
 
+const latin1 = new TextDecoder("latin1");
+
+/** An argument as an upper-case word (bytes too: Redis reads them alike). */
+function word(a: unknown): string {
+  if (typeof a === "string") return a.length <= 16 ? a.toUpperCase() : "";
+  if (a instanceof Uint8Array && a.length <= 16) {
+    return latin1.decode(a).toUpperCase();
+  }
+  return "";
+}
+
 /** Per command name as sent: undefined when it is fine, else the refusal. */
 const refusals = new Map<string, string | null>();
 
@@ -570,16 +601,15 @@ function checkShared(
   if (why === "args") {
     const upper = name.toUpperCase();
     if (upper === "CLIENT") {
-      const sub = String(args[1] ?? "").toUpperCase();
-      if (sub !== "REPLY") return;
+      if (word(args[1]) !== "REPLY") return;
       why = "CLIENT REPLY would make replies go to the wrong callers";
     } else {
       if (blocking) return;
       let blocks = false;
       for (let i = 1; i < args.length; i++) {
-        const a = args[i];
-        if (typeof a === "string" && a.toUpperCase() === "STREAMS") break;
-        if (typeof a === "string" && a.toUpperCase() === "BLOCK") blocks = true;
+        const a = word(args[i]);
+        if (a === "STREAMS") break;
+        if (a === "BLOCK") blocks = true;
       }
       if (!blocks) return;
       why = "blocking";

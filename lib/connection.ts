@@ -68,8 +68,8 @@ interface Pending {
   args?: readonly unknown[];
   /** performance.now() until which such a command is sent again. */
   retryUntil?: number;
-  /** Times it was sent again. */
-  retries?: number;
+  /** The "did not run" reply it got last (its error if it is given up). */
+  notRun?: ReplyError;
 }
 
 /** A FIFO with O(1) push and shift. */
@@ -114,6 +114,8 @@ export interface ConnectionHooks {
   onReady?: (reconnected: boolean) => void;
   /** When the connection gives up for good. */
   onClosed?: () => void;
+  /** When a health check starts (a command that was written timed out). */
+  onHealthCheck?: () => void;
 }
 
 const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
@@ -123,6 +125,12 @@ const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
  * behind a stuck write (below this, the next write drops them anyway).
  */
 const COMPACT_BYTES = 64 * 1024;
+
+/**
+ * A write unfinished for this long means the peer is not reading: then
+ * `maxQueue` bounds the commands waiting behind it.
+ */
+const STALLED_WRITE_MS = 1_000;
 
 /** One Redis connection. Create with {@linkcode Connection.open}. */
 export class Connection {
@@ -171,10 +179,19 @@ export class Connection {
   #attempting = false;
   /** Chunks read on this connection so far: a health check compares counts. */
   #reads = 0;
+  /** performance.now() when the write in progress started. */
+  #writeStarted = 0;
   /** A health-check PING is out. */
   #probing = false;
-  /** Commands answered "did not run", waiting to be sent again. */
-  #retrying = new Map<Pending, ReturnType<typeof setTimeout>>();
+  /** Commands answered "did not run", waiting to be sent again, in order. */
+  #retryQueue: Pending[] = [];
+  #resendTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Consecutive rounds of sending again (the backoff); 0 once one is answered. */
+  #retryRound = 0;
+  /** Closing what an abandoned connection attempt opens late. */
+  #abandoned: Promise<void> | null = null;
+  /** Ends the connection attempt in progress (close() during a reconnect). */
+  #abortAttempt: ((err: Error) => void) | null = null;
   /** Ends close()'s wait for replies at once. */
   #forceClose: (() => void) | null = null;
 
@@ -240,18 +257,12 @@ export class Connection {
         );
       }
     }
-    if (
-      (status !== "ready" || this.#writing) &&
-      this.#unsent.length - this.#dropped >= this.options.maxQueue
-    ) {
-      validateArgs(args);
-      return Promise.reject(
-        new ConnectionError(
-          status !== "ready"
-            ? `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`
-            : `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which is not taking them (a stalled connection?)`,
-        ),
-      );
+    if (this.#unsent.length - this.#dropped >= this.options.maxQueue) {
+      const full = this.#backlogFull();
+      if (full !== null) {
+        validateArgs(args);
+        return Promise.reject(full);
+      }
     }
     const signal = opts?.signal;
     if (signal?.aborted) {
@@ -267,6 +278,33 @@ export class Connection {
       1,
       args,
     );
+  }
+
+  /**
+   * The error for a command that finds `maxQueue` commands waiting to be
+   * written while reconnecting, or behind a write that has not finished for
+   * STALLED_WRITE_MS (a peer that does not read); `null` when it may queue.
+   * A write merely in progress (a big pipeline to a server reading at full
+   * speed) is no reason to refuse.
+   */
+  #backlogFull(): ConnectionError | null {
+    if (this.#unsent.length - this.#dropped < this.options.maxQueue) {
+      return null;
+    }
+    if (this.#status !== "ready") {
+      return new ConnectionError(
+        `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`,
+      );
+    }
+    if (
+      this.#writing &&
+      performance.now() - this.#writeStarted >= STALLED_WRITE_MS
+    ) {
+      return new ConnectionError(
+        `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which has not taken a write for ${STALLED_WRITE_MS} ms (a stalled connection?)`,
+      );
+    }
+    return null;
   }
 
   /**
@@ -292,11 +330,21 @@ export class Connection {
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
       );
     }
+    const full = this.#backlogFull();
+    if (full !== null) return Promise.reject(full);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    this.#encoder.encode(["MULTI"]);
-    for (const c of commands) this.#encoder.encode(c);
-    this.#encoder.encode(["EXEC"]);
+    // All or nothing: a command that fails to encode (a lone surrogate)
+    // takes MULTI and the commands before it out again.
+    const start = this.#encoder.length;
+    try {
+      this.#encoder.encode(["MULTI"]);
+      for (const c of commands) this.#encoder.encode(c);
+      this.#encoder.encode(["EXEC"]);
+    } catch (err) {
+      this.#encoder.truncate(start);
+      throw err;
+    }
     return this.#queue(
       "MULTI",
       opts?.raw ?? false,
@@ -345,7 +393,7 @@ export class Connection {
     }
     if (signal) {
       p.signal = signal;
-      p.onAbort = () => this.#settleEarly(p, signal.reason);
+      p.onAbort = () => this.#aborted(p, signal.reason);
       signal.addEventListener("abort", p.onAbort, { once: true });
     }
     if (this.#status === "ready") this.#scheduleFlush();
@@ -390,6 +438,17 @@ export class Connection {
     this.#encoder.append(bytes.subarray(0, kept));
   }
 
+  /**
+   * A command's signal aborted. Like a timeout, an abort of a command that
+   * was written and is still unanswered is a hint that the connection may
+   * be dead (a lock gives up on a try, a caller stops waiting): check it.
+   */
+  #aborted(p: Pending, reason: unknown): void {
+    const written = p.batch !== this.#batch && !p.settled;
+    this.#settleEarly(p, reason);
+    if (written) this.#healthCheck();
+  }
+
   /** A command's timeout ran out. */
   #timedOut(p: Pending, timeout: number): void {
     const written = p.batch !== this.#batch;
@@ -401,13 +460,23 @@ export class Connection {
   }
 
   /**
-   * After a command that was written timed out: is the connection alive? A
+   * After a command that was written timed out or was aborted unanswered:
+   * is the connection alive? A
    * PING goes out; if it times out too and not one byte arrived meanwhile,
    * the connection is dead without having said so (no FIN, no RST: a
    * black-holed path, a frozen peer) and is dropped, which fails what is in
    * flight and reconnects. A server that is merely slow still sends bytes.
    * PING is read-only, so sending it is always safe.
    */
+  /**
+   * Checks now whether the connection is alive (see #healthCheck): for a
+   * connection whose sibling was just found dead, e.g. a client's
+   * subscriber connection when its command connection reconnected.
+   */
+  checkHealth(): void {
+    this.#healthCheck();
+  }
+
   #healthCheck(): void {
     const timeout = this.options.healthCheckTimeout;
     if (
@@ -415,6 +484,7 @@ export class Connection {
       this.#transport === null
     ) return;
     this.#probing = true;
+    this.hooks.onHealthCheck?.();
     const transport = this.#transport;
     const reads = this.#reads;
     this.#encoder.encode(["PING"]);
@@ -476,6 +546,7 @@ export class Connection {
       }
       if (result !== undefined) {
         this.#writing = true;
+        this.#writeStarted = performance.now();
         const transport = this.#transport;
         result.then(
           () => {
@@ -599,7 +670,12 @@ export class Connection {
     this.#inflight.shift();
     if (reply instanceof ReplyError) {
       if (!this.#retry(p, reply)) settle(p, undefined, reply);
-    } else settle(p, reply);
+    } else {
+      if (this.#retryRound !== 0 && this.#resendTimer === undefined) {
+        this.#retryRound = 0;
+      }
+      settle(p, reply);
+    }
     if (this.#idle !== null && this.pending === 0) this.#idle();
     return true;
   }
@@ -617,34 +693,47 @@ export class Connection {
     ) return false;
     const now = performance.now();
     p.retryUntil ??= now + budget;
-    const n = p.retries = (p.retries ?? 0) + 1;
-    const base = Math.min(500, 10 * 2 ** Math.min(n, 10));
-    const delay = base / 2 + Math.random() * base / 2;
-    if (now + delay > p.retryUntil) return false;
-    const timer = setTimeout(() => {
-      this.#retrying.delete(p);
-      if (p.settled) return;
-      if (this.#status === "closing" || this.#status === "closed") {
-        settle(p, undefined, err);
-        return;
+    if (now >= p.retryUntil) return false;
+    p.notRun = err;
+    // One queue and one timer: what was answered "did not run" goes out
+    // again in the order it was sent.
+    this.#retryQueue.push(p);
+    if (this.#resendTimer === undefined) {
+      const n = ++this.#retryRound;
+      const base = Math.min(500, 10 * 2 ** Math.min(n, 10));
+      const delay = base / 2 + Math.random() * base / 2;
+      this.#resendTimer = setTimeout(() => this.#resend(), delay);
+    }
+    return true;
+  }
+
+  /** Sends the commands answered "did not run" again, in their order. */
+  #resend(): void {
+    this.#resendTimer = undefined;
+    const queue = this.#retryQueue;
+    this.#retryQueue = [];
+    const closing = this.#status === "closing" || this.#status === "closed";
+    for (const p of queue) {
+      if (p.settled) continue;
+      if (closing) {
+        settle(p, undefined, p.notRun);
+        continue;
       }
       this.#encoder.encode(p.args!);
       p.end = this.#encoder.length;
       p.batch = this.#batch;
       this.#unsent.push(p);
-      if (this.#status === "ready") this.#scheduleFlush();
-    }, delay);
-    this.#retrying.set(p, timer);
-    return true;
+    }
+    if (this.#status === "ready") this.#scheduleFlush();
   }
 
   /** Fails the commands waiting to be sent again (closing, giving up). */
   #failRetrying(error: Error): void {
-    for (const [p, timer] of this.#retrying) {
-      clearTimeout(timer);
-      settle(p, undefined, error);
-    }
-    this.#retrying.clear();
+    clearTimeout(this.#resendTimer);
+    this.#resendTimer = undefined;
+    const queue = this.#retryQueue;
+    this.#retryQueue = [];
+    for (const p of queue) settle(p, undefined, error);
   }
 
   #protocolError(err: unknown): void {
@@ -769,16 +858,26 @@ export class Connection {
         : await runtimeConnector(o.connector);
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
-    let timedOut = false;
+    let gaveUp = false;
+    // Ends the attempt: its connect timeout, or close() (see #abortAttempt).
+    const giveUp = new AbortController();
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        timedOut = true;
-        reject(
-          new TimeoutError(
-            `Could not connect to ${this.#where} within ${o.connectTimeout} ms`,
+      const stop = (err: Error) => {
+        if (gaveUp) return;
+        gaveUp = true;
+        reject(err);
+        giveUp.abort(err);
+      };
+      timer = setTimeout(
+        () =>
+          stop(
+            new TimeoutError(
+              `Could not connect to ${this.#where} within ${o.connectTimeout} ms`,
+            ),
           ),
-        );
-      }, o.connectTimeout);
+        o.connectTimeout,
+      );
+      this.#abortAttempt = stop;
     });
     // Rejected by whatever settles first; never left unhandled.
     timeout.catch(() => {});
@@ -786,7 +885,12 @@ export class Connection {
     let opening: Promise<Transport>;
     try {
       opening = Promise.resolve(this.#connector(
-        { hostname: o.hostname, port: o.port, tls: o.tls },
+        {
+          hostname: o.hostname,
+          port: o.port,
+          tls: o.tls,
+          signal: giveUp.signal,
+        },
         {
           onData: (chunk, borrowed) => {
             if (this.#transport === transport) this.#onData(chunk, borrowed);
@@ -808,8 +912,17 @@ export class Connection {
       }
     } catch (err) {
       clearTimeout(timer);
-      if (timedOut) opening.then((t) => t.close(), () => {});
-      if (err instanceof TimeoutError) throw err;
+      this.#abortAttempt = null;
+      if (gaveUp) {
+        // Whatever the connector still opens is closed at once; close()
+        // waits for that (within its timeout).
+        const abandoned = opening.then((t) => t.close(), () => {});
+        this.#abandoned = abandoned;
+        abandoned.then(() => {
+          if (this.#abandoned === abandoned) this.#abandoned = null;
+        });
+      }
+      if (err instanceof TimeoutError || gaveUp) throw err;
       throw new ConnectionError(
         `Could not connect to ${this.#where}: ${errorText(err)}`,
         { cause: err },
@@ -834,6 +947,7 @@ export class Connection {
       throw err;
     } finally {
       clearTimeout(timer);
+      this.#abortAttempt = null;
     }
   }
 
@@ -927,6 +1041,16 @@ export class Connection {
           `${code} ${why} (${step.what}${user} at ${this.#where})`,
         );
       }
+      if (
+        err instanceof ProtocolError &&
+        (step.what === "AUTH" || step.what === "HELLO 3")
+      ) {
+        // The decoder quotes what it could not parse; after AUTH or HELLO
+        // that may be an echo of the password. Neither text nor cause kept.
+        throw new ProtocolError(
+          `Malformed reply from ${this.#where} to ${step.what} (not shown: it may repeat the password); the connection was closed`,
+        );
+      }
       throw err;
     }
   }
@@ -957,11 +1081,26 @@ export class Connection {
         // A reconnect attempt may be opening a socket or in its handshake:
         // fail the handshake, and wait until the loop closed what it opened.
         if (this.#attempting) {
-          this.#lost(
-            new ConnectionError(`The client for ${this.#where} was closed`),
+          const closed = new ConnectionError(
+            `The client for ${this.#where} was closed`,
           );
+          this.#abortAttempt?.(closed); // a connect or handshake still out
+          this.#lost(closed);
         }
         await this.#reconnecting;
+      }
+      if (this.#abandoned !== null && timeout > 0) {
+        // A connector given up on that has not returned yet (it was told
+        // with its signal): wait for the socket it opens to be closed again.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          this.#abandoned,
+          new Promise<void>((resolve) => {
+            this.#forceClose = resolve;
+            if (timeout < MAX_TIMER_MS) timer = setTimeout(resolve, timeout);
+          }),
+        ]);
+        clearTimeout(timer);
       }
       if (wasReady && this.#transport !== null && timeout > 0) {
         this.#flush();

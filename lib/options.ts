@@ -74,11 +74,19 @@ export interface ConnectOptions {
    */
   closeTimeout?: number;
   /**
-   * After a command that was written times out, a `PING` checks the
-   * connection; when it gets no answer within this many ms and not one byte
-   * arrived meanwhile, the connection is taken for dead (a half-open TCP
-   * connection: no FIN, no RST), dropped, and opened again (default 2_000;
-   * `false` turns the check off). Sockets also have TCP keepalive on.
+   * After a command that was written times out (or is aborted unanswered),
+   * a `PING` checks the connection; when it gets no answer within this many
+   * ms and not one byte arrived meanwhile, the connection is taken for dead
+   * (a half-open TCP connection: no FIN, no RST), dropped, and opened again
+   * (default 5_000; `false` turns the check off). Sockets also have TCP
+   * keepalive on.
+   *
+   * The trade-off: Redis answers in order, so while one command runs on the
+   * server (a long script, a big `DEL`) nothing comes back, and a command
+   * that runs longer than this after another one timed out looks the same
+   * as a dead connection. The default is Redis's own `busy-reply-threshold`
+   * (5 s), past which Redis itself treats a script as stuck; raise it if you
+   * run longer commands, lower it to find dead connections sooner.
    */
   healthCheckTimeout?: number | false;
   /**
@@ -268,7 +276,7 @@ export function resolveOptions(
     : duration("closeTimeout", merged.closeTimeout) ?? 5_000;
   const healthCheckTimeout = merged.healthCheckTimeout === false
     ? false
-    : duration("healthCheckTimeout", merged.healthCheckTimeout) ?? 2_000;
+    : duration("healthCheckTimeout", merged.healthCheckTimeout) ?? 5_000;
   const retryNotRun = merged.retryNotRun === false
     ? false
     : duration("retryNotRun", merged.retryNotRun, true) ?? 10_000;

@@ -103,6 +103,16 @@ export class CommandEncoder {
   }
 
   /**
+   * Drops what was encoded after the first `length` bytes (to undo a group of
+   * commands of which one failed to encode).
+   *
+   * @param length The length to go back to.
+   */
+  truncate(length: number): void {
+    if (length < this.#len) this.#len = length;
+  }
+
+  /**
    * Returns the bytes encoded since the last call (a copy the caller owns) and
    * empties the encoder.
    *

@@ -14,6 +14,12 @@ export interface TransportOptions {
   port: number;
   /** TLS settings, or `undefined` for plain TCP. */
   tls?: TlsOptions;
+  /**
+   * Aborts when the client gives up on this attempt (connect timeout,
+   * close()): a connector closes whatever socket it opened so far (a TLS
+   * handshake with a silent peer, say) and rejects.
+   */
+  signal?: AbortSignal;
 }
 
 /** TLS settings for `rediss://` connections. */

@@ -86,11 +86,19 @@ export const bunConnector: Connector = async (options, handlers) => {
   socket.setKeepAlive?.(true, KEEPALIVE_MS);
   state.socket = socket;
   if (options.tls) {
+    // Given up on (connect timeout, close()): a TLS handshake with a silent
+    // peer would wait for ever; end it by closing the socket.
+    const signal = options.signal;
+    const onAbort = () => handshakeDone(signal!.reason ?? new Error("aborted"));
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await handshake;
     } catch (err) {
       await state.close();
       throw err;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
   }
   return state;

@@ -11,12 +11,28 @@ export const denoConnector: Connector = async (options, handlers) => {
   const tcp = await Deno.connect({
     hostname: options.hostname,
     port: options.port,
+    signal: options.signal,
   });
   tcp.setNoDelay(true);
   // TCP keepalive (Deno uses the system's idle time): a peer that vanished
   // without FIN or RST is found eventually even with nothing in flight.
   tcp.setKeepAlive(true);
   let conn: Deno.Conn = tcp;
+  // Given up on (connect timeout, close()): close the socket, which also
+  // ends a TLS handshake that would otherwise wait for ever.
+  const signal = options.signal;
+  const onAbort = () => {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  };
+  if (signal?.aborted) {
+    onAbort();
+    throw signal.reason;
+  }
+  signal?.addEventListener("abort", onAbort, { once: true });
   if (options.tls) {
     // startTls rather than connectTls: it verifies the certificate against
     // `serverName` when one is given (connectTls has no such option). The
@@ -36,8 +52,11 @@ export const denoConnector: Connector = async (options, handlers) => {
         // already closed
       }
       throw err;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
   }
+  signal?.removeEventListener("abort", onAbort);
   return new DenoTransport(conn, handlers);
 };
 

@@ -41,6 +41,27 @@ export const nodeConnector: Connector = async (options, handlers) => {
       s = net.connect({ host: options.hostname, port: options.port }, ok);
     }
     s.once("error", fail);
+    // Given up on (connect timeout, close()): destroy the socket, which
+    // also ends a TLS handshake that would otherwise wait for ever.
+    const signal = options.signal;
+    if (signal !== undefined) {
+      const onAbort = () => {
+        s.destroy();
+        fail(signal.reason);
+      };
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener("abort", onAbort, { once: true });
+        s.once(
+          "secureConnect",
+          () => signal.removeEventListener("abort", onAbort),
+        );
+        s.once("connect", () => {
+          if (!tls) signal.removeEventListener("abort", onAbort);
+        });
+        s.once("close", () => signal.removeEventListener("abort", onAbort));
+      }
+    }
   });
   socket.setNoDelay(true);
   // TCP keepalive after 15 s idle: a peer that vanished without FIN or RST

@@ -473,7 +473,7 @@ test(
       assert.ok(
         settled.every((x) =>
           x.status === "rejected" && x.reason instanceof ConnectionError &&
-          /not taking them/.test(x.reason.message)
+          /has not taken a write/.test(x.reason.message)
         ),
         "commands past maxQueue were accepted",
       );
