@@ -659,6 +659,7 @@ async function checkLock(
     }
     // Vouched-for holds: accepted, fences increasing.
     let prevFence = -Infinity;
+    let prevStart = -Infinity;
     for (const h of of) {
       if (!h.v) continue;
       if (ctx.persist && (h.r !== "ok" || h.w !== "accepted")) {
@@ -668,10 +669,18 @@ async function checkLock(
           }`,
         );
       }
-      if (h.f !== null && h.f <= prevFence && ctx.persist) {
+      // Starts closer than the processes' clock slack may be in either
+      // order; fences must increase with starts farther apart than that.
+      if (
+        h.f !== null && h.f <= prevFence && ctx.persist &&
+        h.s - prevStart > CLOCK_SLACK_MS
+      ) {
         violations.push(`fence ${h.f} after ${prevFence}: ${show(h)}`);
       }
-      if (h.f !== null) prevFence = h.f;
+      if (h.f !== null && h.f > prevFence) {
+        prevFence = h.f;
+        prevStart = h.s;
+      }
     }
     // Overlaps.
     for (let i = 0; i < of.length; i++) {
