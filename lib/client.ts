@@ -560,6 +560,16 @@ function word(a: unknown): string {
   return "";
 }
 
+/**
+ * @internal The blocking commands a shared client refuses (`XREAD` and
+ * `XREADGROUP` only with `BLOCK`).
+ */
+export const _BLOCKING_COMMANDS: readonly string[] = [
+  ...BLOCKING,
+  "XREAD",
+  "XREADGROUP",
+];
+
 /** Per command name as sent: undefined when it is fine, else the refusal. */
 const refusals = new Map<string, string | null>();
 

@@ -418,24 +418,11 @@ export class Connection {
   /** Removes the bytes of settled, unsent commands from the encoder. */
   #compactUnsent(): void {
     const batch = this.#unsent;
-    const bytes = this.#encoder.take();
     const keep: Pending[] = [];
-    let kept = 0;
-    let start = 0;
-    for (let i = 0; i < batch.length; i++) {
-      const p = batch[i];
-      const end = p.end;
-      if (!p.settled) {
-        if (kept !== start) bytes.copyWithin(kept, start, end);
-        kept += end - start;
-        p.end = kept;
-        keep.push(p);
-      }
-      start = end;
-    }
+    const bytes = squeeze(this.#encoder.take(), batch, (p) => keep.push(p));
     this.#unsent = keep;
     this.#dropped = 0;
-    this.#encoder.append(bytes.subarray(0, kept));
+    this.#encoder.append(bytes);
   }
 
   /**
@@ -568,19 +555,7 @@ export class Connection {
    * replies; the settled ones are dropped, never sent.
    */
   #keepUnsettled(bytes: Uint8Array, batch: Pending[]): Uint8Array {
-    let kept = 0;
-    let start = 0;
-    for (let i = 0; i < batch.length; i++) {
-      const p = batch[i];
-      const end = p.end;
-      if (!p.settled) {
-        if (kept !== start) bytes.copyWithin(kept, start, end);
-        kept += end - start;
-        this.#inflight.push(p);
-      }
-      start = end;
-    }
-    return bytes.subarray(0, kept);
+    return squeeze(bytes, batch, (p) => this.#inflight.push(p));
   }
 
   #onData(chunk: Uint8Array, borrowed?: boolean): void {
@@ -1242,6 +1217,32 @@ function safeCode(code: string, password: string | undefined): string {
     return "ERR";
   }
   return code;
+}
+
+/**
+ * Moves the bytes of `batch`'s unsettled commands to the front of `bytes`
+ * (which the caller owns), sets each one's `end` to its new place, hands it to
+ * `keep`, and returns the bytes kept; a settled command's bytes are dropped.
+ */
+function squeeze(
+  bytes: Uint8Array,
+  batch: Pending[],
+  keep: (p: Pending) => void,
+): Uint8Array {
+  let kept = 0;
+  let start = 0;
+  for (let i = 0; i < batch.length; i++) {
+    const p = batch[i];
+    const end = p.end;
+    if (!p.settled) {
+      if (kept !== start) bytes.copyWithin(kept, start, end);
+      kept += end - start;
+      p.end = kept;
+      keep(p);
+    }
+    start = end;
+  }
+  return bytes.subarray(0, kept);
 }
 
 function settle(p: Pending, value: Reply | undefined, error?: unknown): void {

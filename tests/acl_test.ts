@@ -21,6 +21,7 @@ import {
   ReplyError,
   withLock,
 } from "../mod.ts";
+import { _BLOCKING_COMMANDS } from "../lib/client.ts";
 import { type RedisServer, startRedis } from "./_redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
@@ -835,19 +836,8 @@ const NOT_COMMANDS = new Set([
   "REPLY",
   "STREAMS",
   "BLOCK",
-  // Refused on a shared client (lib/client.ts), never sent by respite.
-  "BLPOP",
-  "BRPOP",
-  "BLMOVE",
-  "BRPOPLPUSH",
-  "BZPOPMIN",
-  "BZPOPMAX",
-  "BLMPOP",
-  "BZMPOP",
-  "WAIT",
-  "WAITAOF",
-  "XREAD",
-  "XREADGROUP",
+  // Blocking commands, refused on a shared client, never sent by respite.
+  ..._BLOCKING_COMMANDS,
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",

@@ -10,7 +10,7 @@ import {
   withLock,
 } from "../mod.ts";
 import { commandCalls, scanKeys, sharedRedis, startRedis } from "./_redis.ts";
-import { sleep, teardown, test } from "./_harness.ts";
+import { sleep, teardown, test, within } from "./_harness.ts";
 
 const server = await sharedRedis();
 const url = server.url;
@@ -19,24 +19,6 @@ let n = 0;
 const prefix = () => `respite-test-lock-${Date.now()}-${n++}:`;
 
 const now = () => performance.now();
-
-/** Settles like `p`, or rejects when it has not settled within `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${what} did not settle within ${ms} ms`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 test("acquire, owner, locked, fence, release; the key is gone after release", async () => {
   await using r = await connect(url);
