@@ -73,12 +73,13 @@ export class RedisClient {
 
   /** @internal Opens a client; use {@linkcode connect}. */
   static async _open(options: ResolvedOptions): Promise<RedisClient> {
-    let client: RedisClient | undefined;
+    const made: { client?: RedisClient } = {};
     // When the command connection is in doubt (a health check starts) or
     // was lost and is back, the subscriber connection may have lost its
     // path too (a black hole takes both), with nothing in flight that would
     // time out and tell: check it at the same time.
     const checkSubscriber = () => {
+      const client = made.client;
       if (client === undefined) return;
       client.#subscriber?.then((s) => s.checkHealth(), () => {});
     };
@@ -88,8 +89,8 @@ export class RedisClient {
         if (reconnected) checkSubscriber();
       },
     });
-    client = new RedisClient(conn);
-    return client;
+    made.client = new RedisClient(conn);
+    return made.client;
   }
 
   /** The connection's state: `"ready"`, `"reconnecting"`, `"closing"` or `"closed"`. */
