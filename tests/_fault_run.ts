@@ -457,9 +457,14 @@ export async function runFaultCase(opts: CaseOptions): Promise<FleetReport[]> {
         break;
       case "sigkill":
       case "sigkill-nopersist":
-        target.signal("SIGKILL");
+        // Killed while the proxy holds the acquire: wait for the exit and
+        // for the proxy to see its upstream close before letting the held
+        // requests go, so they meet the cut connection (and are counted)
+        // rather than racing the close. Then start again on the same port.
+        await target.stop();
+        await sleep(50);
         proxy.resume();
-        await target.restart(); // waits for the exit, starts on the same port
+        await target.start();
         break;
       case "sigstop":
         target.signal("SIGSTOP");
