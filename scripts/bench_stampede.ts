@@ -216,7 +216,7 @@ async function stampede(
 ): Promise<string> {
   const self = new URL(import.meta.url).pathname;
   const procs: Proc[] = [];
-  const blocking = await redis.duplicate();
+  const blocking = await redis.duplicate({ blocking: true });
   try {
     for (let i = 0; i < P; i++) {
       const [cmd, args] = runArgs(self, [

@@ -132,7 +132,7 @@ async function main() {
   const procs: Proc[] = [];
   try {
     redis = await connect(server.url);
-    blocking = await redis.duplicate();
+    blocking = await redis.duplicate({ blocking: true });
     console.log(
       `respite demo: a cache stampede on ${server.url}${
         server.external ? " (REDIS_URL)" : " (throwaway redis-server)"

@@ -37,15 +37,7 @@ installed() {
 }
 
 if ! installed; then
-  if ! command -v npm >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-      apt-get update
-      DEBIAN_FRONTEND=noninteractive apt-get install -y npm
-    else
-      echo "install_test_runtimes: npm is needed to fetch the pinned packages" >&2
-      exit 1
-    fi
-  fi
+  . "$(dirname "$0")/bootstrap.sh" npm
   mkdir -p "$DIR"
   [ -f "$DIR/package.json" ] || echo '{"name":"respite-test-runtimes","private":true}' >"$DIR/package.json"
   npm install --prefix "$DIR" --ignore-scripts --no-audit --no-fund --loglevel=error \
