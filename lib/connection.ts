@@ -242,27 +242,10 @@ export class Connection {
     // the encoder they will be written, and a command written without a
     // pending entry would shift every later reply to the wrong caller.
     if (opts !== undefined) checkCommandOptions(opts);
-    const status = this.#status;
-    if (status === "closing" || status === "closed") {
+    const refused = this.#refusal();
+    if (refused !== null) {
       validateArgs(args);
-      return Promise.reject(
-        new ConnectionError(`The client for ${this.#where} is closed`),
-      );
-    }
-    if (status !== "ready") {
-      if (!this.options.queueWhileReconnecting) {
-        validateArgs(args);
-        return Promise.reject(
-          new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
-        );
-      }
-    }
-    if (this.#unsent.length - this.#dropped >= this.options.maxQueue) {
-      const full = this.#backlogFull();
-      if (full !== null) {
-        validateArgs(args);
-        return Promise.reject(full);
-      }
+      return Promise.reject(refused);
     }
     const signal = opts?.signal;
     if (signal?.aborted) {
@@ -278,6 +261,24 @@ export class Connection {
       1,
       args,
     );
+  }
+
+  /**
+   * Why a command issued now is refused at once, or `null` when it may be
+   * queued: the client is closed, it is reconnecting and does not queue, or
+   * the backlog is full (see #backlogFull).
+   */
+  #refusal(): ConnectionError | null {
+    const status = this.#status;
+    if (status === "closing" || status === "closed") {
+      return new ConnectionError(`The client for ${this.#where} is closed`);
+    }
+    if (status !== "ready" && !this.options.queueWhileReconnecting) {
+      return new ConnectionError(
+        `Not connected to ${this.#where} (reconnecting)`,
+      );
+    }
+    return this.#backlogFull();
   }
 
   /**
@@ -319,19 +320,8 @@ export class Connection {
   ): Promise<Reply> {
     if (opts !== undefined) checkCommandOptions(opts);
     for (const c of commands) validateArgs(c);
-    const status = this.#status;
-    if (status === "closing" || status === "closed") {
-      return Promise.reject(
-        new ConnectionError(`The client for ${this.#where} is closed`),
-      );
-    }
-    if (status !== "ready" && !this.options.queueWhileReconnecting) {
-      return Promise.reject(
-        new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
-      );
-    }
-    const full = this.#backlogFull();
-    if (full !== null) return Promise.reject(full);
+    const refused = this.#refusal();
+    if (refused !== null) return Promise.reject(refused);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     // All or nothing: a command that fails to encode (a lone surrogate)
@@ -982,12 +972,13 @@ export class Connection {
       if (r.status === "fulfilled") continue;
       const err = r.reason;
       const step = steps[i];
+      // AUTH and HELLO carry the password.
+      const secret = step.what === "AUTH" || step.what === "HELLO 3";
       if (err instanceof ReplyError) {
         // AUTH and HELLO carry the password, and servers echo arguments
         // (Redis < 6 for HELLO, a renamed AUTH: "unknown command ..., with
         // args beginning with: ..."). So their error text is never shown
         // and never kept as a cause: only its code, and what it means.
-        const secret = step.what === "AUTH" || step.what === "HELLO 3";
         if (!secret) {
           throw new ReplyError(
             `${err.message} (${step.what} at ${this.#where})`,
@@ -1016,10 +1007,7 @@ export class Connection {
           `${code} ${why} (${step.what}${user} at ${this.#where})`,
         );
       }
-      if (
-        err instanceof ProtocolError &&
-        (step.what === "AUTH" || step.what === "HELLO 3")
-      ) {
+      if (err instanceof ProtocolError && secret) {
         // The decoder quotes what it could not parse; after AUTH or HELLO
         // that may be an echo of the password. Neither text nor cause kept.
         throw new ProtocolError(
