@@ -271,11 +271,14 @@ export class Connection {
   #refusal(): ConnectionError | null {
     const status = this.#status;
     if (status === "closing" || status === "closed") {
-      return new ConnectionError(`The client for ${this.#where} is closed`);
+      return new ConnectionError(`The client for ${this.#where} is closed`, {
+        notSent: true,
+      });
     }
     if (status !== "ready" && !this.options.queueWhileReconnecting) {
       return new ConnectionError(
         `Not connected to ${this.#where} (reconnecting)`,
+        { notSent: true },
       );
     }
     return this.#backlogFull();
@@ -295,6 +298,7 @@ export class Connection {
     if (this.#status !== "ready") {
       return new ConnectionError(
         `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`,
+        { notSent: true },
       );
     }
     if (
@@ -303,6 +307,7 @@ export class Connection {
     ) {
       return new ConnectionError(
         `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which has not taken a write for ${STALLED_WRITE_MS} ms (a stalled connection?)`,
+        { notSent: true },
       );
     }
     return null;
@@ -431,7 +436,9 @@ export class Connection {
     const written = p.batch !== this.#batch;
     this.#settleEarly(
       p,
-      new TimeoutError(`${p.name} timed out after ${timeout} ms`),
+      new TimeoutError(`${p.name} timed out after ${timeout} ms`, {
+        notSent: !written,
+      }),
     );
     if (written) this.#healthCheck();
   }
@@ -698,7 +705,9 @@ export class Connection {
     this.#resendTimer = undefined;
     const queue = this.#retryQueue;
     this.#retryQueue = [];
-    for (const p of queue) settle(p, undefined, error);
+    if (queue.length === 0) return;
+    const notSent = unsentError(error); // answered "did not run", not sent again
+    for (const p of queue) settle(p, undefined, notSent);
   }
 
   #protocolError(err: unknown): void {
@@ -802,7 +811,9 @@ export class Connection {
     this.#batch++;
     this.#dropped = 0;
     this.#encoder.take();
-    for (const p of unsent) settle(p, undefined, error);
+    if (unsent.length === 0) return;
+    const notSent = unsentError(error);
+    for (const p of unsent) settle(p, undefined, notSent);
   }
 
   /** Opens the transport and runs the handshake; on failure leaves nothing open. */
@@ -1188,6 +1199,15 @@ function settleTransaction(p: Pending): void {
         }),
     );
   } else settle(p, exec);
+}
+
+/** `error` for commands that were never written: a `ConnectionError` saying so. */
+function unsentError(error: Error): ConnectionError {
+  if (error instanceof ConnectionError && error.notSent) return error;
+  return new ConnectionError(error.message, {
+    cause: error.cause,
+    notSent: true,
+  });
 }
 
 /** Reply codes that mean the command did not run, and may be sent again. */

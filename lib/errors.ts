@@ -77,14 +77,22 @@ export class ReplyError extends RespiteError {
  */
 export class ConnectionError extends RespiteError {
   /**
+   * True when the command was never written to Redis (refused at once,
+   * failed or timed out while still queued), so it did not run; false when
+   * it may have run.
+   */
+  readonly notSent: boolean;
+  /**
    * Creates the error.
    *
    * @param message What happened, naming the host and port (never a password).
-   * @param options `cause`, the network error, if any.
+   * @param options `cause`, the network error, if any; `notSent: true` when the command was
+   *   never written to Redis.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: ErrorOptions & { notSent?: boolean }) {
     super(message, options);
     this.name = "ConnectionError";
+    this.notSent = options?.notSent ?? false;
   }
 }
 
@@ -124,14 +132,22 @@ export class ProtocolError extends RespiteError {
  */
 export class TimeoutError extends RespiteError {
   /**
+   * True when the command was never written to Redis (refused at once,
+   * failed or timed out while still queued), so it did not run; false when
+   * it may have run.
+   */
+  readonly notSent: boolean;
+  /**
    * Creates the error.
    *
    * @param message What timed out and after how long.
-   * @param options `cause`, if any.
+   * @param options `cause`, if any; `notSent: true` when the command was
+   *   never written to Redis.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: ErrorOptions & { notSent?: boolean }) {
     super(message, options);
     this.name = "TimeoutError";
+    this.notSent = options?.notSent ?? false;
   }
 }
 

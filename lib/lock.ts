@@ -1221,18 +1221,24 @@ export class Lock {
         ),
       ), Math.min(ms, MAX_DELAY));
     let r: number;
-    let resent = false;
+    // Whether a try that got no answer may have run while the lease was
+    // still valid: then "gone" or "taken" from a later try may be its doing.
+    let mayHaveRun = false;
     try {
       // A release that got no answer (connection lost, timed out) may not
       // have run: it is sent again, with backoff, within the same bound. It
       // compares this holding's own token, so running it twice is harmless.
       for (let gap = 20;; gap = Math.min(gap * 2, CLEANUP_MAX_GAP)) {
+        const sentAt = performance.now();
         try {
           r = await this.#unlock(h.value, ac.signal);
           break;
         } catch (err) {
           if (ac.signal.aborted || !this.#retryable(err)) throw err;
-          resent = true;
+          if (
+            !(err as { notSent?: boolean }).notSent && !h.lost &&
+            sentAt < h.expiresAt
+          ) mayHaveRun = true;
           await abortableSleep(gap / 2 + Math.random() * gap / 2, ac.signal);
         }
       }
@@ -1240,10 +1246,9 @@ export class Lock {
       clearTimeout(timer);
     }
     if (r === 1) return;
-    // Sent again after a lost answer: "gone" or "taken" may be the doing of
-    // the first release, which ran after all (the lease was valid when it
-    // was sent, so nobody else held the lock meanwhile but after it).
-    if (resent) return;
+    // An earlier try that may have run within the lease explains "gone" or
+    // "taken": it released, and nobody else held the lock before it did.
+    if (mayHaveRun) return;
     const reason = r === 0 ? "held-by-other" : "expired";
     // It was lost before the release: the signal says so, too.
     this.#lose(

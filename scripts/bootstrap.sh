@@ -15,22 +15,28 @@
 #   npm        from the distribution (scripts/install_test_runtimes.sh)
 #
 # Safe to run again: a tool that is there at the right version is left alone.
-# A failure ends with one line saying what to install by hand.
+# A failure ends with one line saying what to install by hand, and the
+# source returns 1 (a script with `set -e` stops; an interactive shell stays).
 
 RESPITE_DENO_VERSION=2.9.6
 RESPITE_BUN_VERSION=1.4.4
 RESPITE_REDIS_MIN=7.0
-RESPITE_TOOLS="${RESPITE_TOOLS:-$HOME/.cache/respite-tools}"
+RESPITE_TOOLS="${RESPITE_TOOLS:-${HOME:-}/.cache/respite-tools}"
 
 _respite_say() { printf 'respite: %s\n' "$*" >&2; }
 
-# One clear line, then stop (exit from a script, return from a shell).
+# One clear line, then stop: the work runs in a subshell (see the end), so
+# this ends that subshell and the source returns 1.
 _respite_fail() {
   _respite_say "ERROR: $*"
   exit 1
 }
 
-_respite_has_version() { command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -q "$2"; }
+# The version as a whole word: 1.4.41 is not 1.4.4.
+_respite_has_version() {
+  command -v "$1" >/dev/null 2>&1 &&
+    "$1" --version 2>/dev/null | head -n 1 | tr -s ' ()' '\n' | grep -qxF "$2"
+}
 
 _respite_apt_updated=""
 _respite_apt_install() {
@@ -60,8 +66,11 @@ _respite_npm_tools() {
   if ! command -v npm >/dev/null 2>&1; then
     _respite_apt_install "npm (to fetch ${pkgs[*]} from the npm registry)" nodejs npm
   fi
-  mkdir -p "$RESPITE_TOOLS" || _respite_fail "cannot create $RESPITE_TOOLS; set RESPITE_TOOLS to a writable folder"
-  [ -f "$RESPITE_TOOLS/package.json" ] || echo '{"name":"respite-tools","private":true}' >"$RESPITE_TOOLS/package.json"
+  mkdir -p "$RESPITE_TOOLS" 2>/dev/null || _respite_fail "cannot create $RESPITE_TOOLS; set RESPITE_TOOLS to a writable folder"
+  if [ ! -f "$RESPITE_TOOLS/package.json" ]; then
+    { echo '{"name":"respite-tools","private":true}' >"$RESPITE_TOOLS/package.json"; } 2>/dev/null ||
+      _respite_fail "cannot write in $RESPITE_TOOLS; set RESPITE_TOOLS to a writable folder"
+  fi
   _respite_say "installing ${pkgs[*]} from the npm registry into $RESPITE_TOOLS/node_modules/.bin"
   npm install --prefix "$RESPITE_TOOLS" --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2 ||
     _respite_fail "npm install ${pkgs[*]} failed (no network?); install Deno $RESPITE_DENO_VERSION and Bun $RESPITE_BUN_VERSION by hand, then run this again"
@@ -76,6 +85,8 @@ _respite_npm_tools() {
 }
 
 _respite_bootstrap() {
+  [ -n "${HOME:-}" ] || [ -n "${RESPITE_TOOLS:-}" ] ||
+    _respite_fail "neither HOME nor RESPITE_TOOLS is set: set RESPITE_TOOLS to a folder for the tools"
   if [ -x "$RESPITE_TOOLS/node_modules/.bin/deno" ] || [ -x "$RESPITE_TOOLS/node_modules/.bin/bun" ]; then
     export PATH="$RESPITE_TOOLS/node_modules/.bin:$PATH"
   fi
@@ -111,4 +122,12 @@ _respite_bootstrap() {
   done
 }
 
-_respite_bootstrap "$@"
+# The installs and checks run in a subshell, so that a failure (exit) ends
+# only it; this shell then gets the tools folder on PATH, or returns 1.
+if (_respite_bootstrap "$@"); then
+  if [ -d "$RESPITE_TOOLS/node_modules/.bin" ]; then
+    export PATH="$RESPITE_TOOLS/node_modules/.bin:$PATH"
+  fi
+else
+  return 1 2>/dev/null || exit 1
+fi

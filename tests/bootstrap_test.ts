@@ -78,7 +78,7 @@ test("bootstrap.sh: a tools folder it cannot write to ends with one 'respite: ER
 test("bootstrap.sh sourced by an interactive shell returns on a failure, as its comment says, instead of exiting the shell", async () => {
   const r = await withFakes(
     {},
-    "printf '. scripts/bootstrap.sh bogus\\necho STILL-IN-SHELL >&2\\n' | bash -i 2>&1 >/dev/null | tail -n 2 >&2",
+    "printf '. scripts/bootstrap.sh bogus\\necho STILL-IN-SHELL >&2\\n' | bash -i 2>&1 >/dev/null | tail -n 5 >&2",
   );
   assert.match(r.stderr, /respite: ERROR: bootstrap\.sh: unknown tool 'bogus'/);
   assert.match(
