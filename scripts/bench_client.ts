@@ -18,7 +18,7 @@
 import { Redis as IORedis } from "ioredis";
 import { createClient } from "redis";
 import { connect } from "../lib/client.ts";
-import { startRedis } from "../tests/_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import {
   type BenchClient,
   type BenchPlan,

@@ -33,7 +33,7 @@ import { Redis as IORedis } from "ioredis";
 import Redlock from "redlock";
 import { Mutex } from "redis-semaphore";
 import { connect, Lock } from "../mod.ts";
-import { commandCalls, startRedis } from "../tests/_redis.ts";
+import { commandCalls, startRedis } from "../testing/redis.ts";
 
 function option(name: string, fallback: number): number {
   const i = Deno.args.indexOf(name);

@@ -22,8 +22,8 @@ import { redisDriver } from "bentocache/drivers/redis";
 import { createCache } from "async-cache-dedupe";
 import { Redis as IORedis } from "ioredis";
 import { cached, connect, type RedisClient } from "../mod.ts";
-import { sharedRedis } from "../tests/_redis.ts";
-import { type Proc, runArgs, spawn } from "../tests/_proc.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 
 const LIBS = ["respite", "cache-aside", "bentocache", "async-cache-dedupe"];
 type Lib = typeof LIBS[number];

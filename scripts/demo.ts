@@ -18,8 +18,8 @@
  *   deno task demo [--processes 5] [--callers 20] [--compute 1000]
  */
 import { cached, connect, type RedisClient, Singleflight } from "../mod.ts";
-import { type RedisServer, sharedRedis } from "../tests/_redis.ts";
-import { type Proc, runArgs, spawn } from "../tests/_proc.ts";
+import { type RedisServer, sharedRedis } from "../testing/redis.ts";
+import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 
 const ROUNDS = [
   { id: "none", title: "no protection (plain cache-aside)" },

@@ -1,7 +1,7 @@
 /**
  * The fault matrix: every fault mode × (lock fleet, cached fleet) × (Deno,
  * Bun workers), on loopback, each case against its own throwaway
- * redis-servers (tests/_fault_run.ts says what each case does and checks).
+ * redis-servers (testing/fault_run.ts says what each case does and checks).
  * Prints one table row per fleet and case, then every failed check.
  *
  *   deno task faults                      # everything (bun found on PATH)
@@ -11,7 +11,7 @@
  *   deno task faults --dump /tmp/f        # also write each case's records
  *
  * Exits 1 when any check failed. Bounded: each case takes a few seconds and
- * a worker that does not exit is killed (tests/_fault_run.ts).
+ * a worker that does not exit is killed (testing/fault_run.ts).
  */
 import {
   type Fault,
@@ -20,7 +20,7 @@ import {
   type FleetReport,
   type Launcher,
   runFaultCase,
-} from "../tests/_fault_run.ts";
+} from "../testing/fault_run.ts";
 
 function flag(name: string): string | undefined {
   const i = Deno.args.indexOf(`--${name}`);

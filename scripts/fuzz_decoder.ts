@@ -2,7 +2,7 @@
  * Decoder fuzzer. Every case is a seeded random RESP2/RESP3 stream, cut at
  * random points into random chunks and fed to a fresh `RespDecoder`:
  *
- * - valid streams (frames from `tests/_resp_writer.ts`) must decode to exactly
+ * - valid streams (frames from `testing/resp_writer.ts`) must decode to exactly
  *   the values `expectedValue` gives, leaving no byte behind;
  * - mutated streams (byte flips, truncations, inserted junk, deleted ranges,
  *   huge declared lengths, deep nesting, bad scalar lines, splices; run with
@@ -37,13 +37,12 @@ import {
   concatBytes,
   expectedValue,
   type Frame,
-  mulberry32,
   normalize,
-  Rand,
   randomBytes,
   randomTopFrame,
   writeFrames,
-} from "../tests/_resp_writer.ts";
+} from "../testing/resp_writer.ts";
+import { mulberry32, Rand } from "../testing/random.ts";
 
 /** What a fuzz run found. */
 export interface FuzzReport {
@@ -487,7 +486,7 @@ function mutate(
 
 /**
  * Whether two decoded values are the same by the rules of `normalize` from
- * tests/_resp_writer.ts (type by type: a number never equals a bigint, -0 is
+ * testing/resp_writer.ts (type by type: a number never equals a bigint, -0 is
  * not 0, bytes by content, errors by message, code and name, Maps and Sets
  * in order). Scalars go through `normalize`; aggregates are walked without
  * recursion, since fuzzed values nest 10,000 deep, more than a recursive

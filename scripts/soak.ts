@@ -9,11 +9,11 @@
  *                  [--v8-flags FLAGS] [--json FILE]
  *
  * What it does:
- * - starts redis-server on a free loopback port (tests/_redis.ts), by default
+ * - starts redis-server on a free loopback port (testing/redis.ts), by default
  *   with `--appendonly yes --appendfsync always` (`--persistence aof`), so a
  *   SIGKILL + restart keeps every acknowledged write, locks included;
- * - starts a fault proxy (tests/_fault_proxy.ts) in front of it;
- * - starts `--procs` workers (tests/fixtures/soak_worker.ts) under Deno
+ * - starts a fault proxy (testing/fault_proxy.ts) in front of it;
+ * - starts `--procs` workers (testing/soak_worker.ts) under Deno
  *   (`--v8-flags=--expose-gc`) or Bun, which connect through the proxy with a
  *   `commandTimeout` and run, from a common start for `--seconds`: lanes of
  *   `withLock` on a few lock names (a non-atomic read-modify-write counter,
@@ -42,16 +42,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type RedisClient } from "../mod.ts";
-import { type RedisServer, scanKeys, startRedis } from "../tests/_redis.ts";
-import { type Proc, runtimeExecutable, spawn } from "../tests/_proc.ts";
+import { type RedisServer, scanKeys, startRedis } from "../testing/redis.ts";
+import { type Proc, runtimeExecutable, spawn } from "../testing/proc.ts";
 import {
   type FaultProxyStats,
   startFaultProxy,
-} from "../tests/_fault_proxy.ts";
-import type {
-  WorkerConfig,
-  WorkerReport,
-} from "../tests/fixtures/soak_worker.ts";
+} from "../testing/fault_proxy.ts";
+import type { WorkerConfig, WorkerReport } from "../testing/soak_worker.ts";
 
 /** Options of one soak run (every field has a default). */
 export interface SoakOptions {
@@ -202,7 +199,7 @@ const env = (
   }).Deno.env.get(k)
   : g.process?.env[k]);
 
-const WORKER = new URL("../tests/fixtures/soak_worker.ts", import.meta.url)
+const WORKER = new URL("../testing/soak_worker.ts", import.meta.url)
   .pathname;
 const wall = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) =>

@@ -23,7 +23,7 @@ deno fmt --check
 step "deno lint"
 deno lint
 step "deno check"
-deno check mod.ts lib/ tests/ scripts/
+deno check mod.ts lib/ tests/ testing/ scripts/
 step "deno doc --lint mod.ts"
 deno doc --lint mod.ts
 step "deno publish --dry-run"

@@ -5,8 +5,8 @@
  *
  * Usage: deno run -A scripts/with_redis.ts -- <command> [args...]
  */
-import { sharedRedis } from "../tests/_redis.ts";
-import { spawn } from "../tests/_proc.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { spawn } from "../testing/proc.ts";
 
 const sep = Deno.args.indexOf("--");
 const cmd = sep === -1 ? Deno.args : Deno.args.slice(sep + 1);

@@ -22,7 +22,7 @@ import {
   withLock,
 } from "../mod.ts";
 import { _BLOCKING_COMMANDS } from "../lib/client.ts";
-import { type RedisServer, startRedis } from "./_redis.ts";
+import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 /**

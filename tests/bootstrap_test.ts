@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { spawn } from "./_proc.ts";
+import { spawn } from "../testing/proc.ts";
 import { test } from "./_harness.ts";
 
 const root = new URL("..", import.meta.url).pathname;

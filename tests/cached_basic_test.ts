@@ -12,8 +12,9 @@ import {
   connect,
   type RedisClient,
 } from "../mod.ts";
-import { commandCalls, scanKeys, sharedRedis } from "./_redis.ts";
+import { commandCalls, scanKeys, sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
+import { mulberry32 as seeded } from "../testing/random.ts";
 
 const server = await sharedRedis();
 const url = server.url;
@@ -37,18 +38,6 @@ function statsDelta(
     if (diff !== 0) d[k] = diff;
   }
   return d;
-}
-
-/** A seeded PRNG (mulberry32), uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 test("1,000 concurrent calls in one process on a cold key: 1 computation, one lookup", async () => {

@@ -11,7 +11,7 @@ import {
   ConnectionError,
   TimeoutError,
 } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { sleep, test } from "./_harness.ts";
 
 const FAST = { minDelay: 20, maxDelay: 100 };

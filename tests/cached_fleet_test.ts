@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { cached, connect, type RedisClient } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
-import { type Proc, runArgs, spawn } from "./_proc.ts";
+import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 
 const server = await sharedRedis();
 const url = server.url;

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { cached, connect, type RedisClient } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { cached, connect, Lock } from "../mod.ts";
-import { commandCalls, sharedRedis } from "./_redis.ts";
+import { commandCalls, sharedRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

@@ -11,7 +11,7 @@ import {
   type RedisClient,
   type WaitEvent,
 } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

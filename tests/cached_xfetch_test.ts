@@ -6,25 +6,14 @@
 import assert from "node:assert/strict";
 import { cached, connect } from "../mod.ts";
 import { encodeEntry, xfetchEarly } from "../lib/cache_entry.ts";
-import { sharedRedis } from "./_redis.ts";
+import { sharedRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
+import { mulberry32 as seeded } from "../testing/random.ts";
 
 const server = await sharedRedis();
 const url = server.url;
 let n = 0;
 const key = (s: string) => `test:cachedxfetch:${Date.now()}:${n++}:${s}`;
-
-/** A seeded PRNG (mulberry32), uniform in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Within 4 standard deviations of a binomial(n, p) count. */
 function assertBinomial(

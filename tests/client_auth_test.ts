@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { connect, type RedisClient, ReplyError } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 
 const PASSWORD = "s3cr3t-Hunter2-pw";

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type RedisClient } from "../mod.ts";
-import { sharedRedis, startRedis } from "./_redis.ts";
+import { sharedRedis, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

@@ -13,7 +13,7 @@ import {
 import { runtimeConnector } from "../lib/transport.ts";
 import { startFakeServer } from "./_fake_server.ts";
 import { answer, handshakeAnswer } from "./_fake_redis.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { isDeno, sleep, teardown, test } from "./_harness.ts";
 
 // lua-time-limit 50: a script running longer makes others get BUSY.

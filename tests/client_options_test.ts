@@ -5,7 +5,7 @@ import {
   type Connector,
   type RedisClient,
 } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { isDeno, teardown, test } from "./_harness.ts";
 
 const server = await startRedis();

@@ -12,7 +12,7 @@ import {
   type FakeServer,
   startFakeServer,
 } from "./_fake_server.ts";
-import { freePort } from "./_redis.ts";
+import { freePort } from "../testing/redis.ts";
 import { sleep, test } from "./_harness.ts";
 
 /** Every test here is bounded well below the harness default. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type MessageListener, type RedisClient } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 // Our own server: one test kills and restarts it.

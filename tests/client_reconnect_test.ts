@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type Connector } from "../mod.ts";
 import { runtimeConnector } from "../lib/transport.ts";
-import { type RedisServer, startRedis } from "./_redis.ts";
+import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, test } from "./_harness.ts";
 
 /** Polls `pred` every 5 ms until it holds; throws after `ms`. */

@@ -20,7 +20,7 @@ import {
 } from "../mod.ts";
 import { startFakeServer } from "./_fake_server.ts";
 import { answer, handshakeAnswer } from "./_fake_redis.ts";
-import { commandCalls, startRedis } from "./_redis.ts";
+import { commandCalls, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await startRedis({ args: ["--lua-time-limit", "50"] });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { connect, ReplyError } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
+import { sharedRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, ConnectionError, type RedisClient } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { makeCerts } from "./fixtures/tools.ts";
 import { teardown, test } from "./_harness.ts";
 

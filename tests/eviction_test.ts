@@ -14,7 +14,7 @@ import {
   type RedisClient,
   withLock,
 } from "../mod.ts";
-import { type RedisServer, startRedis } from "./_redis.ts";
+import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const lru = await startRedis({ args: ["--maxmemory-policy", "allkeys-lru"] });

@@ -3,12 +3,12 @@
  * loops contending on 2 lock names, a fenced non-atomic read-modify-write
  * counter, recorded holds) and a `cached` fleet (3 processes × 3 callers on
  * one key) run through the fault proxy; the fault is injected while traffic
- * flows and cleared; tests/_fault_run.ts says what is checked and why.
+ * flows and cleared; testing/fault_run.ts says what is checked and why.
  * `deno task faults` runs the same cases on Deno and Bun workers and prints
  * a table.
  */
 import assert from "node:assert/strict";
-import { FAULT_TEXT, FAULTS, runFaultCase } from "./_fault_run.ts";
+import { FAULT_TEXT, FAULTS, runFaultCase } from "../testing/fault_run.ts";
 import { test } from "./_harness.ts";
 
 for (const fault of FAULTS) {

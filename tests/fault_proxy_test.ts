@@ -1,5 +1,5 @@
 /**
- * The fault proxy itself (tests/_fault_proxy.ts): each fault does what it
+ * The fault proxy itself (testing/fault_proxy.ts): each fault does what it
  * says, against a real redis-server, seen through raw sockets (bytes, FIN,
  * RST) and respite's client; and its RESP frame counter counts every reply
  * type in any chunking.
@@ -7,21 +7,17 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { connect } from "../mod.ts";
-import { FrameCounter, startFaultProxy } from "./_fault_proxy.ts";
-import { runArgs, spawn } from "./_proc.ts";
+import { FrameCounter, startFaultProxy } from "../testing/fault_proxy.ts";
+import { runArgs, spawn } from "../testing/proc.ts";
 import { startFakeServer } from "./_fake_server.ts";
-import { sharedRedis } from "./_redis.ts";
-import {
-  mulberry32,
-  Rand,
-  randomTopFrame,
-  writeFrames,
-} from "./_resp_writer.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { randomTopFrame, writeFrames } from "../testing/resp_writer.ts";
+import { mulberry32, Rand } from "../testing/random.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const redis = await sharedRedis();
 const target = { port: redis.port };
-const worker = new URL("./fixtures/fault_worker.ts", import.meta.url).pathname;
+const worker = new URL("../testing/fault_worker.ts", import.meta.url).pathname;
 let n = 0;
 const key = (s: string) => `respite-test-faultproxy-${Date.now()}-${n++}:${s}`;
 
@@ -418,7 +414,7 @@ test("refuse(true): new connections are closed at once; refuse(false) lets them 
 });
 
 test("the server dies (SIGKILL): clients get a FIN, the requests out are counted; with the server down, new connections close at once", async () => {
-  const { startRedis } = await import("./_redis.ts");
+  const { startRedis } = await import("../testing/redis.ts");
   const own = await startRedis();
   const proxy = await startFaultProxy({ port: own.port });
   const a = await raw(proxy.port);

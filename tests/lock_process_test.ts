@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { connect, Lock } from "../mod.ts";
-import { sharedRedis } from "./_redis.ts";
-import { runArgs, spawn } from "./_proc.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { runArgs, spawn } from "../testing/proc.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();

@@ -15,7 +15,7 @@ import {
   withLock,
 } from "../mod.ts";
 import type { RedisClient } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { sleep, test, within } from "./_harness.ts";
 
 let n = 0;

@@ -9,7 +9,12 @@ import {
   TimeoutError,
   withLock,
 } from "../mod.ts";
-import { commandCalls, scanKeys, sharedRedis, startRedis } from "./_redis.ts";
+import {
+  commandCalls,
+  scanKeys,
+  sharedRedis,
+  startRedis,
+} from "../testing/redis.ts";
 import { sleep, teardown, test, within } from "./_harness.ts";
 
 const server = await sharedRedis();

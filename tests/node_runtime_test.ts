@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "./_harness.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { expectedScenario } from "./fixtures/scenario.ts";
 import {
   findNode,

@@ -12,13 +12,12 @@ import {
   concatBytes,
   expectedValue,
   type Frame,
-  mulberry32,
   normalize,
-  Rand,
   randomTopFrame,
   writeFrame,
   writeFrames,
-} from "./_resp_writer.ts";
+} from "../testing/resp_writer.ts";
+import { mulberry32, Rand } from "../testing/random.ts";
 
 const enc = new TextEncoder();
 const bytes = (s: string) => enc.encode(s);

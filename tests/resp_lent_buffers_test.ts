@@ -10,12 +10,11 @@ import { test } from "./_harness.ts";
 import {
   expectedValue,
   type Frame,
-  mulberry32,
   normalize,
-  Rand,
   randomTopFrame,
   writeFrames,
-} from "./_resp_writer.ts";
+} from "../testing/resp_writer.ts";
+import { mulberry32, Rand } from "../testing/random.ts";
 
 /**
  * Feeds `stream` through one reused buffer the way the Deno transport does:

@@ -24,8 +24,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isDeno, runtime, test } from "./_harness.ts";
-import { runtimeExecutable } from "./_proc.ts";
-import { startRedis } from "./_redis.ts";
+import { runtimeExecutable } from "../testing/proc.ts";
+import { startRedis } from "../testing/redis.ts";
 import { run } from "./fixtures/tools.ts";
 
 const modTs = fileURLToPath(new URL("../mod.ts", import.meta.url));

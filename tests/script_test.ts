@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type RedisClient, ReplyError, Script } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 
 // Our own server: the tests flush its script cache and read its error stats.

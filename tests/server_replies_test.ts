@@ -13,7 +13,7 @@ import {
   ReplyError,
   withLock,
 } from "../mod.ts";
-import { startRedis } from "./_redis.ts";
+import { startRedis } from "../testing/redis.ts";
 import { test } from "./_harness.ts";
 
 let n = 0;

@@ -22,8 +22,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeno, sleep, test } from "./_harness.ts";
-import { type Proc, spawn } from "./_proc.ts";
-import { freePort, startRedis } from "./_redis.ts";
+import { type Proc, spawn } from "../testing/proc.ts";
+import { freePort, startRedis } from "../testing/redis.ts";
 import { expectedScenario } from "./fixtures/scenario.ts";
 import {
   findWorkerd,

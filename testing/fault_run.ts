@@ -1,7 +1,7 @@
 /**
  * One fault case: a lock fleet and a `cached` fleet of OS processes
- * (tests/fixtures/fault_worker.ts) run against a redis-server through the
- * fault proxy (tests/_fault_proxy.ts); the fault is injected while traffic
+ * (testing/fault_worker.ts) run against a redis-server through the
+ * fault proxy (testing/fault_proxy.ts); the fault is injected while traffic
  * flows, then cleared; the workers' records are checked. Used by
  * tests/fault_fleet_test.ts (one case per fault) and scripts/faults.ts (the
  * whole matrix, both runtimes).
@@ -91,10 +91,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
 import { connect, type RedisClient } from "../mod.ts";
-import { type FaultProxy, startFaultProxy } from "./_fault_proxy.ts";
-import { type Proc, runArgs, spawn } from "./_proc.ts";
-import { type RedisServer, startRedis } from "./_redis.ts";
-import type { Config, Hold, Result } from "./fixtures/fault_worker.ts";
+import { type FaultProxy, startFaultProxy } from "./fault_proxy.ts";
+import { type Proc, runArgs, spawn } from "./proc.ts";
+import { type RedisServer, startRedis } from "./redis.ts";
+import type { Config, Hold, Result } from "./fault_worker.ts";
 
 /** The fault modes. */
 export const FAULTS = [
@@ -251,7 +251,7 @@ export function calibratedWallClock(): () => number {
 
 const wall = calibratedWallClock();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const worker = new URL("./fixtures/fault_worker.ts", import.meta.url).pathname;
+const worker = new URL("./fault_worker.ts", import.meta.url).pathname;
 
 interface Started {
   proc: Proc;

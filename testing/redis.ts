@@ -7,7 +7,7 @@
 import type { RedisClient } from "../lib/client.ts";
 import { runtimeConnector } from "../lib/transport.ts";
 import type { TlsOptions } from "../lib/transport.ts";
-import { type Proc, spawn } from "./_proc.ts";
+import { type Proc, spawn } from "./proc.ts";
 
 export interface RedisServerOptions {
   /** Extra redis-server arguments, e.g. ["--requirepass", "secret"]. */

@@ -4,13 +4,14 @@
  * write (the decoded values alone cannot: a simple string and a bulk string
  * both decode to a `string`), `writeFrame` turns it into bytes, and
  * `expectedValue` says what the decoder should return for it. Also a seeded
- * PRNG and a random frame generator for property tests, and `normalize`, which
+ * random frame generator for property tests, and `normalize`, which
  * turns decoded values into plain data that `assert.deepStrictEqual` compares
  * exactly (type by type, Map and Set in order, errors by message).
  */
 
 import { ReplyError } from "../lib/errors.ts";
 import { Push, type Reply } from "../lib/resp_decoder.ts";
+import type { Rand } from "./random.ts";
 
 export type Frame =
   | { t: "simple"; v: string }
@@ -217,33 +218,6 @@ export function normalize(v: unknown): unknown {
   if (v instanceof Set) return { set: [...v].map(normalize) };
   if (v instanceof Push) return { push: v.data.map(normalize) };
   return { unexpected: String(v), type: typeof v };
-}
-
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Random helpers over one PRNG. */
-export class Rand {
-  constructor(readonly next: () => number) {}
-  /** An integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
 }
 
 const LINE_CHARS = [
