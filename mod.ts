@@ -40,11 +40,8 @@ export {
   RespiteError,
   TimeoutError,
 } from "./lib/errors.ts";
-export type {
-  ConnectOptions,
-  Logger,
-  ReconnectOptions,
-} from "./lib/options.ts";
+export type { ConnectOptions, ReconnectOptions } from "./lib/options.ts";
+export type { Logger } from "./lib/validate.ts";
 export { type DecoderLimits, Push, type Reply } from "./lib/resp_decoder.ts";
 export type { Arg } from "./lib/resp_encoder.ts";
 export { Script, type ScriptRunOptions } from "./lib/script.ts";

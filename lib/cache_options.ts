@@ -9,7 +9,14 @@ import { RedisClient } from "./client.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import { _checkHashTag } from "./lock.ts";
 import { checkPrefix, DEFAULT_PREFIX } from "./lock_keys.ts";
-import type { Logger } from "./options.ts";
+import {
+  checkBoolean,
+  checkFunction,
+  checkLogger,
+  checkMs,
+  describe,
+  type Logger,
+} from "./validate.ts";
 
 /** What every hook event carries. */
 export interface CacheEvent {
@@ -195,7 +202,6 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
 }
 
 /** setTimeout fires at once for delays above this. */
-const MAX_DELAY = 2 ** 31 - 1;
 
 const KNOWN = new Set([
   "redis",
@@ -221,63 +227,24 @@ const KNOWN = new Set([
 ]);
 const HOOKS = ["hit", "stale", "miss", "compute", "wait", "error"];
 
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
-  if (typeof v === "object") return v.constructor?.name ?? "object";
-  return `${typeof v} ${String(v)}`;
-}
-
 /** A positive integer number of ms (required when `fallback` is undefined). */
-function positiveInt(
-  name: string,
-  value: unknown,
-  fallback?: number,
-): number {
-  if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `${name} must be a number of ms; got ${describe(value)}`,
-    );
-  }
-  if (!Number.isInteger(value) || value <= 0 || value > MAX_DELAY) {
-    throw new RangeError(
-      `${name} must be a positive integer number of ms (at most ${MAX_DELAY}); got ${value}`,
-    );
-  }
-  return value;
+function positiveInt(name: string, value: unknown, fallback?: number): number {
+  return value === undefined && fallback !== undefined
+    ? fallback
+    : checkMs(name, value);
 }
 
 /** A non-negative integer number of ms, default 0. */
 function window(name: string, value: unknown): number {
-  if (value === undefined) return 0;
-  if (typeof value !== "number") {
-    throw new TypeError(
-      `${name} must be a number of ms; got ${describe(value)}`,
-    );
-  }
-  if (!Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
-    throw new RangeError(
-      `${name} must be a non-negative integer number of ms; got ${value}`,
-    );
-  }
-  return value;
+  return value === undefined ? 0 : checkMs(name, value, 0);
 }
 
 function bool(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") {
-    throw new TypeError(`${name} must be a boolean; got ${describe(value)}`);
-  }
-  return value;
+  return value === undefined ? fallback : checkBoolean(name, value);
 }
 
 function func<F>(name: string, value: unknown, fallback: F): F {
-  if (value === undefined) return fallback;
-  if (typeof value !== "function") {
-    throw new TypeError(`${name} must be a function; got ${describe(value)}`);
-  }
-  return value as F;
+  return value === undefined ? fallback : checkFunction<F>(name, value);
 }
 
 /**
@@ -406,12 +373,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
       throw new TypeError(`hooks.${name} must be a function`);
     }
   }
-  if (
-    o.logger !== undefined && o.logger !== null &&
-    typeof (o.logger as Logger).warn !== "function"
-  ) {
-    throw new TypeError("logger must have a warn() method, or be null");
-  }
+  if (o.logger !== undefined) checkLogger(o.logger, console);
   return {
     redis: o.redis,
     key,

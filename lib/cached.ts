@@ -7,7 +7,9 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "./async.ts";
 import type { RedisClient } from "./client.ts";
+import { toHex } from "./hex.ts";
 import {
   type CachedOptions,
   type CacheErrorEvent,
@@ -71,8 +73,6 @@ const MARKER_MIN_MS = 1_000;
 const PUBLISH_MAX = 64 * 1024;
 /** How many times a waiter's `wait` budget restarts when the lock changes hands. */
 const MAX_HANDOFFS = 3;
-/** setTimeout fires at once for delays above this. */
-const MAX_DELAY = 2 ** 31 - 1;
 const RAW = { raw: true };
 const NOT_RAW = {};
 
@@ -226,7 +226,7 @@ class Waker {
               `Redis did not confirm the subscription within ${timeout} ms`,
             ),
           ),
-        Math.min(timeout, MAX_DELAY),
+        Math.min(timeout, MAX_TIMER_MS),
       );
     });
     try {
@@ -249,7 +249,7 @@ class Waker {
         if (this.#wake === done) this.#wake = null;
         resolve();
       };
-      const timer = setTimeout(done, Math.min(Math.max(ms, 0), MAX_DELAY));
+      const timer = setTimeout(done, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
       this.#wake = done;
     });
   }
@@ -297,7 +297,7 @@ class Watchdog {
             `Redis did not answer within ${this.#timeout} ms`,
           );
           for (const reject of epoch.rejects) reject(err);
-        }, Math.min(this.#timeout * 1.25, MAX_DELAY)),
+        }, Math.min(this.#timeout * 1.25, MAX_TIMER_MS)),
       };
       this.#epoch = e = epoch;
     }
@@ -1045,18 +1045,20 @@ class Cache<A extends unknown[], T> {
     if (performance.now() - gen.proven > this.markerTtl / 2) return;
     try {
       await this.timed((signal) =>
-        WRITE_SCRIPT.run<number>(this.redis, [
-          this.entryKey(k),
-          this.markerKey(k),
-        ], [
-          stored,
-          Math.max(1, Math.round(px)),
-          gen.marker,
-          lockKeys(k, this.lockPrefix).wake,
-          typeof stored === "string" && stored.length <= PUBLISH_MAX
-            ? stored
-            : "written",
-        ], { logger: this.o.logger, signal: signal })
+        WRITE_SCRIPT.run<number>(this.redis, {
+          keys: [this.entryKey(k), this.markerKey(k)],
+          args: [
+            stored,
+            Math.max(1, Math.round(px)),
+            gen.marker,
+            lockKeys(k, this.lockPrefix).wake,
+            typeof stored === "string" && stored.length <= PUBLISH_MAX
+              ? stored
+              : "written",
+          ],
+          logger: this.o.logger,
+          signal,
+        })
       );
       this.reported.delete(k);
     } catch (err) {
@@ -1161,16 +1163,14 @@ class Cache<A extends unknown[], T> {
   async invalidate(args: A): Promise<void> {
     const k = this.keyOf(args);
     this.flights.forget(k);
-    const bytes = crypto.getRandomValues(new Uint8Array(12));
-    const marker = Array.from(bytes, (b) => b.toString(16).padStart(2, "0"))
-      .join("");
+    const marker = toHex(crypto.getRandomValues(new Uint8Array(12)));
     await this.timed((signal) =>
-      INVALIDATE_SCRIPT.run(
-        this.redis,
-        [this.entryKey(k), this.markerKey(k)],
-        [marker, this.markerTtl],
-        { logger: this.o.logger, signal },
-      )
+      INVALIDATE_SCRIPT.run(this.redis, {
+        keys: [this.entryKey(k), this.markerKey(k)],
+        args: [marker, this.markerTtl],
+        logger: this.o.logger,
+        signal,
+      })
     );
   }
 

@@ -12,10 +12,10 @@ import {
 } from "./connection.ts";
 import {
   type ConnectOptions,
-  type Logger,
   type ResolvedOptions,
   resolveOptions,
 } from "./options.ts";
+import type { Logger } from "./validate.ts";
 import { ConnectionError } from "./errors.ts";
 import type { Reply } from "./resp_decoder.ts";
 import type { Arg } from "./resp_encoder.ts";

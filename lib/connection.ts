@@ -13,7 +13,15 @@ import {
   ReplyError,
   TimeoutError,
 } from "./errors.ts";
-import { MAX_TIMER_MS, type ResolvedOptions } from "./options.ts";
+import { backoff, MAX_TIMER_MS } from "./async.ts";
+import type { ResolvedOptions } from "./options.ts";
+import {
+  checkBoolean,
+  checkDuration,
+  checkKnown,
+  checkSignal,
+  fail,
+} from "./validate.ts";
 import { CommandEncoder, validateArgs } from "./resp_encoder.ts";
 import { NEED_MORE, Push, type Reply, RespDecoder } from "./resp_decoder.ts";
 import {
@@ -672,9 +680,10 @@ export class Connection {
     this.#retryQueue.push(p);
     if (this.#resendTimer === undefined) {
       const n = ++this.#retryRound;
-      const base = Math.min(500, 10 * 2 ** Math.min(n, 10));
-      const delay = base / 2 + Math.random() * base / 2;
-      this.#resendTimer = setTimeout(() => this.#resend(), delay);
+      this.#resendTimer = setTimeout(
+        () => this.#resend(),
+        backoff(n, 10, 500),
+      );
     }
     return true;
   }
@@ -758,11 +767,7 @@ export class Connection {
     if (r === false) return;
     let lastError: unknown;
     for (let attempt = 0; attempt < r.maxRetries + 1; attempt++) {
-      const base = Math.min(
-        r.maxDelay,
-        r.minDelay * 2 ** Math.min(attempt, 30),
-      );
-      const delay = base / 2 + Math.random() * base / 2; // jitter
+      const delay = backoff(attempt, r.minDelay, r.maxDelay);
       await new Promise<void>((resolve) => {
         this.#retryWake = resolve;
         this.#retryTimer = setTimeout(resolve, delay);
@@ -1131,49 +1136,13 @@ export class Connection {
  */
 function checkCommandOptions(opts: unknown): asserts opts is CommandOptions {
   if (opts === null || typeof opts !== "object") {
-    throw new TypeError(
-      `command options must be an object ({ timeout, signal, raw }); got ${
-        describe(opts)
-      }`,
-    );
+    fail("command options", "an object ({ timeout, signal, raw })", opts);
   }
+  checkKnown("command option", opts, ["timeout", "signal", "raw"]);
   const o = opts as Record<string, unknown>;
-  const t = o.timeout;
-  if (t !== undefined && (typeof t !== "number" || !(t > 0))) {
-    throw new RangeError(
-      `timeout must be a positive number of ms; got ${describe(t)}`,
-    );
-  }
-  const signal = o.signal as { aborted?: unknown; addEventListener?: unknown };
-  if (
-    signal !== undefined &&
-    (signal === null || typeof signal !== "object" ||
-      typeof signal.aborted !== "boolean" ||
-      typeof signal.addEventListener !== "function" ||
-      typeof (signal as { removeEventListener?: unknown })
-          .removeEventListener !== "function")
-  ) {
-    throw new TypeError(
-      `signal must be an AbortSignal; got ${describe(o.signal)}`,
-    );
-  }
-  if (o.raw !== undefined && typeof o.raw !== "boolean") {
-    throw new TypeError(`raw must be a boolean; got ${describe(o.raw)}`);
-  }
-  for (const k in o) {
-    if (k !== "timeout" && k !== "signal" && k !== "raw") {
-      throw new TypeError(
-        `Unknown command option "${k}" (known: timeout, signal, raw)`,
-      );
-    }
-  }
-}
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
-  if (typeof v === "object") return v.constructor?.name ?? "object";
-  return `${typeof v} ${String(v)}`;
+  if (o.timeout !== undefined) checkDuration("timeout", o.timeout);
+  checkSignal("signal", o.signal);
+  if (o.raw !== undefined) checkBoolean("raw", o.raw);
 }
 
 /**

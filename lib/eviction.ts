@@ -10,7 +10,7 @@
  */
 
 import type { RedisClient } from "./client.ts";
-import type { Logger } from "./options.ts";
+import type { Logger } from "./validate.ts";
 
 /** Clients already checked (or being checked): one CONFIG GET each, ever. */
 const checked = new WeakSet<RedisClient>();

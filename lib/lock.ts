@@ -7,7 +7,10 @@
  * @module
  */
 
+import { abortable, delay, MAX_TIMER_MS, unrefTimer } from "./async.ts";
 import { RedisClient } from "./client.ts";
+import { randomHex128 } from "./hex.ts";
+import { describe } from "./validate.ts";
 import {
   ConnectionError,
   LockLostError,
@@ -22,7 +25,7 @@ import {
   type LockKeys,
   lockKeys,
 } from "./lock_keys.ts";
-import type { Logger } from "./options.ts";
+import type { Logger } from "./validate.ts";
 import { isWellFormed } from "./resp_encoder.ts";
 import { Script } from "./script.ts";
 import { checkEviction } from "./eviction.ts";
@@ -88,8 +91,6 @@ redis.call('PUBLISH', ARGV[1], 'reset')
 return n`,
 );
 
-/** setTimeout fires at once for delays above this. */
-const MAX_DELAY = 2_147_483_647;
 /** Re-check interval for a lock key that has no expiry (set by hand). */
 const NO_EXPIRY_RECHECK = 1_000;
 /** The abort reason of an acquisition whose `wait` ran out. */
@@ -263,7 +264,7 @@ class WaitQueue {
         finish();
         reject(signal!.reason);
       };
-      const timer = setTimeout(wake, Math.min(Math.max(ms, 0), MAX_DELAY));
+      const timer = setTimeout(wake, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
       this.#wake = wake;
       signal?.addEventListener("abort", onAbort, { once: true });
     });
@@ -305,24 +306,6 @@ function queueOf(
   q = created;
   map.set(keys.key, q);
   return q;
-}
-
-/** Random words, filled in batches: one getRandomValues call per 256 tokens. */
-const randomPool = new Uint32Array(1024);
-let randomPos = randomPool.length;
-
-/** 32 random hex digits (128 bits). */
-function randomHex128(): string {
-  if (randomPos === randomPool.length) {
-    crypto.getRandomValues(randomPool);
-    randomPos = 0;
-  }
-  const p = randomPool, i = randomPos;
-  randomPos += 4;
-  return p[i].toString(16).padStart(8, "0") +
-    p[i + 1].toString(16).padStart(8, "0") +
-    p[i + 2].toString(16).padStart(8, "0") +
-    p[i + 3].toString(16).padStart(8, "0");
 }
 
 /** Length of the random token in a lock's value (32 hex digits + ":"). */
@@ -382,9 +365,9 @@ export function _checkTtl(ttl: unknown): number {
   if (typeof ttl !== "number") {
     throw new TypeError("ttl must be a number of ms; got " + describe(ttl));
   }
-  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_DELAY) {
+  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TIMER_MS) {
     throw new RangeError(
-      `ttl must be a positive integer number of ms, at most ${MAX_DELAY}; got ${ttl}`,
+      `ttl must be a positive integer number of ms, at most ${MAX_TIMER_MS}; got ${ttl}`,
     );
   }
   return ttl;
@@ -411,27 +394,6 @@ export function _checkSignal(signal: unknown): AbortSignal | undefined {
     );
   }
   return signal;
-}
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "string") return JSON.stringify(v.slice(0, 40));
-  if (typeof v === "object") return v.constructor?.name ?? "object";
-  return `${typeof v} ${String(v)}`;
-}
-
-/**
- * Lets the process exit while a lease or renewal timer is pending: a process
- * that ends while holding a lock simply lets it expire.
- */
-function unrefTimer(timer: ReturnType<typeof setTimeout> | undefined): void {
-  if (timer === undefined) return;
-  if (typeof timer === "number") {
-    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno
-      ?.unrefTimer?.(timer);
-  } else {
-    (timer as { unref?(): void }).unref?.();
-  }
 }
 
 function escapeGlob(s: string): string {
@@ -741,7 +703,7 @@ export class Lock {
       both = ac.signal;
       timer = setTimeout(
         () => ac.abort(WAIT_RAN_OUT),
-        Math.min(wait, MAX_DELAY),
+        Math.min(wait, MAX_TIMER_MS),
       );
       if (signal !== undefined) {
         onAbort = () => ac.abort(signal.reason);
@@ -809,7 +771,7 @@ export class Lock {
         if (deadline !== Infinity) {
           timer = setTimeout(
             () => turn.resolve(false),
-            Math.min(Math.max(deadline - performance.now(), 0), MAX_DELAY),
+            Math.min(Math.max(deadline - performance.now(), 0), MAX_TIMER_MS),
           );
         }
         signal?.addEventListener("abort", onAbort, { once: true });
@@ -907,12 +869,12 @@ export class Lock {
     const sent = performance.now();
     let reply: number[];
     try {
-      reply = await ACQUIRE_SCRIPT.run<number[]>(
-        this.#redis,
-        this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
-        [value, this.ttl, this.fencing ? "1" : "0"],
-        { logger: this.#logger, signal },
-      );
+      reply = await ACQUIRE_SCRIPT.run<number[]>(this.#redis, {
+        keys: this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
+        args: [value, this.ttl, this.fencing ? "1" : "0"],
+        logger: this.#logger,
+        signal,
+      });
     } catch (err) {
       this.#cleanup(value);
       throw err;
@@ -987,7 +949,7 @@ export class Lock {
     h.leaseTimer = setTimeout(() => {
       h.leaseTimer = undefined;
       this.#leaseRanOut(h);
-    }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_DELAY));
+    }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_TIMER_MS));
     unrefTimer(h.leaseTimer);
   }
 
@@ -1087,10 +1049,12 @@ export class Lock {
     }
     // On a rejection (no answer) its bound stays pending: it may still run,
     // until a command sent after it succeeds.
-    const r = await EXTEND_SCRIPT.run<number>(this.#redis, [this.keys.key], [
-      h.value,
-      ttl,
-    ], { logger: this.#logger, signal });
+    const r = await EXTEND_SCRIPT.run<number>(this.#redis, {
+      keys: [this.keys.key],
+      args: [h.value, ttl],
+      logger: this.#logger,
+      signal,
+    });
     pending.delete(seq);
     if (r !== 1 || this.#holding !== h || h.lost) return r;
     if (setsTtl && seq > h.ttlSeq) {
@@ -1144,10 +1108,12 @@ export class Lock {
   }
 
   #unlock(value: string, signal?: AbortSignal): Promise<number> {
-    return UNLOCK_SCRIPT.run<number>(this.#redis, [this.keys.key], [
-      value,
-      this.keys.wake,
-    ], { logger: this.#logger, signal });
+    return UNLOCK_SCRIPT.run<number>(this.#redis, {
+      keys: [this.keys.key],
+      args: [value, this.keys.wake],
+      logger: this.#logger,
+      signal,
+    });
   }
 
   #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
@@ -1219,7 +1185,7 @@ export class Lock {
             Math.round(ms)
           } ms; the lock expires on its own when its ${h.ttl} ms lease runs out`,
         ),
-      ), Math.min(ms, MAX_DELAY));
+      ), Math.min(ms, MAX_TIMER_MS));
     let r: number;
     // Whether a try that got no answer may have run while the lease was
     // still valid: then "gone" or "taken" from a later try may be its doing.
@@ -1239,7 +1205,7 @@ export class Lock {
             !(err as { notSent?: boolean }).notSent && !h.lost &&
             sentAt < h.expiresAt
           ) mayHaveRun = true;
-          await abortableSleep(gap / 2 + Math.random() * gap / 2, ac.signal);
+          await delay(gap / 2 + Math.random() * gap / 2, ac.signal);
         }
       }
     } finally {
@@ -1405,7 +1371,10 @@ export class Lock {
         ? DEFAULT_PREFIX
         : checkPrefix(options.prefix),
     );
-    const n = await RESET_SCRIPT.run<number>(redis, [keys.key], [keys.wake]);
+    const n = await RESET_SCRIPT.run<number>(redis, {
+      keys: [keys.key],
+      args: [keys.wake],
+    });
     return n === 1;
   }
 
@@ -1457,39 +1426,14 @@ export class Lock {
       cursor = next;
       const results = await Promise.all(
         keys.map((key) =>
-          RESET_SCRIPT.run<number>(redis, [key], [`${key}:wake`])
+          RESET_SCRIPT.run<number>(redis, {
+            keys: [key],
+            args: [`${key}:wake`],
+          })
         ),
       );
       for (const n of results) deleted += n;
     } while (cursor !== "0");
     return deleted;
   }
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Rejects at once when `signal` aborts; otherwise settles like `p`. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() =>
-      signal.removeEventListener("abort", onAbort)
-    );
-  });
 }

@@ -4,18 +4,19 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "./async.ts";
 import { type DecoderLimits, type Push, RespDecoder } from "./resp_decoder.ts";
 import type { Connector, Runtime, TlsOptions } from "./transport.ts";
-
-/** Where respite writes warnings (such as `UNLOCK_SCRIPT not cached.`). */
-export interface Logger {
-  /**
-   * Called with one warning line.
-   *
-   * @param message The warning.
-   */
-  warn(message: string): void;
-}
+import {
+  checkBoolean,
+  checkDuration,
+  checkFunction,
+  checkKnown,
+  checkLogger,
+  checkString,
+  fail,
+  type Logger,
+} from "./validate.ts";
 
 /** How to reconnect after the connection drops. */
 export interface ReconnectOptions {
@@ -145,13 +146,17 @@ export interface ResolvedOptions {
   replyLimits?: DecoderLimits;
 }
 
+/** An optional duration option (see {@linkcode checkDuration}). */
+function duration(
+  name: string,
+  value: unknown,
+  zeroOk = false,
+): number | undefined {
+  return value === undefined ? undefined : checkDuration(name, value, zeroOk);
+}
+
 /** Redis keeps the number of databases in a C int. */
 const MAX_DB = 2 ** 31 - 1;
-/**
- * Longest delay a timer can wait: longer ones (and `Infinity`) fire at once in
- * every runtime, so such durations are taken as "practically never".
- */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const URL_SHAPE =
   "expected redis://[[user]:password@]host[:port][/db] or rediss://...";
@@ -184,27 +189,21 @@ export function resolveOptions(
     }
   }
   const hostname = merged.hostname ?? "127.0.0.1";
-  if (typeof hostname !== "string" || hostname.length === 0) {
-    throw new TypeError("hostname must be a non-empty string");
-  }
+  checkString("hostname", hostname, true);
   const port = merged.port ?? 6379;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RangeError(
-      `port must be an integer from 1 to 65535, got ${port}`,
-    );
+    fail("port", "an integer from 1 to 65535", port, RangeError);
   }
   const db = merged.db ?? 0;
   if (!Number.isInteger(db) || db < 0 || db > MAX_DB) {
-    throw new RangeError(`db must be a non-negative integer, got ${db}`);
+    fail("db", "a non-negative integer", db, RangeError);
   }
   for (const key of ["username", "password", "name"] as const) {
-    if (merged[key] !== undefined && typeof merged[key] !== "string") {
-      throw new TypeError(`${key} must be a string`);
-    }
+    if (merged[key] !== undefined) checkString(key, merged[key]);
   }
   const protocol = merged.protocol ?? 2;
   if (protocol !== 2 && protocol !== 3) {
-    throw new RangeError(`protocol must be 2 or 3, got ${protocol}`);
+    fail("protocol", "2 or 3", protocol, RangeError);
   }
   const connectTimeout = duration("connectTimeout", merged.connectTimeout) ??
     10_000;
@@ -214,7 +213,7 @@ export function resolveOptions(
   if (merged.reconnect !== false) {
     const r = merged.reconnect ?? {};
     if (typeof r !== "object" || r === null) {
-      throw new TypeError("reconnect must be false or an options object");
+      fail("reconnect", "false or an options object", r);
     }
     checkKnown("reconnect option", r, ["minDelay", "maxDelay", "maxRetries"]);
     const maxRetries = r.maxRetries ?? Infinity;
@@ -223,10 +222,11 @@ export function resolveOptions(
       !(maxRetries === Infinity ||
         (Number.isInteger(maxRetries) && maxRetries >= 0))
     ) {
-      throw new RangeError(
-        `reconnect.maxRetries must be an integer >= 0 or Infinity, got ${
-          String(maxRetries)
-        }`,
+      fail(
+        "reconnect.maxRetries",
+        "an integer >= 0 or Infinity",
+        maxRetries,
+        RangeError,
       );
     }
     const minDelay = duration("reconnect.minDelay", r.minDelay, true) ?? 50;
@@ -241,34 +241,29 @@ export function resolveOptions(
   }
   const maxQueue = merged.maxQueue ?? 10_000;
   if (!Number.isInteger(maxQueue) || maxQueue < 0) {
-    throw new RangeError("maxQueue must be a non-negative integer");
+    fail("maxQueue", "a non-negative integer", maxQueue, RangeError);
   }
   let tls: TlsOptions | undefined;
   if (merged.tls === true) tls = {};
   else if (merged.tls && typeof merged.tls === "object") tls = merged.tls;
   else if (merged.tls !== undefined && merged.tls !== false) {
-    throw new TypeError("tls must be a boolean or an options object");
+    fail("tls", "a boolean or an options object", merged.tls);
   }
   if (
     merged.connector !== undefined && typeof merged.connector !== "function" &&
     !["deno", "bun", "node", "workers"].includes(merged.connector)
   ) {
-    throw new TypeError(
-      'connector must be "deno", "bun", "node", "workers" or a function',
+    fail(
+      "connector",
+      '"deno", "bun", "node", "workers" or a function',
+      merged.connector,
     );
   }
-  const logger = merged.logger === null ? SILENT : merged.logger ?? console;
-  if (typeof logger?.warn !== "function") {
-    throw new TypeError("logger must have a warn(message) method, or be null");
-  }
+  const logger = checkLogger(merged.logger, console);
   for (const key of ["queueWhileReconnecting", "blocking"] as const) {
-    if (merged[key] !== undefined && typeof merged[key] !== "boolean") {
-      throw new TypeError(`${key} must be a boolean`);
-    }
+    if (merged[key] !== undefined) checkBoolean(key, merged[key]);
   }
-  if (merged.onPush !== undefined && typeof merged.onPush !== "function") {
-    throw new TypeError("onPush must be a function");
-  }
+  if (merged.onPush !== undefined) checkFunction("onPush", merged.onPush);
   // The decoder checks its limits (TypeError/RangeError) as it is made.
   if (merged.replyLimits !== undefined) new RespDecoder(merged.replyLimits);
   const closeTimeout = merged.closeTimeout === 0
@@ -308,8 +303,6 @@ export function resolveOptions(
 }
 
 /** A logger that drops everything (`logger: null`). */
-const SILENT: Logger = { warn() {} };
-
 const OPTION_NAMES = [
   "url",
   "hostname",
@@ -334,40 +327,6 @@ const OPTION_NAMES = [
   "onPush",
   "replyLimits",
 ];
-
-/** Rejects a key of `obj` not in `known` (a typo would otherwise be ignored). */
-function checkKnown(
-  what: string,
-  obj: object,
-  known: readonly string[],
-): void {
-  for (const k of Object.keys(obj)) {
-    if (!known.includes(k)) {
-      throw new TypeError(
-        `Unknown ${what} "${k}" (known: ${known.join(", ")})`,
-      );
-    }
-  }
-}
-
-function duration(
-  name: string,
-  value: unknown,
-  zeroOk = false,
-): number | undefined {
-  if (value === undefined) return undefined;
-  if (
-    typeof value !== "number" || Number.isNaN(value) ||
-    (zeroOk ? value < 0 : value <= 0)
-  ) {
-    throw new RangeError(
-      `${name} must be a ${
-        zeroOk ? "non-negative" : "positive"
-      } number of ms, got ${String(value)}`,
-    );
-  }
-  return Math.min(value, MAX_TIMER_MS);
-}
 
 /**
  * Parses `redis://` and `rediss://` URLs. Error messages never repeat the URL,

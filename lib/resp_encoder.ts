@@ -6,6 +6,8 @@
  * @module
  */
 
+import { describe } from "./validate.ts";
+
 /** A value that can be sent to Redis as one command argument. */
 export type Arg = string | number | bigint | Uint8Array;
 
@@ -49,12 +51,6 @@ export function validateArgs(args: readonly unknown[]): asserts args is Arg[] {
         );
     }
   }
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
-  return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
 
 /**

@@ -7,12 +7,19 @@
 
 import type { RedisClient } from "./client.ts";
 import { ReplyError } from "./errors.ts";
-import type { Logger } from "./options.ts";
+import { toHex } from "./hex.ts";
 import type { Reply } from "./resp_decoder.ts";
 import type { Arg } from "./resp_encoder.ts";
+import { checkKnown, type Logger } from "./validate.ts";
 
-/** Options for {@linkcode Script.run}. */
+const RUN_OPTIONS = ["keys", "args", "logger", "signal"];
+
+/** What {@linkcode Script.run} sends, and how. */
 export interface ScriptRunOptions {
+  /** The keys the script touches: `KEYS` (default none). */
+  keys?: readonly Arg[];
+  /** Its other arguments: `ARGV` (default none). */
+  args?: readonly Arg[];
   /** Where the `NAME not cached.` warning goes (default: the client's logger). `null` silences it. */
   logger?: Logger | null;
   /** Aborts waiting for the reply. */
@@ -35,7 +42,7 @@ export interface ScriptRunOptions {
  * import { connect, Script } from "@respite/respite";
  * const ECHO_SCRIPT = new Script("ECHO_SCRIPT", "return ARGV[1]");
  * await using redis = await connect();
- * console.assert(await ECHO_SCRIPT.run(redis, [], ["hi"], { logger: null }) === "hi");
+ * console.assert(await ECHO_SCRIPT.run(redis, { args: ["hi"], logger: null }) === "hi");
  * ```
  */
 export class Script {
@@ -80,12 +87,7 @@ export class Script {
         "SHA-1",
         new TextEncoder().encode(this.lua),
       )
-        .then((buf) =>
-          Array.from(
-            new Uint8Array(buf),
-            (b) => b.toString(16).padStart(2, "0"),
-          ).join("")
-        ).then((hex) => this.#shaHex = hex);
+        .then((buf) => this.#shaHex = toHex(new Uint8Array(buf)));
     }
     return this.#sha;
   }
@@ -94,19 +96,17 @@ export class Script {
    * Runs the script.
    *
    * @param client The client to run it on.
-   * @param keys The keys it touches (KEYS).
-   * @param args Its other arguments (ARGV).
-   * @param options Logger and signal.
+   * @param options `keys`, `args`, `logger` and `signal`.
    * @returns The script's reply.
+   * @throws {TypeError} For an unknown option or a bad signal.
    */
   async run<T extends Reply = Reply>(
     client: RedisClient,
-    keys: readonly Arg[],
-    args: readonly Arg[],
-    options?: ScriptRunOptions,
+    options: ScriptRunOptions = {},
   ): Promise<T> {
+    checkKnown("Script.run() option", options, RUN_OPTIONS);
+    const { keys = [], args = [], signal } = options;
     const sha = this.#shaHex ?? await this.sha();
-    const signal = options?.signal;
     const cmd: Arg[] = ["EVALSHA", sha, keys.length];
     for (let i = 0; i < keys.length; i++) cmd.push(keys[i]);
     for (let i = 0; i < args.length; i++) cmd.push(args[i]);
@@ -122,7 +122,7 @@ export class Script {
     }
     if (this.#state.get(client) === "ok") {
       this.#state.set(client, "missing");
-      const logger = options?.logger === undefined
+      const logger = options.logger === undefined
         ? client.logger
         : options.logger;
       logger?.warn(`${this.name} not cached.`);

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { abortable } from "./async.ts";
+
 /**
  * Shares one in-flight promise per key among concurrent callers, like Go's
  * `singleflight.Group`. Once the promise settles the key is free again, so the
@@ -91,33 +93,4 @@ export class Singleflight<T> {
   forget(key: string): void {
     this.#flights.delete(key);
   }
-}
-
-/**
- * Races `promise` against `signal`: rejects with the signal's reason as soon
- * as it aborts, without touching `promise`.
- *
- * @param promise What to wait for.
- * @param signal When to stop waiting.
- * @returns `promise`'s outcome, unless the signal aborted first.
- */
-export function abortable<T>(
-  promise: Promise<T>,
-  signal: AbortSignal,
-): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

@@ -11,7 +11,7 @@ import {
   LockNotHeldError,
 } from "./errors.ts";
 import { _checkSignal, _checkWait, Lock } from "./lock.ts";
-import type { Logger } from "./options.ts";
+import type { Logger } from "./validate.ts";
 
 /** Options for {@linkcode withLock}. */
 export interface WithLockOptions<A extends unknown[]> {

@@ -142,7 +142,7 @@ const BAD_OPTIONS: [string, unknown, ErrorClass][] = [
   ["connectTimeout -1", { connectTimeout: -1 }, RangeError],
   ["connectTimeout 0", { connectTimeout: 0 }, RangeError],
   ["connectTimeout NaN", { connectTimeout: NaN }, RangeError],
-  ['connectTimeout "5"', { connectTimeout: "5" }, RangeError],
+  ['connectTimeout "5"', { connectTimeout: "5" }, TypeError],
   ["commandTimeout -5", { commandTimeout: -5 }, RangeError],
   ["commandTimeout -Infinity", { commandTimeout: -Infinity }, RangeError],
   ["reconnect.minDelay -1", { reconnect: { minDelay: -1 } }, RangeError],
@@ -246,7 +246,7 @@ test("per-command timeout must be a positive number; nothing is sent otherwise",
   for (const timeout of [-1, 0, NaN, -Infinity, "100"]) {
     await assert.rejects(
       r.command(["SET", k, "v"], { timeout: timeout as number }),
-      RangeError,
+      typeof timeout === "number" ? RangeError : TypeError,
       String(timeout),
     );
   }

@@ -591,9 +591,9 @@ test("logger: null on connect() silences warnings", async () => {
   const original = console.warn;
   console.warn = (...a: unknown[]) => void warned.push(a);
   try {
-    await s.run(r, [], []);
+    await s.run(r);
     await r.send("SCRIPT", "FLUSH");
-    assert.equal(await s.run(r, [], []), 1);
+    assert.equal(await s.run(r), 1);
   } finally {
     console.warn = original;
   }

@@ -62,11 +62,11 @@ test("run() passes keys and args and returns the reply", async () => {
   const k2 = key("b");
   const bytes = new Uint8Array([104, 13, 10, 0, 105]); // "h\r\n\0i"
   assert.deepEqual(
-    await s.run(r, [k1, k2], ["x y", 42, bytes], { logger: null }),
+    await s.run(r, { keys: [k1, k2], args: ["x y", 42, bytes], logger: null }),
     [2, 3, k1, k2, "x y", "42", "h\r\n\0i"],
   );
   assert.deepEqual(
-    await s.run(r, [], [], { logger: null }),
+    await s.run(r, { logger: null }),
     [0, 0],
     "Lua arrays stop at the first nil",
   );
@@ -75,8 +75,8 @@ test("run() passes keys and args and returns the reply", async () => {
     "return redis.call('INCRBY', KEYS[1], ARGV[1])",
   );
   const k = key("n");
-  assert.equal(await incr.run(r, [k], [5], { logger: null }), 5);
-  assert.equal(await incr.run(r, [k], [-2n], { logger: null }), 3);
+  assert.equal(await incr.run(r, { keys: [k], args: [5], logger: null }), 5);
+  assert.equal(await incr.run(r, { keys: [k], args: [-2n], logger: null }), 3);
   assert.equal(await r.send("GET", k), "3");
 });
 
@@ -90,25 +90,25 @@ test("first run on a fresh server falls back to EVAL silently; a later loss warn
       await r.send("SCRIPT", "EXISTS", await s.sha()),
       [0],
     );
-    assert.equal(await s.run(r, [], ["1"]), "fresh:1");
+    assert.equal(await s.run(r, { args: ["1"] }), "fresh:1");
     assert.deepEqual(warnings, [], "a first use is not a loss");
     assert.equal(await noscriptCount(r), 1, "EVALSHA was tried first");
     // EVAL cached it: from now on EVALSHA works, and nothing more is logged.
     assert.deepEqual(await r.send("SCRIPT", "EXISTS", await s.sha()), [1]);
     for (let i = 2; i <= 5; i++) {
-      assert.equal(await s.run(r, [], [String(i)]), `fresh:${i}`);
+      assert.equal(await s.run(r, { args: [String(i)] }), `fresh:${i}`);
     }
     assert.equal(await noscriptCount(r), 1, "EVALSHA failed again");
     assert.deepEqual(warnings, []);
     // A loss (a flush after the script ran) warns once ...
     await r.send("SCRIPT", "FLUSH");
-    assert.equal(await s.run(r, [], ["6"]), "fresh:6");
-    assert.equal(await s.run(r, [], ["7"]), "fresh:7");
+    assert.equal(await s.run(r, { args: ["6"] }), "fresh:6");
+    assert.equal(await s.run(r, { args: ["7"] }), "fresh:7");
     assert.deepEqual(warnings, ["FRESH_SCRIPT not cached."]);
     assert.equal(await noscriptCount(r), 2);
     // ... and a second loss once more.
     await r.send("SCRIPT", "FLUSH");
-    assert.equal(await s.run(r, [], ["8"]), "fresh:8");
+    assert.equal(await s.run(r, { args: ["8"] }), "fresh:8");
     assert.deepEqual(warnings, [
       "FRESH_SCRIPT not cached.",
       "FRESH_SCRIPT not cached.",
@@ -126,16 +126,20 @@ test("SCRIPT FLUSH mid-run with 200 concurrent run() calls: one warning, every c
       "return {ARGV[1], redis.call('INCR', KEYS[1])}",
     );
     const counter = key("counter");
-    await s.run(r, [counter], ["warm"]); // cached now
+    await s.run(r, { keys: [counter], args: ["warm"] }); // cached now
     await r.send("DEL", counter);
     warnings.length = 0;
     await r.send("CONFIG", "RESETSTAT");
     await s.sha(); // run() below sends EVALSHA one microtask after it is called
     const runs: Promise<unknown>[] = [];
-    for (let i = 0; i < 100; i++) runs.push(s.run(r, [counter], [`r${i}`]));
+    for (let i = 0; i < 100; i++) {
+      runs.push(s.run(r, { keys: [counter], args: [`r${i}`] }));
+    }
     await Promise.resolve(); // the first 100 EVALSHAs are queued now
     const flushed = r.send("SCRIPT", "FLUSH");
-    for (let i = 100; i < 200; i++) runs.push(s.run(r, [counter], [`r${i}`]));
+    for (let i = 100; i < 200; i++) {
+      runs.push(s.run(r, { keys: [counter], args: [`r${i}`] }));
+    }
     assert.equal(await flushed, "OK");
     const results = await Promise.all(runs) as [string, number][];
     results.forEach(([arg], i) => assert.equal(arg, `r${i}`));
@@ -161,16 +165,16 @@ test("each client warns once for its own loss", async () => {
   const b = await capturing();
   try {
     const s = new Script("TWO_CLIENTS_SCRIPT", "return 'two'");
-    await s.run(a.r, [], []); // first uses: silent
-    await s.run(b.r, [], []);
+    await s.run(a.r); // first uses: silent
+    await s.run(b.r);
     await a.r.send("SCRIPT", "FLUSH");
-    await Promise.all([s.run(a.r, [], []), s.run(a.r, [], [])]);
+    await Promise.all([s.run(a.r), s.run(a.r)]);
     // b's EVALSHA works: a's EVAL cached the script on the shared server.
-    assert.equal(await s.run(b.r, [], []), "two");
+    assert.equal(await s.run(b.r), "two");
     assert.deepEqual(a.warnings, ["TWO_CLIENTS_SCRIPT not cached."]);
     assert.deepEqual(b.warnings, []);
     await b.r.send("SCRIPT", "FLUSH");
-    await s.run(b.r, [], []);
+    await s.run(b.r);
     assert.deepEqual(b.warnings, ["TWO_CLIENTS_SCRIPT not cached."]);
   } finally {
     await a.r.close();
@@ -183,17 +187,17 @@ test("logger: null silences the warning; a run logger overrides the client's", a
   try {
     const quiet = new Script("QUIET_SCRIPT", "return 'quiet'");
     const loud = new Script("LOUD_SCRIPT", "return 'loud'");
-    await quiet.run(r, [], []); // first uses: silent
-    await loud.run(r, [], []);
+    await quiet.run(r); // first uses: silent
+    await loud.run(r);
     assert.deepEqual(warnings, []);
     await r.send("SCRIPT", "FLUSH");
     await r.send("CONFIG", "RESETSTAT");
-    assert.equal(await quiet.run(r, [], [], { logger: null }), "quiet");
+    assert.equal(await quiet.run(r, { logger: null }), "quiet");
     assert.equal(await noscriptCount(r), 1, "it did fall back");
     assert.deepEqual(warnings, []);
     const own: string[] = [];
     assert.equal(
-      await loud.run(r, [], [], { logger: { warn: (m) => own.push(m) } }),
+      await loud.run(r, { logger: { warn: (m) => own.push(m) } }),
       "loud",
     );
     assert.deepEqual(own, ["LOUD_SCRIPT not cached."]);
@@ -210,9 +214,9 @@ test("the default logger is console.warn", async () => {
   try {
     await using r = await connect(url);
     const s = new Script("CONSOLE_SCRIPT", "return 1");
-    assert.equal(await s.run(r, [], []), 1);
+    assert.equal(await s.run(r), 1);
     await r.send("SCRIPT", "FLUSH");
-    assert.equal(await s.run(r, [], []), 1);
+    assert.equal(await s.run(r), 1);
   } finally {
     console.warn = original;
   }
@@ -230,16 +234,16 @@ test("Lua errors reject with ReplyError, cached or not", async () => {
     );
     await r.send("SCRIPT", "FLUSH");
     // Through the EVAL fallback ...
-    await assert.rejects(incr.run(r, [k], []), (e: unknown) => {
+    await assert.rejects(incr.run(r, { keys: [k] }), (e: unknown) => {
       assert.ok(e instanceof ReplyError, `got ${e}`);
       assert.equal(e.code, "ERR");
       assert.match(e.message, /not an integer/);
       return true;
     });
     // ... and through EVALSHA.
-    await assert.rejects(incr.run(r, [k], []), ReplyError);
+    await assert.rejects(incr.run(r, { keys: [k] }), ReplyError);
     const thrower = new Script("THROW_SCRIPT", "error('boom')");
-    await assert.rejects(thrower.run(r, [], []), (e: unknown) => {
+    await assert.rejects(thrower.run(r), (e: unknown) => {
       assert.ok(e instanceof ReplyError);
       assert.match(e.message, /boom/);
       return true;
@@ -248,13 +252,13 @@ test("Lua errors reject with ReplyError, cached or not", async () => {
       "CUSTOM_SCRIPT",
       "return redis.error_reply('MYCODE custom failure')",
     );
-    await assert.rejects(custom.run(r, [], []), (e: unknown) => {
+    await assert.rejects(custom.run(r), (e: unknown) => {
       assert.ok(e instanceof ReplyError);
       assert.equal(e.code, "MYCODE");
       return true;
     });
     const broken = new Script("BROKEN_SCRIPT", "return (");
-    await assert.rejects(broken.run(r, [], []), (e: unknown) => {
+    await assert.rejects(broken.run(r), (e: unknown) => {
       assert.ok(e instanceof ReplyError);
       assert.match(e.message, /compil/i);
       return true;
@@ -278,7 +282,7 @@ test("bad constructor arguments are TypeErrors; an aborted signal rejects", asyn
   await using r = await connect(url);
   const reason = new Error("stop");
   await assert.rejects(
-    new Script("ABORTED_SCRIPT", "return 1").run(r, [], [], {
+    new Script("ABORTED_SCRIPT", "return 1").run(r, {
       signal: AbortSignal.abort(reason),
       logger: null,
     }),
