@@ -59,7 +59,7 @@ export {
   LockNotHeldError,
   type LockNotHeldReason,
 } from "./lib/errors.ts";
-export type { LockKeys } from "./lib/lock_keys.ts";
+export type { LockKeys } from "./lib/keys.ts";
 export {
   cached,
   type CachedEntry,

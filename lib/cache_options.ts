@@ -8,7 +8,7 @@
 import { RedisClient } from "./client.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import { _checkHashTag } from "./lock.ts";
-import { checkPrefix, DEFAULT_PREFIX } from "./lock_keys.ts";
+import { checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
 import {
   checkBoolean,
   checkFunction,

@@ -37,7 +37,7 @@ import {
 import { jsonCodec } from "./codec.ts";
 import { Lock } from "./lock.ts";
 import { checkEviction } from "./eviction.ts";
-import { lockKeys } from "./lock_keys.ts";
+import { lockKeys } from "./keys.ts";
 import { Script } from "./script.ts";
 import { Singleflight } from "./singleflight.ts";
 

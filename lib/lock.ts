@@ -24,7 +24,9 @@ import {
   DEFAULT_PREFIX,
   type LockKeys,
   lockKeys,
-} from "./lock_keys.ts";
+  lockPattern,
+  wakeChannel,
+} from "./keys.ts";
 import type { Logger } from "./validate.ts";
 import { isWellFormed } from "./resp_encoder.ts";
 import { Script } from "./script.ts";
@@ -394,10 +396,6 @@ export function _checkSignal(signal: unknown): AbortSignal | undefined {
     );
   }
   return signal;
-}
-
-function escapeGlob(s: string): string {
-  return s.replace(/[*?[\]\\]/g, "\\$&");
 }
 
 /**
@@ -1408,8 +1406,7 @@ export class Lock {
     const prefix = options.prefix === undefined
       ? DEFAULT_PREFIX
       : checkPrefix(options.prefix);
-    // Lock keys are `<prefix>lock:{<name>}`; fencing counters end in `:fence`.
-    const pattern = `${escapeGlob(prefix)}lock:{*}`;
+    const pattern = lockPattern(prefix);
     let cursor = "0";
     let deleted = 0;
     do {
@@ -1428,7 +1425,7 @@ export class Lock {
         keys.map((key) =>
           RESET_SCRIPT.run<number>(redis, {
             keys: [key],
-            args: [`${key}:wake`],
+            args: [wakeChannel(key)],
           })
         ),
       );

@@ -1,0 +1,142 @@
+/**
+ * Every Redis key and pub/sub channel that locks and caches use, built here
+ * and nowhere else.
+ *
+ * ## Key layout
+ *
+ * Every name carries the lock's name or the cache key as a Redis Cluster hash
+ * tag (`{…}`), so all the keys of one lock, or of one cache entry, live in one
+ * slot and one Lua script may touch them together. `<prefix>` defaults to
+ * `respite:` and never contains `{` or `}`.
+ *
+ * | name | type | written by | lifetime |
+ * | --- | --- | --- | --- |
+ * | `<prefix>lock:{<name>}` | string: the holder's token | acquire, extend, release | the lease (PX) |
+ * | `<prefix>lock:{<name>}:fence` | string: a counter | acquire (INCR) | never expires |
+ * | `<prefix>lock:{<name>}:wake` | channel | release, reset | — |
+ * | `<prefix>cache:{<key>}` | string: an encoded entry | the write script | fresh + stale window (PX) |
+ * | `<prefix>cache:inv:{<key>}` | string: a random marker | invalidate | 2 × `lockTtl`, at least 1 s |
+ * | `<prefix>cache:lock:{<key>}` (and `:fence`, `:wake`) | the entry's lock | the computing caller | the lease |
+ *
+ * ## The wake-channel protocol
+ *
+ * Waiters do not poll. A lock's waiters, and a cache entry's waiters (who wait
+ * on the entry's lock's channel), subscribe to `…:wake` before they look, and
+ * any message ends their sleep, after which they look again. The message says
+ * what happened; a waiter may act on it but must not rely on it, since a
+ * message can be lost (a reconnect), so every sleep is also bounded by the
+ * holder's remaining lease:
+ *
+ * - `released` ({@linkcode WAKE_RELEASED}): the holder deleted the lock key.
+ * - `reset` ({@linkcode WAKE_RESET}): `Lock.reset`/`resetAll` deleted it.
+ * - the encoded entry itself (text codecs, up to 64 KiB): a `cached` writer
+ *   stored it; waiters can use it without a GET.
+ * - `written` ({@linkcode WAKE_WRITTEN}): a `cached` writer stored an entry
+ *   too large or binary to travel with the message; waiters GET it.
+ *
+ * Each message is published by the same Lua script that changed the key, so
+ * a waiter that sees it also sees the change.
+ *
+ * @module
+ */
+
+import { fail } from "./validate.ts";
+
+/** The default prefix of every key respite writes. */
+export const DEFAULT_PREFIX = "respite:";
+
+/** Wake message: the holder released the lock. */
+export const WAKE_RELEASED = "released";
+/** Wake message: the lock was force-released. */
+export const WAKE_RESET = "reset";
+/** Wake message: a cache entry was written that does not travel with the message. */
+export const WAKE_WRITTEN = "written";
+
+/** The Redis names one lock uses. */
+export interface LockKeys {
+  /** The lock itself: a string holding the holder's token, with a PX expiry. */
+  key: string;
+  /** The fencing counter: INCRed atomically with each successful acquisition; never expires. */
+  fence: string;
+  /** The pub/sub channel a release publishes on, to wake waiters. */
+  wake: string;
+}
+
+/** The Redis names one cache entry uses. */
+export interface CacheKeys {
+  /** The entry: the encoded value or failure, with its metadata. */
+  entry: string;
+  /** The invalidation marker: a writer's result lands only if it is unchanged. */
+  marker: string;
+  /** The entry's lock, which one computing caller in the fleet holds. */
+  lock: LockKeys;
+}
+
+/**
+ * Checks a key prefix: a string without `{` or `}` (they would change the
+ * hash tag).
+ *
+ * @param prefix The prefix to check.
+ * @returns The prefix.
+ */
+export function checkPrefix(prefix: unknown): string {
+  if (typeof prefix !== "string") fail("prefix", "a string", prefix);
+  if (prefix.includes("{") || prefix.includes("}")) {
+    fail(
+      "prefix",
+      "free of '{' and '}' (respite adds the hash tag itself)",
+      prefix,
+    );
+  }
+  return prefix;
+}
+
+/**
+ * The keys and channel of the lock called `name`.
+ *
+ * @param name The lock's name (a non-empty string).
+ * @param prefix The key prefix (default `respite:`).
+ * @returns Its key, fencing counter key and wake channel.
+ */
+export function lockKeys(
+  name: string,
+  prefix: string = DEFAULT_PREFIX,
+): LockKeys {
+  return keysOfLock(`${prefix}lock:{${name}}`);
+}
+
+/** The keys of a lock, from its key. */
+function keysOfLock(key: string): LockKeys {
+  return { key, fence: `${key}:fence`, wake: `${key}:wake` };
+}
+
+/** The wake channel of the lock whose key is `lockKey`. */
+export function wakeChannel(lockKey: string): string {
+  return `${lockKey}:wake`;
+}
+
+/**
+ * A `SCAN MATCH` pattern for every lock key under `prefix` (not their fencing
+ * counters, nor cache entries' locks).
+ */
+export function lockPattern(prefix: string): string {
+  return `${prefix.replace(/[*?[\]\\]/g, "\\$&")}lock:{*}`;
+}
+
+/**
+ * The keys of the cache entry for `key`.
+ *
+ * @param key The cache key (what the `key` option made of the arguments).
+ * @param prefix The key prefix (default `respite:`).
+ * @returns The entry, its invalidation marker, and its lock.
+ */
+export function cacheKeys(
+  key: string,
+  prefix: string = DEFAULT_PREFIX,
+): CacheKeys {
+  return {
+    entry: `${prefix}cache:{${key}}`,
+    marker: `${prefix}cache:inv:{${key}}`,
+    lock: lockKeys(key, `${prefix}cache:`),
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * The wake primitive that lock waiters and cache waiters share: one
+ * subscription to a wake channel, a count of the messages it received, and
+ * a sleep that the next message ends. `keys.ts` says which messages are
+ * published on which channel.
+ *
+ * A waiter reads {@linkcode Wake.seq} before it looks at Redis and sleeps only
+ * if no message arrived since (`seq` unchanged), so a message that lands
+ * between the look and the sleep is never lost.
+ *
+ * @module
+ */
+
+import { timerMs } from "./async.ts";
+import type { RedisClient } from "./client.ts";
+import { TimeoutError } from "./errors.ts";
+
+/** A subscription to one wake channel. */
+export class Wake {
+  /** Counts the messages received, so one that arrives during a try is not lost. */
+  seq = 0;
+  /** The last message received, or `null`. */
+  last: string | null = null;
+  #sleepers = new Set<() => void>();
+  #unsubscribe: Promise<() => Promise<void>> | null = null;
+  #closed = false;
+
+  /**
+   * @param redis The client whose shared subscriber connection carries it.
+   * @param channel The wake channel.
+   */
+  constructor(readonly redis: RedisClient, readonly channel: string) {}
+
+  /**
+   * Subscribes (once; again after a failed try), and resolves when Redis
+   * confirmed it. With `timeout`, rejects with a `TimeoutError` after that
+   * many ms; the subscription then goes on, for a later call, until
+   * {@linkcode Wake.close}.
+   */
+  subscribed(timeout?: number): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new Error(`wake channel ${this.channel} closed`));
+    }
+    if (this.#unsubscribe === null) {
+      const sub = this.redis.subscribe(this.channel, (message) => {
+        this.seq++;
+        this.last = message;
+        const sleepers = [...this.#sleepers];
+        this.#sleepers.clear();
+        for (const wake of sleepers) wake();
+      });
+      this.#unsubscribe = sub;
+      sub.catch(() => {
+        if (this.#unsubscribe === sub) this.#unsubscribe = null;
+      });
+    }
+    const sub = this.#unsubscribe.then(() => {});
+    if (timeout === undefined) return sub;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      sub,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new TimeoutError(
+                `Redis did not confirm the subscription within ${timeout} ms`,
+              ),
+            ),
+          timerMs(timeout),
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Resolves after `ms`, or at once when a message arrives; rejects with the
+   * signal's reason when it aborts.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<void>((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#sleepers.delete(wake);
+      };
+      const wake = () => {
+        finish();
+        resolve();
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(wake, timerMs(ms));
+      this.#sleepers.add(wake);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Unsubscribes (in the background) and wakes every sleeper. */
+  close(): void {
+    this.#closed = true;
+    const u = this.#unsubscribe;
+    this.#unsubscribe = null;
+    u?.then((unsubscribe) => unsubscribe()).catch(() => {});
+    const sleepers = [...this.#sleepers];
+    this.#sleepers.clear();
+    for (const wake of sleepers) wake();
+  }
+}
