@@ -94,4 +94,4 @@ export type {
   Transport,
   TransportHandlers,
   TransportOptions,
-} from "./lib/transport.ts";
+} from "./lib/transport/types.ts";

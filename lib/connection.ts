@@ -24,11 +24,8 @@ import {
 } from "./validate.ts";
 import { CommandEncoder, validateArgs } from "./resp_encoder.ts";
 import { NEED_MORE, Push, type Reply, RespDecoder } from "./resp_decoder.ts";
-import {
-  type Connector,
-  runtimeConnector,
-  type Transport,
-} from "./transport.ts";
+import type { Connector, Transport } from "./transport/types.ts";
+import { runtimeConnector } from "./transport/mod.ts";
 
 /** Per-command options. */
 export interface CommandOptions {

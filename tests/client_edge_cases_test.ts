@@ -10,7 +10,7 @@ import {
   type Connector,
   TimeoutError,
 } from "../mod.ts";
-import { runtimeConnector } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
 import { startFakeServer } from "./_fake_server.ts";
 import { answer, handshakeAnswer } from "./_fake_redis.ts";
 import { startRedis } from "../testing/redis.ts";

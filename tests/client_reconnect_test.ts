@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type Connector } from "../mod.ts";
-import { runtimeConnector } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, test } from "./_harness.ts";
 
