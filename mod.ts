@@ -29,9 +29,9 @@ export {
   type ClientInfo,
   type CloseOptions,
   connect,
-  type MessageListener,
   RedisClient,
 } from "./lib/client.ts";
+export type { MessageListener } from "./lib/subscriber.ts";
 export type { CommandOptions, ConnectionStatus } from "./lib/connection.ts";
 export {
   ConnectionError,

@@ -1119,12 +1119,6 @@ export class Connection {
     this.#idle?.();
     this.hooks.onClosed?.();
   }
-
-  /** Drops the connection as if the network failed (for tests of reconnect). */
-  async simulateDrop(): Promise<void> {
-    const t = this.#transport;
-    await t?.close();
-  }
 }
 
 /**
