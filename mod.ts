@@ -32,7 +32,8 @@ export {
   RedisClient,
 } from "./lib/client.ts";
 export type { MessageListener } from "./lib/subscriber.ts";
-export type { CommandOptions, ConnectionStatus } from "./lib/connection.ts";
+export type { CommandOptions } from "./lib/command_options.ts";
+export type { ConnectionStatus } from "./lib/connection.ts";
 export {
   ConnectionError,
   ProtocolError,

@@ -5,11 +5,8 @@
  * @module
  */
 
-import {
-  type CommandOptions,
-  Connection,
-  type ConnectionStatus,
-} from "./connection.ts";
+import type { CommandOptions } from "./command_options.ts";
+import { Connection, type ConnectionStatus } from "./connection.ts";
 import {
   type ConnectOptions,
   type ResolvedOptions,
