@@ -12,7 +12,14 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./options.ts";
-import type { Logger } from "./validate.ts";
+import {
+  checkBoolean,
+  checkDuration,
+  checkFunction,
+  checkOptions,
+  checkString,
+  type Logger,
+} from "./validate.ts";
 import type { Reply } from "./resp_decoder.ts";
 import type { Arg } from "./resp_encoder.ts";
 import { type MessageListener, Subscriber } from "./subscriber.ts";
@@ -254,12 +261,8 @@ export class RedisClient {
     channel: string,
     listener: MessageListener,
   ): Promise<() => Promise<void>> {
-    if (typeof channel !== "string") {
-      throw new TypeError("channel must be a string");
-    }
-    if (typeof listener !== "function") {
-      throw new TypeError("listener must be a function");
-    }
+    checkString("channel", channel);
+    checkFunction("listener", listener);
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
     return await this.#subscriber.subscribe(channel, listener);
   }
@@ -292,20 +295,13 @@ export class RedisClient {
    * ```
    */
   duplicate(options: { blocking?: boolean } = {}): Promise<RedisClient> {
-    if (options === null || typeof options !== "object") {
-      return Promise.reject(new TypeError("options must be an object"));
-    }
-    for (const k of Object.keys(options)) {
-      if (k !== "blocking") {
-        return Promise.reject(
-          new TypeError(`Unknown duplicate() option "${k}" (known: blocking)`),
-        );
+    try {
+      checkOptions("duplicate() option", options, ["blocking"]);
+      if (options.blocking !== undefined) {
+        checkBoolean("blocking", options.blocking);
       }
-    }
-    if (
-      options.blocking !== undefined && typeof options.blocking !== "boolean"
-    ) {
-      return Promise.reject(new TypeError("blocking must be a boolean"));
+    } catch (err) {
+      return Promise.reject(err);
     }
     return openClient({
       ...this.#conn.options,
@@ -364,27 +360,11 @@ export interface CloseOptions {
 }
 
 function closeTimeout(options: CloseOptions, fallback: number): number {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError("close() options must be an object");
-  }
-  for (const k of Object.keys(options)) {
-    if (k !== "timeout" && k !== "force") {
-      throw new TypeError(
-        `Unknown close() option "${k}" (known: timeout, force)`,
-      );
-    }
-  }
-  if (options.force !== undefined && typeof options.force !== "boolean") {
-    throw new TypeError("force must be a boolean");
-  }
-  const t = options.timeout;
-  if (
-    t !== undefined && (typeof t !== "number" || Number.isNaN(t) || t < 0)
-  ) {
-    throw new RangeError(
-      `timeout must be a non-negative number of ms, got ${String(t)}`,
-    );
-  }
+  checkOptions("close() option", options, ["timeout", "force"]);
+  if (options.force !== undefined) checkBoolean("force", options.force);
+  const t = options.timeout === undefined
+    ? undefined
+    : checkDuration("timeout", options.timeout, true);
   if (options.force) return 0;
   return t ?? fallback;
 }

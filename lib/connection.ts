@@ -16,6 +16,7 @@ import {
 import { backoff, MAX_TIMER_MS } from "./async.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { checkCommandOptions, type CommandOptions } from "./command_options.ts";
+import { refusal } from "./admission.ts";
 import { AttemptLimit, dial } from "./dial.ts";
 import { handshake } from "./handshake.ts";
 import { NotRunQueue } from "./not_run.ts";
@@ -62,12 +63,6 @@ const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
  * behind a stuck write (below this, the next write drops them anyway).
  */
 const COMPACT_BYTES = 64 * 1024;
-
-/**
- * A write unfinished for this long means the peer is not reading: then
- * `maxQueue` bounds the commands waiting behind it.
- */
-const STALLED_WRITE_MS = 1_000;
 
 /** One Redis connection. Create with {@linkcode Connection.open}. */
 export class Connection {
@@ -201,54 +196,15 @@ export class Connection {
     );
   }
 
-  /**
-   * Why a command issued now is refused at once, or `null` when it may be
-   * queued: the client is closed, it is reconnecting and does not queue, or
-   * the backlog is full (see #backlogFull).
-   */
+  /** Why a command issued now is refused at once (see refusal()), or `null`. */
   #refusal(): ConnectionError | null {
-    const status = this.#status;
-    if (status === "closing" || status === "closed") {
-      return new ConnectionError(`The client for ${this.#where} is closed`, {
-        notSent: true,
-      });
-    }
-    if (status !== "ready" && !this.options.queueWhileReconnecting) {
-      return new ConnectionError(
-        `Not connected to ${this.#where} (reconnecting)`,
-        { notSent: true },
-      );
-    }
-    return this.#backlogFull();
-  }
-
-  /**
-   * The error for a command that finds `maxQueue` commands waiting to be
-   * written while reconnecting, or behind a write that has not finished for
-   * STALLED_WRITE_MS (a peer that does not read); `null` when it may queue.
-   * A write merely in progress (a big pipeline to a server reading at full
-   * speed) is no reason to refuse.
-   */
-  #backlogFull(): ConnectionError | null {
-    if (this.#unsent.length - this.#dropped < this.options.maxQueue) {
-      return null;
-    }
-    if (this.#status !== "ready") {
-      return new ConnectionError(
-        `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`,
-        { notSent: true },
-      );
-    }
-    if (
-      this.#writing &&
-      performance.now() - this.#writeStarted >= STALLED_WRITE_MS
-    ) {
-      return new ConnectionError(
-        `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which has not taken a write for ${STALLED_WRITE_MS} ms (a stalled connection?)`,
-        { notSent: true },
-      );
-    }
-    return null;
+    return refusal(
+      this.#status,
+      this.options,
+      this.#where,
+      this.#unsent.length - this.#dropped,
+      this.#writing ? this.#writeStarted : -1,
+    );
   }
 
   /**
@@ -382,15 +338,6 @@ export class Connection {
   }
 
   /**
-   * After a command that was written timed out or was aborted unanswered:
-   * is the connection alive? A
-   * PING goes out; if it times out too and not one byte arrived meanwhile,
-   * the connection is dead without having said so (no FIN, no RST: a
-   * black-holed path, a frozen peer) and is dropped, which fails what is in
-   * flight and reconnects. A server that is merely slow still sends bytes.
-   * PING is read-only, so sending it is always safe.
-   */
-  /**
    * Checks now whether the connection is alive (see #healthCheck): for a
    * connection whose sibling was just found dead, e.g. a client's
    * subscriber connection when its command connection reconnected.
@@ -399,6 +346,15 @@ export class Connection {
     this.#healthCheck();
   }
 
+  /**
+   * After a command that was written timed out or was aborted unanswered:
+   * is the connection alive? A
+   * PING goes out; if it times out too and not one byte arrived meanwhile,
+   * the connection is dead without having said so (no FIN, no RST: a
+   * black-holed path, a frozen peer) and is dropped, which fails what is in
+   * flight and reconnects. A server that is merely slow still sends bytes.
+   * PING is read-only, so sending it is always safe.
+   */
   #healthCheck(): void {
     const timeout = this.options.healthCheckTimeout;
     if (
