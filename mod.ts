@@ -29,10 +29,11 @@ export {
   type ClientInfo,
   type CloseOptions,
   connect,
-  type MessageListener,
   RedisClient,
 } from "./lib/client.ts";
-export type { CommandOptions, ConnectionStatus } from "./lib/connection.ts";
+export type { MessageListener } from "./lib/subscriber.ts";
+export type { CommandOptions } from "./lib/command_options.ts";
+export type { ConnectionStatus } from "./lib/connection.ts";
 export {
   ConnectionError,
   ProtocolError,
@@ -94,4 +95,4 @@ export type {
   Transport,
   TransportHandlers,
   TransportOptions,
-} from "./lib/transport.ts";
+} from "./lib/transport/types.ts";

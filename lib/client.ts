@@ -5,28 +5,24 @@
  * @module
  */
 
-import {
-  type CommandOptions,
-  Connection,
-  type ConnectionStatus,
-} from "./connection.ts";
+import type { CommandOptions } from "./command_options.ts";
+import { Connection, type ConnectionStatus } from "./connection.ts";
 import {
   type ConnectOptions,
   type ResolvedOptions,
   resolveOptions,
 } from "./options.ts";
-import type { Logger } from "./validate.ts";
-import { ConnectionError } from "./errors.ts";
+import {
+  checkBoolean,
+  checkDuration,
+  checkFunction,
+  checkOptions,
+  checkString,
+  type Logger,
+} from "./validate.ts";
 import type { Reply } from "./resp_decoder.ts";
 import type { Arg } from "./resp_encoder.ts";
-
-/**
- * Called with each message published on a subscribed channel.
- *
- * @param message The message, as a string.
- * @param channel The channel it was published on.
- */
-export type MessageListener = (message: string, channel: string) => void;
+import { type MessageListener, Subscriber } from "./subscriber.ts";
 
 /** What {@linkcode RedisClient.info} tells about a client. */
 export interface ClientInfo {
@@ -44,6 +40,9 @@ export interface ClientInfo {
   protocol: 2 | 3;
 }
 
+/** Set by RedisClient's static block, which may call its private constructor. */
+let open: (options: ResolvedOptions) => Promise<RedisClient>;
+
 /**
  * A Redis client over one auto-pipelined connection. Every command issued in
  * the same tick leaves in one write; thousands of concurrent callers can share
@@ -60,37 +59,37 @@ export interface ClientInfo {
  */
 export class RedisClient {
   #conn: Connection;
-  #subscriber: Promise<Connection> | null = null;
-  #listeners = new Map<string, Set<MessageListener>>();
-  /** Per-channel SUBSCRIBE/UNSUBSCRIBE chain, so they reach Redis in order. */
-  #channelOps = new Map<string, Promise<unknown>>();
+  #subscriber: Subscriber;
   #closing: Promise<void> | null = null;
 
-  /** Use {@linkcode connect}. */
+  /** @ignore Use {@linkcode connect}. */
   private constructor(conn: Connection) {
     this.#conn = conn;
+    this.#subscriber = new Subscriber(conn.options);
   }
 
-  /** @internal Opens a client; use {@linkcode connect}. */
-  static async _open(options: ResolvedOptions): Promise<RedisClient> {
-    const made: { client?: RedisClient } = {};
-    // When the command connection is in doubt (a health check starts) or
-    // was lost and is back, the subscriber connection may have lost its
-    // path too (a black hole takes both), with nothing in flight that would
-    // time out and tell: check it at the same time.
-    const checkSubscriber = () => {
-      const client = made.client;
-      if (client === undefined) return;
-      client.#subscriber?.then((s) => s.checkHealth(), () => {});
+  static {
+    // Here, not in a static method, so that it stays out of the public
+    // API: connect() and duplicate() reach it through openClient().
+    open = async (options) => {
+      const made: { client?: RedisClient } = {};
+      // When the command connection is in doubt (a health check starts) or
+      // was lost and is back, the subscriber connection may have lost its
+      // path too (a black hole takes both), with nothing in flight that
+      // would time out and tell: check it at the same time.
+      const checkSubscriber = () => {
+        const client = made.client;
+        if (client !== undefined) client.#subscriber.checkHealth();
+      };
+      const conn = await Connection.open(options, {
+        onHealthCheck: checkSubscriber,
+        onReady: (reconnected) => {
+          if (reconnected) checkSubscriber();
+        },
+      });
+      made.client = new RedisClient(conn);
+      return made.client;
     };
-    const conn = await Connection.open(options, {
-      onHealthCheck: checkSubscriber,
-      onReady: (reconnected) => {
-        if (reconnected) checkSubscriber();
-      },
-    });
-    made.client = new RedisClient(conn);
-    return made.client;
   }
 
   /** The connection's state: `"ready"`, `"reconnecting"`, `"closing"` or `"closed"`. */
@@ -262,115 +261,15 @@ export class RedisClient {
     channel: string,
     listener: MessageListener,
   ): Promise<() => Promise<void>> {
-    if (typeof channel !== "string") {
-      throw new TypeError("channel must be a string");
-    }
-    if (typeof listener !== "function") {
-      throw new TypeError("listener must be a function");
-    }
+    checkString("channel", channel);
+    checkFunction("listener", listener);
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
-    let set = this.#listeners.get(channel);
-    const first = set === undefined;
-    if (set === undefined) {
-      set = new Set();
-      this.#listeners.set(channel, set);
-    }
-    set.add(listener);
-    try {
-      if (first) {
-        await this.#channelOp(channel, async () => {
-          // Still wanted by the time our turn came?
-          if (this.#listeners.get(channel)?.size) {
-            const sub = await this.#subscriberConnection();
-            await sub.send(["SUBSCRIBE", channel]);
-          }
-        });
-      } else {
-        await this.#channelOps.get(channel);
-      }
-    } catch (err) {
-      // Not subscribed: do not keep a listener the caller cannot remove.
-      const current = this.#listeners.get(channel);
-      if (current?.delete(listener) && current.size === 0) {
-        this.#listeners.delete(channel);
-      }
-      throw err;
-    }
-    let removed = false;
-    return async () => {
-      if (removed) return;
-      removed = true;
-      const current = this.#listeners.get(channel);
-      if (!current?.delete(listener) || current.size > 0) return;
-      this.#listeners.delete(channel);
-      await this.#channelOp(channel, async () => {
-        if (this.#listeners.has(channel) || this.#subscriber === null) return;
-        const sub = await this.#subscriber;
-        if (sub.status === "ready" || sub.status === "reconnecting") {
-          await sub.send(["UNSUBSCRIBE", channel]);
-        }
-      });
-    };
+    return await this.#subscriber.subscribe(channel, listener);
   }
 
   /** Number of channels this client is subscribed to. */
   get subscriptions(): number {
-    return this.#listeners.size;
-  }
-
-  #channelOp(channel: string, op: () => Promise<void>): Promise<void> {
-    const prev = this.#channelOps.get(channel) ?? Promise.resolve();
-    const next = prev.catch(() => {}).then(op);
-    this.#channelOps.set(channel, next);
-    const cleanup = () => {
-      if (this.#channelOps.get(channel) === next) {
-        this.#channelOps.delete(channel);
-      }
-    };
-    next.then(cleanup, cleanup);
-    return next;
-  }
-
-  #subscriberConnection(): Promise<Connection> {
-    if (this.#subscriber === null) {
-      this.#subscriber = Connection.open(this.#conn.options, {
-        onMessage: (_kind, data) => {
-          const channel = String(data[data.length - 2]);
-          const message = String(data[data.length - 1]);
-          const set = this.#listeners.get(channel);
-          if (set === undefined) return;
-          for (const l of [...set]) {
-            try {
-              l(message, channel);
-            } catch (err) {
-              this.logger.warn(
-                `respite: a message listener on ${channel} threw: ${err}`,
-              );
-            }
-          }
-        },
-        onReady: (reconnected) => {
-          // After a reconnect: subscribe again to every channel still wanted.
-          // (Not on the first open: the subscribe() that opened it sends its
-          // own SUBSCRIBE.)
-          if (!reconnected || this.#subscriber === null) return;
-          void this.#subscriber.then((sub) => {
-            for (const channel of this.#listeners.keys()) {
-              sub.send(["SUBSCRIBE", channel]).catch((err) => {
-                // Lost with the connection again: the next reconnect
-                // subscribes again, so that is no loss worth a warning.
-                if (err instanceof ConnectionError) return;
-                this.logger.warn(
-                  `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
-                );
-              });
-            }
-          });
-        },
-      }, true);
-      this.#subscriber.catch(() => this.#subscriber = null);
-    }
-    return this.#subscriber;
+    return this.#subscriber.channels;
   }
 
   /**
@@ -396,22 +295,15 @@ export class RedisClient {
    * ```
    */
   duplicate(options: { blocking?: boolean } = {}): Promise<RedisClient> {
-    if (options === null || typeof options !== "object") {
-      return Promise.reject(new TypeError("options must be an object"));
-    }
-    for (const k of Object.keys(options)) {
-      if (k !== "blocking") {
-        return Promise.reject(
-          new TypeError(`Unknown duplicate() option "${k}" (known: blocking)`),
-        );
+    try {
+      checkOptions("duplicate() option", options, ["blocking"]);
+      if (options.blocking !== undefined) {
+        checkBoolean("blocking", options.blocking);
       }
+    } catch (err) {
+      return Promise.reject(err);
     }
-    if (
-      options.blocking !== undefined && typeof options.blocking !== "boolean"
-    ) {
-      return Promise.reject(new TypeError("blocking must be a boolean"));
-    }
-    return RedisClient._open({
+    return openClient({
       ...this.#conn.options,
       blocking: options.blocking ?? this.#conn.options.blocking,
     });
@@ -438,7 +330,7 @@ export class RedisClient {
     if (this.#closing !== null) {
       // A second call may shorten the first one's wait.
       void this.#conn.close(timeout);
-      void this.#subscriber?.then((c) => c.close(timeout), () => {});
+      this.#subscriber.closeAgain(timeout);
       return this.#closing;
     }
     this.#closing = (async () => {
@@ -448,19 +340,7 @@ export class RedisClient {
       // operations still out, and the subscriber connection.
       const deadline = performance.now() + timeout;
       const closed = this.#conn.close(timeout);
-      this.#listeners.clear();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.allSettled([...this.#channelOps.values()]),
-        new Promise<void>((r) => timer = setTimeout(r, timeout)),
-      ]);
-      clearTimeout(timer);
-      const sub = this.#subscriber;
-      const left = Math.max(0, deadline - performance.now());
-      await Promise.all([
-        closed,
-        sub?.then((c) => c.close(left), () => {}),
-      ]);
+      await Promise.all([closed, this.#subscriber.close(timeout, deadline)]);
     })();
     return this.#closing;
   }
@@ -468,11 +348,6 @@ export class RedisClient {
   /** Same as {@linkcode RedisClient.close}, for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  /** @internal Drops the connection as a network failure would (tests only). */
-  _simulateDrop(): Promise<void> {
-    return this.#conn.simulateDrop();
   }
 }
 
@@ -485,27 +360,11 @@ export interface CloseOptions {
 }
 
 function closeTimeout(options: CloseOptions, fallback: number): number {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError("close() options must be an object");
-  }
-  for (const k of Object.keys(options)) {
-    if (k !== "timeout" && k !== "force") {
-      throw new TypeError(
-        `Unknown close() option "${k}" (known: timeout, force)`,
-      );
-    }
-  }
-  if (options.force !== undefined && typeof options.force !== "boolean") {
-    throw new TypeError("force must be a boolean");
-  }
-  const t = options.timeout;
-  if (
-    t !== undefined && (typeof t !== "number" || Number.isNaN(t) || t < 0)
-  ) {
-    throw new RangeError(
-      `timeout must be a non-negative number of ms, got ${String(t)}`,
-    );
-  }
+  checkOptions("close() option", options, ["timeout", "force"]);
+  if (options.force !== undefined) checkBoolean("force", options.force);
+  const t = options.timeout === undefined
+    ? undefined
+    : checkDuration("timeout", options.timeout, true);
   if (options.force) return 0;
   return t ?? fallback;
 }
@@ -668,7 +527,15 @@ export function connect(
   } catch (err) {
     return Promise.reject(err);
   }
-  return RedisClient._open(resolved);
+  return openClient(resolved);
+}
+
+/**
+ * Opens a client over a new connection, for {@linkcode connect} and
+ * {@linkcode RedisClient.duplicate}; not part of the public API.
+ */
+function openClient(options: ResolvedOptions): Promise<RedisClient> {
+  return open(options);
 }
 
 /** Reads `REDIS_URL` where the runtime lets us; `undefined` otherwise. */

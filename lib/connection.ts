@@ -15,30 +15,23 @@ import {
 } from "./errors.ts";
 import { backoff, MAX_TIMER_MS } from "./async.ts";
 import type { ResolvedOptions } from "./options.ts";
+import { checkCommandOptions, type CommandOptions } from "./command_options.ts";
+import { refusal } from "./admission.ts";
+import { AttemptLimit, dial } from "./dial.ts";
+import { handshake } from "./handshake.ts";
+import { NotRunQueue } from "./not_run.ts";
 import {
-  checkBoolean,
-  checkDuration,
-  checkKnown,
-  checkSignal,
-  fail,
-} from "./validate.ts";
+  Fifo,
+  type Pending,
+  settle,
+  settleTransaction,
+  squeeze,
+  unsentError,
+} from "./pending.ts";
 import { CommandEncoder, validateArgs } from "./resp_encoder.ts";
 import { NEED_MORE, Push, type Reply, RespDecoder } from "./resp_decoder.ts";
-import {
-  type Connector,
-  runtimeConnector,
-  type Transport,
-} from "./transport.ts";
-
-/** Per-command options. */
-export interface CommandOptions {
-  /** Reject with a `TimeoutError` after this many ms (overrides the client's default). */
-  timeout?: number;
-  /** Reject at once when this signal aborts. */
-  signal?: AbortSignal;
-  /** Return bulk strings as `Uint8Array` instead of `string`. */
-  raw?: boolean;
-}
+import type { Connector, Transport } from "./transport/types.ts";
+import { runtimeConnector } from "./transport/mod.ts";
 
 /** The state of a connection. */
 export type ConnectionStatus =
@@ -47,69 +40,6 @@ export type ConnectionStatus =
   | "reconnecting"
   | "closing"
   | "closed";
-
-interface Pending {
-  resolve: (value: Reply) => void;
-  reject: (error: unknown) => void;
-  raw: boolean;
-  /** Settled early (timeout/abort): its reply is read and dropped. */
-  settled: boolean;
-  timer?: ReturnType<typeof setTimeout>;
-  signal?: AbortSignal;
-  onAbort?: () => void;
-  name: string;
-  /** Called once, when it settles: counts the commands close() waits for. */
-  onSettled?: () => void;
-  /**
-   * Where its bytes end in the encoder's buffer (they start where the
-   * previous unsent command's bytes end), so that they can be left out if
-   * it settles before it is written.
-   */
-  end: number;
-  /** The #batch it was queued in: still unsent while that is the current one. */
-  batch: number;
-  /** Replies it takes: 1, or a transaction's MULTI + commands + EXEC. */
-  replies: number;
-  /** A transaction's replies so far. */
-  collected: Reply[] | undefined;
-  /** The command, kept to send it again after a "did not run" reply. */
-  args?: readonly unknown[];
-  /** performance.now() until which such a command is sent again. */
-  retryUntil?: number;
-  /** The "did not run" reply it got last (its error if it is given up). */
-  notRun?: ReplyError;
-}
-
-/** A FIFO with O(1) push and shift. */
-class Fifo<T> {
-  #items: (T | undefined)[] = [];
-  #head = 0;
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
-  push(item: T): void {
-    this.#items.push(item);
-  }
-  peek(): T | undefined {
-    return this.#items[this.#head];
-  }
-  shift(): T | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined;
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
-  }
-  drain(): T[] {
-    const out = this.#items.slice(this.#head) as T[];
-    this.#items = [];
-    this.#head = 0;
-    return out;
-  }
-}
 
 /** Hooks a connection's owner can set. */
 export interface ConnectionHooks {
@@ -133,12 +63,6 @@ const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
  * behind a stuck write (below this, the next write drops them anyway).
  */
 const COMPACT_BYTES = 64 * 1024;
-
-/**
- * A write unfinished for this long means the peer is not reading: then
- * `maxQueue` bounds the commands waiting behind it.
- */
-const STALLED_WRITE_MS = 1_000;
 
 /** One Redis connection. Create with {@linkcode Connection.open}. */
 export class Connection {
@@ -191,11 +115,8 @@ export class Connection {
   #writeStarted = 0;
   /** A health-check PING is out. */
   #probing = false;
-  /** Commands answered "did not run", waiting to be sent again, in order. */
-  #retryQueue: Pending[] = [];
-  #resendTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Consecutive rounds of sending again (the backoff); 0 once one is answered. */
-  #retryRound = 0;
+  /** Commands answered "did not run" (LOADING, BUSY, TRYAGAIN), to send again. */
+  #notRun: NotRunQueue;
   /** Closing what an abandoned connection attempt opens late. */
   #abandoned: Promise<void> | null = null;
   /** Ends the connection attempt in progress (close() during a reconnect). */
@@ -213,6 +134,10 @@ export class Connection {
     this.subscriber = subscriber;
     this.#decoder = new RespDecoder(options.replyLimits);
     this.#where = `${options.hostname}:${options.port}`;
+    this.#notRun = new NotRunQueue(
+      options.retryNotRun,
+      (queue) => this.#resend(queue),
+    );
   }
 
   /**
@@ -271,54 +196,15 @@ export class Connection {
     );
   }
 
-  /**
-   * Why a command issued now is refused at once, or `null` when it may be
-   * queued: the client is closed, it is reconnecting and does not queue, or
-   * the backlog is full (see #backlogFull).
-   */
+  /** Why a command issued now is refused at once (see refusal()), or `null`. */
   #refusal(): ConnectionError | null {
-    const status = this.#status;
-    if (status === "closing" || status === "closed") {
-      return new ConnectionError(`The client for ${this.#where} is closed`, {
-        notSent: true,
-      });
-    }
-    if (status !== "ready" && !this.options.queueWhileReconnecting) {
-      return new ConnectionError(
-        `Not connected to ${this.#where} (reconnecting)`,
-        { notSent: true },
-      );
-    }
-    return this.#backlogFull();
-  }
-
-  /**
-   * The error for a command that finds `maxQueue` commands waiting to be
-   * written while reconnecting, or behind a write that has not finished for
-   * STALLED_WRITE_MS (a peer that does not read); `null` when it may queue.
-   * A write merely in progress (a big pipeline to a server reading at full
-   * speed) is no reason to refuse.
-   */
-  #backlogFull(): ConnectionError | null {
-    if (this.#unsent.length - this.#dropped < this.options.maxQueue) {
-      return null;
-    }
-    if (this.#status !== "ready") {
-      return new ConnectionError(
-        `Not connected to ${this.#where}, and ${this.options.maxQueue} commands are already queued`,
-        { notSent: true },
-      );
-    }
-    if (
-      this.#writing &&
-      performance.now() - this.#writeStarted >= STALLED_WRITE_MS
-    ) {
-      return new ConnectionError(
-        `${this.options.maxQueue} commands are waiting to be written to ${this.#where}, which has not taken a write for ${STALLED_WRITE_MS} ms (a stalled connection?)`,
-        { notSent: true },
-      );
-    }
-    return null;
+    return refusal(
+      this.#status,
+      this.options,
+      this.#where,
+      this.#unsent.length - this.#dropped,
+      this.#writing ? this.#writeStarted : -1,
+    );
   }
 
   /**
@@ -452,15 +338,6 @@ export class Connection {
   }
 
   /**
-   * After a command that was written timed out or was aborted unanswered:
-   * is the connection alive? A
-   * PING goes out; if it times out too and not one byte arrived meanwhile,
-   * the connection is dead without having said so (no FIN, no RST: a
-   * black-holed path, a frozen peer) and is dropped, which fails what is in
-   * flight and reconnects. A server that is merely slow still sends bytes.
-   * PING is read-only, so sending it is always safe.
-   */
-  /**
    * Checks now whether the connection is alive (see #healthCheck): for a
    * connection whose sibling was just found dead, e.g. a client's
    * subscriber connection when its command connection reconnected.
@@ -469,6 +346,15 @@ export class Connection {
     this.#healthCheck();
   }
 
+  /**
+   * After a command that was written timed out or was aborted unanswered:
+   * is the connection alive? A
+   * PING goes out; if it times out too and not one byte arrived meanwhile,
+   * the connection is dead without having said so (no FIN, no RST: a
+   * black-holed path, a frozen peer) and is dropped, which fails what is in
+   * flight and reconnects. A server that is merely slow still sends bytes.
+   * PING is read-only, so sending it is always safe.
+   */
   #healthCheck(): void {
     const timeout = this.options.healthCheckTimeout;
     if (
@@ -649,50 +535,17 @@ export class Connection {
     }
     this.#inflight.shift();
     if (reply instanceof ReplyError) {
-      if (!this.#retry(p, reply)) settle(p, undefined, reply);
+      if (!this.#notRun.offer(p, reply)) settle(p, undefined, reply);
     } else {
-      if (this.#retryRound !== 0 && this.#resendTimer === undefined) {
-        this.#retryRound = 0;
-      }
+      this.#notRun.answered();
       settle(p, reply);
     }
     if (this.#idle !== null && this.pending === 0) this.#idle();
     return true;
   }
 
-  /**
-   * Sends a command again that Redis answered with LOADING, BUSY or TRYAGAIN:
-   * it did not run. With backoff, until `retryNotRun` ms after the first
-   * such answer (or the command's own timeout or signal ends it first).
-   */
-  #retry(p: Pending, err: ReplyError): boolean {
-    const budget = this.options.retryNotRun;
-    if (
-      budget === false || p.settled || p.args === undefined ||
-      !NOT_RUN.has(err.code)
-    ) return false;
-    const now = performance.now();
-    p.retryUntil ??= now + budget;
-    if (now >= p.retryUntil) return false;
-    p.notRun = err;
-    // One queue and one timer: what was answered "did not run" goes out
-    // again in the order it was sent.
-    this.#retryQueue.push(p);
-    if (this.#resendTimer === undefined) {
-      const n = ++this.#retryRound;
-      this.#resendTimer = setTimeout(
-        () => this.#resend(),
-        backoff(n, 10, 500),
-      );
-    }
-    return true;
-  }
-
   /** Sends the commands answered "did not run" again, in their order. */
-  #resend(): void {
-    this.#resendTimer = undefined;
-    const queue = this.#retryQueue;
-    this.#retryQueue = [];
+  #resend(queue: Pending[]): void {
     const closing = this.#status === "closing" || this.#status === "closed";
     for (const p of queue) {
       if (p.settled) continue;
@@ -706,17 +559,6 @@ export class Connection {
       this.#unsent.push(p);
     }
     if (this.#status === "ready") this.#scheduleFlush();
-  }
-
-  /** Fails the commands waiting to be sent again (closing, giving up). */
-  #failRetrying(error: Error): void {
-    clearTimeout(this.#resendTimer);
-    this.#resendTimer = undefined;
-    const queue = this.#retryQueue;
-    this.#retryQueue = [];
-    if (queue.length === 0) return;
-    const notSent = unsentError(error); // answered "did not run", not sent again
-    for (const p of queue) settle(p, undefined, notSent);
   }
 
   #protocolError(err: unknown): void {
@@ -806,7 +648,7 @@ export class Connection {
   #giveUp(error: Error): void {
     this.#status = "closed";
     this.#failUnsent(error);
-    this.#failRetrying(error);
+    this.#notRun.fail(error);
     this.hooks.onClosed?.();
   }
 
@@ -838,40 +680,14 @@ export class Connection {
         ? o.connector
         : await runtimeConnector(o.connector);
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let gaveUp = false;
     // Ends the attempt: its connect timeout, or close() (see #abortAttempt).
-    const giveUp = new AbortController();
-    const timeout = new Promise<never>((_, reject) => {
-      const stop = (err: Error) => {
-        if (gaveUp) return;
-        gaveUp = true;
-        reject(err);
-        giveUp.abort(err);
-      };
-      timer = setTimeout(
-        () =>
-          stop(
-            new TimeoutError(
-              `Could not connect to ${this.#where} within ${o.connectTimeout} ms`,
-            ),
-          ),
-        o.connectTimeout,
-      );
-      this.#abortAttempt = stop;
-    });
-    // Rejected by whatever settles first; never left unhandled.
-    timeout.catch(() => {});
+    const limit = new AttemptLimit(o.connectTimeout, this.#where);
+    this.#abortAttempt = limit.stop;
     let transport: Transport | null = null;
-    let opening: Promise<Transport>;
     try {
-      opening = Promise.resolve(this.#connector(
-        {
-          hostname: o.hostname,
-          port: o.port,
-          tls: o.tls,
-          signal: giveUp.signal,
-        },
+      transport = await dial(
+        this.#connector,
+        { hostname: o.hostname, port: o.port, tls: o.tls },
         {
           onData: (chunk, borrowed) => {
             if (this.#transport === transport) this.#onData(chunk, borrowed);
@@ -880,41 +696,26 @@ export class Connection {
             if (this.#transport === transport) this.#lost(err);
           },
         },
-      ));
-    } catch (err) {
-      opening = Promise.reject(err); // a connector that throws at once
-    }
-    try {
-      transport = await Promise.race([opening, timeout]);
-      if (this.#status === "closing" || this.#status === "closed") {
-        clearTimeout(timer);
-        await transport.close();
-        throw new ConnectionError(`The client for ${this.#where} was closed`);
-      }
-    } catch (err) {
-      clearTimeout(timer);
-      this.#abortAttempt = null;
-      if (gaveUp) {
-        // Whatever the connector still opens is closed at once; close()
-        // waits for that (within its timeout).
-        const abandoned = opening.then((t) => t.close(), () => {});
-        this.#abandoned = abandoned;
-        abandoned.then(() => {
-          if (this.#abandoned === abandoned) this.#abandoned = null;
-        });
-      }
-      if (err instanceof TimeoutError || gaveUp) throw err;
-      throw new ConnectionError(
-        `Could not connect to ${this.#where}: ${errorText(err)}`,
-        { cause: err },
+        limit,
+        this.#where,
+        () => this.#status === "closing" || this.#status === "closed",
+        (abandoned) => {
+          this.#abandoned = abandoned;
+          abandoned.then(() => {
+            if (this.#abandoned === abandoned) this.#abandoned = null;
+          });
+        },
       );
+    } catch (err) {
+      this.#abortAttempt = null;
+      throw err;
     }
     this.#transport = transport;
     this.#decoder = new RespDecoder(this.options.replyLimits);
     try {
       const handshake = this.#handshake();
       handshake.catch(() => {});
-      await Promise.race([handshake, timeout]);
+      await Promise.race([handshake, limit.expired]);
     } catch (err) {
       this.#transport = null;
       for (const p of this.#inflight.drain()) {
@@ -927,111 +728,19 @@ export class Connection {
       await transport.close();
       throw err;
     } finally {
-      clearTimeout(timer);
+      limit.end();
       this.#abortAttempt = null;
     }
   }
 
   /** AUTH / HELLO / SELECT / CLIENT SETNAME, written directly, ahead of queued commands. */
-  async #handshake(): Promise<void> {
-    const o = this.options;
-    const steps: { args: unknown[]; what: string }[] = [];
-    if (o.protocol === 3) {
-      const hello: unknown[] = ["HELLO", 3];
-      if (o.password !== undefined) {
-        hello.push("AUTH", o.username ?? "default", o.password);
-      }
-      if (o.name) hello.push("SETNAME", o.name);
-      steps.push({ args: hello, what: "HELLO 3" });
-    } else {
-      if (o.password !== undefined) {
-        steps.push({
-          args: o.username !== undefined
-            ? ["AUTH", o.username, o.password]
-            : ["AUTH", o.password],
-          what: "AUTH",
-        });
-      }
-      if (o.name) {
-        steps.push({
-          args: ["CLIENT", "SETNAME", o.name],
-          what: "CLIENT SETNAME",
-        });
-      }
-    }
-    if (o.db !== 0) steps.push({ args: ["SELECT", o.db], what: "SELECT" });
-    if (steps.length === 0) return;
-    const encoder = new CommandEncoder();
-    const replies: Promise<Reply>[] = [];
-    for (const step of steps) {
-      encoder.encode(step.args);
-      replies.push(
-        new Promise<Reply>((resolve, reject) => {
-          this.#inflight.push({
-            resolve,
-            reject,
-            raw: false,
-            settled: false,
-            name: step.what,
-            end: 0,
-            batch: -1,
-            replies: 1,
-            collected: undefined,
-          });
-        }),
-      );
-    }
-    await this.#transport!.write(encoder.take());
-    const results = await Promise.allSettled(replies);
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i];
-      if (r.status === "fulfilled") continue;
-      const err = r.reason;
-      const step = steps[i];
-      // AUTH and HELLO carry the password.
-      const secret = step.what === "AUTH" || step.what === "HELLO 3";
-      if (err instanceof ReplyError) {
-        // AUTH and HELLO carry the password, and servers echo arguments
-        // (Redis < 6 for HELLO, a renamed AUTH: "unknown command ..., with
-        // args beginning with: ..."). So their error text is never shown
-        // and never kept as a cause: only its code, and what it means.
-        if (!secret) {
-          throw new ReplyError(
-            `${err.message} (${step.what} at ${this.#where})`,
-            {
-              cause: err,
-            },
-          );
-        }
-        const code = safeCode(err.code, o.password);
-        const unknown = /unknown command|unknown subcommand/i.test(err.message);
-        const user = o.username === undefined ? "" : ` as user "${o.username}"`;
-        let why: string;
-        if (unknown && step.what === "HELLO 3") {
-          why =
-            `RESP3 needs Redis 6 or newer: ${this.#where} does not know HELLO (use protocol 2)`;
-        } else if (unknown) {
-          why =
-            `${this.#where} does not know the AUTH command (renamed or disabled?)`;
-        } else if (code === "WRONGPASS") {
-          why = "invalid username-password pair or user is disabled";
-        } else {
-          why =
-            "the server refused it (its reply is not shown, since it may repeat the password)";
-        }
-        throw new ReplyError(
-          `${code} ${why} (${step.what}${user} at ${this.#where})`,
-        );
-      }
-      if (err instanceof ProtocolError && secret) {
-        // The decoder quotes what it could not parse; after AUTH or HELLO
-        // that may be an echo of the password. Neither text nor cause kept.
-        throw new ProtocolError(
-          `Malformed reply from ${this.#where} to ${step.what} (not shown: it may repeat the password); the connection was closed`,
-        );
-      }
-      throw err;
-    }
+  #handshake(): Promise<void> {
+    return handshake(
+      this.options,
+      this.#where,
+      this.#transport!,
+      (p) => this.#inflight.push(p),
+    );
   }
 
   /**
@@ -1103,7 +812,7 @@ export class Connection {
       this.#failUnsent(
         new ConnectionError(`The client for ${this.#where} was closed`),
       );
-      this.#failRetrying(closed);
+      this.#notRun.fail(closed);
       const t = this.#transport;
       this.#transport = null;
       if (t !== null) {
@@ -1122,114 +831,6 @@ export class Connection {
     this.#idle?.();
     this.hooks.onClosed?.();
   }
-
-  /** Drops the connection as if the network failed (for tests of reconnect). */
-  async simulateDrop(): Promise<void> {
-    const t = this.#transport;
-    await t?.close();
-  }
-}
-
-/**
- * Checks per-command options; throws `TypeError`/`RangeError` for a bad one.
- * Runs before anything is encoded.
- */
-function checkCommandOptions(opts: unknown): asserts opts is CommandOptions {
-  if (opts === null || typeof opts !== "object") {
-    fail("command options", "an object ({ timeout, signal, raw })", opts);
-  }
-  checkKnown("command option", opts, ["timeout", "signal", "raw"]);
-  const o = opts as Record<string, unknown>;
-  if (o.timeout !== undefined) checkDuration("timeout", o.timeout);
-  checkSignal("signal", o.signal);
-  if (o.raw !== undefined) checkBoolean("raw", o.raw);
-}
-
-/**
- * Settles a transaction with its replies: EXEC's array, or the error that
- * ended it (an EXECABORT carries the errors of the commands Redis refused to
- * queue).
- */
-function settleTransaction(p: Pending): void {
-  const replies = p.collected!;
-  const exec = replies[replies.length - 1];
-  if (replies[0] instanceof ReplyError) {
-    settle(p, undefined, replies[0]);
-  } else if (exec instanceof ReplyError) {
-    const refused = replies.slice(1, -1).filter((r) => r instanceof ReplyError)
-      .map((r) => (r as ReplyError).message);
-    settle(
-      p,
-      undefined,
-      refused.length === 0
-        ? exec
-        : new ReplyError(`${exec.message} (${refused.join("; ")})`, {
-          cause: exec,
-        }),
-    );
-  } else settle(p, exec);
-}
-
-/** `error` for commands that were never written: a `ConnectionError` saying so. */
-function unsentError(error: Error): ConnectionError {
-  if (error instanceof ConnectionError && error.notSent) return error;
-  return new ConnectionError(error.message, {
-    cause: error.cause,
-    notSent: true,
-  });
-}
-
-/** Reply codes that mean the command did not run, and may be sent again. */
-const NOT_RUN = new Set(["LOADING", "BUSY", "TRYAGAIN"]);
-
-/**
- * The code of a reply error to an AUTH or HELLO, safe to show: a word of
- * capitals that is not part of the password (a server may echo anything).
- */
-function safeCode(code: string, password: string | undefined): string {
-  if (!/^[A-Z][A-Z0-9_]{0,31}$/.test(code)) return "ERR";
-  if (
-    password !== undefined && password.length > 0 && password.includes(code)
-  ) {
-    return "ERR";
-  }
-  return code;
-}
-
-/**
- * Moves the bytes of `batch`'s unsettled commands to the front of `bytes`
- * (which the caller owns), sets each one's `end` to its new place, hands it to
- * `keep`, and returns the bytes kept; a settled command's bytes are dropped.
- */
-function squeeze(
-  bytes: Uint8Array,
-  batch: Pending[],
-  keep: (p: Pending) => void,
-): Uint8Array {
-  let kept = 0;
-  let start = 0;
-  for (let i = 0; i < batch.length; i++) {
-    const p = batch[i];
-    const end = p.end;
-    if (!p.settled) {
-      if (kept !== start) bytes.copyWithin(kept, start, end);
-      kept += end - start;
-      p.end = kept;
-      keep(p);
-    }
-    start = end;
-  }
-  return bytes.subarray(0, kept);
-}
-
-function settle(p: Pending, value: Reply | undefined, error?: unknown): void {
-  if (p.settled) return;
-  p.settled = true;
-  if (p.timer !== undefined) clearTimeout(p.timer);
-  if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
-  if (error !== undefined) p.reject(error);
-  else p.resolve(value as Reply);
-  p.onSettled?.();
 }
 
 function errorText(err: unknown): string {

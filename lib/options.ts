@@ -6,7 +6,7 @@
 
 import { MAX_TIMER_MS } from "./async.ts";
 import { type DecoderLimits, type Push, RespDecoder } from "./resp_decoder.ts";
-import type { Connector, Runtime, TlsOptions } from "./transport.ts";
+import type { Connector, Runtime, TlsOptions } from "./transport/types.ts";
 import {
   checkBoolean,
   checkDuration,

@@ -5,8 +5,8 @@
  */
 
 import type { RedisClient } from "../lib/client.ts";
-import { runtimeConnector } from "../lib/transport.ts";
-import type { TlsOptions } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
+import type { TlsOptions } from "../lib/transport/types.ts";
 import { type Proc, spawn } from "./proc.ts";
 
 export interface RedisServerOptions {

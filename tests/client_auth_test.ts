@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { connect, type RedisClient, ReplyError } from "../mod.ts";
 import { startRedis } from "../testing/redis.ts";
+import { CuttableConnector } from "../testing/connector.ts";
 import { teardown, test } from "./_harness.ts";
 
 const PASSWORD = "s3cr3t-Hunter2-pw";
@@ -283,14 +284,16 @@ test("the connection name is set with CLIENT SETNAME (RESP2) and HELLO SETNAME (
 
 test("AUTH, SELECT and the name are redone after a reconnect", async () => {
   for (const protocol of [2, 3] as const) {
+    const cut = new CuttableConnector();
     await using r = await connect({
       url: `redis://alice:${ALICE_PW}@${base}/6`,
       name: "again",
       protocol,
       reconnect: { minDelay: 10, maxDelay: 50 },
+      connector: cut.connector,
     });
     const id = await r.send("CLIENT", "ID");
-    await r._simulateDrop();
+    await cut.cut();
     const info = String(await r.send("CLIENT", "INFO"));
     assert.notEqual(await r.send("CLIENT", "ID"), id, "did not reconnect");
     assert.match(info, / name=again .* db=6 .* user=alice /);

@@ -10,10 +10,11 @@ import {
   type Connector,
   TimeoutError,
 } from "../mod.ts";
-import { runtimeConnector } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
 import { startFakeServer } from "./_fake_server.ts";
 import { answer, handshakeAnswer } from "./_fake_redis.ts";
 import { startRedis } from "../testing/redis.ts";
+import { CuttableConnector } from "../testing/connector.ts";
 import { isDeno, sleep, teardown, test } from "./_harness.ts";
 
 // lua-time-limit 50: a script running longer makes others get BUSY.
@@ -206,13 +207,14 @@ test("R7 close({ force: true }) during a reconnect whose TCP connect hangs is pr
   // The first connect works; later ones hang, like a SYN to a black hole.
   const connector: Connector = (o, h) =>
     calls++ === 0 ? real(o, h) : new Promise(() => {});
+  const cut = new CuttableConnector(connector);
   const redis = await connect({
     url,
-    connector,
+    connector: cut.connector,
     connectTimeout: 5_000,
     reconnect: { minDelay: 1, maxDelay: 1 },
   });
-  await redis._simulateDrop();
+  await cut.cut();
   for (let i = 0; i < 100 && calls < 2; i++) await sleep(10);
   assert.equal(calls, 2);
   const t0 = performance.now();

@@ -7,8 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type Connector } from "../mod.ts";
-import { runtimeConnector } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
+import { CuttableConnector } from "../testing/connector.ts";
 import { sleep, test } from "./_harness.ts";
 
 /** Polls `pred` every 5 ms until it holds; throws after `ms`. */
@@ -407,15 +408,16 @@ test("close() during a reconnect attempt resolves only once its socket is closed
         connecting--;
       }
     };
+    const cut = new CuttableConnector(slow);
     const r = await connect({
       url: server.url,
-      connector: slow,
+      connector: cut.connector,
       reconnect: { minDelay: 5, maxDelay: 10 },
     });
     const open = Promise.withResolvers<void>();
     const inAttempt = new Promise<void>((res) => entered = res);
     gate = open.promise;
-    await r._simulateDrop();
+    await cut.cut();
     await inAttempt; // a reconnect attempt is now opening a socket
     let seen: [number, number] | null = null;
     const closed = r.close().then(() => {
@@ -437,13 +439,15 @@ test("close() during a reconnect attempt resolves only once its socket is closed
 test("close() during the handshake of a reconnect leaves no socket behind", async () => {
   const password = "hs-pw";
   await withServer(async (server) => {
+    const cut = new CuttableConnector();
     const r = await connect({
       url: `redis://:${password}@${server.host}:${server.port}/3`,
       reconnect: { minDelay: 1, maxDelay: 2 },
+      connector: cut.connector,
     });
     server.signal("SIGSTOP"); // the server accepts sockets but never answers
     try {
-      await r._simulateDrop();
+      await cut.cut();
       await sleep(50); // a reconnect attempt now waits for the AUTH reply
       assert.equal(r.status, "reconnecting");
       await r.close();

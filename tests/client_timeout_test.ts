@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type Connector, TimeoutError } from "../mod.ts";
-import { runtimeConnector } from "../lib/transport.ts";
+import { runtimeConnector } from "../lib/transport/mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 

@@ -22,6 +22,7 @@ import {
   sharedRedis,
   startRedis,
 } from "../testing/redis.ts";
+import { CuttableConnector } from "../testing/connector.ts";
 import { sleep, teardown, test, within } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -231,7 +232,12 @@ for (const queueWhileReconnecting of [true, false]) {
   test(`a connection drop during acquire (queueWhileReconnecting: ${queueWhileReconnecting}): acquire retries within wait and gets the lock; the dropped try's key (Redis ran it) is deleted, not left for the ttl`, async () => {
     const own = await startRedis();
     try {
-      await using r = await connect({ url: own.url, queueWhileReconnecting });
+      const cut = new CuttableConnector();
+      await using r = await connect({
+        url: own.url,
+        queueWhileReconnecting,
+        connector: cut.connector,
+      });
       await using other = await connect(own.url);
       const p = prefix();
       const lock = new Lock(r, "drop", { prefix: p, ttl: 30_000 });
@@ -247,7 +253,7 @@ for (const queueWhileReconnecting of [true, false]) {
         got = lock.acquire({ wait: 5_000 });
         got.catch(() => {});
         await sleep(30);
-        await r._simulateDrop();
+        await cut.cut();
         await sleep(100);
       } finally {
         own.signal("SIGCONT");
@@ -271,7 +277,8 @@ for (const queueWhileReconnecting of [true, false]) {
 test("a connection drop during acquire({ wait: 0 }) rejects with the ConnectionError; the try's key is deleted after the reconnect", async () => {
   const own = await startRedis();
   try {
-    await using r = await connect(own.url);
+    const cut = new CuttableConnector();
+    await using r = await connect({ url: own.url, connector: cut.connector });
     const p = prefix();
     const lock = new Lock(r, "drop0", { prefix: p, ttl: 30_000 });
     assert.ok(await lock.acquire({ wait: 0 }));
@@ -282,7 +289,7 @@ test("a connection drop during acquire({ wait: 0 }) rejects with the ConnectionE
       got = lock.acquire({ wait: 0 });
       got.catch(() => {});
       await sleep(30);
-      await r._simulateDrop();
+      await cut.cut();
       await sleep(100);
     } finally {
       own.signal("SIGCONT");

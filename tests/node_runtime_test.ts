@@ -1,5 +1,5 @@
 /**
- * respite on Node.js 22+ (lib/transport_node.ts, node:net and node:tls), from
+ * respite on Node.js 22+ (lib/transport/node.ts, node:net and node:tls), from
  * both `deno test` and `bun test`: a child Node process runs our .ts sources
  * (Node's `--experimental-transform-types`) against throwaway redis-servers
  * started here, plain and TLS, and prints what it saw.

@@ -5,14 +5,17 @@
  * 1. The module graph of mod.ts (from `deno info --json` under Deno, from
  *    Bun's own import scanner under Bun): nothing reachable through static
  *    imports is a `node:` (or any non-file) module, and the only `node:`
- *    imports anywhere are the dynamic ones in lib/transport_node.ts.
+ *    imports anywhere are the dynamic ones in lib/transport/node.ts; the
+ *    runtimes' transports are imported only by lib/transport/mod.ts, only
+ *    dynamically, and themselves import only lib/transport/types.ts (no
+ *    cycle through mod.ts).
  * 2. At run time, in a child process of the runtime under test that connects,
  *    runs commands and subscribes:
  *    - Deno: an import map sends every `node:` built-in to a module that
  *      reports itself and throws;
  *    - Bun (whose plugins cannot replace built-ins): a preload plugin reports
- *      every lib/transport_*.ts it loads and throws on transport_node.ts and
- *      transport_workers.ts, the only modules that import `node:` or
+ *      every runtime's transport in lib/transport/ it loads and throws on
+ *      node.ts and workers.ts there, the only modules that import `node:` or
  *      `cloudflare:` modules (part 1 proves that).
  *    A control run with `connector: "node"` must trip the same wire.
  */
@@ -30,8 +33,11 @@ import { run } from "./fixtures/tools.ts";
 
 const modTs = fileURLToPath(new URL("../mod.ts", import.meta.url));
 const libDir = fileURLToPath(new URL("../lib/", import.meta.url));
-const NODE_ONLY = "transport_node.ts";
-const WORKERS_ONLY = "transport_workers.ts";
+const transportDir = join(libDir, "transport");
+const NODE_ONLY = "node.ts";
+const WORKERS_ONLY = "workers.ts";
+/** The modules of lib/transport/ that are not a runtime's transport. */
+const TRANSPORT_SHARED = ["mod.ts", "types.ts"];
 
 /** One module's imports: resolved specifiers (file paths, or e.g. "node:net"). */
 interface Imports {
@@ -104,7 +110,7 @@ async function bunGraph(): Promise<Map<string, Imports>> {
   return graph;
 }
 
-test(`${runtime}: mod.ts's static module graph has no node: module; only transport_node.ts imports one, dynamically`, async () => {
+test(`${runtime}: mod.ts's static module graph has no node: module; only transport/node.ts imports one, dynamically`, async () => {
   const graph = isDeno ? await denoGraph() : await bunGraph();
   assert.ok(graph.size > 5, `the graph looks empty: ${[...graph.keys()]}`);
 
@@ -121,7 +127,7 @@ test(`${runtime}: mod.ts's static module graph has no node: module; only transpo
   assert.deepEqual(foreign, [], "mod.ts statically imports non-file modules");
   for (const only of [NODE_ONLY, WORKERS_ONLY]) {
     assert.ok(
-      !reached.has(join(libDir, only)),
+      !reached.has(join(transportDir, only)),
       `${only} is statically reachable from mod.ts`,
     );
   }
@@ -136,26 +142,61 @@ test(`${runtime}: mod.ts's static module graph has no node: module; only transpo
       if (s.startsWith("node:")) nodeImports.push(`${file} dynamic ${s}`);
     }
   }
-  const nodeTransport = join(libDir, NODE_ONLY);
+  const nodeTransport = join(transportDir, NODE_ONLY);
   assert.deepEqual(
     nodeImports.filter((l) => !l.startsWith(`${nodeTransport} dynamic `)),
     [],
-    "only transport_node.ts may import node: modules, and only dynamically",
+    "only transport/node.ts may import node: modules, and only dynamically",
   );
   assert.ok(
     nodeImports.includes(`${nodeTransport} dynamic node:net`),
-    `transport_node.ts's import of node:net was not seen: the scan is broken (${nodeImports})`,
+    `transport/node.ts's import of node:net was not seen: the scan is broken (${nodeImports})`,
   );
-  // The transports are loaded only on demand, from transport.ts.
-  const transportTs = join(libDir, "transport.ts");
+  // The transports are loaded only on demand, from transport/mod.ts.
+  const transportMod = join(transportDir, "mod.ts");
+  const isTransport = (s: string) =>
+    dirname(s) === transportDir &&
+    !TRANSPORT_SHARED.includes(s.slice(transportDir.length + 1));
+  let transports = 0;
   for (const [file, imports] of graph) {
     for (const s of [...imports.static, ...imports.dynamic]) {
-      if (/[\\/]lib[\\/]transport_\w+\.ts$/.test(s)) {
-        assert.equal(file, transportTs, `${file} imports ${s}`);
+      if (isTransport(s)) {
+        transports++;
+        assert.equal(file, transportMod, `${file} imports ${s}`);
         assert.ok(imports.dynamic.includes(s), `${s} imported statically`);
       }
     }
   }
+  assert.equal(transports, 4, "the scan missed a runtime's transport");
+});
+
+test(`${runtime}: lib/transport/: each runtime's transport imports only ./types.ts of ours, never ./mod.ts (no cycle)`, async () => {
+  const names = ["deno.ts", "bun.ts", NODE_ONLY, WORKERS_ONLY];
+  for (const name of names) {
+    const source = await readFile(join(transportDir, name), "utf8");
+    // Every module specifier: static imports and exports, `import type`,
+    // dynamic `import("...")` and type-position `import("...")`.
+    const specifiers = [
+      ...source.matchAll(/\bfrom\s+["']([^"']+)["']/g),
+      ...source.matchAll(/\bimport\s*\(\s*["']([^"']+)["']/g),
+      ...source.matchAll(/^\s*import\s+["']([^"']+)["']/gm),
+    ].map((m) => m[1]);
+    const ours = specifiers.filter((s) => s.startsWith("."));
+    assert.ok(
+      ours.length > 0,
+      `${name}: no import of ours seen: the scan is broken`,
+    );
+    assert.deepEqual(
+      [...new Set(ours)],
+      ["./types.ts"],
+      `${name} imports ${
+        ours.join(", ")
+      }; a runtime's transport may import only ./types.ts`,
+    );
+  }
+  // types.ts itself imports nothing: it only declares interfaces.
+  const types = await readFile(join(transportDir, "types.ts"), "utf8");
+  assert.doesNotMatch(types, /^\s*import\b|\bfrom\s+["']|\bimport\s*\(/m);
 });
 
 const CHILD = `
@@ -211,8 +252,12 @@ import { plugin } from "bun";
 plugin({
   name: "respite-purity",
   setup(build) {
-    build.onLoad({ filter: /[\\\\/]lib[\\\\/]transport_\\w+\\.ts$/ }, async (args) => {
+    build.onLoad({ filter: /[\\\\/]lib[\\\\/]transport[\\\\/]\\w+\\.ts$/ }, async (args) => {
       const name = args.path.split(/[\\\\/]/).pop();
+      if (${JSON.stringify(TRANSPORT_SHARED)}.includes(name)) {
+        // Not a runtime's transport: the chooser and the interfaces.
+        return { contents: await Bun.file(args.path).text(), loader: "ts" };
+      }
       if (name === ${JSON.stringify(NODE_ONLY)} || name === ${
   JSON.stringify(WORKERS_ONLY)
 }) {
@@ -278,7 +323,7 @@ test(
         const loaded = [...ok.stderr.matchAll(/RESPITE-LOADED (\S+)/g)].map(
           (m) => m[1],
         );
-        assert.deepEqual(loaded, ["transport_bun.ts"], report);
+        assert.deepEqual(loaded, ["bun.ts"], report);
       }
 
       // Control: forcing the Node transport must trip the wire.
@@ -291,7 +336,7 @@ test(
         bad.stderr,
         isDeno
           ? /RESPITE-POISON node:net was loaded/
-          : /RESPITE-POISON transport_node\.ts was loaded/,
+          : /RESPITE-POISON node\.ts was loaded/,
         badReport,
       );
     } finally {

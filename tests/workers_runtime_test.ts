@@ -1,5 +1,5 @@
 /**
- * respite on Cloudflare Workers (lib/transport_workers.ts, cloudflare:sockets)
+ * respite on Cloudflare Workers (lib/transport/workers.ts, cloudflare:sockets)
  * in workerd, the open-source Workers runtime, from both `deno test` and
  * `bun test`: tests/fixtures/workers/worker.ts is bundled into one ES module
  * (by `deno bundle` under Deno, `Bun.build` under Bun), served by workerd on

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Connector, Transport, TransportHandlers } from "./transport.ts";
+import type { Connector, Transport, TransportHandlers } from "./types.ts";
 
 /** Opens a TCP or TLS stream with Deno's own socket API; no-delay and keepalive are on. */
 export const denoConnector: Connector = async (options, handlers) => {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Connector, Transport } from "./transport.ts";
+import type { Connector, Transport } from "./types.ts";
 
 interface WorkersSocket {
   readable: ReadableStream<Uint8Array>;

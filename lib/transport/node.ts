@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Connector, Transport } from "./transport.ts";
+import type { Connector, Transport } from "./types.ts";
 
 type NodeSocket = import("node:net").Socket;
 

@@ -1,7 +1,8 @@
 /**
- * The byte-stream abstraction under a connection, and the choice of an
- * implementation for the runtime we are on. Each runtime's module is loaded
- * only on that runtime, so Deno and Bun never load a `node:` module.
+ * The byte-stream abstraction under a connection: the interfaces a runtime's
+ * transport (deno.ts, bun.ts, node.ts, workers.ts in this directory)
+ * implements, and nothing else, so that those modules import only this one
+ * and never ./mod.ts, which loads them.
  *
  * @module
  */
@@ -85,46 +86,3 @@ export type Connector = (
 
 /** The runtimes respite knows how to open sockets on. */
 export type Runtime = "deno" | "bun" | "node" | "workers";
-
-/**
- * Tells which runtime this is.
- *
- * @returns The runtime's name.
- */
-export function detectRuntime(): Runtime {
-  const g = globalThis as {
-    Deno?: { connect?: unknown };
-    Bun?: { connect?: unknown };
-    navigator?: { userAgent?: string };
-    process?: { versions?: { node?: string } };
-  };
-  if (typeof g.Deno?.connect === "function") return "deno";
-  if (typeof g.Bun?.connect === "function") return "bun";
-  if (g.navigator?.userAgent === "Cloudflare-Workers") return "workers";
-  if (typeof g.process?.versions?.node === "string") return "node";
-  throw new Error(
-    "respite cannot tell which runtime this is (not Deno, Bun, Node or Cloudflare Workers); " +
-      "pass a `connector` in the connection options",
-  );
-}
-
-/**
- * Loads the connector for a runtime (the current one by default).
- *
- * @param runtime Which runtime's sockets to use.
- * @returns Its connector.
- */
-export async function runtimeConnector(
-  runtime: Runtime = detectRuntime(),
-): Promise<Connector> {
-  switch (runtime) {
-    case "deno":
-      return (await import("./transport_deno.ts")).denoConnector;
-    case "bun":
-      return (await import("./transport_bun.ts")).bunConnector;
-    case "node":
-      return (await import("./transport_node.ts")).nodeConnector;
-    case "workers":
-      return (await import("./transport_workers.ts")).workersConnector;
-  }
-}

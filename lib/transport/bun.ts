@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Connector, Transport, TransportHandlers } from "./transport.ts";
+import type { Connector, Transport, TransportHandlers } from "./types.ts";
 
 /** The part of Bun's socket API this module uses. */
 interface BunSocket {
