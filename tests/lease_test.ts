@@ -157,6 +157,7 @@ test("a PEXPIRE without an answer stays pending (it may still run) until a later
   const lease = Lease.acquired(30_000, 0, c.now)!;
   c.t = 10;
   const lost = lease.send(200); // its reply never comes (connection lost)
+  assert.equal(lost.lowered, true);
   assert.equal(lease.expiresAt, 10 + 200 - 4);
   assert.equal(lease.pending.size, 1);
   c.t = 50;
