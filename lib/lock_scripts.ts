@@ -14,13 +14,7 @@
 import { backoff, delay, unrefTimer } from "./async.ts";
 import type { RedisClient } from "./client.ts";
 import { ConnectionError, TimeoutError } from "./errors.ts";
-import {
-  type LockKeys,
-  lockPattern,
-  WAKE_RELEASED,
-  WAKE_RESET,
-  wakeChannel,
-} from "./keys.ts";
+import { type LockKeys, lockPattern, wakeChannel } from "./keys.ts";
 import { Script } from "./script.ts";
 import type { Logger } from "./validate.ts";
 
@@ -50,14 +44,16 @@ end
 return {0, redis.call('PTTL', KEYS[1])}`,
 );
 
-// KEYS[1] lock key; ARGV[1] value, ARGV[2] wake channel.
+// KEYS[1] lock key; ARGV[1] value, ARGV[2] wake channel, on which it publishes
+// WAKE_RELEASED ('released'). The Lua is plain text, not interpolated:
+// tests/acl_test.ts hashes the sources in lib/ to name a refused script.
 // 1 released (and waiters woken), 0 held by another value, -1 no such key.
 const UNLOCK_SCRIPT = new Script(
   "UNLOCK_SCRIPT",
   `local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '${WAKE_RELEASED}')
+  redis.call('PUBLISH', ARGV[2], 'released')
   return 1
 end
 if v then return 0 end
@@ -77,11 +73,12 @@ if v then return 0 end
 return -1`,
 );
 
-// KEYS[1] lock key; ARGV[1] wake channel. Returns how many keys it deleted.
+// KEYS[1] lock key; ARGV[1] wake channel, on which it publishes WAKE_RESET
+// ('reset'). Returns how many keys it deleted.
 const RESET_SCRIPT = new Script(
   "RESET_SCRIPT",
   `local n = redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], '${WAKE_RESET}')
+redis.call('PUBLISH', ARGV[1], 'reset')
 return n`,
 );
 
@@ -152,7 +149,7 @@ export async function acquireScript(
 
 /**
  * Compare-and-delete: deletes the key if it holds `value`, and then wakes its
- * waiters (publishes {@linkcode WAKE_RELEASED}).
+ * waiters (publishes `WAKE_RELEASED` of keys.ts).
  *
  * @returns What the key held.
  */
@@ -196,7 +193,7 @@ export async function extendScript(
 
 /**
  * Deletes a lock key, whoever holds it, and wakes its waiters (publishes
- * {@linkcode WAKE_RESET}).
+ * `WAKE_RESET` of keys.ts).
  *
  * @param key The lock key.
  * @param wake Its wake channel.
