@@ -4,399 +4,63 @@
  * PEXPIRE extension, auto-renewal, and a signal that aborts when the lock is
  * lost.
  *
+ * This file holds the protocol and the contention logic; the lease is in
+ * `lease.ts`, the Lua scripts in `lock_scripts.ts`, the local waiter queue in
+ * `lock_queue.ts`, and the options and their checks in `lock_options.ts`.
+ *
  * @module
  */
 
-import { abortable, delay, MAX_TIMER_MS, unrefTimer } from "./async.ts";
-import { RedisClient } from "./client.ts";
-import { randomHex128 } from "./hex.ts";
-import { describe } from "./validate.ts";
+import { abortable, backoff, type Deadline, deadline } from "./async.ts";
+import type { RedisClient } from "./client.ts";
 import {
-  ConnectionError,
-  LockLostError,
-  type LockLostReason,
   LockNotHeldError,
   type LockNotHeldReason,
   TimeoutError,
 } from "./errors.ts";
-import {
-  checkPrefix,
-  DEFAULT_PREFIX,
-  type LockKeys,
-  lockKeys,
-  lockPattern,
-  wakeChannel,
-} from "./keys.ts";
-import type { Logger } from "./validate.ts";
-import { isWellFormed } from "./resp_encoder.ts";
-import { Script } from "./script.ts";
 import { checkEviction } from "./eviction.ts";
+import { randomHex128 } from "./hex.ts";
+import { type LockKeys, lockKeys } from "./keys.ts";
+import { Holding, Lease, leaseMargin } from "./lease.ts";
+import {
+  type AcquireOptions,
+  checkAcquireOptions,
+  checkClient,
+  checkHashTag,
+  checkLockOptions,
+  checkName,
+  checkResetOptions,
+  checkTtl,
+  type LockOptions,
+  type ResetOptions,
+} from "./lock_options.ts";
+import { queueOf, type WaitQueue } from "./lock_queue.ts";
+import {
+  acquireScript,
+  cleanupTry,
+  type CompareResult,
+  extendScript,
+  noAnswer,
+  resetAllScript,
+  resetScript,
+  unlockResending,
+} from "./lock_scripts.ts";
+import type { Logger } from "./validate.ts";
 
-// KEYS[1] lock key, KEYS[2] fence counter (only when fencing); ARGV[1] value,
-// ARGV[2] ttl (ms), ARGV[3] "1" to fence, "0" not to (the counter is untouched).
-// Acquired: {1, fence} ({1} without fencing). Held by someone: {0, pttl of the
-// holder}.
-//
-// A missing counter (a fresh server, or one that lost it: a restart without
-// persistence, FLUSHALL, eviction) starts from the server's clock in
-// microseconds, not from 1, so tokens keep increasing across the loss: every
-// token issued before was at most its seed time plus one per acquisition,
-// which stays below the clock (fewer than one acquisition per microsecond).
-// Below 2^53 until the year 2255, so exact as a Lua double and a JS number.
-const ACQUIRE_SCRIPT = new Script(
-  "ACQUIRE_SCRIPT",
-  `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] == '0' then return {1} end
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    return {1, redis.call('INCR', KEYS[2])}
-  end
-  local t = redis.call('TIME')
-  local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  redis.call('SET', KEYS[2], string.format('%.0f', f))
-  return {1, f}
-end
-return {0, redis.call('PTTL', KEYS[1])}`,
-);
+export type { AcquireOptions, LockOptions, ResetOptions };
 
-// KEYS[1] lock key; ARGV[1] value, ARGV[2] wake channel.
-// 1 released (and waiters woken), 0 held by another value, -1 no such key.
-const UNLOCK_SCRIPT = new Script(
-  "UNLOCK_SCRIPT",
-  `local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'released')
-  return 1
-end
-if v then return 0 end
-return -1`,
-);
-
-// KEYS[1] lock key; ARGV[1] value, ARGV[2] new ttl (ms).
-// 1 extended, 0 held by another value, -1 no such key.
-const EXTEND_SCRIPT = new Script(
-  "EXTEND_SCRIPT",
-  `local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if v then return 0 end
-return -1`,
-);
-
-// KEYS[1] lock key; ARGV[1] wake channel. Returns how many keys it deleted.
-const RESET_SCRIPT = new Script(
-  "RESET_SCRIPT",
-  `local n = redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], 'reset')
-return n`,
-);
+/**
+ * @internal The hash-tag check of lock names, for `cache_options.ts` (now in
+ * `lock_options.ts` as `checkHashTag`).
+ */
+export const _checkHashTag: (what: string, name: string) => void = checkHashTag;
 
 /** Re-check interval for a lock key that has no expiry (set by hand). */
 const NO_EXPIRY_RECHECK = 1_000;
 /** The abort reason of an acquisition whose `wait` ran out. */
 const WAIT_RAN_OUT = Symbol("wait ran out");
-/** Longest pause between two compare-and-deletes of an abandoned try. */
-const CLEANUP_MAX_GAP = 500;
-
-/**
- * The safety margin taken off every lease for clock drift between this
- * process and Redis: `ttl / 100 + 2` ms (Redlock's drift factor of 1 % plus
- * 2 ms, which also covers Redis keeping expiries in whole ms), at most half
- * the lease so that leases of a few ms stay acquirable.
- */
-function leaseMargin(ttl: number): number {
-  return Math.min(ttl * 0.01 + 2, ttl / 2);
-}
-
-/** Pause before retrying a try that got no answer: exponential, with jitter. */
-function retryDelay(failures: number): number {
-  const base = Math.min(1_000, 10 * 2 ** Math.min(failures - 1, 10));
-  return base / 2 + Math.random() * base / 2;
-}
-
-/** Options for {@linkcode Lock}. */
-export interface LockOptions {
-  /**
-   * The lease, in ms: a positive integer (default 30_000). The key expires
-   * after it unless extended or renewed. This process counts it from when it
-   * sent the acquisition (or renewal), less a clock-drift margin of
-   * `ttl / 100 + 2` ms (at most `ttl / 2`).
-   */
-  ttl?: number;
-  /** Renew the lease every `ttl / 3` while held (default `false`). */
-  autoRenew?: boolean;
-  /** The owner id stored with the lock, returned by `owner()` (default: a random hex id per `Lock` object). */
-  id?: string;
-  /** Key prefix (default `"respite:"`): the lock lives at `<prefix>lock:{<name>}`. */
-  prefix?: string;
-  /** Where `ACQUIRE_SCRIPT not cached.` and similar warnings go (default: the client's logger); `null` silences them. */
-  logger?: Logger | null;
-  /**
-   * Keep a fencing counter (default `true`): each successful acquisition
-   * increments `<prefix>lock:{<name>}:fence`, a key that never expires, and
-   * {@linkcode Lock.fence} is the new value. With `false` the counter is
-   * neither read nor written (nothing stays in Redis once the lock is
-   * released or expires) and `fence` is always `null`: for locks on many
-   * short-lived names whose work needs no fencing token. Locks on one name
-   * with and without fencing still exclude each other.
-   */
-  fencing?: boolean;
-}
-
-/** Options for {@linkcode Lock.acquire}. */
-export interface AcquireOptions {
-  /**
-   * How long to wait for the lock, in ms: `0` tries once, `Infinity` (the
-   * default) waits until acquired or aborted. Independent of `ttl`: a waiter
-   * may rightly wait through several holders' leases. It bounds the whole
-   * call, also while Redis does not answer (down, reconnecting): a try still
-   * out when it runs out is abandoned. `0` waits for its one try's answer
-   * however long it takes (bound it with `signal` or the client's
-   * `commandTimeout`). Tries that get no answer (connection lost, timed out)
-   * are retried within it; see {@linkcode Lock.acquire} for when it rejects
-   * instead of resolving `false`.
-   */
-  wait?: number;
-  /**
-   * Stops waiting: `acquire()` rejects at once with the signal's reason, also
-   * while Redis does not answer.
-   */
-  signal?: AbortSignal;
-}
-
-/** Options for {@linkcode Lock.reset} and {@linkcode Lock.resetAll}. */
-export interface ResetOptions {
-  /** Key prefix (default `"respite:"`). */
-  prefix?: string;
-}
-
-/** One holding of a lock, from a successful acquire to release or loss. */
-interface Holding {
-  value: string;
-  /** The fencing token, `null` without fencing. */
-  fence: number | null;
-  /** Created on first read of the lock's `signal` (or on loss). */
-  controller: AbortController | null;
-  /** The loss, once lost (the signal's reason). */
-  lostError?: LockLostError;
-  /**
-   * Whether the lease timer runs: with `autoRenew`, or once the signal was
-   * read. Either way, every look at the holding (`held`, `fence`, `signal`,
-   * `extend()`, `release()`) also compares `expiresAt` with the clock, so a
-   * lease that ran out while the event loop was blocked is noticed at once.
-   */
-  armed: boolean;
-  /** The lease length renewals and the local expiry use (ms). */
-  ttl: number;
-  /**
-   * performance.now() before which the key surely has not expired in Redis: a
-   * lower bound of its expiry, over every PEXPIRE sent for this holding (each
-   * counted from its send time, minus {@linkcode leaseMargin}).
-   */
-  expiresAt: number;
-  /** Sequence number of the last compare-and-PEXPIRE sent (renewals and `extend()`). */
-  sentSeq: number;
-  /** Sequence number of the command whose reply last set `expiresAt`. */
-  appliedSeq: number;
-  /** Sequence number of the `extend()` that last set `ttl`. */
-  ttlSeq: number;
-  /**
-   * PEXPIREs sent and not confirmed (out, or failed without an answer, so
-   * they may still run): sequence number → send time + the ttl it carried.
-   */
-  pending: Map<number, number> | null;
-  leaseTimer?: ReturnType<typeof setTimeout>;
-  renewTimer?: ReturnType<typeof setTimeout>;
-  renewError?: unknown;
-  lost: boolean;
-}
-
-/**
- * Local waiters for one lock name on one client. Only the head contends in
- * Redis; the others wait here, in order, so a release wakes one contender per
- * process rather than every waiter. They share one subscription to the wake
- * channel.
- */
-class WaitQueue {
-  readonly waiters: Array<() => void> = [];
-  /** The holding of a `Lock` on this client, if one holds the lock. */
-  localHolder: Holding | null = null;
-  /** Counts wake-ups, so one that arrives during a try is not lost. */
-  wakeSeq = 0;
-  #wake: (() => void) | null = null;
-  #unsubscribe: Promise<() => Promise<void>> | null = null;
-
-  constructor(
-    readonly redis: RedisClient,
-    readonly channel: string,
-    readonly onEmpty: () => void,
-  ) {}
-
-  /** Subscribes to the wake channel (once per queue); resolves when Redis confirmed. */
-  async subscribed(): Promise<void> {
-    if (this.#unsubscribe === null) {
-      this.#unsubscribe = this.redis.subscribe(this.channel, () => {
-        this.wakeSeq++;
-        const wake = this.#wake;
-        this.#wake = null;
-        wake?.();
-      });
-      this.#unsubscribe.catch(() => {
-        this.#unsubscribe = null;
-      });
-    }
-    await this.#unsubscribe;
-  }
-
-  /** Waits for a wake-up, `ms` or an abort (which rejects). */
-  sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const finish = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        if (this.#wake === wake) this.#wake = null;
-      };
-      const wake = () => {
-        finish();
-        resolve();
-      };
-      const onAbort = () => {
-        finish();
-        reject(signal!.reason);
-      };
-      const timer = setTimeout(wake, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
-      this.#wake = wake;
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-  }
-
-  /** Removes a waiter; promotes the next head; unsubscribes when empty. */
-  remove(waiter: () => void): void {
-    const i = this.waiters.indexOf(waiter);
-    if (i === -1) return;
-    this.waiters.splice(i, 1);
-    if (i === 0 && this.waiters.length > 0) this.waiters[0]();
-    if (this.waiters.length === 0) {
-      this.onEmpty();
-      const unsubscribe = this.#unsubscribe;
-      this.#unsubscribe = null;
-      unsubscribe?.then((u) => u()).catch(() => {});
-    }
-  }
-}
-
-const queues = new WeakMap<RedisClient, Map<string, WaitQueue>>();
-
-function queueOf(
-  redis: RedisClient,
-  keys: LockKeys,
-  create: boolean,
-): WaitQueue | undefined {
-  let byKey = queues.get(redis);
-  let q = byKey?.get(keys.key);
-  if (q !== undefined || !create) return q;
-  if (byKey === undefined) {
-    byKey = new Map();
-    queues.set(redis, byKey);
-  }
-  const map = byKey;
-  const created: WaitQueue = new WaitQueue(redis, keys.wake, () => {
-    if (map.get(keys.key) === created) map.delete(keys.key);
-  });
-  q = created;
-  map.set(keys.key, q);
-  return q;
-}
-
 /** Length of the random token in a lock's value (32 hex digits + ":"). */
 const TOKEN_LENGTH = 33;
-
-function checkClient(redis: unknown): RedisClient {
-  if (!(redis instanceof RedisClient)) {
-    throw new TypeError(
-      "redis must be a RedisClient from connect(); got " + describe(redis),
-    );
-  }
-  return redis;
-}
-
-function checkName(name: unknown): string {
-  if (typeof name !== "string") {
-    throw new TypeError(
-      "A lock name must be a non-empty string; got " + describe(name),
-    );
-  }
-  if (name.length === 0) {
-    throw new TypeError('A lock name must be a non-empty string; got ""');
-  }
-  // The lock's keys carry `{<name>}` as their Redis Cluster hash tag. Redis
-  // hashes what lies between the first `{` and the next `}`: a `}` inside the
-  // name shortens the tag, but equally for every key of the lock, so they still
-  // share a slot. A name that starts with `}` leaves the tag empty; Redis then
-  // hashes each whole key, and the lock key and its fencing counter could land
-  // in different slots.
-  _checkHashTag("A lock name", name);
-  return name;
-}
-
-/**
- * @internal Throws a `TypeError` when `name`, put in a `{<name>}` hash tag,
- * would leave the tag empty (it starts with `}`); `what` names it in the
- * message ("A lock name", "key", ...).
- */
-export function _checkHashTag(what: string, name: string): void {
-  if (!isWellFormed(name)) {
-    // It would reach Redis with U+FFFD in place of the surrogate, the same
-    // key as other names.
-    throw new TypeError(
-      `${what} must be well-formed text: it contains a lone UTF-16 surrogate, which would turn into U+FFFD and collide with other names`,
-    );
-  }
-  if (name.startsWith("}")) {
-    throw new TypeError(
-      `${what} must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got ` +
-        describe(name),
-    );
-  }
-}
-
-/** @internal Checks a ttl: a positive integer number of ms. */
-export function _checkTtl(ttl: unknown): number {
-  if (typeof ttl !== "number") {
-    throw new TypeError("ttl must be a number of ms; got " + describe(ttl));
-  }
-  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TIMER_MS) {
-    throw new RangeError(
-      `ttl must be a positive integer number of ms, at most ${MAX_TIMER_MS}; got ${ttl}`,
-    );
-  }
-  return ttl;
-}
-
-/** @internal Checks a wait: a number of ms ≥ 0, or Infinity. */
-export function _checkWait(wait: unknown): number {
-  if (typeof wait !== "number") {
-    throw new TypeError("wait must be a number of ms; got " + describe(wait));
-  }
-  if (Number.isNaN(wait) || wait < 0) {
-    throw new RangeError(
-      `wait must be 0 (try once), a positive number of ms, or Infinity; got ${wait}`,
-    );
-  }
-  return wait;
-}
-
-/** @internal Checks an optional AbortSignal. */
-export function _checkSignal(signal: unknown): AbortSignal | undefined {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(
-      "signal must be an AbortSignal; got " + describe(signal),
-    );
-  }
-  return signal;
-}
 
 /**
  * A distributed lock on one name, in one Redis.
@@ -450,8 +114,6 @@ export class Lock {
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   #acquiring = false;
-  /** {@linkcode leaseMargin} of `ttl`. */
-  #margin: number;
   /**
    * The running acquisition's last try error without an answer from Redis
    * (`ConnectionError`/`TimeoutError`), while no later try got an answer.
@@ -482,38 +144,13 @@ export class Lock {
   constructor(redis: RedisClient, name: string, options: LockOptions = {}) {
     this.#redis = checkClient(redis);
     this.name = checkName(name);
-    if (options === null || typeof options !== "object") {
-      throw new TypeError("options must be an object");
-    }
-    this.ttl = options.ttl === undefined ? 30_000 : _checkTtl(options.ttl);
-    this.#margin = leaseMargin(this.ttl);
-    if (
-      options.autoRenew !== undefined && typeof options.autoRenew !== "boolean"
-    ) {
-      throw new TypeError("autoRenew must be a boolean");
-    }
-    this.autoRenew = options.autoRenew ?? false;
-    if (
-      options.fencing !== undefined && typeof options.fencing !== "boolean"
-    ) {
-      throw new TypeError("fencing must be a boolean");
-    }
-    this.fencing = options.fencing ?? true;
-    if (options.id !== undefined && typeof options.id !== "string") {
-      throw new TypeError("id must be a string");
-    }
-    this.id = options.id ?? randomHex128();
-    const prefix = options.prefix === undefined
-      ? DEFAULT_PREFIX
-      : checkPrefix(options.prefix);
-    if (
-      options.logger !== undefined && options.logger !== null &&
-      typeof options.logger?.warn !== "function"
-    ) {
-      throw new TypeError("logger must have a warn() method, or be null");
-    }
-    this.#logger = options.logger;
-    this.keys = lockKeys(this.name, prefix);
+    const o = checkLockOptions(options);
+    this.ttl = o.ttl;
+    this.autoRenew = o.autoRenew;
+    this.fencing = o.fencing;
+    this.id = o.id ?? randomHex128();
+    this.#logger = o.logger;
+    this.keys = lockKeys(this.name, o.prefix);
   }
 
   /**
@@ -547,31 +184,7 @@ export class Lock {
   get signal(): AbortSignal {
     const h = this.#last;
     if (h === null) return (this.#idle ??= new AbortController()).signal;
-    if (h.controller === null) {
-      h.controller = new AbortController();
-      if (h.lostError !== undefined) h.controller.abort(h.lostError);
-    }
-    if (this.#holding === h && !h.lost) {
-      if (!h.armed) {
-        h.armed = true;
-        // The timer aborts it when the lease runs out.
-        this.#armLease(h);
-      }
-      // Ran out already (also while the timer could not run): aborts now.
-      if (h.expiresAt <= performance.now()) this.#leaseRanOut(h);
-    }
-    return h.controller.signal;
-  }
-
-  /**
-   * Whether `h` is lost, noticing first a lease that ran out, whether its
-   * timer runs or not (a blocked event loop keeps it from firing).
-   */
-  #isLost(h: Holding): boolean {
-    if (
-      !h.lost && this.#holding === h && h.expiresAt <= performance.now()
-    ) this.#leaseRanOut(h);
-    return h.lost;
+    return h.signal();
   }
 
   /**
@@ -614,7 +227,7 @@ export class Lock {
    */
   get fence(): number | null {
     const h = this.#holding;
-    return h === null || this.#isLost(h) ? null : h.fence;
+    return h === null || h.isLost() ? null : h.fence;
   }
 
   /**
@@ -622,7 +235,7 @@ export class Lock {
    * released, not lost). Compares the lease with the clock on every read.
    */
   get held(): boolean {
-    return this.#holding !== null && !this.#isLost(this.#holding);
+    return this.#holding !== null && !this.#holding.isLost();
   }
 
   /**
@@ -674,10 +287,7 @@ export class Lock {
    * ```
    */
   async acquire(options: AcquireOptions = {}): Promise<boolean> {
-    const wait = options.wait === undefined
-      ? Infinity
-      : _checkWait(options.wait);
-    const signal = _checkSignal(options.signal);
+    const { wait, signal } = checkAcquireOptions(options);
     if (this.#acquiring || this.held) {
       throw new TypeError(
         `Lock ${this.name} is already ${
@@ -692,22 +302,10 @@ export class Lock {
     // One signal for everything this acquisition awaits (tries, the wake
     // subscription, sleeps, the local queue): the caller's signal and the
     // deadline, so neither is ignored while Redis does not answer.
-    const timed = wait !== 0 && wait !== Infinity;
-    let both = signal;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
-    if (timed) {
-      const ac = new AbortController();
-      both = ac.signal;
-      timer = setTimeout(
-        () => ac.abort(WAIT_RAN_OUT),
-        Math.min(wait, MAX_TIMER_MS),
-      );
-      if (signal !== undefined) {
-        onAbort = () => ac.abort(signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-    }
+    const d: Deadline | undefined = wait !== 0 && wait !== Infinity
+      ? deadline(wait, () => WAIT_RAN_OUT, signal)
+      : undefined;
+    const both = d?.signal ?? signal;
     this.#lastError = undefined;
     this.#failures = 0;
     try {
@@ -718,7 +316,9 @@ export class Lock {
           if (pttl === null) return true;
           if (wait === 0) return false;
         } catch (err) {
-          if (wait === 0 || both?.aborted || !this.#retryable(err)) throw err;
+          if (wait === 0 || both?.aborted || !noAnswer(this.#redis, err)) {
+            throw err;
+          }
           this.#lastError = err;
           this.#failures = 1;
         }
@@ -729,8 +329,7 @@ export class Lock {
       throw err;
     } finally {
       this.#lastError = undefined;
-      clearTimeout(timer);
-      if (onAbort !== undefined) signal!.removeEventListener("abort", onAbort);
+      d?.clear();
       this.#acquiring = false;
     }
   }
@@ -744,43 +343,31 @@ export class Lock {
     return false;
   }
 
-  /** Whether a try's error means no answer from Redis: retried within `wait`. */
-  #retryable(err: unknown): boolean {
-    if (!(err instanceof ConnectionError || err instanceof TimeoutError)) {
-      return false;
-    }
-    const status = this.#redis.status;
-    return status !== "closing" && status !== "closed";
-  }
-
   /** Waits in the local queue for a turn to contend, then contends. */
   async #waitInQueue(
-    deadline: number,
+    until: number,
     signal: AbortSignal | undefined,
   ): Promise<boolean> {
     const q = queueOf(this.#redis, this.keys, true)!;
-    const turn = Promise.withResolvers<boolean>();
-    const waiter = () => turn.resolve(true);
+    const turn = Promise.withResolvers<void>();
+    const waiter = () => turn.resolve();
     q.waiters.push(waiter);
     try {
       if (q.waiters[0] !== waiter) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const onAbort = () => turn.reject(signal!.reason);
-        if (deadline !== Infinity) {
-          timer = setTimeout(
-            () => turn.resolve(false),
-            Math.min(Math.max(deadline - performance.now(), 0), MAX_TIMER_MS),
-          );
-        }
-        signal?.addEventListener("abort", onAbort, { once: true });
+        // Its turn, the end of the wait (WAIT_RAN_OUT), or an abort.
+        const d = until === Infinity ? undefined : deadline(
+          until - performance.now(),
+          () => WAIT_RAN_OUT,
+          signal,
+        );
+        const s = d?.signal ?? signal;
         try {
-          if (!await turn.promise) return this.#ranOut();
+          await (s === undefined ? turn.promise : abortable(turn.promise, s));
         } finally {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", onAbort);
+          d?.clear();
         }
       }
-      return await this.#contend(q, deadline, signal);
+      return await this.#contend(q, until, signal);
     } finally {
       q.remove(waiter);
     }
@@ -793,7 +380,7 @@ export class Lock {
    */
   async #contend(
     q: WaitQueue,
-    deadline: number,
+    until: number,
     signal: AbortSignal | undefined,
   ): Promise<boolean> {
     let subscribed = false;
@@ -801,24 +388,25 @@ export class Lock {
     while (true) {
       signal?.throwIfAborted();
       if (this.#failures > 0) {
-        const left = deadline - performance.now();
+        const left = until - performance.now();
         if (left <= 0) return this.#ranOut();
-        await q.sleep(Math.min(retryDelay(this.#failures), left), signal);
+        // Exponential, with jitter: min(1 s, 10 ms · 2^(failures − 1)), halved.
+        const pause = backoff(this.#failures - 1, 10, 1_000);
+        await q.wake.sleep(Math.min(pause, left), signal);
       }
-      const now = performance.now();
-      if (now >= deadline) return this.#ranOut();
-      const seq = q.wakeSeq;
+      if (performance.now() >= until) return this.#ranOut();
+      const seq = q.wake.seq;
       let pttl: number;
       try {
         if (!subscribed) {
           await (signal === undefined
-            ? q.subscribed()
-            : abortable(q.subscribed(), signal));
+            ? q.wake.subscribed()
+            : abortable(q.wake.subscribed(), signal));
           subscribed = true;
         }
         const holder = q.localHolder;
         const t = performance.now();
-        if (first && holder !== null && !holder.lost && holder.expiresAt > t) {
+        if (first && holder !== null && !holder.ended && holder.expiresAt > t) {
           // A Lock on this client holds it: its release will wake us.
           pttl = holder.expiresAt - t;
         } else {
@@ -829,22 +417,22 @@ export class Lock {
           this.#failures = 0;
         }
       } catch (err) {
-        if (signal?.aborted || !this.#retryable(err)) throw err;
+        if (signal?.aborted || !noAnswer(this.#redis, err)) throw err;
         this.#lastError = err;
         this.#failures++;
         first = false;
         continue;
       }
       first = false;
-      if (q.wakeSeq !== seq) continue; // woken while trying
-      const remaining = deadline - performance.now();
+      if (q.wake.seq !== seq) continue; // woken while trying
+      const remaining = until - performance.now();
       if (remaining <= 0) return this.#ranOut();
-      let delay: number;
-      if (pttl === -1) delay = NO_EXPIRY_RECHECK;
-      else if (pttl < 0) delay = 0;
+      let pause: number;
+      if (pttl === -1) pause = NO_EXPIRY_RECHECK;
+      else if (pttl < 0) pause = 0;
       // Past the holder's lease, plus jitter so processes do not retry in step.
-      else delay = pttl + 1 + Math.random() * Math.min(20, 1 + pttl / 10);
-      await q.sleep(Math.min(delay, remaining), signal);
+      else pause = pttl + 1 + Math.random() * Math.min(20, 1 + pttl / 10);
+      await q.wake.sleep(Math.min(pause, remaining), signal);
     }
   }
 
@@ -864,254 +452,49 @@ export class Lock {
    */
   async #attempt(signal: AbortSignal | undefined): Promise<number | null> {
     const value = `${randomHex128()}:${this.id}`;
+    const { ttl, keys } = this, redis = this.#redis, logger = this.#logger;
+    const cleanup = () =>
+      cleanupTry(redis, keys, value, ttl + leaseMargin(ttl), logger);
     const sent = performance.now();
-    let reply: number[];
+    let r;
     try {
-      reply = await ACQUIRE_SCRIPT.run<number[]>(this.#redis, {
-        keys: this.fencing ? [this.keys.key, this.keys.fence] : [this.keys.key],
-        args: [value, this.ttl, this.fencing ? "1" : "0"],
-        logger: this.#logger,
+      r = await acquireScript(redis, keys, value, ttl, this.fencing, {
+        logger,
         signal,
       });
     } catch (err) {
-      this.#cleanup(value);
+      cleanup();
       throw err;
     }
-    if (reply[0] !== 1) return reply[1];
-    const expiresAt = sent + this.ttl - this.#margin;
-    if (performance.now() >= expiresAt) {
-      this.#cleanup(value);
+    if (!r.acquired) return r.pttl;
+    const lease = Lease.acquired(ttl, sent);
+    if (lease === null) {
+      cleanup();
       return 0;
     }
-    this.#hold(value, this.fencing ? reply[1] : null, expiresAt);
+    this.#hold(value, r.fence, lease);
     return null;
   }
 
-  /**
-   * Compare-and-deletes a try's own value in the background (it may have
-   * set the key, or not; the UNLOCK script leaves any other value alone).
-   * While that gets no answer (connection lost, timed out, or not sent: the
-   * client is reconnecting and does not queue), it is sent again, at growing
-   * intervals, until `ttl` after its first failure: the try ran before that
-   * failure if at all (it was sent first, on the same connection), so its
-   * key has expired by then. Stops when the client is closed.
-   */
-  #cleanup(value: string): void {
-    let until = Infinity;
-    let gap = 20;
-    const send = (): void => {
-      const sentAt = performance.now();
-      this.#unlock(value).catch((err) => {
-        if (!this.#retryable(err)) return;
-        const now = performance.now();
-        if (until === Infinity) until = now + this.ttl + this.#margin;
-        if (now >= until) return;
-        const delay = Math.min(gap - (now - sentAt), until - now);
-        gap = Math.min(gap * 2, CLEANUP_MAX_GAP);
-        if (delay <= 0) {
-          send();
-        } else {
-          unrefTimer(setTimeout(send, delay));
-        }
-      });
-    };
-    send();
-  }
-
-  #hold(value: string, fence: number | null, expiresAt: number): void {
-    const h: Holding = {
+  #hold(value: string, fence: number | null, lease: Lease): void {
+    const redis = this.#redis, keys = this.keys, logger = this.#logger;
+    const h: Holding = new Holding({
+      name: this.name,
       value,
       fence,
-      controller: null,
-      armed: this.autoRenew,
-      ttl: this.ttl,
-      expiresAt,
-      sentSeq: 0,
-      appliedSeq: 0,
-      ttlSeq: 0,
-      pending: null,
-      lost: false,
-    };
+      lease,
+      autoRenew: this.autoRenew,
+      pexpire: (ttl, signal) =>
+        extendScript(redis, keys, value, ttl, { logger, signal }),
+      onEnd: () => {
+        const q = queueOf(redis, keys, false);
+        if (q?.localHolder === h) q.localHolder = null;
+      },
+    });
     this.#holding = h;
     this.#last = h;
-    if (h.armed) this.#armLease(h);
-    if (this.autoRenew) this.#scheduleRenew(h, h.ttl / 3);
-    const q = queueOf(this.#redis, this.keys, false);
+    const q = queueOf(redis, keys, false);
     if (q !== undefined) q.localHolder = h;
-  }
-
-  /** (Re)starts the timer that declares the holding lost when its lease runs out locally. */
-  #armLease(h: Holding): void {
-    if (!h.armed) return;
-    clearTimeout(h.leaseTimer);
-    h.leaseTimer = setTimeout(() => {
-      h.leaseTimer = undefined;
-      this.#leaseRanOut(h);
-    }, Math.min(Math.max(h.expiresAt - performance.now(), 0), MAX_TIMER_MS));
-    unrefTimer(h.leaseTimer);
-  }
-
-  #leaseRanOut(h: Holding): void {
-    if (h.renewError !== undefined) {
-      this.#lose(
-        h,
-        "unreachable",
-        `could not be renewed before its ${h.ttl} ms lease ran out`,
-        h.renewError,
-      );
-    } else {
-      this.#lose(h, "expired", `its ${h.ttl} ms lease ran out`);
-    }
-  }
-
-  #scheduleRenew(h: Holding, delay: number): void {
-    clearTimeout(h.renewTimer);
-    h.renewTimer = setTimeout(() => {
-      h.renewTimer = undefined;
-      void this.#renew(h);
-    }, Math.max(delay, 1));
-    unrefTimer(h.renewTimer);
-  }
-
-  async #renew(h: Holding): Promise<void> {
-    if (this.#holding !== h || h.lost) return;
-    const sent = performance.now();
-    if (h.expiresAt <= sent) {
-      // Due after the lease ran out (the event loop was blocked): lost.
-      this.#leaseRanOut(h);
-      return;
-    }
-    // Half of what is left, so a renewal that got no answer is known to have
-    // failed (and is retried) while the lease still runs.
-    const timeout = Math.max((h.expiresAt - sent) / 2, 1);
-    const ac = new AbortController();
-    const timer = setTimeout(
-      () =>
-        ac.abort(
-          new TimeoutError(
-            `renewing lock ${this.name} got no answer within ${
-              Math.round(timeout)
-            } ms`,
-          ),
-        ),
-      timeout,
-    );
-    let r: number;
-    try {
-      r = await this.#pexpire(h, h.ttl, false, ac.signal);
-    } catch (err) {
-      if (this.#holding !== h || h.lost) return;
-      h.renewError = err;
-      // Try again soon; the lease timer declares the lock lost if no renewal
-      // succeeds before it runs out.
-      const left = h.expiresAt - performance.now();
-      if (left > 0) this.#scheduleRenew(h, Math.min(h.ttl / 10, left / 2));
-      return;
-    } finally {
-      clearTimeout(timer);
-    }
-    if (this.#holding !== h || h.lost) return;
-    if (r === 1) {
-      this.#scheduleNextRenew(h);
-    } else if (r === 0) {
-      this.#lose(h, "held-by-other", "a renewal found another holder's token");
-    } else {
-      this.#lose(h, "expired", "a renewal found its key gone");
-    }
-  }
-
-  /**
-   * Sends one compare-and-PEXPIRE of `ttl` ms for `h` (a renewal, or
-   * `extend()` when `setsTtl`) and keeps `h.expiresAt` a lower bound of the
-   * key's expiry in Redis, whatever order the replies of concurrent commands
-   * come back in. Each command carries its own ttl, used for its own expiry
-   * (never `h.ttl` re-read at reply time). While out, it may run at any
-   * moment, so the bound drops at once to its send time + `ttl` if that is
-   * sooner. Its success moves the bound to send time + `ttl`, capped by the
-   * commands sent after it that are still out; the reply of a command sent
-   * before one whose success was already applied changes nothing.
-   */
-  async #pexpire(
-    h: Holding,
-    ttl: number,
-    setsTtl: boolean,
-    signal?: AbortSignal,
-  ): Promise<number> {
-    const seq = ++h.sentSeq;
-    const bound = performance.now() + ttl - leaseMargin(ttl);
-    const pending = h.pending ??= new Map();
-    pending.set(seq, bound);
-    if (bound < h.expiresAt && this.#holding === h && !h.lost) {
-      h.expiresAt = bound;
-      this.#armLease(h);
-    }
-    // On a rejection (no answer) its bound stays pending: it may still run,
-    // until a command sent after it succeeds.
-    const r = await EXTEND_SCRIPT.run<number>(this.#redis, {
-      keys: [this.keys.key],
-      args: [h.value, ttl],
-      logger: this.#logger,
-      signal,
-    });
-    pending.delete(seq);
-    if (r !== 1 || this.#holding !== h || h.lost) return r;
-    if (setsTtl && seq > h.ttlSeq) {
-      h.ttl = ttl;
-      h.ttlSeq = seq;
-    }
-    if (seq > h.appliedSeq) {
-      h.appliedSeq = seq;
-      let at = bound;
-      for (const [s, b] of pending) {
-        if (s < seq) pending.delete(s);
-        else if (b < at) at = b;
-      }
-      h.expiresAt = at;
-      h.renewError = undefined;
-      this.#armLease(h);
-    }
-    return r;
-  }
-
-  /** Schedules the next renewal a third into the lease left (at most `ttl / 3`). */
-  #scheduleNextRenew(h: Holding): void {
-    const left = h.expiresAt - performance.now();
-    this.#scheduleRenew(h, Math.min(h.ttl, left) / 3);
-  }
-
-  #stopTimers(h: Holding): void {
-    clearTimeout(h.leaseTimer);
-    clearTimeout(h.renewTimer);
-    h.leaseTimer = undefined;
-    h.renewTimer = undefined;
-  }
-
-  #lose(
-    h: Holding,
-    reason: LockLostReason,
-    why: string,
-    cause?: unknown,
-  ): void {
-    if (h.lost) return;
-    h.lost = true;
-    this.#stopTimers(h);
-    const q = queueOf(this.#redis, this.keys, false);
-    if (q?.localHolder === h) q.localHolder = null;
-    h.lostError = new LockLostError(`Lock ${this.name} was lost: ${why}`, {
-      lock: this.name,
-      reason,
-      cause,
-    });
-    h.controller?.abort(h.lostError);
-  }
-
-  #unlock(value: string, signal?: AbortSignal): Promise<number> {
-    return UNLOCK_SCRIPT.run<number>(this.#redis, {
-      keys: [this.keys.key],
-      args: [value, this.keys.wake],
-      logger: this.#logger,
-      signal,
-    });
   }
 
   #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
@@ -1163,66 +546,43 @@ export class Lock {
   async release(): Promise<void> {
     const h = this.#holding;
     if (h === null) throw this.#notHeld("not-acquired", "release");
-    this.#isLost(h); // a lease that ran out unwatched: its signal aborts
+    h.release(); // a lease that ran out unwatched: its signal aborts
     this.#holding = null;
-    this.#stopTimers(h);
-    const q = queueOf(this.#redis, this.keys, false);
-    if (q?.localHolder === h) q.localHolder = null;
     // Wait for Redis no longer than the lease left (at least min(ttl, 1 s),
     // to tell "expired" from "taken" after a loss): by then the key expires
     // on its own.
-    const ms = Math.max(
-      h.expiresAt - performance.now(),
-      Math.min(h.ttl, 1_000),
-    );
-    const ac = new AbortController();
-    const timer = setTimeout(() =>
-      ac.abort(
-        new TimeoutError(
-          `Releasing lock ${this.name} got no answer from Redis within ${
-            Math.round(ms)
-          } ms; the lock expires on its own when its ${h.ttl} ms lease runs out`,
-        ),
-      ), Math.min(ms, MAX_TIMER_MS));
-    let r: number;
-    // Whether a try that got no answer may have run while the lease was
-    // still valid: then "gone" or "taken" from a later try may be its doing.
-    let mayHaveRun = false;
+    const ms = h.lease.releaseWait();
+    const d = deadline(ms, () =>
+      new TimeoutError(
+        `Releasing lock ${this.name} got no answer from Redis within ${
+          Math.round(ms)
+        } ms; the lock expires on its own when its ${h.lease.ttl} ms lease runs out`,
+      ));
+    let r: CompareResult, mayHaveRun: boolean;
     try {
-      // A release that got no answer (connection lost, timed out) may not
-      // have run: it is sent again, with backoff, within the same bound. It
-      // compares this holding's own token, so running it twice is harmless.
-      for (let gap = 20;; gap = Math.min(gap * 2, CLEANUP_MAX_GAP)) {
-        const sentAt = performance.now();
-        try {
-          r = await this.#unlock(h.value, ac.signal);
-          break;
-        } catch (err) {
-          if (ac.signal.aborted || !this.#retryable(err)) throw err;
-          if (
-            !(err as { notSent?: boolean }).notSent && !h.lost &&
-            sentAt < h.expiresAt
-          ) mayHaveRun = true;
-          await delay(gap / 2 + Math.random() * gap / 2, ac.signal);
-        }
-      }
+      ({ result: r, mayHaveRun } = await unlockResending(
+        this.#redis,
+        this.keys,
+        h.value,
+        d.signal,
+        this.#logger,
+        (sentAt) => !h.lost && sentAt < h.expiresAt,
+      ));
     } finally {
-      clearTimeout(timer);
+      d.clear();
     }
-    if (r === 1) return;
+    if (r === "ok") return;
     // An earlier try that may have run within the lease explains "gone" or
     // "taken": it released, and nobody else held the lock before it did.
     if (mayHaveRun) return;
-    const reason = r === 0 ? "held-by-other" : "expired";
     // It was lost before the release: the signal says so, too.
-    this.#lose(
-      h,
-      reason,
-      r === 0
+    h.lose(
+      r,
+      r === "held-by-other"
         ? "release() found another holder's token"
         : "release() found its key gone",
     );
-    throw this.#notHeld(reason, "release");
+    throw this.#notHeld(r, "release");
   }
 
   /**
@@ -1247,31 +607,27 @@ export class Lock {
    */
   async extend(ttl?: number): Promise<void> {
     const h = this.#holding;
-    const lease = ttl === undefined ? h?.ttl ?? this.ttl : _checkTtl(ttl);
+    const lease = ttl === undefined ? h?.lease.ttl ?? this.ttl : checkTtl(ttl);
     if (h === null) throw this.#notHeld("not-acquired", "extend");
-    if (this.#isLost(h)) {
+    if (h.isLost()) {
       const lost = h.lostError!;
       throw this.#notHeld(
         lost.reason === "held-by-other" ? "held-by-other" : "expired",
         "extend",
       );
     }
-    const r = await this.#pexpire(h, lease, true);
-    if (r === 1) {
-      if (this.autoRenew && this.#holding === h && !h.lost) {
-        this.#scheduleNextRenew(h);
-      }
+    const r = await h.pexpire(lease, true);
+    if (r === "ok") {
+      if (this.autoRenew && !h.ended) h.scheduleNextRenew();
       return;
     }
-    const reason = r === 0 ? "held-by-other" : "expired";
-    this.#lose(
-      h,
-      reason,
-      r === 0
+    h.lose(
+      r,
+      r === "held-by-other"
         ? "extend() found another holder's token"
         : "extend() found its key gone",
     );
-    throw this.#notHeld(reason, "extend");
+    throw this.#notHeld(r, "extend");
   }
 
   /**
@@ -1363,17 +719,8 @@ export class Lock {
   ): Promise<boolean> {
     checkClient(redis);
     checkName(name);
-    const keys = lockKeys(
-      name,
-      options.prefix === undefined
-        ? DEFAULT_PREFIX
-        : checkPrefix(options.prefix),
-    );
-    const n = await RESET_SCRIPT.run<number>(redis, {
-      keys: [keys.key],
-      args: [keys.wake],
-    });
-    return n === 1;
+    const keys = lockKeys(name, checkResetOptions(options));
+    return await resetScript(redis, keys.key, keys.wake);
   }
 
   /**
@@ -1403,34 +750,6 @@ export class Lock {
     options: ResetOptions = {},
   ): Promise<number> {
     checkClient(redis);
-    const prefix = options.prefix === undefined
-      ? DEFAULT_PREFIX
-      : checkPrefix(options.prefix);
-    const pattern = lockPattern(prefix);
-    let cursor = "0";
-    let deleted = 0;
-    do {
-      const [next, keys] = await redis.send<[string, string[]]>(
-        "SCAN",
-        cursor,
-        "MATCH",
-        pattern,
-        "COUNT",
-        1000,
-        "TYPE",
-        "string",
-      );
-      cursor = next;
-      const results = await Promise.all(
-        keys.map((key) =>
-          RESET_SCRIPT.run<number>(redis, {
-            keys: [key],
-            args: [wakeChannel(key)],
-          })
-        ),
-      );
-      for (const n of results) deleted += n;
-    } while (cursor !== "0");
-    return deleted;
+    return await resetAllScript(redis, checkResetOptions(options));
   }
 }

@@ -10,8 +10,24 @@ import {
   LockNotAcquiredError,
   LockNotHeldError,
 } from "./errors.ts";
-import { _checkSignal, _checkWait, Lock } from "./lock.ts";
-import type { Logger } from "./validate.ts";
+import { Lock } from "./lock.ts";
+import {
+  ACQUIRE_OPTIONS,
+  checkAcquireFields,
+  checkClient,
+  checkLockFields,
+  checkName,
+  LOCK_OPTIONS,
+} from "./lock_options.ts";
+import { checkFunction, checkOptions, fail, type Logger } from "./validate.ts";
+
+/** The keys of {@linkcode WithLockOptions}. */
+const WITH_LOCK_OPTIONS: readonly string[] = [
+  "redis",
+  "name",
+  ...LOCK_OPTIONS,
+  ...ACQUIRE_OPTIONS,
+];
 
 /** Options for {@linkcode withLock}. */
 export interface WithLockOptions<A extends unknown[]> {
@@ -108,23 +124,18 @@ export function withLock<A extends unknown[], R>(
   fn: (this: Lock, ...args: A) => R,
   options: WithLockOptions<A>,
 ): (...args: A) => Promise<Awaited<R>> {
-  if (typeof fn !== "function") {
-    throw new TypeError("withLock(fn, options): fn must be a function");
+  checkFunction("withLock(fn, options): fn", fn);
+  if (options === undefined) {
+    fail("withLock(fn, options): options", "an object", options);
   }
-  if (options === null || typeof options !== "object") {
-    throw new TypeError("withLock(fn, options): options must be an object");
-  }
+  checkOptions("withLock option", options, WITH_LOCK_OPTIONS);
   const { redis, name, ttl, id, prefix, logger, fencing } = options;
   const autoRenew = options.autoRenew ?? true;
-  const wait = options.wait === undefined ? Infinity : _checkWait(options.wait);
-  const signal = _checkSignal(options.signal);
-  if (typeof name !== "function") {
-    // Validates everything else too (the client, ttl, id, prefix, logger,
-    // fencing).
-    new Lock(redis, name, { ttl, autoRenew, id, prefix, logger, fencing });
-  } else {
-    new Lock(redis, "_", { ttl, autoRenew, id, prefix, logger, fencing });
-  }
+  checkClient(redis);
+  if (typeof name !== "function") checkName(name);
+  // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
+  checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
+  const { wait, signal } = checkAcquireFields(options);
   return async function (...args: A): Promise<Awaited<R>> {
     const lockName = typeof name === "function" ? name(...args) : name;
     const lock = new Lock(redis, lockName, {
