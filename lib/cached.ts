@@ -21,12 +21,10 @@ import {
   type ComputeEvent,
   resolveCacheOptions,
   type ResolvedCacheOptions,
-  type WaitEvent,
 } from "./cache_options.ts";
 import {
   acceptable,
   type Entry,
-  ENTRY_START,
   EntryCodec,
   failureOf,
   newerValue,
@@ -34,14 +32,11 @@ import {
   xfetchEarly,
 } from "./cache_entry.ts";
 import { CacheStore, type Generation } from "./cache_store.ts";
+import { awaitTurn, type WaitState } from "./cache_wait.ts";
 import { CacheTimeoutError } from "./errors.ts";
 import type { Lock } from "./lock.ts";
 import { checkEviction } from "./eviction.ts";
 import { Singleflight } from "./singleflight.ts";
-import type { Wake } from "./wake.ts";
-
-/** How many times a waiter's `wait` budget restarts when the lock changes hands. */
-const MAX_HANDOFFS = 3;
 
 /** The state and the flows behind one cached function. */
 class Cache<A extends unknown[], T> {
@@ -128,11 +123,8 @@ class Cache<A extends unknown[], T> {
   }
 
   /**
-   * The miss path: take the entry's lock and compute, or wait for whoever
-   * holds it to write the value. Waiting does not poll: the writer publishes
-   * on the lock's wake channel, and so does the lock's release; the only
-   * timer is the holder's remaining lease (a holder that died) and the `wait`
-   * bound.
+   * The miss path: compute under the entry's lock, or wait for whoever holds
+   * it to write the value (`cache_wait.ts`).
    */
   async fill(
     k: string,
@@ -142,102 +134,42 @@ class Cache<A extends unknown[], T> {
     minCreatedAt: number,
   ): Promise<T> {
     const start = performance.now();
-    let deadline = start + this.options.wait;
-    let wake: Wake | null = null;
-    // The last entry a writer published (text codecs), not yet looked at.
-    let sent = null as string | null;
-    const onMessage = (message: string) => {
-      if (message.startsWith(ENTRY_START)) sent = message;
-    };
-    let tryLock = true;
-    // The lock holder last seen, and how often the budget restarted because
-    // the lock changed hands (a new leader deserves a whole `wait`).
-    let holder: string | null = null;
-    let handoffs = 0;
-    const waited = (outcome: WaitEvent["outcome"]) => {
-      if (wake !== null) {
+    const state: WaitState<T> = { prev, wake: null };
+    try {
+      const turn = await awaitTurn(
+        this.store,
+        this.entries,
+        this.options,
+        k,
+        minCreatedAt,
+        state,
+      );
+      if (state.wake !== null) {
         this.events.emit("wait", {
           key: k,
           duration: performance.now() - start,
-          outcome,
+          outcome: turn.outcome,
         });
       }
-    };
-    try {
-      while (true) {
-        if (tryLock) {
-          const lock = this.store.newLock(k);
-          let got: boolean;
-          try {
-            got = await this.store.tryAcquire(lock);
-          } catch (err) {
-            waited("error");
-            return await this.failOpen(k, args, err);
-          }
-          if (got) {
-            waited("lead");
-            return await this.lead(lock, k, args, prev, reason, minCreatedAt);
-          }
-        }
-        if (wake === null) {
-          // Subscribe before looking again, so no wake-up is lost.
-          try {
-            wake = await this.store.subscribe(k, onMessage);
-          } catch (err) {
-            waited("error");
-            return await this.failOpen(k, args, err);
-          }
-        }
-        if (sent !== null) {
-          // The writer sent the entry with the wake-up: no GET needed.
-          const e = this.entries.decode(k, sent);
-          sent = null;
-          if (acceptable(e, Date.now(), minCreatedAt)) {
-            waited("value");
-            return valueOf(k, e);
-          }
-        }
-        const seq = wake.seq;
-        let stored, pttl, owner;
-        try {
-          [stored, pttl, owner] = await this.store.readWithLease(k);
-        } catch (err) {
-          waited("error");
-          return await this.failOpen(k, args, err);
-        }
-        if (owner !== null) {
-          if (holder !== null && owner !== holder && handoffs < MAX_HANDOFFS) {
-            handoffs++;
-            deadline = performance.now() + this.options.wait;
-          }
-          holder = owner;
-        }
-        const e = this.entries.decode(k, stored);
-        if (acceptable(e, Date.now(), minCreatedAt)) {
-          waited("value");
-          return valueOf(k, e);
-        }
-        prev = newerValue(prev, e);
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) {
-          waited("timeout");
-          return await this.waitedOut(k, args, prev, reason);
-        }
-        if (pttl === -2) {
-          tryLock = true; // free: the holder gave up without a usable value
-          continue;
-        }
-        tryLock = false;
-        if (wake.seq !== seq) continue; // woken while reading: read again
-        // Past the holder's lease (a holder that died), plus jitter so
-        // processes do not retry in step; or until woken.
-        const delay = pttl === -1
-          ? 1_000
-          : pttl + 1 + this.options.random() * Math.min(20, 1 + pttl / 10);
-        await wake.sleep(Math.min(delay, remaining));
+      switch (turn.outcome) {
+        case "lead":
+          return await this.lead(
+            turn.lock,
+            k,
+            args,
+            state.prev,
+            reason,
+            minCreatedAt,
+          );
+        case "value":
+          return valueOf(k, turn.entry);
+        case "timeout":
+          return await this.waitedOut(k, args, state.prev, reason);
+        default:
+          return await this.failOpen(k, args, turn.error);
       }
     } finally {
-      wake?.close();
+      state.wake?.close();
     }
   }
 
