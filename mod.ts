@@ -61,18 +61,16 @@ export {
   type LockNotHeldReason,
 } from "./lib/errors.ts";
 export type { LockKeys } from "./lib/keys.ts";
-export {
-  cached,
-  type CachedEntry,
-  type CachedEntryInfo,
-  type CachedFunction,
-  type CallOptions,
-} from "./lib/cached.ts";
+export { cached } from "./lib/cached.ts";
 export type {
+  CachedEntry,
+  CachedEntryInfo,
+  CachedFunction,
   CachedOptions,
   CacheErrorEvent,
   CacheEvent,
   CacheHooks,
+  CallOptions,
   ComputeEvent,
   WaitEvent,
 } from "./lib/cache_options.ts";

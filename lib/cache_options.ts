@@ -1,20 +1,24 @@
 /**
- * The options of `cached`: their public shape, defaults and checks, and the
- * events its hooks receive.
+ * The public shape of `cached`: its options (types, one table of defaults,
+ * the checks), the events its hooks receive and the emitter that calls them,
+ * and the types of a cached function and what `peek()` returns.
  *
  * @module
  */
 
 import { RedisClient } from "./client.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
+import type { CachedFailureError } from "./errors.ts";
 import { _checkHashTag } from "./lock.ts";
 import { checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
 import {
   checkBoolean,
   checkFunction,
+  checkKnown,
   checkLogger,
   checkMs,
-  describe,
+  checkString,
+  fail,
   type Logger,
 } from "./validate.ts";
 
@@ -177,6 +181,104 @@ export interface CachedOptions<A extends unknown[], T> {
   logger?: Logger | null;
 }
 
+/** Options for one call of a cached function. */
+export interface CallOptions {
+  /**
+   * Stops this caller's wait: the call rejects with the signal's reason. The
+   * shared lookup or computation goes on for the other callers.
+   */
+  signal?: AbortSignal;
+}
+
+/** An entry's metadata, as `peek()` shows it. */
+export interface CachedEntryInfo {
+  /** When the value's computation started (Unix ms). */
+  createdAt: number;
+  /** How long the computation took (ms): XFetch's Δ. */
+  delta: number;
+  /** Until when it is fresh (Unix ms). */
+  freshUntil: number;
+  /** Until when it may be served stale while it is refreshed (Unix ms). */
+  staleUntil: number;
+  /** Whether it is fresh now. */
+  fresh: boolean;
+}
+
+/**
+ * What `peek()` found: a value, or a failure remembered by negative caching.
+ *
+ * @typeParam T The cached function's result type.
+ */
+export type CachedEntry<T> =
+  | (CachedEntryInfo & { kind: "value"; value: T })
+  | (CachedEntryInfo & { kind: "error"; error: CachedFailureError });
+
+/**
+ * A function wrapped by {@linkcode cached}: same parameters, resolves to the
+ * same result, computed at most once at a time per key across every process
+ * sharing the Redis.
+ *
+ * @typeParam A The parameter types.
+ * @typeParam T The result type.
+ */
+export interface CachedFunction<A extends unknown[], T> {
+  /**
+   * Returns the cached value, or computes it (once in the fleet) and caches it.
+   *
+   * @param args The arguments, passed to the function on a miss.
+   * @returns The value.
+   */
+  (...args: A): Promise<T>;
+  /**
+   * Like calling the function, with per-call options (an `AbortSignal`).
+   *
+   * @param args The arguments.
+   * @param options `signal`.
+   * @returns The value.
+   */
+  get(args: A, options?: CallOptions): Promise<T>;
+  /**
+   * Removes the entry. A computation already running for it (in any process)
+   * does not write its result, so the next call computes anew.
+   *
+   * @param args The arguments that name the entry.
+   * @returns Resolves once Redis has it.
+   */
+  invalidate(...args: A): Promise<void>;
+  /**
+   * Recomputes the value now and caches it, whether or not an entry exists.
+   * Deduplicated: concurrent refreshes in this process share one computation,
+   * and a refresh that finds a value whose computation started after it was
+   * called (in any process) returns that instead of computing again.
+   *
+   * @param args The arguments.
+   * @returns The new value.
+   */
+  refresh(...args: A): Promise<T>;
+  /**
+   * Reads the entry without computing anything or triggering a refresh.
+   *
+   * @param args The arguments.
+   * @returns The entry and its metadata, or `null` when there is none (or it
+   *   cannot be decoded).
+   */
+  peek(...args: A): Promise<CachedEntry<T> | null>;
+  /**
+   * The Redis key of the entry for these arguments: `<prefix>cache:{<key>}`.
+   *
+   * @param args The arguments.
+   * @returns The Redis key.
+   */
+  redisKey(...args: A): string;
+  /**
+   * Resolves when no background refresh started by this function in this
+   * process is running (for tests and graceful shutdown).
+   *
+   * @returns Resolves when idle.
+   */
+  idle(): Promise<void>;
+}
+
 /** Options after checks and defaults. */
 export interface ResolvedCacheOptions<A extends unknown[], T> {
   redis: RedisClient;
@@ -201,50 +303,81 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
   logger: Logger | null | undefined;
 }
 
-/** setTimeout fires at once for delays above this. */
+/**
+ * The defaults of every optional option but `wait` (2 × `lockTtl`) and
+ * `logger` (the client's).
+ */
+const DEFAULTS = {
+  staleWhileRevalidate: 0,
+  staleIfError: 0,
+  beta: 1,
+  jitter: 0,
+  cacheNullish: false,
+  negativeTtl: 0,
+  isNegative: (): boolean => true,
+  codec: jsonCodec,
+  prefix: DEFAULT_PREFIX,
+  lockTtl: 10_000,
+  onWaitTimeout: "compute",
+  failOpen: true,
+  timeout: 1_000,
+  hooks: Object.freeze({}) as CacheHooks,
+  random: Math.random,
+} as const;
 
-const KNOWN = new Set([
+const KNOWN = [
   "redis",
   "key",
   "ttl",
-  "staleWhileRevalidate",
-  "staleIfError",
-  "beta",
-  "jitter",
-  "cacheNullish",
-  "negativeTtl",
-  "isNegative",
-  "codec",
-  "prefix",
-  "lockTtl",
   "wait",
-  "onWaitTimeout",
-  "failOpen",
-  "timeout",
-  "hooks",
-  "random",
   "logger",
-]);
+  ...Object.keys(DEFAULTS),
+];
 const HOOKS = ["hit", "stale", "miss", "compute", "wait", "error"];
 
-/** A positive integer number of ms (required when `fallback` is undefined). */
-function positiveInt(name: string, value: unknown, fallback?: number): number {
-  return value === undefined && fallback !== undefined
-    ? fallback
-    : checkMs(name, value);
+/** A whole number of ms ≥ 0, or its default. */
+function window(name: keyof typeof DEFAULTS, value: unknown): number {
+  return value === undefined
+    ? DEFAULTS[name] as number
+    : checkMs(name, value, 0);
 }
 
-/** A non-negative integer number of ms, default 0. */
-function window(name: string, value: unknown): number {
-  return value === undefined ? 0 : checkMs(name, value, 0);
-}
-
-function bool(name: string, value: unknown, fallback: boolean): boolean {
-  return value === undefined ? fallback : checkBoolean(name, value);
-}
-
-function func<F>(name: string, value: unknown, fallback: F): F {
-  return value === undefined ? fallback : checkFunction<F>(name, value);
+/**
+ * The `key` option as a function of the arguments. A static key (or the
+ * function's name) is checked now; a key function's result at each call.
+ */
+function keyOption<A extends unknown[]>(
+  fn: (...args: never[]) => unknown,
+  key: unknown,
+): (args: A) => string {
+  if (key === undefined) {
+    if (fn.length > 0) {
+      fail(
+        "key",
+        "given for a function with parameters (a string, or a function of the arguments that returns one)",
+        key,
+      );
+    }
+    if (fn.name === "") fail("key", "given for an anonymous function", key);
+    const name = fn.name;
+    // The key is also the name of the entry's lock and its {<key>} hash tag.
+    _checkHashTag("key (here the function's name)", name);
+    return () => name;
+  }
+  if (typeof key === "string") {
+    const k = checkString("key", key, true);
+    _checkHashTag("key", k);
+    return () => k;
+  }
+  if (typeof key !== "function") fail("key", "a string or a function", key);
+  const f = key as (...args: A) => unknown;
+  return (args) => {
+    const k = f(...args);
+    if (typeof k !== "string" || k.length === 0) {
+      fail("the key function's result", "a non-empty string", k);
+    }
+    return k;
+  };
 }
 
 /**
@@ -261,117 +394,54 @@ export function resolveCacheOptions<A extends unknown[], T>(
   options: CachedOptions<A, T>,
 ): ResolvedCacheOptions<A, T> {
   if (typeof fn !== "function") {
-    throw new TypeError(
-      `cached() needs a function to cache; got ${describe(fn)}`,
-    );
+    fail("cached()'s first argument", "a function to cache", fn);
   }
   if (options === null || typeof options !== "object") {
-    throw new TypeError(
-      "cached() needs an options object: { redis, key, ttl, ... }",
-    );
+    fail("cached()'s options", "an object: { redis, key, ttl, ... }", options);
   }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN.has(name)) {
-      throw new TypeError(`cached(): unknown option "${name}"`);
-    }
-  }
+  checkKnown("cached() option", options, KNOWN);
   const o = options as unknown as Record<string, unknown>;
   if (!(o.redis instanceof RedisClient)) {
-    throw new TypeError(
-      `redis must be a RedisClient from connect(); got ${describe(o.redis)}`,
-    );
+    fail("redis", "a RedisClient from connect()", o.redis);
   }
-  let key: (args: A) => string;
-  if (o.key === undefined) {
-    if (fn.length > 0) {
-      throw new TypeError(
-        "cached(): a function with parameters needs a key option (a string, or a function of the arguments that returns one)",
-      );
-    }
-    if (fn.name === "") {
-      throw new TypeError(
-        "cached(): an anonymous function needs a key option",
-      );
-    }
-    const name = fn.name;
-    // The key is also the name of the entry's lock and its {<key>} hash tag.
-    _checkHashTag("key (here the function's name)", name);
-    key = () => name;
-  } else if (typeof o.key === "string") {
-    if (o.key.length === 0) {
-      throw new TypeError("key must be a non-empty string");
-    }
-    const k = o.key;
-    _checkHashTag("key", k);
-    key = () => k;
-  } else if (typeof o.key === "function") {
-    const f = o.key as (...args: A) => unknown;
-    key = (args) => {
-      const k = f(...args);
-      if (typeof k !== "string" || k.length === 0) {
-        throw new TypeError(
-          `the key function must return a non-empty string; got ${describe(k)}`,
-        );
-      }
-      return k;
-    };
-  } else {
-    throw new TypeError(
-      `key must be a string or a function; got ${describe(o.key)}`,
-    );
-  }
-  const ttl = positiveInt("ttl", o.ttl);
-  const beta = o.beta === undefined ? 1 : o.beta;
-  if (typeof beta !== "number") {
-    throw new TypeError(`beta must be a number; got ${describe(beta)}`);
-  }
+  const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
+  const ttl = checkMs("ttl", o.ttl);
+  const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
+  if (typeof beta !== "number") fail("beta", "a number", beta);
   if (!Number.isFinite(beta) || beta < 0) {
-    throw new RangeError(
-      `beta must be a finite number >= 0 (0 turns XFetch off); got ${beta}`,
-    );
+    fail("beta", "a finite number >= 0 (0 turns XFetch off)", beta, RangeError);
   }
   const jitter = window("jitter", o.jitter);
   if (jitter >= ttl) {
-    throw new RangeError(
-      `jitter must be less than ttl (${ttl} ms); got ${jitter}`,
-    );
+    fail("jitter", `less than ttl (${ttl} ms)`, jitter, RangeError);
   }
-  const lockTtl = positiveInt("lockTtl", o.lockTtl, 10_000);
+  const lockTtl = o.lockTtl === undefined
+    ? DEFAULTS.lockTtl
+    : checkMs("lockTtl", o.lockTtl);
   let wait = 2 * lockTtl;
   if (o.wait !== undefined) {
-    if (typeof o.wait !== "number") {
-      throw new TypeError(
-        `wait must be a number of ms; got ${describe(o.wait)}`,
-      );
-    }
+    if (typeof o.wait !== "number") fail("wait", "a number of ms", o.wait);
     if (Number.isNaN(o.wait) || o.wait < 0) {
-      throw new RangeError(
-        `wait must be a non-negative number of ms, or Infinity; got ${o.wait}`,
+      fail(
+        "wait",
+        "a non-negative number of ms, or Infinity",
+        o.wait,
+        RangeError,
       );
     }
     wait = o.wait;
   }
-  const onWaitTimeout = o.onWaitTimeout ?? "compute";
+  const onWaitTimeout = o.onWaitTimeout ?? DEFAULTS.onWaitTimeout;
   if (onWaitTimeout !== "compute" && onWaitTimeout !== "throw") {
-    throw new TypeError(
-      `onWaitTimeout must be "compute" or "throw"; got ${
-        describe(onWaitTimeout)
-      }`,
-    );
+    fail("onWaitTimeout", '"compute" or "throw"', onWaitTimeout);
   }
-  const hooks = o.hooks ?? {};
+  const hooks = o.hooks ?? DEFAULTS.hooks;
   if (hooks === null || typeof hooks !== "object") {
-    throw new TypeError("hooks must be an object of callbacks");
+    fail("hooks", "an object of callbacks", hooks);
   }
+  checkKnown("hook", hooks, HOOKS);
   for (const [name, h] of Object.entries(hooks)) {
-    if (!HOOKS.includes(name)) {
-      throw new TypeError(
-        `hooks: unknown hook "${name}" (known: ${HOOKS.join(", ")})`,
-      );
-    }
-    if (h !== undefined && typeof h !== "function") {
-      throw new TypeError(`hooks.${name} must be a function`);
-    }
+    if (h !== undefined) checkFunction(`hooks.${name}`, h);
   }
   if (o.logger !== undefined) checkLogger(o.logger, console);
   return {
@@ -385,20 +455,88 @@ export function resolveCacheOptions<A extends unknown[], T>(
     staleIfError: window("staleIfError", o.staleIfError),
     beta,
     jitter,
-    cacheNullish: bool("cacheNullish", o.cacheNullish, false),
+    cacheNullish: o.cacheNullish === undefined
+      ? DEFAULTS.cacheNullish
+      : checkBoolean("cacheNullish", o.cacheNullish),
     negativeTtl: window("negativeTtl", o.negativeTtl),
-    isNegative: func("isNegative", o.isNegative, () => true),
+    isNegative: o.isNegative === undefined
+      ? DEFAULTS.isNegative
+      : checkFunction<(error: unknown) => boolean>("isNegative", o.isNegative),
     codec: o.codec === undefined
-      ? jsonCodec as Codec<T>
+      ? DEFAULTS.codec as Codec<T>
       : checkCodec<T>(o.codec),
-    prefix: o.prefix === undefined ? DEFAULT_PREFIX : checkPrefix(o.prefix),
+    prefix: o.prefix === undefined ? DEFAULTS.prefix : checkPrefix(o.prefix),
     lockTtl,
     wait,
     onWaitTimeout,
-    failOpen: bool("failOpen", o.failOpen, true),
-    timeout: positiveInt("timeout", o.timeout, 1_000),
+    failOpen: o.failOpen === undefined
+      ? DEFAULTS.failOpen
+      : checkBoolean("failOpen", o.failOpen),
+    timeout: o.timeout === undefined
+      ? DEFAULTS.timeout
+      : checkMs("timeout", o.timeout),
     hooks: hooks as CacheHooks,
-    random: func("random", o.random, Math.random),
+    random: o.random === undefined
+      ? DEFAULTS.random
+      : checkFunction<() => number>("random", o.random),
     logger: o.logger as Logger | null | undefined,
   };
+}
+
+/**
+ * Calls the hooks of one cached function. A hook that throws is reported to
+ * the `error` hook (or, for the `error` hook itself or without one, to the
+ * logger) and otherwise ignored.
+ */
+export class CacheEvents {
+  /** The hooks. */
+  readonly hooks: CacheHooks;
+  readonly #redis: RedisClient;
+  readonly #logger: Logger | null | undefined;
+
+  /**
+   * @param options The resolved `hooks`, `logger` and `redis` (whose logger
+   *   is used when `logger` was not given).
+   */
+  constructor(
+    options: Pick<
+      ResolvedCacheOptions<[], unknown>,
+      "hooks" | "logger" | "redis"
+    >,
+  ) {
+    this.hooks = options.hooks;
+    this.#logger = options.logger;
+    this.#redis = options.redis;
+  }
+
+  /** Calls hook `name` with `event`, if there is one. */
+  emit(name: "hit" | "stale" | "miss", event: CacheEvent): void;
+  /** Calls the `compute` hook. */
+  emit(name: "compute", event: ComputeEvent): void;
+  /** Calls the `wait` hook. */
+  emit(name: "wait", event: WaitEvent): void;
+  /** Calls the `error` hook. */
+  emit(name: "error", event: CacheErrorEvent): void;
+  emit(name: keyof CacheHooks, event: CacheEvent): void {
+    const hooks = this.hooks;
+    const hook = hooks[name] as ((e: CacheEvent) => void) | undefined;
+    if (hook === undefined) return;
+    try {
+      hook(event);
+    } catch (err) {
+      if (name !== "error" && hooks.error !== undefined) {
+        this.emit("error", { key: event.key, error: err, phase: "hook" });
+      } else {
+        const logger = this.#logger === undefined
+          ? this.#redis.logger
+          : this.#logger;
+        logger?.warn(`respite: the cached() ${name} hook threw: ${err}`);
+      }
+    }
+  }
+
+  /** Tells the `error` hook of a problem handled in `phase`. */
+  report(k: string, error: unknown, phase: CacheErrorEvent["phase"]): void {
+    this.emit("error", { key: k, error, phase });
+  }
 }

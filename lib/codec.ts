@@ -4,6 +4,8 @@
  * @module
  */
 
+import { fail } from "./validate.ts";
+
 /**
  * A codec that stores values as text. `decode` receives exactly what `encode`
  * returned (it may also receive text some other writer put there: throw if it
@@ -129,12 +131,10 @@ export function checkCodec<T>(codec: unknown): Codec<T> {
     c === null || typeof c !== "object" || typeof c.encode !== "function" ||
     typeof c.decode !== "function"
   ) {
-    throw new TypeError(
-      "codec must be an object with encode(value) and decode(data) methods",
-    );
+    fail("codec", "an object with encode(value) and decode(data) methods", c);
   }
   if (c.binary !== undefined && typeof c.binary !== "boolean") {
-    throw new TypeError("codec.binary must be a boolean");
+    fail("codec.binary", "a boolean", c.binary);
   }
   return c as Codec<T>;
 }

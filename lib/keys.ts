@@ -135,8 +135,35 @@ export function cacheKeys(
   prefix: string = DEFAULT_PREFIX,
 ): CacheKeys {
   return {
-    entry: `${prefix}cache:{${key}}`,
+    entry: cacheEntryKey(key, prefix),
     marker: `${prefix}cache:inv:{${key}}`,
-    lock: lockKeys(key, `${prefix}cache:`),
+    lock: lockKeys(key, cacheLockPrefix(prefix)),
   };
+}
+
+/**
+ * The entry key alone, `<prefix>cache:{<key>}`: what {@linkcode cacheKeys}
+ * gives as `entry`, without building the other names (a cache hit needs only
+ * this one).
+ *
+ * @param key The cache key.
+ * @param prefix The key prefix (default `respite:`).
+ * @returns The entry's key.
+ */
+export function cacheEntryKey(
+  key: string,
+  prefix: string = DEFAULT_PREFIX,
+): string {
+  return `${prefix}cache:{${key}}`;
+}
+
+/**
+ * The prefix that makes {@linkcode lockKeys} name a cache entry's lock
+ * (`<prefix>cache:`), for a `Lock` that guards the entry.
+ *
+ * @param prefix The cache's key prefix.
+ * @returns The prefix of its entries' locks.
+ */
+export function cacheLockPrefix(prefix: string = DEFAULT_PREFIX): string {
+  return `${prefix}cache:`;
 }

@@ -28,8 +28,15 @@ export class Wake {
   /**
    * @param redis The client whose shared subscriber connection carries it.
    * @param channel The wake channel.
+   * @param onMessage Called with each message as it arrives, before sleepers
+   *   wake (for a waiter that keeps a certain kind of message, which a later
+   *   one in the same burst would push out of {@linkcode Wake.last}).
    */
-  constructor(readonly redis: RedisClient, readonly channel: string) {}
+  constructor(
+    readonly redis: RedisClient,
+    readonly channel: string,
+    readonly onMessage?: (message: string) => void,
+  ) {}
 
   /**
    * Subscribes (once; again after a failed try), and resolves when Redis
@@ -45,6 +52,7 @@ export class Wake {
       const sub = this.redis.subscribe(this.channel, (message) => {
         this.seq++;
         this.last = message;
+        this.onMessage?.(message);
         const sleepers = [...this.#sleepers];
         this.#sleepers.clear();
         for (const wake of sleepers) wake();

@@ -12,6 +12,8 @@ import {
   type WaitEvent,
 } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
+import { encodeEntry } from "../lib/cache_entry.ts";
+import { cacheKeys } from "../lib/keys.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -64,6 +66,64 @@ test("waiters get the value within a few ms of the write, far below any polling 
   assert.equal(waits.length, 7);
   assert.ok(waits.every((w) => w.outcome === "value"));
   console.log(`wake gaps (ms): ${gaps.map((g) => g.toFixed(2)).join(", ")}`);
+});
+
+test("a waiter uses an entry that came with a wake-up even when another message follows it before the waiter looks", async () => {
+  await using leaderClient = await connect(url);
+  await using waiterClient = await connect(url);
+  await using publisher = await connect(url);
+  const k = key("sent");
+  const gate = Promise.withResolvers<void>();
+  const waits: WaitEvent[] = [];
+  const make = (redis: RedisClient) =>
+    cached(async () => {
+      await gate.promise;
+      return { from: "the leader" };
+    }, {
+      redis,
+      key: k,
+      ttl: 60_000,
+      lockTtl: 10_000,
+      hooks: { wait: (e) => waits.push(e) },
+    });
+  const leader = make(leaderClient);
+  const waiter = make(waiterClient);
+  const led = leader();
+  await sleep(20); // the leader holds the lock and computes
+  const waited = waiter();
+  await sleep(50); // the waiter is subscribed and asleep
+  // An entry (never stored: only the message has it), then another message,
+  // in one write: both arrive before the waiter looks.
+  const now = Date.now();
+  const entry = encodeEntry(
+    {
+      createdAt: now,
+      delta: 1,
+      freshUntil: now + 60_000,
+      staleUntil: now + 60_000,
+    },
+    "value",
+    JSON.stringify({ from: "the message" }),
+  );
+  const channel = cacheKeys(k).lock.wake;
+  await Promise.all([
+    publisher.send("PUBLISH", channel, entry),
+    publisher.send("PUBLISH", channel, "released"),
+  ]);
+  // (Bounded, so a waiter that missed the entry fails here rather than
+  // waiting for the leader.)
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([
+    waited,
+    new Promise((r) => timer = setTimeout(() => r("still waiting"), 2_000)),
+  ]);
+  clearTimeout(timer);
+  gate.resolve();
+  assert.deepEqual(got, { from: "the message" });
+  assert.deepEqual(waits.map((w) => w.outcome), ["value"]);
+  assert.deepEqual(await led, { from: "the leader" });
+  await waited;
+  await leader.invalidate();
 });
 
 test("a leader whose function throws releases the lock at once; a waiter computes", async () => {
