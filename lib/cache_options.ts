@@ -9,8 +9,7 @@
 import { RedisClient } from "./client.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import type { CachedFailureError } from "./errors.ts";
-import { _checkHashTag } from "./lock.ts";
-import { checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
+import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
 import {
   checkBoolean,
   checkFunction,
@@ -361,12 +360,12 @@ function keyOption<A extends unknown[]>(
     if (fn.name === "") fail("key", "given for an anonymous function", key);
     const name = fn.name;
     // The key is also the name of the entry's lock and its {<key>} hash tag.
-    _checkHashTag("key (here the function's name)", name);
+    checkHashTag("key (here the function's name)", name);
     return () => name;
   }
   if (typeof key === "string") {
     const k = checkString("key", key, true);
-    _checkHashTag("key", k);
+    checkHashTag("key", k);
     return () => k;
   }
   if (typeof key !== "function") fail("key", "a string or a function", key);

@@ -40,7 +40,8 @@
  * @module
  */
 
-import { fail } from "./validate.ts";
+import { isWellFormed } from "./resp_encoder.ts";
+import { describe, fail } from "./validate.ts";
 
 /** The default prefix of every key respite writes. */
 export const DEFAULT_PREFIX = "respite:";
@@ -166,4 +167,26 @@ export function cacheEntryKey(
  */
 export function cacheLockPrefix(prefix: string = DEFAULT_PREFIX): string {
   return `${prefix}cache:`;
+}
+
+/**
+ * Throws a `TypeError` when `name`, put in a `{<name>}` hash tag, would leave
+ * the tag empty (it starts with `}`), or is not well-formed text; `what` names
+ * it in the message ("A lock name", "key", ...).
+ */
+export function checkHashTag(what: string, name: string): void {
+  if (!isWellFormed(name)) {
+    // It would reach Redis with U+FFFD in place of the surrogate, the same
+    // key as other names.
+    throw new TypeError(
+      `${what} must be well-formed text: it contains a lone UTF-16 surrogate, which would turn into U+FFFD and collide with other names`,
+    );
+  }
+  if (name.startsWith("}")) {
+    throw new TypeError(
+      `${what} must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got ${
+        describe(name)
+      }`,
+    );
+  }
 }

@@ -26,7 +26,6 @@ import {
   type AcquireOptions,
   checkAcquireOptions,
   checkClient,
-  checkHashTag,
   checkLockOptions,
   checkName,
   checkResetOptions,
@@ -48,12 +47,6 @@ import {
 import type { Logger } from "./validate.ts";
 
 export type { AcquireOptions, LockOptions, ResetOptions };
-
-/**
- * @internal The hash-tag check of lock names, for `cache_options.ts` (now in
- * `lock_options.ts` as `checkHashTag`).
- */
-export const _checkHashTag: (what: string, name: string) => void = checkHashTag;
 
 /** Length of the random token in a lock's value (32 hex digits + ":"). */
 const TOKEN_LENGTH = 33;

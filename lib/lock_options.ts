@@ -10,8 +10,7 @@
  */
 
 import { RedisClient } from "./client.ts";
-import { checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
-import { isWellFormed } from "./resp_encoder.ts";
+import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "./keys.ts";
 import {
   checkBoolean,
   checkLogger,
@@ -19,7 +18,6 @@ import {
   checkOptions,
   checkSignal,
   checkString,
-  describe,
   fail,
   type Logger,
   SILENT,
@@ -147,28 +145,6 @@ export function checkName(name: unknown): string {
   // in different slots.
   checkHashTag("A lock name", name);
   return name;
-}
-
-/**
- * Throws a `TypeError` when `name`, put in a `{<name>}` hash tag, would leave
- * the tag empty (it starts with `}`), or is not well-formed text; `what` names
- * it in the message ("A lock name", "key", ...).
- */
-export function checkHashTag(what: string, name: string): void {
-  if (!isWellFormed(name)) {
-    // It would reach Redis with U+FFFD in place of the surrogate, the same
-    // key as other names.
-    throw new TypeError(
-      `${what} must be well-formed text: it contains a lone UTF-16 surrogate, which would turn into U+FFFD and collide with other names`,
-    );
-  }
-  if (name.startsWith("}")) {
-    throw new TypeError(
-      `${what} must not start with '}' (it would leave the {<name>} hash tag of the lock's keys empty); got ${
-        describe(name)
-      }`,
-    );
-  }
 }
 
 /** Checks a ttl: a positive integer number of ms. */
