@@ -228,7 +228,7 @@ export interface EntryOptions<T> {
  * @typeParam T The cached function's result type.
  */
 export class EntryCodec<T> {
-  readonly #o: EntryOptions<T>;
+  readonly #options: EntryOptions<T>;
   readonly #report: (key: string, err: CodecError) => void;
   /** The last undecodable value reported per key, so one is reported once. */
   readonly #reported = new Map<string, string>();
@@ -241,7 +241,7 @@ export class EntryCodec<T> {
     options: EntryOptions<T>,
     report: (key: string, err: CodecError) => void,
   ) {
-    this.#o = options;
+    this.#options = options;
     this.#report = report;
   }
 
@@ -261,6 +261,26 @@ export class EntryCodec<T> {
     this.#reported.delete(k);
   }
 
+  /** Reports a stored value that cannot be decoded; it counts as a miss. */
+  #undecodable(
+    k: string,
+    stored: string | Uint8Array,
+    what: string,
+    err: unknown,
+  ): null {
+    this.#corrupt(
+      k,
+      stored,
+      new CodecError(
+        `The entry at ${cacheEntryKey(k, this.#options.prefix)} ${what} (${
+          (err as Error)?.message ?? err
+        }); treated as a miss and will be overwritten`,
+        { key: k, cause: err },
+      ),
+    );
+    return null;
+  }
+
   /**
    * Decodes what GET returned for key `k`.
    *
@@ -273,19 +293,7 @@ export class EntryCodec<T> {
     try {
       raw = parseEntry(stored);
     } catch (err) {
-      this.#corrupt(
-        k,
-        stored,
-        new CodecError(
-          `The entry at ${
-            cacheEntryKey(k, this.#o.prefix)
-          } is not a cached() entry (${
-            (err as Error).message
-          }); treated as a miss and will be overwritten`,
-          { key: k, cause: err },
-        ),
-      );
-      return null;
+      return this.#undecodable(k, stored, "is not a cached() entry", err);
     }
     try {
       let value: T;
@@ -310,7 +318,7 @@ export class EntryCodec<T> {
           break;
         }
         default: {
-          const codec = this.#o.codec;
+          const codec = this.#options.codec;
           value = codec.binary === true
             ? codec.decode(raw.payload as Uint8Array)
             : codec.decode(raw.payload as string);
@@ -326,19 +334,7 @@ export class EntryCodec<T> {
         failure,
       };
     } catch (err) {
-      this.#corrupt(
-        k,
-        stored,
-        new CodecError(
-          `The entry at ${
-            cacheEntryKey(k, this.#o.prefix)
-          } could not be decoded (${
-            (err as Error)?.message ?? err
-          }); treated as a miss and will be overwritten`,
-          { key: k, cause: err },
-        ),
-      );
-      return null;
+      return this.#undecodable(k, stored, "could not be decoded", err);
     }
   }
 
@@ -354,7 +350,7 @@ export class EntryCodec<T> {
     createdAt: number,
     delta: number,
   ): Encoded | null {
-    const o = this.#o;
+    const o = this.#options;
     let kind: EntryKind;
     let payload: string | Uint8Array = "";
     if (value === undefined || value === null) {
@@ -411,14 +407,14 @@ export class EntryCodec<T> {
     const e = err as { name?: unknown; message?: unknown } | null;
     const name = typeof e?.name === "string" ? e.name : "Error";
     const message = typeof e?.message === "string" ? e.message : String(err);
-    const freshUntil = Date.now() + this.#o.negativeTtl;
+    const freshUntil = Date.now() + this.#options.negativeTtl;
     return {
       stored: encodeEntry(
         { createdAt, delta, freshUntil, staleUntil: freshUntil },
         "error",
         JSON.stringify({ name, message }),
       ) as string,
-      px: this.#o.negativeTtl,
+      px: this.#options.negativeTtl,
     };
   }
 }
