@@ -94,7 +94,13 @@ import { connect, type RedisClient } from "../mod.ts";
 import { type FaultProxy, startFaultProxy } from "./fault_proxy.ts";
 import { type Proc, runArgs, spawn } from "./proc.ts";
 import { type RedisServer, startRedis } from "./redis.ts";
-import type { Config, Hold, Result } from "./fault_worker.ts";
+import {
+  calibratedWallClock,
+  type Config,
+  type Hold,
+  type Result,
+  storeKeys,
+} from "./fault_protocol.ts";
 
 /** The fault modes. */
 export const FAULTS = [
@@ -176,15 +182,6 @@ export const CLIENT = {
   reconnect: { minDelay: 20, maxDelay: 200 },
 };
 
-/** The fenced store's keys for a lock name: highest token, value, applied tokens. */
-export function storeKeys(ns: string, name: string): string[] {
-  return [
-    `${ns}store:{${name}}:hi`,
-    `${ns}store:{${name}}:value`,
-    `${ns}store:{${name}}:applied`,
-  ];
-}
-
 /** How to start a worker: a runtime's executable and its arguments. */
 export type Launcher = (file: string, args: string[]) => [string, string[]];
 
@@ -223,37 +220,6 @@ export interface FleetReport {
   failures: string[];
   /** Worker exit codes and stderr tails, for failures. */
   notes: string[];
-}
-
-/**
- * A wall clock comparable across processes: performance.now() mapped to the
- * system clock at a tick of Date.now(). `performance.timeOrigin +
- * performance.now()` is not: in one run, a Deno worker's holds appeared
- * 15–25 ms earlier than the fencing order proved they were.
- *
- * A calibration is off when the process is descheduled inside its loop:
- * between the performance.now() read and the Date.now() that sees the tick
- * (too large), or between the previous Date.now() and that performance.now()
- * (too small). The median of 9 is kept: with a median of 3, on a machine
- * running three test suites at once, one worker's holds came out 2 ms or
- * more off, and the fleet checks reported fence-order violations between
- * holds that the fenced store had proved were in order.
- */
-export function calibratedWallClock(): () => number {
-  const offsets: number[] = [];
-  for (let i = 0; i < 9; i++) {
-    const d0 = Date.now();
-    let d = d0;
-    let p = 0;
-    while (d === d0) {
-      p = performance.now();
-      d = Date.now();
-    }
-    offsets.push(d - p);
-  }
-  offsets.sort((a, b) => a - b);
-  const offset = offsets[4];
-  return () => offset + performance.now();
 }
 
 const wall = calibratedWallClock();
