@@ -7,12 +7,7 @@
  * @module
  */
 
-import {
-  ConnectionError,
-  ProtocolError,
-  ReplyError,
-  TimeoutError,
-} from "./errors.ts";
+import { ConnectionError, TimeoutError } from "./errors.ts";
 import { backoff, MAX_TIMER_MS } from "./async.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { checkCommandOptions, type CommandOptions } from "./command_options.ts";
@@ -20,16 +15,11 @@ import { refusal } from "./admission.ts";
 import { AttemptLimit, dial } from "./dial.ts";
 import { handshake } from "./handshake.ts";
 import { NotRunQueue } from "./not_run.ts";
-import {
-  Fifo,
-  type Pending,
-  settle,
-  settleTransaction,
-  squeeze,
-  unsentError,
-} from "./pending.ts";
-import { CommandEncoder, validateArgs } from "./resp_encoder.ts";
-import { NEED_MORE, Push, type Reply, RespDecoder } from "./resp_decoder.ts";
+import { Inbox } from "./inbox.ts";
+import { Outbox } from "./outbox.ts";
+import { type Pending, settle } from "./pending.ts";
+import { validateArgs } from "./resp_encoder.ts";
+import type { Reply } from "./resp_decoder.ts";
 import type { Connector, Transport } from "./transport/types.ts";
 import { runtimeConnector } from "./transport/mod.ts";
 
@@ -56,14 +46,6 @@ export interface ConnectionHooks {
   onHealthCheck?: () => void;
 }
 
-const MESSAGE_KINDS = new Set(["message", "pmessage", "smessage"]);
-
-/**
- * Unsent bytes worth compacting at once when timed-out commands leave them
- * behind a stuck write (below this, the next write drops them anyway).
- */
-const COMPACT_BYTES = 64 * 1024;
-
 /** One Redis connection. Create with {@linkcode Connection.open}. */
 export class Connection {
   readonly options: ResolvedOptions;
@@ -73,18 +55,12 @@ export class Connection {
   #status: ConnectionStatus = "connecting";
   #connector: Connector | null = null;
   #transport: Transport | null = null;
-  #decoder: RespDecoder;
-  #encoder = new CommandEncoder();
-  /** Encoded in #encoder, not yet written. */
-  #unsent: Pending[] = [];
-  /** Bumped whenever #unsent is handed over (written or failed). */
-  #batch = 0;
-  /** Commands in #unsent that settled early (timeout/abort): never written. */
-  #dropped = 0;
-  /** Written, waiting for their replies, in order. */
-  #inflight = new Fifo<Pending>();
-  #writing = false;
-  #flushQueued = false;
+  /** The read side: decoding, and matching replies to commands in flight. */
+  #inbox: Inbox;
+  /** Written, waiting for their replies, in order (the inbox's queue). */
+  #inflight: Inbox["inflight"];
+  /** The write side: commands encoded and not yet written. */
+  #outbox: Outbox;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #retryWake: (() => void) | null = null;
   /** The running reconnect loop, so close() can wait for what it opened. */
@@ -109,10 +85,6 @@ export class Connection {
   #where: string;
   /** True while #attempt runs: a drop then fails the attempt, not the connection. */
   #attempting = false;
-  /** Chunks read on this connection so far: a health check compares counts. */
-  #reads = 0;
-  /** performance.now() when the write in progress started. */
-  #writeStarted = 0;
   /** A health-check PING is out. */
   #probing = false;
   /** Commands answered "did not run" (LOADING, BUSY, TRYAGAIN), to send again. */
@@ -132,11 +104,29 @@ export class Connection {
     this.options = options;
     this.hooks = hooks;
     this.subscriber = subscriber;
-    this.#decoder = new RespDecoder(options.replyLimits);
     this.#where = `${options.hostname}:${options.port}`;
     this.#notRun = new NotRunQueue(
       options.retryNotRun,
       (queue) => this.#resend(queue),
+    );
+    this.#inbox = new Inbox(
+      options,
+      this.#where,
+      subscriber,
+      hooks,
+      this.#notRun,
+      (error) => this.#lost(error, error),
+    );
+    this.#inflight = this.#inbox.inflight;
+    this.#outbox = new Outbox(
+      this.#inflight,
+      () =>
+        this.#status === "ready" || this.#status === "closing"
+          ? this.#transport
+          : null,
+      (transport, err) => {
+        if (this.#transport === transport) this.#lost(err);
+      },
     );
   }
 
@@ -153,7 +143,7 @@ export class Connection {
     await conn.#attempt();
     conn.#status = "ready";
     conn.hooks.onReady?.(false);
-    conn.#scheduleFlush();
+    conn.#outbox.schedule();
     return conn;
   }
 
@@ -164,7 +154,7 @@ export class Connection {
 
   /** Commands waiting for a reply or to be written. */
   get pending(): number {
-    return this.#inflight.length + this.#unsent.length - this.#dropped;
+    return this.#inflight.length + this.#outbox.length;
   }
 
   /**
@@ -185,7 +175,7 @@ export class Connection {
       validateArgs(args);
       return Promise.reject(signal.reason);
     }
-    this.#encoder.encode(args); // validates first; throws before writing
+    this.#outbox.encode(args); // validates first; throws before writing
     return this.#queue(
       String(args[0]),
       opts?.raw ?? false,
@@ -202,8 +192,8 @@ export class Connection {
       this.#status,
       this.options,
       this.#where,
-      this.#unsent.length - this.#dropped,
-      this.#writing ? this.#writeStarted : -1,
+      this.#outbox.length,
+      this.#outbox.writeStarted,
     );
   }
 
@@ -223,17 +213,7 @@ export class Connection {
     if (refused !== null) return Promise.reject(refused);
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    // All or nothing: a command that fails to encode (a lone surrogate)
-    // takes MULTI and the commands before it out again.
-    const start = this.#encoder.length;
-    try {
-      this.#encoder.encode(["MULTI"]);
-      for (const c of commands) this.#encoder.encode(c);
-      this.#encoder.encode(["EXEC"]);
-    } catch (err) {
-      this.#encoder.truncate(start);
-      throw err;
-    }
+    this.#outbox.encodeTransaction(commands); // all or nothing
     return this.#queue(
       "MULTI",
       opts?.raw ?? false,
@@ -265,15 +245,15 @@ export class Connection {
       onAbort: undefined,
       name,
       onSettled: this.#onSettled,
-      end: this.#encoder.length,
-      batch: this.#batch,
+      end: 0, // set by the outbox
+      batch: 0,
       replies,
       collected: undefined,
       args,
     };
     this.#resolve = this.#reject = null;
     this.#unsettled++;
-    this.#unsent.push(p);
+    this.#outbox.add(p);
     if (timeout !== undefined && timeout < MAX_TIMER_MS) {
       p.timer = setTimeout(() => {
         p.timer = undefined;
@@ -285,33 +265,16 @@ export class Connection {
       p.onAbort = () => this.#aborted(p, signal.reason);
       signal.addEventListener("abort", p.onAbort, { once: true });
     }
-    if (this.#status === "ready") this.#scheduleFlush();
+    if (this.#status === "ready") this.#outbox.schedule();
     return promise;
   }
 
   /** A timeout or abort: a command not written yet will never be. */
   #settleEarly(p: Pending, error: unknown): void {
     if (p.settled) return;
-    const unsent = p.batch === this.#batch;
+    const unsent = this.#outbox.holds(p);
     settle(p, undefined, error);
-    if (!unsent) return;
-    this.#dropped++;
-    // While a write is stuck (a peer that does not read), what is settled
-    // must not keep its bytes: drop them now rather than at the next write.
-    if (
-      this.#writing && this.#dropped * 2 >= this.#unsent.length &&
-      this.#encoder.length >= COMPACT_BYTES
-    ) this.#compactUnsent();
-  }
-
-  /** Removes the bytes of settled, unsent commands from the encoder. */
-  #compactUnsent(): void {
-    const batch = this.#unsent;
-    const keep: Pending[] = [];
-    const bytes = squeeze(this.#encoder.take(), batch, (p) => keep.push(p));
-    this.#unsent = keep;
-    this.#dropped = 0;
-    this.#encoder.append(bytes);
+    if (unsent) this.#outbox.dropped();
   }
 
   /**
@@ -320,14 +283,14 @@ export class Connection {
    * be dead (a lock gives up on a try, a caller stops waiting): check it.
    */
   #aborted(p: Pending, reason: unknown): void {
-    const written = p.batch !== this.#batch && !p.settled;
+    const written = !this.#outbox.holds(p) && !p.settled;
     this.#settleEarly(p, reason);
     if (written) this.#healthCheck();
   }
 
   /** A command's timeout ran out. */
   #timedOut(p: Pending, timeout: number): void {
-    const written = p.batch !== this.#batch;
+    const written = !this.#outbox.holds(p);
     this.#settleEarly(
       p,
       new TimeoutError(`${p.name} timed out after ${timeout} ms`, {
@@ -364,8 +327,8 @@ export class Connection {
     this.#probing = true;
     this.hooks.onHealthCheck?.();
     const transport = this.#transport;
-    const reads = this.#reads;
-    this.#encoder.encode(["PING"]);
+    const reads = this.#inbox.reads;
+    this.#outbox.encode(["PING"]);
     this.#queue("PING", false, timeout, undefined, 1).then(
       () => {
         this.#probing = false;
@@ -374,7 +337,7 @@ export class Connection {
         this.#probing = false;
         if (
           err instanceof TimeoutError && this.#transport === transport &&
-          this.#reads === reads
+          this.#inbox.reads === reads
         ) {
           const dead = new ConnectionError(
             `${this.#where} sent nothing for ${timeout} ms after a command timed out, not even the reply to a PING: the connection is taken for dead and opened again; the commands in flight may or may not have run`,
@@ -383,165 +346,6 @@ export class Connection {
         }
       },
     );
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushQueued || this.#writing) return;
-    this.#flushQueued = true;
-    queueMicrotask(() => {
-      this.#flushQueued = false;
-      this.#flush();
-    });
-  }
-
-  #flush(): void {
-    while (
-      !this.#writing && this.#encoder.length > 0 &&
-      (this.#status === "ready" || this.#status === "closing") &&
-      this.#transport !== null
-    ) {
-      // A transport that lets go of written bytes gets a view of the
-      // encoder's buffer (no copy); we only come back here once it is done.
-      let bytes = this.#transport.releasesWrites
-        ? this.#encoder.takeView()
-        : this.#encoder.take();
-      const batch = this.#unsent;
-      this.#unsent = [];
-      this.#batch++;
-      if (this.#dropped === 0) {
-        for (let i = 0; i < batch.length; i++) this.#inflight.push(batch[i]);
-      } else {
-        this.#dropped = 0;
-        bytes = this.#keepUnsettled(bytes, batch);
-        if (bytes.length === 0) continue;
-      }
-      let result: Promise<void> | void;
-      try {
-        result = this.#transport.write(bytes);
-      } catch (err) {
-        this.#lost(err);
-        return;
-      }
-      if (result !== undefined) {
-        this.#writing = true;
-        this.#writeStarted = performance.now();
-        const transport = this.#transport;
-        result.then(
-          () => {
-            this.#writing = false;
-            if (this.#transport === transport) this.#flush();
-          },
-          (err) => {
-            this.#writing = false;
-            if (this.#transport === transport) this.#lost(err);
-          },
-        );
-      }
-    }
-  }
-
-  /**
-   * Moves the bytes of `batch`'s unsettled commands to the front of `bytes`
-   * (which we own until it is written) and queues those commands for their
-   * replies; the settled ones are dropped, never sent.
-   */
-  #keepUnsettled(bytes: Uint8Array, batch: Pending[]): Uint8Array {
-    return squeeze(bytes, batch, (p) => this.#inflight.push(p));
-  }
-
-  #onData(chunk: Uint8Array, borrowed?: boolean): void {
-    this.#reads++;
-    const decoder = this.#decoder;
-    decoder.feed(chunk);
-    try {
-      this.#readReplies(decoder);
-    } catch (err) {
-      // Nothing may escape into the transport's read loop (on Node that
-      // ends the process): a failure here is ours, and the reply stream can
-      // no longer be trusted.
-      const error = new ConnectionError(
-        `respite failed while reading replies from ${this.#where} (${
-          errorText(err)
-        }); the connection was closed`,
-        { cause: err },
-      );
-      this.#lost(error, error);
-    } finally {
-      if (borrowed) decoder.release(chunk);
-    }
-  }
-
-  /** Hands a RESP3 push frame to the `onPush` option; what it throws is logged. */
-  #push(push: Push): void {
-    const onPush = this.options.onPush;
-    if (onPush === undefined) return;
-    try {
-      onPush(push);
-    } catch (err) {
-      this.options.logger.warn(`respite: onPush threw: ${errorText(err)}`);
-    }
-  }
-
-  #readReplies(decoder: RespDecoder): void {
-    for (;;) {
-      let reply;
-      try {
-        reply = decoder.read(this.#inflight.peek()?.raw);
-      } catch (err) {
-        this.#protocolError(err);
-        return;
-      }
-      if (reply === NEED_MORE) break;
-      if (reply instanceof Push) {
-        const kind = String(reply.data[0]);
-        if (
-          this.subscriber && !MESSAGE_KINDS.has(kind) &&
-          kind.endsWith("subscribe")
-        ) {
-          this.#reply(reply.data);
-        } else if (this.subscriber && MESSAGE_KINDS.has(kind)) {
-          this.hooks.onMessage?.(kind, reply.data);
-        } else {
-          this.#push(reply);
-        }
-        continue;
-      }
-      if (
-        this.subscriber && Array.isArray(reply) &&
-        MESSAGE_KINDS.has(String(reply[0]))
-      ) {
-        this.hooks.onMessage?.(String(reply[0]), reply);
-        continue;
-      }
-      if (!this.#reply(reply)) return;
-    }
-  }
-
-  #reply(reply: Reply): boolean {
-    const p = this.#inflight.peek();
-    if (p === undefined) {
-      this.#protocolError(
-        new ProtocolError("Redis sent a reply nobody asked for"),
-      );
-      return false;
-    }
-    if (p.replies > 1) {
-      (p.collected ??= []).push(reply);
-      if (p.collected.length < p.replies) return true;
-      this.#inflight.shift();
-      settleTransaction(p);
-      if (this.#idle !== null && this.pending === 0) this.#idle();
-      return true;
-    }
-    this.#inflight.shift();
-    if (reply instanceof ReplyError) {
-      if (!this.#notRun.offer(p, reply)) settle(p, undefined, reply);
-    } else {
-      this.#notRun.answered();
-      settle(p, reply);
-    }
-    if (this.#idle !== null && this.pending === 0) this.#idle();
-    return true;
   }
 
   /** Sends the commands answered "did not run" again, in their order. */
@@ -553,23 +357,10 @@ export class Connection {
         settle(p, undefined, p.notRun);
         continue;
       }
-      this.#encoder.encode(p.args!);
-      p.end = this.#encoder.length;
-      p.batch = this.#batch;
-      this.#unsent.push(p);
+      this.#outbox.encode(p.args!);
+      this.#outbox.add(p);
     }
-    if (this.#status === "ready") this.#scheduleFlush();
-  }
-
-  #protocolError(err: unknown): void {
-    const error = err instanceof ProtocolError
-      ? err
-      : new ProtocolError(String(err), { cause: err });
-    const wrapped = new ProtocolError(
-      `Malformed reply from ${this.#where}: ${error.message}; the connection was closed`,
-      { cause: error },
-    );
-    this.#lost(wrapped, wrapped);
+    if (this.#status === "ready") this.#outbox.schedule();
   }
 
   /** The transport ended or failed: fail what was sent, then reconnect or close. */
@@ -577,7 +368,7 @@ export class Connection {
     const transport = this.#transport;
     if (transport === null) return;
     this.#transport = null;
-    this.#writing = false;
+    this.#outbox.lost();
     transport.close().catch(() => {});
     const inflightError = error ??
       new ConnectionError(
@@ -585,7 +376,7 @@ export class Connection {
         { cause },
       );
     for (const p of this.#inflight.drain()) settle(p, undefined, inflightError);
-    this.#decoder = new RespDecoder(this.options.replyLimits);
+    this.#inbox.reset();
     if (this.#attempting) return;
     if (this.#status === "closing" || this.#status === "closed") {
       this.#finishClose();
@@ -597,7 +388,7 @@ export class Connection {
     }
     this.#status = "reconnecting";
     if (!this.options.queueWhileReconnecting) {
-      this.#failUnsent(
+      this.#outbox.fail(
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
       );
     }
@@ -634,7 +425,7 @@ export class Connection {
       }
       this.#status = "ready";
       this.hooks.onReady?.(true);
-      this.#flush();
+      this.#outbox.flush();
       return;
     }
     this.#giveUp(
@@ -647,20 +438,9 @@ export class Connection {
 
   #giveUp(error: Error): void {
     this.#status = "closed";
-    this.#failUnsent(error);
+    this.#outbox.fail(error);
     this.#notRun.fail(error);
     this.hooks.onClosed?.();
-  }
-
-  #failUnsent(error: Error): void {
-    const unsent = this.#unsent;
-    this.#unsent = [];
-    this.#batch++;
-    this.#dropped = 0;
-    this.#encoder.take();
-    if (unsent.length === 0) return;
-    const notSent = unsentError(error);
-    for (const p of unsent) settle(p, undefined, notSent);
   }
 
   /** Opens the transport and runs the handshake; on failure leaves nothing open. */
@@ -690,7 +470,9 @@ export class Connection {
         { hostname: o.hostname, port: o.port, tls: o.tls },
         {
           onData: (chunk, borrowed) => {
-            if (this.#transport === transport) this.#onData(chunk, borrowed);
+            if (this.#transport === transport) {
+              this.#inbox.read(chunk, borrowed);
+            }
           },
           onClose: (err) => {
             if (this.#transport === transport) this.#lost(err);
@@ -711,7 +493,7 @@ export class Connection {
       throw err;
     }
     this.#transport = transport;
-    this.#decoder = new RespDecoder(this.options.replyLimits);
+    this.#inbox.reset();
     try {
       const handshake = this.#handshake();
       handshake.catch(() => {});
@@ -791,25 +573,29 @@ export class Connection {
         clearTimeout(timer);
       }
       if (wasReady && this.#transport !== null && timeout > 0) {
-        this.#flush();
+        this.#outbox.flush();
         // Wait for the commands still waiting for their reply; one that timed
         // out or was aborted is settled, and its reply may never come.
         if (this.#unsettled > 0) {
           let timer: ReturnType<typeof setTimeout> | undefined;
           await new Promise<void>((resolve) => {
             this.#idle = resolve;
+            this.#inbox.onAnswered = () => {
+              if (this.pending === 0) resolve();
+            };
             this.#forceClose = resolve;
             if (timeout < MAX_TIMER_MS) timer = setTimeout(resolve, timeout);
           });
           clearTimeout(timer);
           this.#idle = null;
+          this.#inbox.onAnswered = null;
         }
       }
       this.#forceClose = null;
       const closed = new ConnectionError(
         `The client for ${this.#where} was closed before Redis answered; the command may or may not have run`,
       );
-      this.#failUnsent(
+      this.#outbox.fail(
         new ConnectionError(`The client for ${this.#where} was closed`),
       );
       this.#notRun.fail(closed);
@@ -831,8 +617,4 @@ export class Connection {
     this.#idle?.();
     this.hooks.onClosed?.();
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

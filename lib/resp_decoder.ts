@@ -9,6 +9,22 @@
  */
 
 import { ProtocolError, ReplyError } from "./errors.ts";
+import {
+  AGGREGATE,
+  BULK,
+  parseBigNumber,
+  parseDouble,
+  parseInteger,
+  parseLength,
+  text,
+} from "./resp_scalars.ts";
+import {
+  checkLimits,
+  type DecoderLimits,
+  DEFAULT_DECODER_LIMITS,
+} from "./resp_limits.ts";
+
+export { type DecoderLimits, DEFAULT_DECODER_LIMITS };
 
 /**
  * A value decoded from a RESP reply. Strings are returned as `string` unless
@@ -63,124 +79,13 @@ const MIN_STORE = 16 * 1024;
 const KEEP_STORE = 256 * 1024;
 /** Chunks smaller than this are copied while a bulk string is arriving. */
 const COPY_CHUNK = 4 * 1024;
-
-/**
- * Limits on what a server may declare, each checked at the element's header,
- * before anything is allocated or kept for the element: exceeding one is a
- * {@linkcode ProtocolError} (the connection is then closed). Omitted fields
- * take their default from {@linkcode DEFAULT_DECODER_LIMITS}.
- *
- * A declared length alone never allocates: an aggregate's elements are
- * stored as they arrive, and a bulk string's bytes are held as received
- * until all have come. So memory grows with the bytes actually received; the
- * length limits bound what a single reply may claim, and the depth limit
- * bounds the bookkeeping of open aggregates, where 4 bytes on the wire
- * (`*1\r\n`) open one more level in memory.
- *
- * @example
- * ```ts
- * import { ProtocolError } from "./errors.ts";
- * import { type DecoderLimits, RespDecoder } from "./resp_decoder.ts";
- * const limits: DecoderLimits = { maxBulkLength: 1024, maxDepth: 8 };
- * const d = new RespDecoder(limits);
- * d.feed(new TextEncoder().encode("$4096\r\n"));
- * try {
- *   d.read();
- * } catch (e) {
- *   console.assert(e instanceof ProtocolError);
- * }
- * ```
- */
-export interface DecoderLimits {
-  /**
-   * Largest declared length of a bulk string (`$`), verbatim string (`=`,
-   * its `txt:` prefix included) or bulk error (`!`), in bytes. Default
-   * 536,870,912 (512 MiB), the default of Redis's own `proto-max-bulk-len`,
-   * which bounds the strings Redis accepts and so the ones it stores; raise
-   * both together.
-   */
-  maxBulkLength?: number;
-  /**
-   * Largest declared length of an aggregate: the number on the header line
-   * of an array (`*`), set (`~`) or push frame (`>`), which counts elements,
-   * and of a map (`%`) or attribute (`|`), which counts key-value pairs (so
-   * a map may hold twice as many elements). Default 2,147,483,647
-   * (2^31 - 1): the largest `*<count>` Redis accepts in a request
-   * (`processMultibulkBuffer` in src/networking.c refuses a count over
-   * `INT_MAX`).
-   */
-  maxAggregateLength?: number;
-  /**
-   * Deepest nesting of aggregates: a top-level array is at depth 1, an array
-   * inside it at depth 2, and so on; every aggregate type counts, attributes
-   * included. Default 10,000. The deepest reply Redis can build comes from a
-   * Lua script (or function) returning nested tables; its conversion to RESP
-   * stops at the Lua C stack limit (`LUAI_MAXCSTACK`, 8,000 slots): a
-   * script nesting tables 100,000 deep gets 7,995 nested arrays back
-   * (measured on Redis 7.0.15), with an error reply at the bottom. Built-in
-   * commands nest a few levels. 10,000 leaves room above both; modules can
-   * build deeper replies and need a higher limit.
-   */
-  maxDepth?: number;
-}
-
-/**
- * The limits a {@linkcode RespDecoder} uses when not told otherwise; see
- * {@linkcode DecoderLimits} for where each value comes from.
- *
- * @example
- * ```ts
- * import { DEFAULT_DECODER_LIMITS } from "./resp_decoder.ts";
- * console.assert(DEFAULT_DECODER_LIMITS.maxDepth === 10_000);
- * ```
- */
-export const DEFAULT_DECODER_LIMITS: Readonly<Required<DecoderLimits>> = Object
-  .freeze({
-    maxBulkLength: 512 * 1024 * 1024,
-    maxAggregateLength: 2 ** 31 - 1,
-    maxDepth: 10_000,
-  });
-
-const LIMIT_KEYS = Object.keys(
-  DEFAULT_DECODER_LIMITS,
-) as (keyof DecoderLimits)[];
-
-function checkLimits(limits: unknown): Readonly<Required<DecoderLimits>> {
-  if (limits === undefined) return DEFAULT_DECODER_LIMITS;
-  if (typeof limits !== "object" || limits === null || Array.isArray(limits)) {
-    throw new TypeError("decoder limits must be an object");
-  }
-  const given = limits as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (!(LIMIT_KEYS as string[]).includes(key)) {
-      throw new TypeError(
-        `unknown decoder limit ${JSON.stringify(key)}; expected one of ${
-          LIMIT_KEYS.join(", ")
-        }`,
-      );
-    }
-  }
-  const out = { ...DEFAULT_DECODER_LIMITS };
-  for (const key of LIMIT_KEYS) {
-    const v = given[key];
-    if (v === undefined) continue;
-    if (typeof v !== "number") {
-      throw new TypeError(`${key} must be a number, got ${typeof v}`);
-    }
-    if (!Number.isSafeInteger(v) || v < 1) {
-      throw new RangeError(`${key} must be a positive integer, got ${v}`);
-    }
-    out[key] = v;
-  }
-  return Object.freeze(out);
-}
+/** A bulk string longer than this waits as parked chunks (no doubling). */
+const PARK_OVER = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
 /** The first byte of every RESP2/RESP3 element: + - : $ * _ # , ( = ! % ~ > | */
 const TYPE_BYTES = new Uint8Array(256);
 for (const c of "+-:$*_#,(=!%~>|") TYPE_BYTES[c.charCodeAt(0)] = 1;
-// ignoreBOM: a value that starts with U+FEFF keeps it (it is data, not a mark).
-const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 const Kind = { Array: 0, Map: 1, Set: 2, Push: 3, Attribute: 4 } as const;
 type Kind = typeof Kind[keyof typeof Kind];
@@ -558,12 +463,9 @@ export class RespDecoder {
         this.#pos = next;
         return parseDouble(buf, start + 1, eol);
       case 40: { // '(' big number
-        const s = text(buf, start + 1, eol);
-        if (!/^[+-]?[0-9]+$/.test(s)) {
-          throw new ProtocolError("malformed big number");
-        }
+        const big = parseBigNumber(buf, start + 1, eol);
         this.#pos = next;
-        return BigInt(s);
+        return big;
       }
       default:
         throw new ProtocolError(
@@ -604,142 +506,4 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
     p += c.length;
   }
   return out;
-}
-
-/**
- * Below this length a string is built char by char; from it on TextDecoder
- * is faster (measured on Deno 2.9 and Bun 1.4: for 32 ASCII bytes,
- * TextDecoder is ~2x faster on Deno and ~4x on Bun than appending chars).
- */
-const SHORT_TEXT = 12;
-
-function text(buf: Uint8Array, from: number, to: number): string {
-  const n = to - from;
-  if (n < SHORT_TEXT) {
-    let s = "";
-    for (let i = from; i < to; i++) {
-      const c = buf[i];
-      if (c > 0x7f) return utf8.decode(buf.subarray(from, to));
-      s += String.fromCharCode(c);
-    }
-    return s;
-  }
-  return utf8.decode(buf.subarray(from, to));
-}
-
-const BULK = "bulk";
-const AGGREGATE = "aggregate";
-/** Longest length field accepted: 20 digits already exceed any limit. */
-const MAX_LENGTH_DIGITS = 20;
-/** A bulk string longer than this waits as parked chunks (no doubling). */
-const PARK_OVER = 64 * 1024;
-
-/**
- * Parses the length on a `$ = ! * % ~ > |` header: `-1` (returned as -1), or
- * one or more decimal digits no greater than `max`.
- */
-function parseLength(
-  buf: Uint8Array,
-  from: number,
-  to: number,
-  max: number,
-  what: typeof BULK | typeof AGGREGATE,
-): number {
-  const digits = to - from;
-  if (digits === 2 && buf[from] === 45 && buf[from + 1] === 49) return -1;
-  if (digits === 0) throw new ProtocolError(`malformed ${what} length`);
-  let n = 0;
-  for (let i = from; i < to; i++) {
-    const d = buf[i] - 48;
-    if (d < 0 || d > 9) throw new ProtocolError(`malformed ${what} length`);
-    n = n * 10 + d;
-  }
-  if (n > max || digits > MAX_LENGTH_DIGITS) {
-    throw new ProtocolError(
-      `${what} length ${
-        digits > MAX_LENGTH_DIGITS ? `of ${digits} digits` : n
-      } exceeds the limit of ${max} (${
-        what === BULK ? "maxBulkLength" : "maxAggregateLength"
-      })`,
-    );
-  }
-  return n;
-}
-
-function isDigit(c: number): boolean {
-  return c >= 48 && c <= 57;
-}
-
-/**
- * Parses a RESP3 double, exactly as redis-specifications' RESP3.md gives it:
- * an optional sign, one or more digits, an optional fraction (`.` and one or
- * more digits), an optional exponent (`e` or `E`, an optional sign, one or
- * more digits); or `inf`, `-inf`, `nan`. The spellings older servers may send
- * for these (libc's `-nan`, `NAN`, `nan(chars)`, as the spec notes) are read
- * too, case-insensitively. Anything else (`.5`, `1.`, `0x10`, `1_0`,
- * `Infinity`, spaces) is refused, although `Number()` reads most of it.
- */
-function parseDouble(buf: Uint8Array, from: number, to: number): number {
-  let i = from;
-  if (i < to && (buf[i] === 43 || buf[i] === 45)) i++;
-  const int = i;
-  while (i < to && isDigit(buf[i])) i++;
-  if (i === int) return parseSpecialDouble(buf, from, to);
-  if (i < to && buf[i] === 46) {
-    const frac = ++i;
-    while (i < to && isDigit(buf[i])) i++;
-    if (i === frac) throw malformedDouble(buf, from, to);
-  }
-  if (i < to && (buf[i] | 32) === 101) {
-    i++;
-    if (i < to && (buf[i] === 43 || buf[i] === 45)) i++;
-    const exp = i;
-    while (i < to && isDigit(buf[i])) i++;
-    if (i === exp) throw malformedDouble(buf, from, to);
-  }
-  if (i !== to) throw malformedDouble(buf, from, to);
-  // The grammar above is a subset of JavaScript's decimal literals.
-  return Number(text(buf, from, to));
-}
-
-const SPECIAL_DOUBLE = /^[+-]?(?:(inf)|nan(?:\([0-9a-z_]*\))?)$/i;
-
-function parseSpecialDouble(buf: Uint8Array, from: number, to: number): number {
-  const m = to - from <= 64 ? SPECIAL_DOUBLE.exec(text(buf, from, to)) : null;
-  if (m === null) throw malformedDouble(buf, from, to);
-  if (m[1] === undefined) return NaN;
-  return buf[from] === 45 ? -Infinity : Infinity;
-}
-
-function malformedDouble(buf: Uint8Array, from: number, to: number): Error {
-  const shown = text(buf, from, Math.min(to, from + 40));
-  return new ProtocolError(`malformed double ${JSON.stringify(shown)}`);
-}
-
-function parseInteger(
-  buf: Uint8Array,
-  from: number,
-  to: number,
-): number | bigint {
-  let i = from;
-  let neg = false;
-  if (buf[i] === 45 || buf[i] === 43) {
-    neg = buf[i] === 45;
-    i++;
-  }
-  if (i === to) throw new ProtocolError("malformed integer");
-  if (to - i > 15) {
-    const s = text(buf, from, to);
-    if (!/^[+-]?\d+$/.test(s)) throw new ProtocolError("malformed integer");
-    const big = BigInt(s);
-    const asNumber = Number(big);
-    return Number.isSafeInteger(asNumber) ? asNumber : big;
-  }
-  let n = 0;
-  for (; i < to; i++) {
-    const d = buf[i] - 48;
-    if (d < 0 || d > 9) throw new ProtocolError("malformed integer");
-    n = n * 10 + d;
-  }
-  return neg ? 0 - n : n; // 0 - 0 is 0: an integer has no negative zero
 }

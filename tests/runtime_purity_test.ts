@@ -199,6 +199,66 @@ test(`${runtime}: lib/transport/: each runtime's transport imports only ./types.
   assert.doesNotMatch(types, /^\s*import\b|\bfrom\s+["']|\bimport\s*\(/m);
 });
 
+/**
+ * The decoder is pure (its module doc says so: no I/O, no runtime APIs), and
+ * so is every module it imports: the closure of its imports is exactly
+ * these, and none of them names a runtime's API or a timer.
+ */
+const DECODER_CLOSURE = [
+  "resp_decoder.ts",
+  "resp_scalars.ts",
+  "resp_limits.ts",
+  "errors.ts",
+];
+/** Runtime APIs, I/O and time: none may appear in a pure module's code. */
+const IMPURE =
+  /\b(?:Deno|Bun|process|globalThis|window|self|require|setTimeout|setInterval|setImmediate|queueMicrotask|performance|Date|fetch|crypto|WebSocket|navigator|console)\b|\bimport\s*\(/;
+
+/** Every module specifier in `source`: static, type-only and dynamic. */
+function specifiersOf(source: string): string[] {
+  return [
+    ...source.matchAll(/\bfrom\s+["']([^"']+)["']/g),
+    ...source.matchAll(/\bimport\s*\(\s*["']([^"']+)["']/g),
+    ...source.matchAll(/^\s*import\s+["']([^"']+)["']/gm),
+  ].map((m) => m[1]);
+}
+
+/** `source` without its comments (the pure modules hold no "//" in strings). */
+function code(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
+}
+
+test(`${runtime}: lib/resp_decoder.ts and everything it imports are pure: no I/O, no runtime API, no timer`, async () => {
+  const seen = new Set<string>();
+  const todo = ["resp_decoder.ts"];
+  while (todo.length > 0) {
+    const name = todo.pop()!;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const source = await readFile(join(libDir, name), "utf8");
+    for (const s of specifiersOf(source)) {
+      assert.ok(
+        s.startsWith("./") && !s.slice(2).includes("/"),
+        `${name} imports ${s}: a pure module imports only modules of lib/`,
+      );
+      todo.push(s.slice(2));
+    }
+    const impure = code(source).match(IMPURE);
+    assert.equal(
+      impure,
+      null,
+      `${name} uses ${
+        impure?.[0]
+      }: a pure module has no I/O and no runtime API`,
+    );
+  }
+  assert.deepEqual(
+    [...seen].sort(),
+    [...DECODER_CLOSURE].sort(),
+    "the decoder's imports changed: keep them pure and list them here",
+  );
+});
+
 const CHILD = `
 import { connect } from ${JSON.stringify(pathToFileURL(modTs).href)};
 const [port, mode] = globalThis.Deno ? Deno.args : process.argv.slice(2);
