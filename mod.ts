@@ -30,10 +30,10 @@ export {
   type CloseOptions,
   connect,
   RedisClient,
-} from "./lib/client.ts";
-export type { MessageListener } from "./lib/subscriber.ts";
-export type { CommandOptions } from "./lib/command_options.ts";
-export type { ConnectionStatus } from "./lib/connection.ts";
+} from "./lib/client/client.ts";
+export type { MessageListener } from "./lib/client/subscriber.ts";
+export type { CommandOptions } from "./lib/client/command_options.ts";
+export type { ConnectionStatus } from "./lib/client/connection.ts";
 export {
   ConnectionError,
   ProtocolError,
@@ -41,18 +41,18 @@ export {
   RespiteError,
   TimeoutError,
 } from "./lib/errors.ts";
-export type { ConnectOptions, ReconnectOptions } from "./lib/options.ts";
+export type { ConnectOptions, ReconnectOptions } from "./lib/client/options.ts";
 export type { Logger } from "./lib/validate.ts";
-export { type DecoderLimits, Push, type Reply } from "./lib/resp_decoder.ts";
-export type { Arg } from "./lib/resp_encoder.ts";
+export { type DecoderLimits, Push, type Reply } from "./lib/resp/decoder.ts";
+export type { Arg } from "./lib/resp/encoder.ts";
 export { Script, type ScriptRunOptions } from "./lib/script.ts";
 export {
   type AcquireOptions,
   Lock,
   type LockOptions,
   type ResetOptions,
-} from "./lib/lock.ts";
-export { withLock, type WithLockOptions } from "./lib/with_lock.ts";
+} from "./lib/lock/lock.ts";
+export { withLock, type WithLockOptions } from "./lib/lock/with_lock.ts";
 export {
   LockLostError,
   type LockLostReason,
@@ -61,7 +61,7 @@ export {
   type LockNotHeldReason,
 } from "./lib/errors.ts";
 export type { LockKeys } from "./lib/keys.ts";
-export { cached } from "./lib/cached.ts";
+export { cached } from "./lib/cache/cached.ts";
 export type {
   CachedEntry,
   CachedEntryInfo,
@@ -73,14 +73,14 @@ export type {
   CallOptions,
   ComputeEvent,
   WaitEvent,
-} from "./lib/cache_options.ts";
+} from "./lib/cache/options.ts";
 export {
   type BinaryCodec,
   type Codec,
   jsonCodec,
   type TextCodec,
-} from "./lib/codec.ts";
-export { Singleflight } from "./lib/singleflight.ts";
+} from "./lib/cache/codec.ts";
+export { Singleflight } from "./lib/cache/singleflight.ts";
 export {
   CachedFailureError,
   CacheTimeoutError,

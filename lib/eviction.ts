@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { RedisClient } from "./client.ts";
+import type { RedisClient } from "./client/client.ts";
 import type { Logger } from "./validate.ts";
 
 /** Clients already checked (or being checked): one CONFIG GET each, ever. */

@@ -40,7 +40,7 @@
  * @module
  */
 
-import { isWellFormed } from "./resp_encoder.ts";
+import { isWellFormed } from "./resp/encoder.ts";
 import { describe, fail } from "./validate.ts";
 
 /** The default prefix of every key respite writes. */

@@ -5,11 +5,11 @@
  * @module
  */
 
-import type { RedisClient } from "./client.ts";
+import type { RedisClient } from "./client/client.ts";
 import { ReplyError } from "./errors.ts";
 import { toHex } from "./hex.ts";
-import type { Reply } from "./resp_decoder.ts";
-import type { Arg } from "./resp_encoder.ts";
+import type { Reply } from "./resp/decoder.ts";
+import type { Arg } from "./resp/encoder.ts";
 import { checkKnown, type Logger } from "./validate.ts";
 
 const RUN_OPTIONS = ["keys", "args", "logger", "signal"];

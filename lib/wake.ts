@@ -12,7 +12,7 @@
  */
 
 import { timerMs } from "./async.ts";
-import type { RedisClient } from "./client.ts";
+import type { RedisClient } from "./client/client.ts";
 import { TimeoutError } from "./errors.ts";
 
 /** A subscription to one wake channel. */

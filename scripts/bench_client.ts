@@ -17,7 +17,7 @@
 
 import { Redis as IORedis } from "ioredis";
 import { createClient } from "redis";
-import { connect } from "../lib/client.ts";
+import { connect } from "../lib/client/client.ts";
 import { startRedis } from "../testing/redis.ts";
 import {
   type BenchClient,

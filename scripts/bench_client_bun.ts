@@ -9,7 +9,7 @@
  * without bun-types.
  */
 
-import { connect } from "../lib/client.ts";
+import { connect } from "../lib/client/client.ts";
 import {
   type BenchClient,
   type BenchPlan,

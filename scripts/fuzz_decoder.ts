@@ -32,7 +32,7 @@ import {
   NEED_MORE,
   Push,
   RespDecoder,
-} from "../lib/resp_decoder.ts";
+} from "../lib/resp/decoder.ts";
 import {
   concatBytes,
   expectedValue,

@@ -4,7 +4,7 @@
  * `REDIS_URL` makes {@linkcode sharedRedis} use an existing server instead.
  */
 
-import type { RedisClient } from "../lib/client.ts";
+import type { RedisClient } from "../lib/client/client.ts";
 import { runtimeConnector } from "../lib/transport/mod.ts";
 import type { TlsOptions } from "../lib/transport/types.ts";
 import { type Proc, spawn } from "./proc.ts";

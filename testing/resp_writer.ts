@@ -10,7 +10,7 @@
  */
 
 import { ReplyError } from "../lib/errors.ts";
-import { Push, type Reply } from "../lib/resp_decoder.ts";
+import { Push, type Reply } from "../lib/resp/decoder.ts";
 import type { Rand } from "./random.ts";
 
 export type Frame =

@@ -4,7 +4,7 @@
  * for answers Redis itself cannot be made to give (echoed passwords, silence
  * with the socket left open, push frames at chosen moments).
  */
-import { NEED_MORE, RespDecoder } from "../lib/resp_decoder.ts";
+import { NEED_MORE, RespDecoder } from "../lib/resp/decoder.ts";
 import { type FakeConn, latin1 } from "./_fake_server.ts";
 
 /** What a handler answers: RESP bytes (latin-1 string), or `null` for silence. */

@@ -21,7 +21,7 @@ import {
   ReplyError,
   withLock,
 } from "../mod.ts";
-import { _BLOCKING_COMMANDS } from "../lib/client.ts";
+import { _BLOCKING_COMMANDS } from "../lib/client/client.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
@@ -96,13 +96,16 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   select: ["connect with a db"],
 };
 
-/** The source of each file in lib/, by file name. */
+/** The source of each file in lib/ and its folders, by path under lib/. */
 const LIB = new Map<string, string>();
 {
   const dir = fileURLToPath(new URL("../lib/", import.meta.url));
-  for (const file of (await readdir(dir)).filter((f) => f.endsWith(".ts"))) {
-    LIB.set(file, await readFile(dir + file, "utf8"));
-  }
+  const files = (await readdir(dir, { recursive: true })).filter((f) =>
+    f.endsWith(".ts")
+  );
+  for (const file of files) LIB.set(file, await readFile(dir + file, "utf8"));
+  // Every folder of lib/ is read: the scripts live in lib/lock/ and lib/cache/.
+  assert.ok(files.some((f) => f.startsWith("lock/")), "lib/lock/ not read");
 }
 
 /** The Lua scripts in lib/ (`new Script(NAME, `...`)`), by SHA-1: their lines. */

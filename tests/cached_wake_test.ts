@@ -12,7 +12,7 @@ import {
   type WaitEvent,
 } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
-import { encodeEntry } from "../lib/cache_entry.ts";
+import { encodeEntry } from "../lib/cache/entry.ts";
 import { cacheKeys } from "../lib/keys.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 

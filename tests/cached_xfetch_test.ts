@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { cached, connect } from "../mod.ts";
-import { encodeEntry, xfetchEarly } from "../lib/cache_entry.ts";
+import { encodeEntry, xfetchEarly } from "../lib/cache/entry.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 import { mulberry32 as seeded } from "../testing/random.ts";

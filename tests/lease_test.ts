@@ -1,10 +1,10 @@
 /**
- * The lease arithmetic of `lib/lease.ts` on a fake clock: no Redis, no real
+ * The lease arithmetic of `lib/lock/lease.ts` on a fake clock: no Redis, no real
  * time. Each test drives `Lease` the way `Holding` does (send, then answered
  * and confirm when the reply comes) with the replies in the order under test.
  */
 import assert from "node:assert/strict";
-import { Lease, leaseMargin } from "../lib/lease.ts";
+import { Lease, leaseMargin } from "../lib/lock/lease.ts";
 import { test } from "./_harness.ts";
 
 /** A clock the test moves by hand. */

@@ -1,7 +1,7 @@
 /**
  * Lock options: an unknown option (a typo) is a `TypeError` naming it, in
  * `new Lock`, `acquire()`, `Lock.reset`/`resetAll` and `withLock`, and
- * nothing reaches Redis. The checks are shared (`lib/lock_options.ts`), so
+ * nothing reaches Redis. The checks are shared (`lib/lock/options.ts`), so
  * the messages read alike.
  */
 import assert from "node:assert/strict";

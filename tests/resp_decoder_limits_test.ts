@@ -13,7 +13,7 @@ import {
   NEED_MORE,
   type Reply,
   RespDecoder,
-} from "../lib/resp_decoder.ts";
+} from "../lib/resp/decoder.ts";
 import { fuzzDecoder } from "../scripts/fuzz_decoder.ts";
 import { test } from "./_harness.ts";
 

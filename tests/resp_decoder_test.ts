@@ -6,7 +6,7 @@ import {
   Push,
   type Reply,
   RespDecoder,
-} from "../lib/resp_decoder.ts";
+} from "../lib/resp/decoder.ts";
 import { test } from "./_harness.ts";
 import {
   concatBytes,

@@ -3,8 +3,8 @@ import {
   CommandEncoder,
   encodeCommand,
   validateArgs,
-} from "../lib/resp_encoder.ts";
-import { NEED_MORE, RespDecoder } from "../lib/resp_decoder.ts";
+} from "../lib/resp/encoder.ts";
+import { NEED_MORE, RespDecoder } from "../lib/resp/decoder.ts";
 import { test } from "./_harness.ts";
 
 const enc = new TextEncoder();

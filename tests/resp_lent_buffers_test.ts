@@ -4,8 +4,8 @@
  * own memory (`takeView`).
  */
 import assert from "node:assert/strict";
-import { NEED_MORE, type Reply, RespDecoder } from "../lib/resp_decoder.ts";
-import { CommandEncoder } from "../lib/resp_encoder.ts";
+import { NEED_MORE, type Reply, RespDecoder } from "../lib/resp/decoder.ts";
+import { CommandEncoder } from "../lib/resp/encoder.ts";
 import { test } from "./_harness.ts";
 import {
   expectedValue,

@@ -1,0 +1,524 @@
+/**
+ * `cached`: cache-stampede protection across every process that shares one
+ * Redis. One caller in the fleet computes a missing value under the entry's
+ * distributed lock; the others are woken over pub/sub the moment it is
+ * written.
+ *
+ * This file holds the flows (a hit, a miss that computes or waits, a
+ * refresh, an invalidation); `cache/store.ts` does all the talking to Redis,
+ * `cache/entry.ts` the entries' format and encoding.
+ *
+ * @module
+ */
+
+import {
+  type CachedEntry,
+  type CachedEntryInfo,
+  type CachedFunction,
+  type CachedOptions,
+  CacheEvents,
+  type CallOptions,
+  type ComputeEvent,
+  resolveCacheOptions,
+  type ResolvedCacheOptions,
+} from "./options.ts";
+import {
+  acceptable,
+  type Entry,
+  EntryCodec,
+  failureOf,
+  newerValue,
+  valueOf,
+  xfetchEarly,
+} from "./entry.ts";
+import { CacheStore, type Generation } from "./store.ts";
+import { awaitTurn, type WaitState } from "./wait.ts";
+import { CacheTimeoutError } from "../errors.ts";
+import type { Lock } from "../lock/lock.ts";
+import { checkEviction } from "../eviction.ts";
+import { Singleflight } from "./singleflight.ts";
+
+/** The state and the flows behind one cached function. */
+class Cache<A extends unknown[], T> {
+  readonly options: ResolvedCacheOptions<A, T>;
+  readonly fn: (...args: A) => T | Promise<T>;
+  readonly store: CacheStore;
+  readonly entries: EntryCodec<T>;
+  readonly events: CacheEvents;
+  readonly flights = new Singleflight<T>();
+  readonly refreshes = new Singleflight<T>();
+  readonly background = new Map<string, Promise<void>>();
+
+  constructor(
+    fn: (...args: A) => T | Promise<T>,
+    options: ResolvedCacheOptions<A, T>,
+  ) {
+    this.fn = fn;
+    this.options = options;
+    this.store = new CacheStore({
+      redis: options.redis,
+      prefix: options.prefix,
+      lockTtl: options.lockTtl,
+      timeout: options.timeout,
+      logger: options.logger,
+      binary: options.codec.binary === true,
+    });
+    this.events = new CacheEvents(options);
+    this.entries = new EntryCodec<T>(
+      options,
+      (k, err) => this.events.report(k, err, "decode"),
+    );
+  }
+
+  keyOf(args: A): string {
+    return this.options.key(args);
+  }
+
+  call(args: A, signal?: AbortSignal): Promise<T> {
+    let k: string;
+    try {
+      k = this.keyOf(args);
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError("signal must be an AbortSignal");
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    checkEviction(this.store.redis, this.options.logger);
+    return this.flights.run(k, () => this.lookup(k, args), { signal });
+  }
+
+  /** One lookup, shared by the concurrent calls for `k` in this process. */
+  async lookup(k: string, args: A): Promise<T> {
+    if (!this.store.ready) {
+      return await this.failOpen(k, args, this.store.notReady());
+    }
+    let stored;
+    try {
+      stored = await this.store.readFast(k);
+    } catch (err) {
+      return await this.failOpen(k, args, err);
+    }
+    const e = this.entries.decode(k, stored);
+    const now = Date.now();
+    if (e !== null) {
+      const o = this.options;
+      if (now < e.freshUntil) {
+        if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
+        if (e.kind === "error") throw failureOf(k, e);
+        if (o.beta > 0 && xfetchEarly(e, now, o.beta, o.random)) {
+          this.refreshInBackground(k, args, e, "early");
+        }
+        return e.value;
+      }
+      if (now < e.staleUntil) {
+        this.events.emit("stale", { key: k });
+        this.refreshInBackground(k, args, e, "stale");
+        return e.value;
+      }
+    }
+    this.events.emit("miss", { key: k });
+    const prev = e !== null && e.kind !== "error" ? e : null;
+    return await this.fill(k, args, prev, "miss", 0);
+  }
+
+  /**
+   * The miss path: compute under the entry's lock, or wait for whoever holds
+   * it to write the value (`cache/wait.ts`).
+   */
+  async fill(
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+    minCreatedAt: number,
+  ): Promise<T> {
+    const start = performance.now();
+    const state: WaitState<T> = { prev, wake: null };
+    try {
+      const turn = await awaitTurn(
+        this.store,
+        this.entries,
+        this.options,
+        k,
+        minCreatedAt,
+        state,
+      );
+      if (state.wake !== null) {
+        this.events.emit("wait", {
+          key: k,
+          duration: performance.now() - start,
+          outcome: turn.outcome,
+        });
+      }
+      switch (turn.outcome) {
+        case "lead":
+          return await this.lead(
+            turn.lock,
+            k,
+            args,
+            state.prev,
+            reason,
+            minCreatedAt,
+          );
+        case "value":
+          return valueOf(k, turn.entry);
+        case "timeout":
+          return await this.waitedOut(k, args, state.prev, reason);
+        default:
+          return await this.failOpen(k, args, turn.error);
+      }
+    } finally {
+      state.wake?.close();
+    }
+  }
+
+  /** The `wait` bound ran out: serve stale, throw, or compute unlocked. */
+  async waitedOut(
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+  ): Promise<T> {
+    const o = this.options;
+    if (
+      prev !== null && reason !== "refresh" &&
+      Date.now() <
+        prev.freshUntil + Math.max(o.staleIfError, o.staleWhileRevalidate)
+    ) {
+      this.events.emit("stale", { key: k });
+      return prev.value;
+    }
+    if (o.onWaitTimeout === "throw") {
+      throw new CacheTimeoutError(
+        `cached(): gave up waiting for another process to compute "${k}" after ${o.wait} ms (wait option); no stale value to serve`,
+        { key: k, wait: o.wait },
+      );
+    }
+    let gen: Generation | null = null;
+    try {
+      gen = await this.store.readGeneration(k);
+    } catch (err) {
+      this.events.report(k, err, "redis"); // computed, but not written
+    }
+    return await this.compute(null, k, args, null, gen, "timeout", false);
+  }
+
+  /** Holding the lock: look once more, then compute. */
+  async lead(
+    lock: Lock,
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    reason: "miss" | "refresh",
+    minCreatedAt: number,
+  ): Promise<T> {
+    let stored, gen;
+    try {
+      ({ stored, gen } = await this.store.readAsLeader(k));
+    } catch (err) {
+      await this.release(lock, k);
+      return await this.failOpen(k, args, err);
+    }
+    const e = this.entries.decode(k, stored);
+    if (acceptable(e, Date.now(), minCreatedAt)) {
+      // Written just before we took the lock.
+      await this.release(lock, k);
+      return valueOf(k, e);
+    }
+    prev = newerValue(prev, e);
+    return await this.compute(
+      lock,
+      k,
+      args,
+      reason === "refresh" ? null : prev,
+      gen,
+      reason,
+      false,
+    );
+  }
+
+  /**
+   * Runs the function, stores its result (unless invalidated meanwhile) and
+   * releases the lock. A failure releases the lock at once and is not cached
+   * (unless negative caching says so); a stale value is served instead when
+   * `staleIfError` allows. Without a `gen` (the invalidation marker could not
+   * be read) nothing is written.
+   */
+  async compute(
+    lock: Lock | null,
+    k: string,
+    args: A,
+    prev: Entry<T> | null,
+    gen: Generation | null,
+    reason: ComputeEvent["reason"],
+    background: boolean,
+  ): Promise<T> {
+    const createdAt = Date.now();
+    const t0 = performance.now();
+    const stopKeeping = gen === null ? null : this.store.keepGeneration(k, gen);
+    let value: T;
+    try {
+      value = await this.fn(...args);
+    } catch (err) {
+      stopKeeping?.();
+      const duration = performance.now() - t0;
+      this.events.emit("compute", {
+        key: k,
+        duration,
+        ok: false,
+        reason,
+        background,
+      });
+      try {
+        if (
+          this.options.negativeTtl > 0 && lock !== null && gen !== null &&
+          this.isNegative(err)
+        ) {
+          const { stored, px } = this.entries.encodeFailure(
+            err,
+            createdAt,
+            duration,
+          );
+          await this.write(k, stored, px, gen);
+        }
+      } finally {
+        if (lock !== null) await this.release(lock, k);
+      }
+      if (
+        prev !== null &&
+        Date.now() < prev.freshUntil + this.options.staleIfError
+      ) {
+        this.events.report(k, err, "stale");
+        this.events.emit("stale", { key: k });
+        return prev.value;
+      }
+      throw err;
+    }
+    stopKeeping?.();
+    const delta = performance.now() - t0;
+    this.events.emit("compute", {
+      key: k,
+      duration: delta,
+      ok: true,
+      reason,
+      background,
+    });
+    try {
+      const encoded = this.entries.encodeValue(k, value, createdAt, delta);
+      if (encoded !== null && gen !== null) {
+        await this.write(k, encoded.stored, encoded.px, gen);
+      }
+    } finally {
+      if (lock !== null) await this.release(lock, k);
+    }
+    return value;
+  }
+
+  isNegative(err: unknown): boolean {
+    try {
+      return this.options.isNegative(err);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stores an entry unless invalidated since `gen`; a failure is reported. */
+  async write(
+    k: string,
+    stored: string | Uint8Array,
+    px: number,
+    gen: Generation,
+  ): Promise<void> {
+    try {
+      if (await this.store.write(k, stored, px, gen)) this.entries.written(k);
+    } catch (err) {
+      this.events.report(k, err, "write");
+    }
+  }
+
+  async release(lock: Lock, k: string): Promise<void> {
+    try {
+      await lock.release();
+    } catch (err) {
+      this.events.report(k, err, "lock");
+    }
+  }
+
+  /** Redis failed: compute here (still one per key in this process), or throw. */
+  async failOpen(k: string, args: A, err: unknown): Promise<T> {
+    this.events.report(k, err, "redis");
+    if (!this.options.failOpen) throw err;
+    const t0 = performance.now();
+    let ok = false;
+    try {
+      const value = await this.fn(...args);
+      ok = true;
+      return value;
+    } finally {
+      this.events.emit("compute", {
+        key: k,
+        duration: performance.now() - t0,
+        ok,
+        reason: "fail-open",
+        background: false,
+      });
+    }
+  }
+
+  /**
+   * Refreshes `k` in the background unless someone in the fleet already is:
+   * the lock is tried once, never waited for.
+   */
+  refreshInBackground(
+    k: string,
+    args: A,
+    seenEntry: Entry<T>,
+    reason: "stale" | "early",
+  ): void {
+    if (this.background.has(k)) return;
+    const run = async () => {
+      if (!this.store.ready) return;
+      const lock = this.store.newLock(k);
+      if (!await this.store.tryAcquire(lock)) {
+        return; // another caller in the fleet is on it
+      }
+      let stored, gen;
+      try {
+        ({ stored, gen } = await this.store.readAsLeader(k));
+      } catch (err) {
+        await this.release(lock, k);
+        throw err;
+      }
+      const cur = this.entries.decode(k, stored);
+      if (cur !== null && cur.createdAt !== seenEntry.createdAt) {
+        await this.release(lock, k); // refreshed meanwhile
+        return;
+      }
+      await this.compute(lock, k, args, null, gen, reason, true);
+    };
+    const p = run().catch((err) => this.events.report(k, err, "refresh"))
+      .finally(
+        () => this.background.delete(k),
+      );
+    this.background.set(k, p);
+  }
+
+  async refresh(args: A): Promise<T> {
+    const k = this.keyOf(args);
+    return await this.refreshes.run(k, async () => {
+      const minCreatedAt = Date.now();
+      if (!this.store.ready) {
+        return await this.failOpen(k, args, this.store.notReady());
+      }
+      return await this.fill(k, args, null, "refresh", minCreatedAt);
+    });
+  }
+
+  async invalidate(args: A): Promise<void> {
+    const k = this.keyOf(args);
+    this.flights.forget(k);
+    await this.store.invalidate(k);
+  }
+
+  async peek(args: A): Promise<CachedEntry<T> | null> {
+    const k = this.keyOf(args);
+    const e = this.entries.decode(k, await this.store.read(k));
+    if (e === null) return null;
+    const info: CachedEntryInfo = {
+      createdAt: e.createdAt,
+      delta: e.delta,
+      freshUntil: e.freshUntil,
+      staleUntil: e.staleUntil,
+      fresh: Date.now() < e.freshUntil,
+    };
+    return e.kind === "error"
+      ? { ...info, kind: "error", error: failureOf(k, e) }
+      : { ...info, kind: "value", value: e.value };
+  }
+
+  async idle(): Promise<void> {
+    while (this.background.size > 0) {
+      await Promise.all(this.background.values());
+    }
+  }
+}
+
+/**
+ * Wraps `fn` so that its results are cached in Redis, and a missing or
+ * expired value is computed once across every process sharing the Redis —
+ * not once per process, as in-process caches do.
+ *
+ * How a call goes:
+ * - Concurrent calls for one key in this process share one lookup
+ *   (singleflight). A fresh entry costs one round trip (GET).
+ * - On a miss, the caller takes the entry's lock (`<prefix>cache:lock:{key}`;
+ *   the entry is `<prefix>cache:{key}`: one hash tag, one cluster slot) and
+ *   runs `fn`. Callers elsewhere wait, subscribed to the lock's wake channel:
+ *   the write publishes on it, so they read the value the moment it is there,
+ *   with no polling timer. If the computing process dies, they take over when
+ *   its lock lease (`lockTtl`) runs out. After `wait` ms they serve a stale
+ *   value if there is one, else compute themselves (or throw, with
+ *   `onWaitTimeout: "throw"`).
+ * - If `fn` throws, its lock is released at once (a waiter takes over) and
+ *   nothing is cached, unless `negativeTtl` is set.
+ * - With `staleWhileRevalidate`, an expired value is served at once while
+ *   one caller in the fleet refreshes it in the background; XFetch (`beta`)
+ *   starts such refreshes a little before expiry.
+ * - If Redis is unreachable, `fn` runs in this process (fail open) and the
+ *   `error` hook is told; `failOpen: false` rejects instead.
+ *
+ * @typeParam A The function's parameter types.
+ * @typeParam T What it resolves to.
+ * @param fn The function to cache. Its arguments are passed through; its
+ *   result must be encodable by the codec (JSON by default).
+ * @param options `redis`, `key`, `ttl` and the rest of
+ *   {@linkcode CachedOptions}.
+ * @returns The cached function, with `get`, `invalidate`, `refresh`, `peek`,
+ *   `redisKey` and `idle`.
+ * @throws {TypeError} For a missing or mistyped option, or a missing `key`
+ *   for a function with parameters.
+ * @throws {RangeError} For a `ttl` that is not a positive integer, a
+ *   negative window, `beta` < 0, or `jitter` ≥ `ttl`.
+ *
+ * @example
+ * ```ts
+ * import { cached, connect } from "@respite/respite";
+ * await using redis = await connect();
+ * let runs = 0;
+ * const getUser = cached(
+ *   async (id: number) => {
+ *     runs++; // stands for an expensive query
+ *     return { id, name: `user ${id}` };
+ *   },
+ *   { redis, key: (id) => `doc:user:${id}`, ttl: 60_000, staleWhileRevalidate: 10_000 },
+ * );
+ * await getUser.invalidate(1);
+ * const users = await Promise.all(Array.from({ length: 100 }, () => getUser(1)));
+ * console.assert(users.every((u) => u.name === "user 1") && runs === 1);
+ * console.assert((await getUser.peek(1))?.kind === "value");
+ * await getUser.invalidate(1);
+ * ```
+ */
+export function cached<A extends unknown[], T>(
+  fn: (...args: A) => T | Promise<T>,
+  options: CachedOptions<A, T>,
+): CachedFunction<A, T> {
+  const cache = new Cache<A, T>(fn, resolveCacheOptions(fn, options));
+  const call = (...args: A): Promise<T> => cache.call(args);
+  return Object.assign(call, {
+    get: (args: A, opts?: CallOptions): Promise<T> => {
+      if (!Array.isArray(args)) {
+        return Promise.reject(
+          new TypeError("get() takes the arguments as an array"),
+        );
+      }
+      return cache.call(args, opts?.signal);
+    },
+    invalidate: (...args: A): Promise<void> => cache.invalidate(args),
+    refresh: (...args: A): Promise<T> => cache.refresh(args),
+    peek: (...args: A): Promise<CachedEntry<T> | null> => cache.peek(args),
+    redisKey: (...args: A): string => cache.store.entryKey(cache.keyOf(args)),
+    idle: (): Promise<void> => cache.idle(),
+  });
+}

@@ -1,0 +1,541 @@
+/**
+ * The public shape of `cached`: its options (types, one table of defaults,
+ * the checks), the events its hooks receive and the emitter that calls them,
+ * and the types of a cached function and what `peek()` returns.
+ *
+ * @module
+ */
+
+import { RedisClient } from "../client/client.ts";
+import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
+import type { CachedFailureError } from "../errors.ts";
+import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
+import {
+  checkBoolean,
+  checkFunction,
+  checkKnown,
+  checkLogger,
+  checkMs,
+  checkString,
+  fail,
+  type Logger,
+} from "../validate.ts";
+
+/** What every hook event carries. */
+export interface CacheEvent {
+  /** The cache key, as the `key` option made it (without prefix). */
+  key: string;
+}
+
+/** A run of the cached function. */
+export interface ComputeEvent extends CacheEvent {
+  /** How long the function ran, in ms. */
+  duration: number;
+  /** Whether it returned (`true`) or threw (`false`). */
+  ok: boolean;
+  /**
+   * Why it ran: `"miss"` (no usable entry), `"stale"` (background refresh of a
+   * stale entry), `"early"` (XFetch early refresh), `"refresh"` (`refresh()`),
+   * `"timeout"` (the wait for another process ran out), `"fail-open"` (Redis
+   * unreachable).
+   */
+  reason: "miss" | "stale" | "early" | "refresh" | "timeout" | "fail-open";
+  /** Whether it ran in the background (callers did not wait for it). */
+  background: boolean;
+}
+
+/** A wait for another process's computation, as it ended. */
+export interface WaitEvent extends CacheEvent {
+  /** How long it lasted, in ms. */
+  duration: number;
+  /**
+   * How it ended: `"value"` (the value arrived), `"lead"` (the other process
+   * gave up the lock without a usable value, so this one computes),
+   * `"timeout"` (the `wait` option ran out), `"error"` (Redis failed).
+   */
+  outcome: "value" | "lead" | "timeout" | "error";
+}
+
+/** A problem `cached` handled without failing the call. */
+export interface CacheErrorEvent extends CacheEvent {
+  /** The error. */
+  error: unknown;
+  /**
+   * Where it happened: `"redis"` (unreachable or failing: the call failed
+   * open), `"decode"` (an entry could not be decoded: treated as a miss),
+   * `"write"` (the value could not be stored), `"lock"` (the lock could not
+   * be released), `"refresh"` (a background refresh failed), `"stale"` (the
+   * function failed and a stale value was served instead), `"hook"` (another
+   * hook threw).
+   */
+  phase: "redis" | "decode" | "write" | "lock" | "refresh" | "stale" | "hook";
+}
+
+/**
+ * Callbacks for metrics and logs. Each is optional and called synchronously;
+ * one that throws is reported to the `error` hook (or the logger) and
+ * otherwise ignored. Calls that join a lookup already in flight in this
+ * process share its events: events count lookups, not calls.
+ */
+export interface CacheHooks {
+  /** A fresh entry was served. */
+  hit?(event: CacheEvent): void;
+  /** A stale entry was served while one caller in the fleet refreshes it. */
+  stale?(event: CacheEvent): void;
+  /** No usable entry: this lookup computes, or waits for whoever does. */
+  miss?(event: CacheEvent): void;
+  /** The function ran in this process. */
+  compute?(event: ComputeEvent): void;
+  /** This lookup waited for another process's computation. */
+  wait?(event: WaitEvent): void;
+  /** Something failed and was handled (see {@linkcode CacheErrorEvent}). */
+  error?(event: CacheErrorEvent): void;
+}
+
+/**
+ * Options for {@linkcode cached}. Durations are in milliseconds.
+ *
+ * @typeParam A The function's parameter types.
+ * @typeParam T What it resolves to.
+ */
+export interface CachedOptions<A extends unknown[], T> {
+  /** The client to use (from `connect()`). */
+  redis: RedisClient;
+  /**
+   * The cache key: a string, or a function of the call's arguments that
+   * returns one (non-empty). May be left out only for a named function
+   * without parameters: its name is the key.
+   */
+  key?: string | ((...args: A) => string);
+  /** How long a value stays fresh: a positive integer. */
+  ttl: number;
+  /**
+   * After `ttl`, serve the stale value at once for this long while one caller
+   * in the whole fleet refreshes it in the background (default 0: off).
+   */
+  staleWhileRevalidate?: number;
+  /**
+   * After `ttl`, keep the value this long to serve it when recomputing it
+   * fails (default 0: off).
+   */
+  staleIfError?: number;
+  /**
+   * XFetch β: refresh early, in the background, with a chance that grows as
+   * expiry nears: when `now - Δ·β·ln(rand()) ≥ freshUntil`, Δ being how long
+   * the last computation took. 1 (the default) is the paper's optimum; larger
+   * refreshes earlier; 0 turns it off.
+   */
+  beta?: number;
+  /**
+   * Shorten each entry's `ttl` by a random amount up to this many ms, so keys
+   * written together do not expire together (default 0). Must be below `ttl`.
+   */
+  jitter?: number;
+  /** Cache `null` and `undefined` results too (default `false`: return them without caching). */
+  cacheNullish?: boolean;
+  /**
+   * Remember failures for this long: calls within it reject with a
+   * `CachedFailureError` without running the function (default 0: errors are
+   * never cached).
+   */
+  negativeTtl?: number;
+  /** Which failures to remember when `negativeTtl` is set (default: all). */
+  isNegative?: (error: unknown) => boolean;
+  /** How values are stored (default: {@linkcode jsonCodec}). */
+  codec?: Codec<T>;
+  /** Key prefix (default `"respite:"`): entries live at `<prefix>cache:{<key>}`. */
+  prefix?: string;
+  /** The lease of the lock a computing caller holds, renewed while it computes (default 10_000). */
+  lockTtl?: number;
+  /**
+   * How long a caller waits for another process's computation before the
+   * fallback (default 2 × `lockTtl`, 20_000 with the default lease;
+   * `Infinity` waits as long as it takes). Keep it above `lockTtl`: a waiter
+   * takes over from a process that died only once that process's lease has
+   * run out. When the lock changes hands while a caller waits (its holder
+   * died or failed and another caller took over), the wait starts again for
+   * the new holder, at most 3 times.
+   */
+  wait?: number;
+  /**
+   * What a caller does when `wait` runs out and no stale value is left:
+   * `"compute"` (the default) runs the function itself; `"throw"` rejects
+   * with a `CacheTimeoutError`. A stale value, when there is one, is served
+   * first either way.
+   */
+  onWaitTimeout?: "compute" | "throw";
+  /**
+   * When Redis cannot be reached: `true` (the default) computes in this
+   * process (still one computation per key per process) and reports through
+   * the `error` hook; `false` rejects with the Redis error.
+   */
+  failOpen?: boolean;
+  /** Give up on one Redis command after this long and treat Redis as unreachable (default 1_000). */
+  timeout?: number;
+  /** Metrics and logging callbacks. */
+  hooks?: CacheHooks;
+  /** The random source for XFetch and jitter, uniform in [0, 1) (default `Math.random`). */
+  random?: () => number;
+  /** Where script and hook warnings go (default: the client's logger); `null` silences them. */
+  logger?: Logger | null;
+}
+
+/** Options for one call of a cached function. */
+export interface CallOptions {
+  /**
+   * Stops this caller's wait: the call rejects with the signal's reason. The
+   * shared lookup or computation goes on for the other callers.
+   */
+  signal?: AbortSignal;
+}
+
+/** An entry's metadata, as `peek()` shows it. */
+export interface CachedEntryInfo {
+  /** When the value's computation started (Unix ms). */
+  createdAt: number;
+  /** How long the computation took (ms): XFetch's Δ. */
+  delta: number;
+  /** Until when it is fresh (Unix ms). */
+  freshUntil: number;
+  /** Until when it may be served stale while it is refreshed (Unix ms). */
+  staleUntil: number;
+  /** Whether it is fresh now. */
+  fresh: boolean;
+}
+
+/**
+ * What `peek()` found: a value, or a failure remembered by negative caching.
+ *
+ * @typeParam T The cached function's result type.
+ */
+export type CachedEntry<T> =
+  | (CachedEntryInfo & { kind: "value"; value: T })
+  | (CachedEntryInfo & { kind: "error"; error: CachedFailureError });
+
+/**
+ * A function wrapped by {@linkcode cached}: same parameters, resolves to the
+ * same result, computed at most once at a time per key across every process
+ * sharing the Redis.
+ *
+ * @typeParam A The parameter types.
+ * @typeParam T The result type.
+ */
+export interface CachedFunction<A extends unknown[], T> {
+  /**
+   * Returns the cached value, or computes it (once in the fleet) and caches it.
+   *
+   * @param args The arguments, passed to the function on a miss.
+   * @returns The value.
+   */
+  (...args: A): Promise<T>;
+  /**
+   * Like calling the function, with per-call options (an `AbortSignal`).
+   *
+   * @param args The arguments.
+   * @param options `signal`.
+   * @returns The value.
+   */
+  get(args: A, options?: CallOptions): Promise<T>;
+  /**
+   * Removes the entry. A computation already running for it (in any process)
+   * does not write its result, so the next call computes anew.
+   *
+   * @param args The arguments that name the entry.
+   * @returns Resolves once Redis has it.
+   */
+  invalidate(...args: A): Promise<void>;
+  /**
+   * Recomputes the value now and caches it, whether or not an entry exists.
+   * Deduplicated: concurrent refreshes in this process share one computation,
+   * and a refresh that finds a value whose computation started after it was
+   * called (in any process) returns that instead of computing again.
+   *
+   * @param args The arguments.
+   * @returns The new value.
+   */
+  refresh(...args: A): Promise<T>;
+  /**
+   * Reads the entry without computing anything or triggering a refresh.
+   *
+   * @param args The arguments.
+   * @returns The entry and its metadata, or `null` when there is none (or it
+   *   cannot be decoded).
+   */
+  peek(...args: A): Promise<CachedEntry<T> | null>;
+  /**
+   * The Redis key of the entry for these arguments: `<prefix>cache:{<key>}`.
+   *
+   * @param args The arguments.
+   * @returns The Redis key.
+   */
+  redisKey(...args: A): string;
+  /**
+   * Resolves when no background refresh started by this function in this
+   * process is running (for tests and graceful shutdown).
+   *
+   * @returns Resolves when idle.
+   */
+  idle(): Promise<void>;
+}
+
+/** Options after checks and defaults. */
+export interface ResolvedCacheOptions<A extends unknown[], T> {
+  redis: RedisClient;
+  key: (args: A) => string;
+  ttl: number;
+  staleWhileRevalidate: number;
+  staleIfError: number;
+  beta: number;
+  jitter: number;
+  cacheNullish: boolean;
+  negativeTtl: number;
+  isNegative: (error: unknown) => boolean;
+  codec: Codec<T>;
+  prefix: string;
+  lockTtl: number;
+  wait: number;
+  onWaitTimeout: "compute" | "throw";
+  failOpen: boolean;
+  timeout: number;
+  hooks: CacheHooks;
+  random: () => number;
+  logger: Logger | null | undefined;
+}
+
+/**
+ * The defaults of every optional option but `wait` (2 × `lockTtl`) and
+ * `logger` (the client's).
+ */
+const DEFAULTS = {
+  staleWhileRevalidate: 0,
+  staleIfError: 0,
+  beta: 1,
+  jitter: 0,
+  cacheNullish: false,
+  negativeTtl: 0,
+  isNegative: (): boolean => true,
+  codec: jsonCodec,
+  prefix: DEFAULT_PREFIX,
+  lockTtl: 10_000,
+  onWaitTimeout: "compute",
+  failOpen: true,
+  timeout: 1_000,
+  hooks: Object.freeze({}) as CacheHooks,
+  random: Math.random,
+} as const;
+
+const KNOWN = [
+  "redis",
+  "key",
+  "ttl",
+  "wait",
+  "logger",
+  ...Object.keys(DEFAULTS),
+];
+const HOOKS = ["hit", "stale", "miss", "compute", "wait", "error"];
+
+/** A whole number of ms ≥ 0, or its default. */
+function window(name: keyof typeof DEFAULTS, value: unknown): number {
+  return value === undefined
+    ? DEFAULTS[name] as number
+    : checkMs(name, value, 0);
+}
+
+/**
+ * The `key` option as a function of the arguments. A static key (or the
+ * function's name) is checked now; a key function's result at each call.
+ */
+function keyOption<A extends unknown[]>(
+  fn: (...args: never[]) => unknown,
+  key: unknown,
+): (args: A) => string {
+  if (key === undefined) {
+    if (fn.length > 0) {
+      fail(
+        "key",
+        "given for a function with parameters (a string, or a function of the arguments that returns one)",
+        key,
+      );
+    }
+    if (fn.name === "") fail("key", "given for an anonymous function", key);
+    const name = fn.name;
+    // The key is also the name of the entry's lock and its {<key>} hash tag.
+    checkHashTag("key (here the function's name)", name);
+    return () => name;
+  }
+  if (typeof key === "string") {
+    const k = checkString("key", key, true);
+    checkHashTag("key", k);
+    return () => k;
+  }
+  if (typeof key !== "function") fail("key", "a string or a function", key);
+  const f = key as (...args: A) => unknown;
+  return (args) => {
+    const k = f(...args);
+    if (typeof k !== "string" || k.length === 0) {
+      fail("the key function's result", "a non-empty string", k);
+    }
+    return k;
+  };
+}
+
+/**
+ * Checks `cached`'s arguments and fills in defaults.
+ *
+ * @param fn The function to cache.
+ * @param options Its options.
+ * @returns The resolved options.
+ * @throws {TypeError} For a wrong type, a missing key or an unknown option.
+ * @throws {RangeError} For a duration or β out of range.
+ */
+export function resolveCacheOptions<A extends unknown[], T>(
+  fn: unknown,
+  options: CachedOptions<A, T>,
+): ResolvedCacheOptions<A, T> {
+  if (typeof fn !== "function") {
+    fail("cached()'s first argument", "a function to cache", fn);
+  }
+  if (options === null || typeof options !== "object") {
+    fail("cached()'s options", "an object: { redis, key, ttl, ... }", options);
+  }
+  checkKnown("cached() option", options, KNOWN);
+  const o = options as unknown as Record<string, unknown>;
+  if (!(o.redis instanceof RedisClient)) {
+    fail("redis", "a RedisClient from connect()", o.redis);
+  }
+  const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
+  const ttl = checkMs("ttl", o.ttl);
+  const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
+  if (typeof beta !== "number") fail("beta", "a number", beta);
+  if (!Number.isFinite(beta) || beta < 0) {
+    fail("beta", "a finite number >= 0 (0 turns XFetch off)", beta, RangeError);
+  }
+  const jitter = window("jitter", o.jitter);
+  if (jitter >= ttl) {
+    fail("jitter", `less than ttl (${ttl} ms)`, jitter, RangeError);
+  }
+  const lockTtl = o.lockTtl === undefined
+    ? DEFAULTS.lockTtl
+    : checkMs("lockTtl", o.lockTtl);
+  let wait = 2 * lockTtl;
+  if (o.wait !== undefined) {
+    if (typeof o.wait !== "number") fail("wait", "a number of ms", o.wait);
+    if (Number.isNaN(o.wait) || o.wait < 0) {
+      fail(
+        "wait",
+        "a non-negative number of ms, or Infinity",
+        o.wait,
+        RangeError,
+      );
+    }
+    wait = o.wait;
+  }
+  const onWaitTimeout = o.onWaitTimeout ?? DEFAULTS.onWaitTimeout;
+  if (onWaitTimeout !== "compute" && onWaitTimeout !== "throw") {
+    fail("onWaitTimeout", '"compute" or "throw"', onWaitTimeout);
+  }
+  const hooks = o.hooks ?? DEFAULTS.hooks;
+  if (hooks === null || typeof hooks !== "object") {
+    fail("hooks", "an object of callbacks", hooks);
+  }
+  checkKnown("hook", hooks, HOOKS);
+  for (const [name, h] of Object.entries(hooks)) {
+    if (h !== undefined) checkFunction(`hooks.${name}`, h);
+  }
+  if (o.logger !== undefined) checkLogger(o.logger, console);
+  return {
+    redis: o.redis,
+    key,
+    ttl,
+    staleWhileRevalidate: window(
+      "staleWhileRevalidate",
+      o.staleWhileRevalidate,
+    ),
+    staleIfError: window("staleIfError", o.staleIfError),
+    beta,
+    jitter,
+    cacheNullish: o.cacheNullish === undefined
+      ? DEFAULTS.cacheNullish
+      : checkBoolean("cacheNullish", o.cacheNullish),
+    negativeTtl: window("negativeTtl", o.negativeTtl),
+    isNegative: o.isNegative === undefined
+      ? DEFAULTS.isNegative
+      : checkFunction<(error: unknown) => boolean>("isNegative", o.isNegative),
+    codec: o.codec === undefined
+      ? DEFAULTS.codec as Codec<T>
+      : checkCodec<T>(o.codec),
+    prefix: o.prefix === undefined ? DEFAULTS.prefix : checkPrefix(o.prefix),
+    lockTtl,
+    wait,
+    onWaitTimeout,
+    failOpen: o.failOpen === undefined
+      ? DEFAULTS.failOpen
+      : checkBoolean("failOpen", o.failOpen),
+    timeout: o.timeout === undefined
+      ? DEFAULTS.timeout
+      : checkMs("timeout", o.timeout),
+    hooks: hooks as CacheHooks,
+    random: o.random === undefined
+      ? DEFAULTS.random
+      : checkFunction<() => number>("random", o.random),
+    logger: o.logger as Logger | null | undefined,
+  };
+}
+
+/**
+ * Calls the hooks of one cached function. A hook that throws is reported to
+ * the `error` hook (or, for the `error` hook itself or without one, to the
+ * logger) and otherwise ignored.
+ */
+export class CacheEvents {
+  /** The hooks. */
+  readonly hooks: CacheHooks;
+  readonly #redis: RedisClient;
+  readonly #logger: Logger | null | undefined;
+
+  /**
+   * @param options The resolved `hooks`, `logger` and `redis` (whose logger
+   *   is used when `logger` was not given).
+   */
+  constructor(
+    options: Pick<
+      ResolvedCacheOptions<[], unknown>,
+      "hooks" | "logger" | "redis"
+    >,
+  ) {
+    this.hooks = options.hooks;
+    this.#logger = options.logger;
+    this.#redis = options.redis;
+  }
+
+  /** Calls hook `name` with `event`, if there is one. */
+  emit(name: "hit" | "stale" | "miss", event: CacheEvent): void;
+  /** Calls the `compute` hook. */
+  emit(name: "compute", event: ComputeEvent): void;
+  /** Calls the `wait` hook. */
+  emit(name: "wait", event: WaitEvent): void;
+  /** Calls the `error` hook. */
+  emit(name: "error", event: CacheErrorEvent): void;
+  emit(name: keyof CacheHooks, event: CacheEvent): void {
+    const hooks = this.hooks;
+    const hook = hooks[name] as ((e: CacheEvent) => void) | undefined;
+    if (hook === undefined) return;
+    try {
+      hook(event);
+    } catch (err) {
+      if (name !== "error" && hooks.error !== undefined) {
+        this.emit("error", { key: event.key, error: err, phase: "hook" });
+      } else {
+        const logger = this.#logger === undefined
+          ? this.#redis.logger
+          : this.#logger;
+        logger?.warn(`respite: the cached() ${name} hook threw: ${err}`);
+      }
+    }
+  }
+
+  /** Tells the `error` hook of a problem handled in `phase`. */
+  report(k: string, error: unknown, phase: CacheErrorEvent["phase"]): void {
+    this.emit("error", { key: k, error, phase });
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * Everything `cached` says to Redis: the reads (the hit path's GET, the
+ * waiter's look at the entry and its lock, the leader's look), the
+ * invalidation-marker protocol, the guarded write that wakes waiters, the
+ * entry's lock and its wake channel. Names come from `keys.ts`.
+ *
+ * ## The invalidation marker
+ *
+ * `invalidate()` writes a new random marker at `<prefix>cache:inv:{<key>}`
+ * and deletes the entry, in one script. A caller that is about to compute
+ * reads the marker first ({@linkcode Generation}); its write (one script: it
+ * compares the marker, SETs the entry, PUBLISHes the wake-up) lands only if
+ * the marker is still the one it read. So a computation that started before
+ * an `invalidate()` never writes its (possibly outdated) result. The marker
+ * expires (2 × `lockTtl`, at least 1 s); a computation keeps it alive while
+ * it runs, and a writer that could not prove the marker alive within half
+ * its lifetime does not write.
+ *
+ * @module
+ */
+
+import { deadline } from "../async.ts";
+import { toHex } from "../hex.ts";
+import type { RedisClient } from "../client/client.ts";
+import { ConnectionError, TimeoutError } from "../errors.ts";
+import {
+  cacheEntryKey,
+  cacheKeys,
+  cacheLockPrefix,
+  WAKE_WRITTEN,
+} from "../keys.ts";
+import { Lock } from "../lock/lock.ts";
+import { Script } from "../script.ts";
+import type { Logger } from "../validate.ts";
+import { Wake } from "../wake.ts";
+import { type Watchdog, watchdogFor } from "./watchdog.ts";
+
+// KEYS[1] entry, KEYS[2] the entry's invalidation marker; ARGV[1] stored
+// entry, ARGV[2] px, ARGV[3] the marker the writer read before it started
+// computing ("" if none), ARGV[4] wake channel, ARGV[5] the message that wakes
+// waiters (the entry itself for small text entries, so they need no GET).
+// 1 written (and waiters woken); 0 not written: invalidated since the writer
+// read the marker.
+const WRITE_SCRIPT = new Script(
+  "CACHE_WRITE_SCRIPT",
+  `if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`,
+);
+
+// KEYS[1] entry, KEYS[2] its invalidation marker; ARGV[1] a new random
+// marker, ARGV[2] the marker's lifetime (ms). A writer that read another
+// marker (or none) before it started computing no longer writes.
+const INVALIDATE_SCRIPT = new Script(
+  "CACHE_INVALIDATE_SCRIPT",
+  `redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1`,
+);
+
+/** Shortest lifetime of an invalidation marker (ms); it is 2 × `lockTtl` above this. */
+const MARKER_MIN_MS = 1_000;
+/** Entries up to this many characters travel with the wake-up; larger ones are read with GET. */
+const PUBLISH_MAX = 64 * 1024;
+const RAW = { raw: true };
+const NOT_RAW = {};
+
+/** What GET returns for an entry: text, bytes (binary codecs) or nothing. */
+export type Stored = string | Uint8Array | null;
+
+/**
+ * What a writer read before computing: the entry's invalidation marker. Its
+ * write only lands if the marker is still the same. `proven` is when the
+ * marker was last known to be alive (so an `invalidate()` since then would
+ * still be visible): the read, then each refresh of the marker's lifetime
+ * while the computation runs.
+ */
+export interface Generation {
+  /** The marker read ("" for none). */
+  marker: string;
+  /** When it was last known alive (`performance.now()`). */
+  proven: number;
+}
+
+/** What a {@linkcode CacheStore} needs. */
+export interface CacheStoreOptions {
+  /** The client. */
+  redis: RedisClient;
+  /** The key prefix. */
+  prefix: string;
+  /** The lease of an entry's lock (ms); also sets the marker's lifetime. */
+  lockTtl: number;
+  /** How long one command may take (ms). */
+  timeout: number;
+  /** Where script warnings go (`undefined`: the client's). */
+  logger: Logger | null | undefined;
+  /** Whether entries are read as bytes. */
+  binary: boolean;
+}
+
+/** The Redis side of one cached function: the only code that talks to Redis for it. */
+export class CacheStore {
+  /** The client. */
+  readonly redis: RedisClient;
+  readonly #o: CacheStoreOptions;
+  readonly #lockPrefix: string;
+  readonly #watchdog: Watchdog;
+  readonly #timeoutOpts: { timeout: number };
+  readonly #readOpts: { timeout: number; raw: boolean };
+
+  /** @param options The client, prefix, lease, timeout, logger and binary flag. */
+  constructor(options: CacheStoreOptions) {
+    this.redis = options.redis;
+    this.#o = options;
+    this.#lockPrefix = cacheLockPrefix(options.prefix);
+    this.#watchdog = watchdogFor(options.redis, options.timeout);
+    this.#timeoutOpts = { timeout: options.timeout };
+    this.#readOpts = { timeout: options.timeout, raw: options.binary };
+  }
+
+  /** Whether the client is connected. */
+  get ready(): boolean {
+    return this.redis.status === "ready";
+  }
+
+  /** The error a call that finds the client not ready fails open with. */
+  notReady(): ConnectionError {
+    return new ConnectionError(
+      `Redis is not reachable (client ${this.redis.status})`,
+    );
+  }
+
+  /** The Redis key of the entry for cache key `k`. */
+  entryKey(k: string): string {
+    return cacheEntryKey(k, this.#o.prefix);
+  }
+
+  /** Runs `op` with a signal that aborts after the `timeout` option. */
+  async timed<R>(op: (signal: AbortSignal) => Promise<R>): Promise<R> {
+    const d = deadline(
+      this.#o.timeout,
+      () =>
+        new TimeoutError(`Redis did not answer within ${this.#o.timeout} ms`),
+    );
+    try {
+      return await op(d.signal);
+    } finally {
+      d.clear();
+    }
+  }
+
+  /** The hit path's read: one GET, timed out by the watchdog. */
+  readFast(k: string): Promise<Stored> {
+    return this.#watchdog.guard(
+      this.redis.command<Stored>(
+        ["GET", cacheEntryKey(k, this.#o.prefix)],
+        this.#o.binary ? RAW : NOT_RAW,
+      ),
+    );
+  }
+
+  /** Reads the entry. */
+  read(k: string): Promise<Stored> {
+    return this.#get(cacheEntryKey(k, this.#o.prefix));
+  }
+
+  #get(entryKey: string): Promise<Stored> {
+    return this.redis.command<Stored>(["GET", entryKey], this.#readOpts);
+  }
+
+  /**
+   * Reads the entry, the lock's remaining lease and its holder's token, in
+   * one round trip.
+   */
+  async readWithLease(k: string): Promise<[Stored, number, string | null]> {
+    const keys = cacheKeys(k, this.#o.prefix);
+    const opts = this.#timeoutOpts;
+    const [stored, pttl, holder] = await Promise.all([
+      this.#get(keys.entry),
+      this.redis.command<number>(["PTTL", keys.lock.key], opts),
+      this.redis.command<string | null>(["GET", keys.lock.key], opts),
+    ]);
+    return [stored, pttl, holder];
+  }
+
+  /** How long an invalidation marker lives after it was last written or kept. */
+  get markerTtl(): number {
+    return Math.max(MARKER_MIN_MS, 2 * this.#o.lockTtl);
+  }
+
+  /** Reads the invalidation marker before a computation starts. */
+  async readGeneration(k: string): Promise<Generation> {
+    const proven = performance.now();
+    const marker = await this.redis.command<string | null>(
+      ["GET", cacheKeys(k, this.#o.prefix).marker],
+      this.#timeoutOpts,
+    );
+    return { marker: marker ?? "", proven };
+  }
+
+  /** Reads the marker and the entry right after acquiring the lock. */
+  async readAsLeader(k: string): Promise<{ stored: Stored; gen: Generation }> {
+    const [gen, stored] = await Promise.all([
+      this.readGeneration(k),
+      this.read(k),
+    ]);
+    return { stored, gen };
+  }
+
+  /**
+   * Keeps the invalidation marker (if any) alive while a computation runs,
+   * so an `invalidate()` during a long computation is still there when it
+   * tries to write. Returns the stopper.
+   */
+  keepGeneration(k: string, gen: Generation): () => void {
+    const marker = cacheKeys(k, this.#o.prefix).marker;
+    const every = this.markerTtl / 4;
+    const timer = setInterval(() => {
+      const sent = performance.now();
+      this.redis.command<number>(
+        ["PEXPIRE", marker, this.markerTtl],
+        this.#timeoutOpts,
+      ).then(() => {
+        if (sent > gen.proven) gen.proven = sent;
+      }, () => {});
+    }, every);
+    return () => clearInterval(timer);
+  }
+
+  /**
+   * Writes an entry (and wakes waiters) unless invalidated since `gen` was
+   * read. Small text entries travel with the wake-up; larger ones (and
+   * binary ones) send a marker and the woken waiters GET them, so one write
+   * never pushes a large value to every subscriber at once.
+   *
+   * @returns `false` when nothing was sent (the marker was not proven alive
+   *   recently enough); `true` when the script ran, written or not.
+   */
+  async write(
+    k: string,
+    stored: string | Uint8Array,
+    px: number,
+    gen: Generation,
+  ): Promise<boolean> {
+    // An invalidate() since the marker was last known alive could have come
+    // and gone (expired) unseen: do not write.
+    if (performance.now() - gen.proven > this.markerTtl / 2) return false;
+    const keys = cacheKeys(k, this.#o.prefix);
+    await this.timed((signal) =>
+      WRITE_SCRIPT.run<number>(this.redis, {
+        keys: [keys.entry, keys.marker],
+        args: [
+          stored,
+          Math.max(1, Math.round(px)),
+          gen.marker,
+          keys.lock.wake,
+          typeof stored === "string" && stored.length <= PUBLISH_MAX
+            ? stored
+            : WAKE_WRITTEN,
+        ],
+        logger: this.#o.logger,
+        signal,
+      })
+    );
+    return true;
+  }
+
+  /**
+   * Deletes the entry and writes a new invalidation marker, so a
+   * computation that read the old one does not write.
+   */
+  async invalidate(k: string): Promise<void> {
+    const keys = cacheKeys(k, this.#o.prefix);
+    const marker = toHex(crypto.getRandomValues(new Uint8Array(12)));
+    await this.timed((signal) =>
+      INVALIDATE_SCRIPT.run(this.redis, {
+        keys: [keys.entry, keys.marker],
+        args: [marker, this.markerTtl],
+        logger: this.#o.logger,
+        signal,
+      })
+    );
+  }
+
+  /** The entry's lock (not acquired). */
+  newLock(k: string): Lock {
+    return new Lock(this.redis, k, {
+      ttl: this.#o.lockTtl,
+      autoRenew: true,
+      prefix: this.#lockPrefix,
+      logger: this.#o.logger,
+      // One lock per cache key: a fencing counter (a key that never expires)
+      // per cache key would pile up, and nothing here uses the token.
+      fencing: false,
+    });
+  }
+
+  /** Tries the lock once, within `timeout`; never waits for it. */
+  tryAcquire(lock: Lock): Promise<boolean> {
+    return this.timed((signal) => lock.acquire({ wait: 0, signal }));
+  }
+
+  /**
+   * Subscribes to the wake channel of `k`'s lock, within `timeout`. On a
+   * timeout the subscription is dropped, also if it completes later.
+   *
+   * @param onMessage Sees each message as it arrives.
+   * @throws {TimeoutError} When Redis does not confirm it in time.
+   */
+  async subscribe(
+    k: string,
+    onMessage: (message: string) => void,
+  ): Promise<Wake> {
+    const wake = new Wake(
+      this.redis,
+      cacheKeys(k, this.#o.prefix).lock.wake,
+      onMessage,
+    );
+    try {
+      await wake.subscribed(this.#o.timeout);
+    } catch (err) {
+      wake.close();
+      throw err;
+    }
+    return wake;
+  }
+}

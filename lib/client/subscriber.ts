@@ -1,0 +1,194 @@
+/**
+ * A client's pub/sub: one extra connection, opened on first use and shared by
+ * every subscription of the client, with the listeners of each channel, the
+ * SUBSCRIBE/UNSUBSCRIBE order per channel, and subscribing again after a
+ * reconnect. `RedisClient.subscribe()` is its public face.
+ *
+ * @module
+ */
+
+import { Connection } from "./connection.ts";
+import { ConnectionError } from "../errors.ts";
+import type { ResolvedOptions } from "./options.ts";
+
+/**
+ * Called with each message published on a subscribed channel.
+ *
+ * @param message The message, as a string.
+ * @param channel The channel it was published on.
+ */
+export type MessageListener = (message: string, channel: string) => void;
+
+/** The subscriptions of one client, on one shared subscriber connection. */
+export class Subscriber {
+  readonly #options: ResolvedOptions;
+  #connection: Promise<Connection> | null = null;
+  #listeners = new Map<string, Set<MessageListener>>();
+  /** Per-channel SUBSCRIBE/UNSUBSCRIBE chain, so they reach Redis in order. */
+  #channelOps = new Map<string, Promise<unknown>>();
+
+  /**
+   * Nothing is opened until the first subscription.
+   *
+   * @param options The client's options; the subscriber connection uses them too.
+   */
+  constructor(options: ResolvedOptions) {
+    this.#options = options;
+  }
+
+  /** Number of channels subscribed to. */
+  get channels(): number {
+    return this.#listeners.size;
+  }
+
+  /**
+   * Subscribes `listener` to `channel` (checked by the caller); resolves once
+   * Redis confirmed the subscription.
+   *
+   * @param channel The channel name.
+   * @param listener Called with each message.
+   * @returns A function that removes this listener (and unsubscribes when it
+   *   was the channel's last).
+   */
+  async subscribe(
+    channel: string,
+    listener: MessageListener,
+  ): Promise<() => Promise<void>> {
+    let set = this.#listeners.get(channel);
+    const first = set === undefined;
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(channel, set);
+    }
+    set.add(listener);
+    try {
+      if (first) {
+        await this.#channelOp(channel, async () => {
+          // Still wanted by the time our turn came?
+          if (this.#listeners.get(channel)?.size) {
+            const sub = await this.#subscriberConnection();
+            await sub.send(["SUBSCRIBE", channel]);
+          }
+        });
+      } else {
+        await this.#channelOps.get(channel);
+      }
+    } catch (err) {
+      // Not subscribed: do not keep a listener the caller cannot remove.
+      const current = this.#listeners.get(channel);
+      if (current?.delete(listener) && current.size === 0) {
+        this.#listeners.delete(channel);
+      }
+      throw err;
+    }
+    let removed = false;
+    return async () => {
+      if (removed) return;
+      removed = true;
+      const current = this.#listeners.get(channel);
+      if (!current?.delete(listener) || current.size > 0) return;
+      this.#listeners.delete(channel);
+      await this.#channelOp(channel, async () => {
+        if (this.#listeners.has(channel) || this.#connection === null) return;
+        const sub = await this.#connection;
+        if (sub.status === "ready" || sub.status === "reconnecting") {
+          await sub.send(["UNSUBSCRIBE", channel]);
+        }
+      });
+    };
+  }
+
+  /**
+   * Checks the subscriber connection, if there is one, for a silent death
+   * (see `Connection.checkHealth`).
+   */
+  checkHealth(): void {
+    this.#connection?.then((s) => s.checkHealth(), () => {});
+  }
+
+  /**
+   * Drops every listener, waits for the channel operations still out (at
+   * most `timeout` ms), then closes the subscriber connection within what is
+   * left until `deadline` (a `performance.now()` time).
+   *
+   * @param timeout Longest wait for the channel operations, in ms.
+   * @param deadline When everything must be closed.
+   * @returns Resolves once the subscriber connection is closed.
+   */
+  async close(timeout: number, deadline: number): Promise<void> {
+    this.#listeners.clear();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#channelOps.values()]),
+      new Promise<void>((r) => timer = setTimeout(r, timeout)),
+    ]);
+    clearTimeout(timer);
+    const sub = this.#connection;
+    const left = Math.max(0, deadline - performance.now());
+    await sub?.then((c) => c.close(left), () => {});
+  }
+
+  /**
+   * A second close: shortens the wait of the subscriber connection's close.
+   *
+   * @param timeout The new longest wait, in ms.
+   */
+  closeAgain(timeout: number): void {
+    void this.#connection?.then((c) => c.close(timeout), () => {});
+  }
+
+  #channelOp(channel: string, op: () => Promise<void>): Promise<void> {
+    const prev = this.#channelOps.get(channel) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(op);
+    this.#channelOps.set(channel, next);
+    const cleanup = () => {
+      if (this.#channelOps.get(channel) === next) {
+        this.#channelOps.delete(channel);
+      }
+    };
+    next.then(cleanup, cleanup);
+    return next;
+  }
+
+  #subscriberConnection(): Promise<Connection> {
+    if (this.#connection === null) {
+      this.#connection = Connection.open(this.#options, {
+        onMessage: (_kind, data) => {
+          const channel = String(data[data.length - 2]);
+          const message = String(data[data.length - 1]);
+          const set = this.#listeners.get(channel);
+          if (set === undefined) return;
+          for (const l of [...set]) {
+            try {
+              l(message, channel);
+            } catch (err) {
+              this.#options.logger.warn(
+                `respite: a message listener on ${channel} threw: ${err}`,
+              );
+            }
+          }
+        },
+        onReady: (reconnected) => {
+          // After a reconnect: subscribe again to every channel still wanted.
+          // (Not on the first open: the subscribe() that opened it sends its
+          // own SUBSCRIBE.)
+          if (!reconnected || this.#connection === null) return;
+          void this.#connection.then((sub) => {
+            for (const channel of this.#listeners.keys()) {
+              sub.send(["SUBSCRIBE", channel]).catch((err) => {
+                // Lost with the connection again: the next reconnect
+                // subscribes again, so that is no loss worth a warning.
+                if (err instanceof ConnectionError) return;
+                this.#options.logger.warn(
+                  `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
+                );
+              });
+            }
+          });
+        },
+      }, true);
+      this.#connection.catch(() => this.#connection = null);
+    }
+    return this.#connection;
+  }
+}
