@@ -10,7 +10,7 @@ import { ReplyError } from "./errors.ts";
 import { toHex } from "./hex.ts";
 import type { Reply } from "./resp/decoder.ts";
 import type { Arg } from "./resp/encoder.ts";
-import { checkKnown, type Logger } from "./validate.ts";
+import { checkOptions, type Logger } from "./validate.ts";
 
 const RUN_OPTIONS = ["keys", "args", "logger", "signal"];
 
@@ -104,8 +104,11 @@ export class Script {
     client: RedisClient,
     options: ScriptRunOptions = {},
   ): Promise<T> {
-    checkKnown("Script.run() option", options, RUN_OPTIONS);
-    const { keys = [], args = [], signal } = options;
+    const { keys = [], args = [], signal } = checkOptions(
+      "Script.run() option",
+      options,
+      RUN_OPTIONS,
+    );
     const sha = this.#shaHex ?? await this.sha();
     const cmd: Arg[] = ["EVALSHA", sha, keys.length];
     for (let i = 0; i < keys.length; i++) cmd.push(keys[i]);

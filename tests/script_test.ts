@@ -290,4 +290,24 @@ test("bad constructor arguments are TypeErrors; an aborted signal rejects", asyn
   );
 });
 
+test("Script.run refuses unknown, null or array options with a TypeError and sends nothing", async () => {
+  await using r = await connect(url);
+  await using admin = await connect(url);
+  const k = `respite:test:script:opts:${Date.now()}`;
+  const s = new Script("OPTS_SCRIPT", "return redis.call('SET', KEYS[1], 'x')");
+  for (
+    const bad of [{ keys: [k], kyes: [k] }, null, [k]] as unknown[]
+  ) {
+    await assert.rejects(
+      s.run(r, bad as { keys: string[] }),
+      TypeError,
+      JSON.stringify(bad),
+    );
+  }
+  assert.equal(await admin.send("EXISTS", k), 0);
+  assert.equal(await s.run(r, { keys: [k], logger: null }), "OK");
+  assert.equal(await admin.send("EXISTS", k), 1);
+  await admin.send("DEL", k);
+});
+
 teardown(() => server.stop());
