@@ -968,6 +968,29 @@ test("Lock.reset and Lock.resetAll force-release with SCAN and wake waiters", as
   }
 });
 
+test("extend() whose reply comes back after the lease ran out rejects (not held), as held and signal say", async () => {
+  // Its own server: CLIENT PAUSE holds every writer on it.
+  const own = await startRedis();
+  try {
+    await using r = await connect(own.url);
+    await using admin = await connect(own.url);
+    const lock = new Lock(r, "late-extend", { ttl: 200, prefix: prefix() });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    void lock.signal; // arm the lease timer
+    // The script waits out the pause (> ttl); its reply ("extended") is late.
+    await admin.send("CLIENT", "PAUSE", "400", "WRITE");
+    await assert.rejects(
+      lock.extend(5_000),
+      (e: unknown) => e instanceof LockNotHeldError && e.reason === "expired",
+    );
+    assert.equal(lock.held, false);
+    assert.equal(lock.signal.aborted, true);
+    await admin.send("DEL", lock.keys.key);
+  } finally {
+    await own.stop();
+  }
+});
+
 teardown(async () => {
   await server.stop();
 });

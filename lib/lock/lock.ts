@@ -473,6 +473,9 @@ export class Lock {
     }
     const r = await h.pexpire(lease, true);
     if (r === "ok") {
+      // A success whose reply came after the lease ran out extends nothing
+      // this process may use: the holding is lost (held and signal say so).
+      if (h.isLost()) throw this.#notHeld("expired", "extend");
       if (this.autoRenew && !h.ended) h.scheduleNextRenew();
       return;
     }
