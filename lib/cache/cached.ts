@@ -483,6 +483,7 @@ class Cache<A extends unknown[], T> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cached, connect } from "@respite/respite";
  * await using redis = await connect();
  * let runs = 0;
@@ -495,8 +496,9 @@ class Cache<A extends unknown[], T> {
  * );
  * await getUser.invalidate(1);
  * const users = await Promise.all(Array.from({ length: 100 }, () => getUser(1)));
- * console.assert(users.every((u) => u.name === "user 1") && runs === 1);
- * console.assert((await getUser.peek(1))?.kind === "value");
+ * assert.ok(users.every((u) => u.name === "user 1"));
+ * assert.equal(runs, 1);
+ * assert.equal((await getUser.peek(1))?.kind, "value");
  * await getUser.invalidate(1);
  * ```
  */

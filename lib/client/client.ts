@@ -50,10 +50,11 @@ let open: (options: ResolvedOptions) => Promise<RedisClient>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect } from "@respite/respite";
  * await using redis = await connect(); // REDIS_URL, else redis://127.0.0.1:6379
  * await redis.send("SET", "respite:doc:greeting", "hello");
- * console.assert(await redis.send("GET", "respite:doc:greeting") === "hello");
+ * assert.equal(await redis.send("GET", "respite:doc:greeting"), "hello");
  * await redis.send("DEL", "respite:doc:greeting");
  * ```
  */
@@ -126,10 +127,11 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * const n = await redis.send<number>("INCR", "respite:doc:visits");
-   * console.assert(typeof n === "number");
+   * assert.equal(typeof n, "number");
    * await redis.send("DEL", "respite:doc:visits");
    * ```
    */
@@ -158,6 +160,7 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * await redis.send("SET", "respite:doc:bytes", new Uint8Array([0, 13, 10, 255]));
@@ -165,7 +168,8 @@ export class RedisClient {
    *   ["GET", "respite:doc:bytes"],
    *   { raw: true, timeout: 500 },
    * );
-   * console.assert(bytes.length === 4 && bytes[3] === 255);
+   * assert.equal(bytes.length, 4);
+   * assert.equal(bytes[3], 255);
    * await redis.send("DEL", "respite:doc:bytes");
    * ```
    */
@@ -248,12 +252,13 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * const got = Promise.withResolvers<string>();
    * const unsubscribe = await redis.subscribe("respite:doc:news", (msg) => got.resolve(msg));
    * await redis.send("PUBLISH", "respite:doc:news", "hello");
-   * console.assert(await got.promise === "hello");
+   * assert.equal(await got.promise, "hello");
    * await unsubscribe();
    * ```
    */
@@ -511,11 +516,12 @@ function checkShared(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect } from "@respite/respite";
  * // A URL: redis://[[user]:password@]host[:port][/db], or rediss:// for TLS.
  * // Or an options object: { hostname, port, username, password, db, tls, protocol, ... }
  * await using redis = await connect(Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379");
- * console.assert(await redis.send("PING") === "PONG");
+ * assert.equal(await redis.send("PING"), "PONG");
  * ```
  */
 export function connect(
