@@ -21,7 +21,7 @@ import {
   ReplyError,
   withLock,
 } from "../mod.ts";
-import { _BLOCKING_COMMANDS } from "../lib/client/client.ts";
+import { BLOCKING_COMMANDS } from "../lib/client/blocking.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
@@ -840,7 +840,7 @@ const NOT_COMMANDS = new Set([
   "STREAMS",
   "BLOCK",
   // Blocking commands, refused on a shared client, never sent by respite.
-  ..._BLOCKING_COMMANDS,
+  ...BLOCKING_COMMANDS,
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",

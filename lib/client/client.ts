@@ -23,6 +23,7 @@ import {
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import { type MessageListener, Subscriber } from "./subscriber.ts";
+import { BLOCKING } from "./blocking.ts";
 
 /** What {@linkcode RedisClient.info} tells about a client. */
 export interface ClientInfo {
@@ -400,20 +401,6 @@ const REFUSED: Record<string, string> = {
   PSYNC: "not for a client connection",
 };
 
-/** Commands that block their connection: only on a `blocking` client. */
-const BLOCKING = new Set([
-  "BLPOP",
-  "BRPOP",
-  "BLMOVE",
-  "BRPOPLPUSH",
-  "BZPOPMIN",
-  "BZPOPMAX",
-  "BLMPOP",
-  "BZMPOP",
-  "WAIT",
-  "WAITAOF",
-]);
-
 const latin1 = new TextDecoder("latin1");
 
 /** An argument as an upper-case word (bytes too: Redis reads them alike). */
@@ -424,16 +411,6 @@ function word(a: unknown): string {
   }
   return "";
 }
-
-/**
- * @internal The blocking commands a shared client refuses (`XREAD` and
- * `XREADGROUP` only with `BLOCK`).
- */
-export const _BLOCKING_COMMANDS: readonly string[] = [
-  ...BLOCKING,
-  "XREAD",
-  "XREADGROUP",
-];
 
 /** Per command name as sent: undefined when it is fine, else the refusal. */
 const refusals = new Map<string, string | null>();
