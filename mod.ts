@@ -157,16 +157,16 @@ export {
 export type { LockKeys } from "./lib/keys.ts";
 export { cached } from "./lib/cache/cached.ts";
 export type {
+  CachedCallOptions,
+  CachedComputeEvent,
   CachedEntry,
   CachedEntryInfo,
+  CachedErrorEvent,
+  CachedEvent,
   CachedFunction,
+  CachedHooks,
   CachedOptions,
-  CacheErrorEvent,
-  CacheEvent,
-  CacheHooks,
-  CallOptions,
-  ComputeEvent,
-  WaitEvent,
+  CachedWaitEvent,
 } from "./lib/cache/options.ts";
 export {
   type BinaryCodec,
@@ -177,7 +177,7 @@ export {
 export { Singleflight } from "./lib/cache/singleflight.ts";
 export {
   CachedFailureError,
-  CacheTimeoutError,
+  CachedTimeoutError,
   CodecError,
 } from "./lib/errors.ts";
 export type {

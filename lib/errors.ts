@@ -328,13 +328,13 @@ export class CodecError extends RespiteError {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { CacheTimeoutError, RespiteError } from "./errors.ts";
- * const err = new CacheTimeoutError("gave up", { key: "report", wait: 100 });
+ * import { CachedTimeoutError, RespiteError } from "./errors.ts";
+ * const err = new CachedTimeoutError("gave up", { key: "report", wait: 100 });
  * assert.ok(err instanceof RespiteError);
  * assert.equal(err.wait, 100);
  * ```
  */
-export class CacheTimeoutError extends RespiteError {
+export class CachedTimeoutError extends RespiteError {
   /** The cache key (as given to `cached`, without prefix). */
   readonly key: string;
   /** How long the caller waited, in ms. */
@@ -347,7 +347,7 @@ export class CacheTimeoutError extends RespiteError {
    */
   constructor(message: string, options: { key: string; wait: number }) {
     super(message);
-    this.name = "CacheTimeoutError";
+    this.name = "CachedTimeoutError";
     this.key = options.key;
     this.wait = options.wait;
   }

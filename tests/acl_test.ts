@@ -12,8 +12,8 @@ import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import {
   cached,
+  type CachedErrorEvent,
   CachedFailureError,
-  type CacheErrorEvent,
   connect,
   type ConnectOptions,
   Lock,
@@ -150,10 +150,10 @@ interface Ctx {
 
 /** A cached() that rejects on Redis errors and rethrows reported ones. */
 function strictHooks() {
-  const errors: CacheErrorEvent[] = [];
+  const errors: CachedErrorEvent[] = [];
   return {
     errors,
-    hooks: { error: (e: CacheErrorEvent) => void errors.push(e) },
+    hooks: { error: (e: CachedErrorEvent) => void errors.push(e) },
     check() {
       if (errors.length > 0) throw errors[0].error;
     },

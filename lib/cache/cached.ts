@@ -12,13 +12,13 @@
  */
 
 import {
+  type CachedCallOptions,
+  type CachedComputeEvent,
   type CachedEntry,
   type CachedEntryInfo,
   type CachedFunction,
   type CachedOptions,
   CacheEvents,
-  type CallOptions,
-  type ComputeEvent,
   resolveCacheOptions,
   type ResolvedCacheOptions,
 } from "./options.ts";
@@ -33,7 +33,7 @@ import {
 } from "./entry.ts";
 import { CacheStore, type Generation } from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
-import { CacheTimeoutError } from "../errors.ts";
+import { CachedTimeoutError } from "../errors.ts";
 import type { Lock } from "../lock/lock.ts";
 import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
@@ -190,7 +190,7 @@ class Cache<A extends unknown[], T> {
       return prev.value;
     }
     if (o.onWaitTimeout === "throw") {
-      throw new CacheTimeoutError(
+      throw new CachedTimeoutError(
         `cached(): gave up waiting for another process to compute "${k}" after ${o.wait} ms (wait option); no stale value to serve`,
         { key: k, wait: o.wait },
       );
@@ -251,7 +251,7 @@ class Cache<A extends unknown[], T> {
     args: A,
     prev: Entry<T> | null,
     gen: Generation | null,
-    reason: ComputeEvent["reason"],
+    reason: CachedComputeEvent["reason"],
     background: boolean,
   ): Promise<T> {
     const createdAt = Date.now();
@@ -509,7 +509,7 @@ export function cached<A extends unknown[], T>(
   const cache = new Cache<A, T>(fn, resolveCacheOptions(fn, options));
   const call = (...args: A): Promise<T> => cache.call(args);
   return Object.assign(call, {
-    get: (args: A, opts?: CallOptions): Promise<T> => {
+    get: (args: A, opts?: CachedCallOptions): Promise<T> => {
       if (!Array.isArray(args)) {
         return Promise.reject(
           new TypeError("get() takes the arguments as an array"),
