@@ -76,14 +76,17 @@ const TOKEN_LENGTH = 33;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, Lock } from "@respite/respite";
  * await using redis = await connect();
  * await using lock = new Lock(redis, "doc:report", { ttl: 10_000, autoRenew: true });
  * if (await lock.acquire({ wait: 5_000 })) {
  *   // ... only one process in the fleet runs this at a time ...
+ *   assert.equal(await new Lock(redis, "doc:report").acquire({ wait: 0 }), false);
  *   lock.signal.throwIfAborted(); // stop if the lock was lost meanwhile
  *   await lock.release(); // or let `await using` release it
  * }
+ * assert.equal(lock.held, false);
  * ```
  */
 export class Lock {
