@@ -2,8 +2,9 @@
  * The README's code blocks, read from README.md itself at test time, so a
  * test runs exactly what a reader copies.
  *
- * A block is tagged by the HTML comment on the line just before its opening
- * fence: `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
+ * A block is tagged by the HTML comment on the line before its opening fence
+ * (blank lines between are skipped: deno fmt puts one there):
+ * `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
  * `deno`; others: `bun`, `node`, `workerd`). Untagged blocks are returned too
  * (with `name` undefined) so a test can insist that every `ts` block is
  * tagged and run.
@@ -49,7 +50,10 @@ export function readmeBlocks(
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) {
       body.push(lines[i]);
     }
-    const tag = start > 0 ? TAG.exec(lines[start - 1].trim()) : null;
+    // The tag's line, skipping the blank line deno fmt puts in between.
+    let t = start - 1;
+    while (t >= 0 && lines[t].trim() === "") t--;
+    const tag = t >= 0 ? TAG.exec(lines[t].trim()) : null;
     const attrs = new Map<string, string>();
     for (const m of (tag?.[2] ?? "").matchAll(/(\w+)=([\w.-]+)/g)) {
       attrs.set(m[1], m[2]);
