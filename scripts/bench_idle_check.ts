@@ -36,7 +36,10 @@ try {
     await c.send("GET", "respite:bench:idle");
     return (performance.now() - t) * 1000;
   };
-  for (let i = 0; i < 20; i++) await get(on), await get(off); // warm up
+  for (let i = 0; i < 20; i++) { // warm up
+    await get(on);
+    await get(off);
+  }
   for (let i = 0; i < ROUNDS; i++) {
     await sleep(THRESHOLD + 5);
     if (i % 2 === 0) {
