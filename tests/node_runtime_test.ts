@@ -2,8 +2,9 @@
  * respite on Node.js 22+ (lib/transport/node.ts, node:net and node:tls), from
  * both `deno test` and `bun test`: a child Node process runs our .ts sources
  * with no flags at all (`node main.ts`: Node 22's default type stripping,
- * which takes erasable TypeScript only; deno.json's `erasableSyntaxOnly`
- * keeps lib/ so) against throwaway redis-servers started here, plain and
+ * which takes erasable TypeScript only, and needs type-only imports marked
+ * `import type`; deno.json's `erasableSyntaxOnly` and `verbatimModuleSyntax`
+ * make `deno check` keep lib/ so) against throwaway redis-servers started here, plain and
  * TLS, and prints what it saw: the client scenario, a `Lock`, a `withLock`
  * and a `cached` stampede.
  *

@@ -93,6 +93,11 @@ export class Connection {
   #probing = false;
   /** performance.now() of the last chunk read, or of the handshake's end. */
   #lastRead = 0;
+  /**
+   * Date.now() of the same moment: the monotonic clock stands still while
+   * the machine sleeps (system suspend), the wall clock does not.
+   */
+  #lastReadWall = 0;
   /** The transport an idle check's PING is out on: nothing else is written. */
   #idleProbe: Transport | null = null;
   /** Commands answered "did not run" (LOADING, BUSY, TRYAGAIN), to send again. */
@@ -362,14 +367,23 @@ export class Connection {
     const t = this.#transport;
     if (t === null || this.#idleProbe === t) return null;
     const after = this.options.idleCheck;
-    if (
-      after !== false && this.#inflight.length === 0 &&
-      performance.now() - this.#lastRead > after
-    ) {
-      this.#idleCheck(t, performance.now() - this.#lastRead);
-      return null;
+    if (after !== false && this.#inflight.length === 0) {
+      const idle = Math.max(
+        performance.now() - this.#lastRead,
+        Date.now() - this.#lastReadWall,
+      );
+      if (idle > after) {
+        this.#idleCheck(t, idle);
+        return null;
+      }
     }
     return t;
+  }
+
+  /** Notes that bytes were read (or a connection was opened) just now. */
+  #readNow(): void {
+    this.#lastRead = performance.now();
+    this.#lastReadWall = Date.now();
   }
 
   /**
@@ -563,7 +577,7 @@ export class Connection {
         {
           onData: (chunk, borrowed) => {
             if (this.#transport === transport) {
-              this.#lastRead = performance.now();
+              this.#readNow();
               this.#inbox.read(chunk, borrowed);
             }
           },
@@ -591,7 +605,7 @@ export class Connection {
       const handshake = this.#handshake();
       handshake.catch(() => {});
       await Promise.race([handshake, limit.expired]);
-      this.#lastRead = performance.now();
+      this.#readNow();
     } catch (err) {
       this.#transport = null;
       for (const p of this.#inflight.drain()) {
