@@ -6,18 +6,30 @@
  * clients idle past the threshold, then one GET each (alternating which goes
  * first); the median and p90 over the rounds are printed.
  *
- * Usage: deno run -A scripts/bench_idle_check.ts [--rounds N]
- *        bun scripts/bench_idle_check.ts [--rounds N]
+ * Then the thaw itself, `--thaws N` times (default 5): the worker of
+ * tests/client_thaw_test.ts, run with this runtime, frozen (SIGSTOP) for
+ * 4 s against a server with `timeout 2`, issues an INCR at the resume; it
+ * prints how long that INCR took (the PING, the close, the reconnect and the
+ * INCR on the new connection).
+ *
+ * Usage: deno run -A scripts/bench_idle_check.ts [--rounds N] [--thaws N]
+ *        bun scripts/bench_idle_check.ts [--rounds N] [--thaws N]
  */
 
 import process from "node:process";
 import { connect } from "../mod.ts";
 import { startRedis } from "../testing/redis.ts";
+import { runArgs, spawn } from "../testing/proc.ts";
 
 const args = process.argv.slice(2);
-const at = args.indexOf("--rounds");
-const ROUNDS = at === -1 ? 200 : Number(args[at + 1]);
-if (!(ROUNDS > 0)) throw new RangeError("--rounds needs a positive number");
+function option(name: string, fallback: number): number {
+  const at = args.indexOf(name);
+  const n = at === -1 ? fallback : Number(args[at + 1]);
+  if (!(n >= 0)) throw new RangeError(`${name} needs a number >= 0`);
+  return n;
+}
+const ROUNDS = option("--rounds", 200);
+const THAWS = option("--thaws", 5);
 const THRESHOLD = 20; // ms: short, so the run is short; the cost is the same
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,4 +87,35 @@ try {
   );
 } finally {
   await server.stop();
+}
+
+const worker = new URL("../tests/fixtures/thaw_worker.ts", import.meta.url)
+  .pathname;
+const thawServer = await startRedis({ args: ["--timeout", "2"] });
+try {
+  const r = await connect(thawServer.url);
+  const took: number[] = [];
+  for (let i = 0; i < THAWS; i++) {
+    const prefix = `respite:bench:thaw:${i}:`;
+    const [cmd, argv] = runArgs(worker, [String(thawServer.port), prefix]);
+    const child = spawn(cmd, argv);
+    while (await r.send("EXISTS", `${prefix}ready`) === 0) await sleep(10);
+    child.kill("SIGSTOP");
+    await sleep(4_000);
+    child.kill("SIGCONT");
+    await child.exited;
+    const out = JSON.parse((await child.stdout()).trim().split("\n").pop()!);
+    if (out.reply !== 2) throw new Error(`the thawed INCR: ${out.error}`);
+    took.push(out.ms);
+  }
+  await r.close();
+  if (THAWS > 0) {
+    console.log(
+      `thawed INCR after a 4 s freeze (timeout 2), ${THAWS} runs, ms: ${
+        took.map((t) => t.toFixed(1)).join(", ")
+      }`,
+    );
+  }
+} finally {
+  await thawServer.stop();
 }
