@@ -24,6 +24,12 @@ export class Wake {
   #sleepers = new Set<() => void>();
   #unsubscribe: Promise<() => Promise<void>> | null = null;
   #closed = false;
+  /** The client whose shared subscriber connection carries it. */
+  readonly redis: RedisClient;
+  /** The wake channel. */
+  readonly channel: string;
+  /** Called with each message as it arrives, before sleepers wake. */
+  readonly onMessage?: (message: string) => void;
 
   /**
    * @param redis The client whose shared subscriber connection carries it.
@@ -33,10 +39,14 @@ export class Wake {
    *   one in the same burst would push out of {@linkcode Wake.last}).
    */
   constructor(
-    readonly redis: RedisClient,
-    readonly channel: string,
-    readonly onMessage?: (message: string) => void,
-  ) {}
+    redis: RedisClient,
+    channel: string,
+    onMessage?: (message: string) => void,
+  ) {
+    this.redis = redis;
+    this.channel = channel;
+    this.onMessage = onMessage;
+  }
 
   /**
    * Subscribes (once; again after a failed try), and resolves when Redis

@@ -161,9 +161,11 @@ export class FrameCounter {
   #capture = false;
   #args: string[] = [];
 
-  constructor(
-    readonly onFrame: (type: number, args: string[]) => void,
-  ) {}
+  readonly onFrame: (type: number, args: string[]) => void;
+
+  constructor(onFrame: (type: number, args: string[]) => void) {
+    this.onFrame = onFrame;
+  }
 
   feed(b: Uint8Array): void {
     let i = 0;

@@ -19,7 +19,10 @@ export function mulberry32(seed: number): () => number {
 
 /** Random helpers over one PRNG. */
 export class Rand {
-  constructor(readonly next: () => number) {}
+  readonly next: () => number;
+  constructor(next: () => number) {
+    this.next = next;
+  }
   /** An integer in [0, n). */
   int(n: number): number {
     return Math.floor(this.next() * n);

@@ -102,3 +102,20 @@ export async function within<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Polls `f` every 10 ms until it is true; rejects when `ms` ran out first.
+ */
+export async function until(
+  what: string,
+  ms: number,
+  f: () => boolean | Promise<boolean>,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!await f()) {
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
+    await sleep(10);
+  }
+}

@@ -24,6 +24,7 @@ import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import { type MessageListener, Subscriber } from "./subscriber.ts";
 import { BLOCKING } from "./blocking.ts";
+import { readRedisUrl, withUnreadableEnv } from "./env.ts";
 
 /** What {@linkcode RedisClient.info} tells about a client. */
 export interface ClientInfo {
@@ -487,8 +488,10 @@ function checkShared(
  * `TypeError` or `RangeError` before anything is sent.
  *
  * @param options A `redis://`/`rediss://` URL, or an options object. Without
- *   it, the `REDIS_URL` environment variable is used if set (and readable),
- *   else `redis://127.0.0.1:6379`.
+ *   it, the `REDIS_URL` environment variable is used if set, else
+ *   `redis://127.0.0.1:6379`. When `REDIS_URL` cannot be read (Deno without
+ *   `--allow-env=REDIS_URL`), the default is tried: an error then says so
+ *   and names the flag, and a success logs a warning.
  * @returns The connected client.
  *
  * @example
@@ -505,12 +508,16 @@ export function connect(
   options?: string | ConnectOptions,
 ): Promise<RedisClient> {
   let resolved: ResolvedOptions;
+  const env = options == null ? readRedisUrl() : undefined;
   try {
-    resolved = resolveOptions(options ?? envUrl() ?? {});
+    resolved = resolveOptions(options ?? env?.url ?? {});
   } catch (err) {
     return Promise.reject(err);
   }
-  return openClient(resolved);
+  const opening = openClient(resolved);
+  return env?.unreadable === undefined
+    ? opening
+    : withUnreadableEnv(opening, resolved, env.unreadable);
 }
 
 /**
@@ -519,18 +526,4 @@ export function connect(
  */
 function openClient(options: ResolvedOptions): Promise<RedisClient> {
   return open(options);
-}
-
-/** Reads `REDIS_URL` where the runtime lets us; `undefined` otherwise. */
-function envUrl(): string | undefined {
-  const g = globalThis as {
-    Deno?: { env: { get(name: string): string | undefined } };
-    process?: { env?: Record<string, string | undefined> };
-  };
-  try {
-    if (g.Deno) return g.Deno.env.get("REDIS_URL") || undefined;
-    return g.process?.env?.REDIS_URL || undefined;
-  } catch {
-    return undefined; // no permission to read the environment
-  }
 }

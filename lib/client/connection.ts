@@ -2,7 +2,8 @@
  * One connection to Redis: auto-pipelining (everything issued in one tick
  * leaves in one write), a FIFO queue matching replies to commands, the
  * AUTH/SELECT/HELLO handshake, reconnect with backoff and jitter, per-command
- * timeouts and abort signals.
+ * timeouts and abort signals, and the checks that find a dead connection
+ * (after a timeout, and before writing to one that was idle).
  *
  * @module
  */
@@ -22,6 +23,9 @@ import { validateArgs } from "../resp/encoder.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Connector, Transport } from "../transport/types.ts";
 import { runtimeConnector } from "../transport/mod.ts";
+
+/** `PING`, as the idle check writes it. */
+const PING = new TextEncoder().encode("*1\r\n$4\r\nPING\r\n");
 
 /** The state of a connection. */
 export type ConnectionStatus =
@@ -87,6 +91,15 @@ export class Connection {
   #attempting = false;
   /** A health-check PING is out. */
   #probing = false;
+  /** performance.now() of the last chunk read, or of the handshake's end. */
+  #lastRead = 0;
+  /**
+   * Date.now() of the same moment: the monotonic clock stands still while
+   * the machine sleeps (system suspend), the wall clock does not.
+   */
+  #lastReadWall = 0;
+  /** The transport an idle check's PING is out on: nothing else is written. */
+  #idleProbe: Transport | null = null;
   /** Commands answered "did not run" (LOADING, BUSY, TRYAGAIN), to send again. */
   #notRun: NotRunQueue;
   /** Closing what an abandoned connection attempt opens late. */
@@ -120,10 +133,7 @@ export class Connection {
     this.#inflight = this.#inbox.inflight;
     this.#outbox = new Outbox(
       this.#inflight,
-      () =>
-        this.#status === "ready" || this.#status === "closing"
-          ? this.#transport
-          : null,
+      () => this.#writable(),
       (transport, err) => {
         if (this.#transport === transport) this.#lost(err);
       },
@@ -348,6 +358,96 @@ export class Connection {
     );
   }
 
+  /**
+   * The transport the outbox may write to now (it asks right before each
+   * write), or `null`: not connected, or an idle check is out on it.
+   */
+  #writable(): Transport | null {
+    if (this.#status !== "ready" && this.#status !== "closing") return null;
+    const t = this.#transport;
+    if (t === null || this.#idleProbe === t) return null;
+    const after = this.options.idleCheck;
+    if (after !== false && this.#inflight.length === 0) {
+      const idle = Math.max(
+        performance.now() - this.#lastRead,
+        Date.now() - this.#lastReadWall,
+      );
+      if (idle > after) {
+        this.#idleCheck(t, idle);
+        return null;
+      }
+    }
+    return t;
+  }
+
+  /** Notes that bytes were read (or a connection was opened) just now. */
+  #readNow(): void {
+    this.#lastRead = performance.now();
+    this.#lastReadWall = Date.now();
+  }
+
+  /**
+   * Before writing to a connection idle past `idleCheck`: is it still open?
+   * A process frozen (or its event loop blocked) longer than the server's
+   * `timeout` resumes with the server's close not read yet; a command
+   * written then would be lost with the connection, and might or might not
+   * have run. So a PING goes first, written directly, and the outbox holds
+   * its commands until the answer. Answered: they are written. The
+   * connection closes instead: they were never written, so they go out on
+   * the next connection (reconnect is immediate). No answer within
+   * `healthCheckTimeout` and no byte read: it is taken for dead, the same.
+   * PING is read-only, so sending it on a connection in doubt is safe.
+   */
+  #idleCheck(transport: Transport, idle: number): void {
+    this.#idleProbe = transport;
+    const reads = this.#inbox.reads;
+    const timeout = this.options.healthCheckTimeout;
+    const done = () => {
+      if (this.#idleProbe !== transport) return;
+      this.#idleProbe = null;
+      if (this.#transport === transport) this.#outbox.schedule();
+    };
+    const p: Pending = {
+      resolve: done,
+      reject: (err) => {
+        if (
+          err instanceof TimeoutError && this.#transport === transport &&
+          this.#inbox.reads === reads
+        ) {
+          const dead = new ConnectionError(
+            `${this.#where} did not answer a PING within ${timeout} ms after the connection was idle for ${
+              Math.round(idle)
+            } ms: it is taken for dead and opened again (no command was written to it)`,
+          );
+          this.#lost(dead, dead);
+        }
+        done();
+      },
+      raw: false,
+      settled: false,
+      name: "PING",
+      end: 0,
+      batch: -1,
+      replies: 1,
+      collected: undefined,
+    };
+    this.#inflight.push(p);
+    if (timeout !== false) {
+      p.timer = setTimeout(() => {
+        p.timer = undefined;
+        settle(p, undefined, new TimeoutError(`PING timed out`));
+      }, timeout);
+    }
+    const failed = (err: unknown) => {
+      if (this.#transport === transport) this.#lost(err);
+    };
+    try {
+      transport.write(PING.slice())?.catch(failed);
+    } catch (err) {
+      failed(err);
+    }
+  }
+
   /** Sends the commands answered "did not run" again, in their order. */
   #resend(queue: Pending[]): void {
     const closing = this.#status === "closing" || this.#status === "closed";
@@ -368,6 +468,9 @@ export class Connection {
     const transport = this.#transport;
     if (transport === null) return;
     this.#transport = null;
+    // Closed while an idle check was out: the server (or a NAT) let an idle
+    // connection go, which is not an outage; nothing was written to it.
+    const idleClosed = this.#idleProbe === transport;
     this.#outbox.lost();
     transport.close().catch(() => {});
     const inflightError = error ??
@@ -392,15 +495,18 @@ export class Connection {
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
       );
     }
-    this.#reconnecting = this.#reconnectLoop().catch(() => {});
+    this.#reconnecting = this.#reconnectLoop(idleClosed).catch(() => {});
   }
 
-  async #reconnectLoop(): Promise<void> {
+  /** Reconnects with backoff; `atOnce`: the first attempt without delay. */
+  async #reconnectLoop(atOnce: boolean): Promise<void> {
     const r = this.options.reconnect;
     if (r === false) return;
     let lastError: unknown;
     for (let attempt = 0; attempt < r.maxRetries + 1; attempt++) {
-      const delay = backoff(attempt, r.minDelay, r.maxDelay);
+      const delay = atOnce && attempt === 0
+        ? 0
+        : backoff(attempt, r.minDelay, r.maxDelay);
       await new Promise<void>((resolve) => {
         this.#retryWake = resolve;
         this.#retryTimer = setTimeout(resolve, delay);
@@ -471,6 +577,7 @@ export class Connection {
         {
           onData: (chunk, borrowed) => {
             if (this.#transport === transport) {
+              this.#readNow();
               this.#inbox.read(chunk, borrowed);
             }
           },
@@ -498,6 +605,7 @@ export class Connection {
       const handshake = this.#handshake();
       handshake.catch(() => {});
       await Promise.race([handshake, limit.expired]);
+      this.#readNow();
     } catch (err) {
       this.#transport = null;
       for (const p of this.#inflight.drain()) {

@@ -91,6 +91,27 @@ export interface ConnectOptions {
    */
   healthCheckTimeout?: number | false;
   /**
+   * A connection that was idle longer than this, in ms (nothing in flight,
+   * not one byte read), is checked with a `PING` before the next command is
+   * written to it; the command waits for the answer (default 1_000; `false`
+   * turns the check off). If the connection turns out to be closed, it is
+   * opened again and the command is written to the new one, so it runs once,
+   * with no error. This is for a process that was frozen (a serverless
+   * function between two invocations, a stopped container, a laptop asleep)
+   * or whose event loop was blocked longer than the server's `timeout` or a
+   * NAT's idle timeout: when it resumes, the server's close has not been
+   * read yet, and a command written at once would be lost with the
+   * connection, with no way to tell whether it ran. (A `PING` is read-only:
+   * sending it on a connection in doubt is always safe.)
+   *
+   * The cost is one round trip, only for the first command after an idle
+   * spell; a busy connection never pays it. The default covers every
+   * `timeout` a Redis server can have (whole seconds, at least 1). A check
+   * with no answer within `healthCheckTimeout` drops the connection as dead
+   * (no command was written to it) and opens it again.
+   */
+  idleCheck?: number | false;
+  /**
    * How long to keep sending again a command Redis answered with `LOADING`
    * (restarted, reading its data), `BUSY` (a script is running) or
    * `TRYAGAIN`, in ms: those replies mean it did not run. With backoff up to
@@ -138,6 +159,7 @@ export interface ResolvedOptions {
   maxQueue: number;
   closeTimeout: number;
   healthCheckTimeout: number | false;
+  idleCheck: number | false;
   retryNotRun: number | false;
   blocking: boolean;
   connector?: Runtime | Connector;
@@ -272,6 +294,9 @@ export function resolveOptions(
   const healthCheckTimeout = merged.healthCheckTimeout === false
     ? false
     : duration("healthCheckTimeout", merged.healthCheckTimeout) ?? 5_000;
+  const idleCheck = merged.idleCheck === false
+    ? false
+    : duration("idleCheck", merged.idleCheck, true) ?? 1_000;
   const retryNotRun = merged.retryNotRun === false
     ? false
     : duration("retryNotRun", merged.retryNotRun, true) ?? 10_000;
@@ -291,6 +316,7 @@ export function resolveOptions(
     maxQueue,
     closeTimeout,
     healthCheckTimeout,
+    idleCheck,
     retryNotRun,
     blocking: merged.blocking ?? false,
     connector: merged.connector,
@@ -320,6 +346,7 @@ const OPTION_NAMES = [
   "maxQueue",
   "closeTimeout",
   "healthCheckTimeout",
+  "idleCheck",
   "retryNotRun",
   "blocking",
   "connector",

@@ -42,16 +42,23 @@ export class Acquisition {
   /** How many tries in a row got no answer. */
   #failures = 0;
 
+  /** The lock's client. */
+  readonly redis: RedisClient;
+  /** The lock's keys (the queue is per key and client). */
+  readonly keys: LockKeys;
+  /** One try. */
+  readonly attempt: Attempt;
+
   /**
    * @param redis The lock's client.
    * @param keys The lock's keys (the queue is per key and client).
    * @param attempt One try.
    */
-  constructor(
-    readonly redis: RedisClient,
-    readonly keys: LockKeys,
-    readonly attempt: Attempt,
-  ) {}
+  constructor(redis: RedisClient, keys: LockKeys, attempt: Attempt) {
+    this.redis = redis;
+    this.keys = keys;
+    this.attempt = attempt;
+  }
 
   /** Runs it: `true` once acquired, `false` when `wait` ran out. */
   async run(wait: number, signal: AbortSignal | undefined): Promise<boolean> {

@@ -29,18 +29,17 @@ export class WaitQueue {
   localHolder: LocalHolder | null = null;
   /** The wake channel's subscription, shared by the waiters. */
   readonly wake: Wake;
+  /** Called once the last waiter left. */
+  readonly onEmpty: () => void;
 
   /**
    * @param redis The client.
    * @param channel The lock's wake channel.
    * @param onEmpty Called once the last waiter left.
    */
-  constructor(
-    redis: RedisClient,
-    channel: string,
-    readonly onEmpty: () => void,
-  ) {
+  constructor(redis: RedisClient, channel: string, onEmpty: () => void) {
     this.wake = new Wake(redis, channel);
+    this.onEmpty = onEmpty;
   }
 
   /** Removes a waiter; promotes the next head; unsubscribes when empty. */
