@@ -4,7 +4,7 @@
  *
  * `node:net` and `node:tls` are imported through variables, not string
  * literals. A bundler follows a dynamic `import()` of a literal, and this
- * module is reachable from ./mod.ts's `import("./node.ts")`: with literals,
+ * module is loaded by a dynamic import of this file in ./mod.ts: with literals,
  * esbuild bundling for the browser platform (as wrangler does for Cloudflare
  * Workers, without `nodejs_compat`) stops at `Could not resolve "node:net"`.
  * With variables, every bundler leaves the import to run time, where it only
