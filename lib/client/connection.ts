@@ -55,6 +55,8 @@ export class Connection {
   #status: ConnectionStatus = "connecting";
   #connector: Connector | null = null;
   #transport: Transport | null = null;
+  /** The last transport opened, kept after it is lost: whose request owns us. */
+  #owner: Transport | null = null;
   /** The read side: decoding, and matching replies to commands in flight. */
   #inbox: Inbox;
   /** Written, waiting for their replies, in order (the inbox's queue). */
@@ -186,8 +188,21 @@ export class Connection {
     );
   }
 
+  /**
+   * Whether this connection belongs to another request than the code
+   * running now (Cloudflare Workers; see `Transport.usableHere`). Judged by
+   * the last socket opened, also while it is lost and not yet replaced: a
+   * reconnect would need the request that owns it.
+   */
+  get foreignRequest(): boolean {
+    const owner = this.#owner;
+    return owner !== null && owner.usableHere !== undefined &&
+      !owner.usableHere();
+  }
+
   /** Why a command issued now is refused at once (see refusal()), or `null`. */
-  #refusal(): ConnectionError | null {
+  #refusal(): Error | null {
+    if (this.foreignRequest) return new TypeError(requestRule(this.#where));
     return refusal(
       this.#status,
       this.options,
@@ -493,6 +508,7 @@ export class Connection {
       throw err;
     }
     this.#transport = transport;
+    this.#owner = transport;
     this.#inbox.reset();
     try {
       const handshake = this.#handshake();
@@ -617,4 +633,18 @@ export class Connection {
     this.#idle?.();
     this.hooks.onClosed?.();
   }
+}
+
+/**
+ * The error text for a client used from a request that does not own its
+ * socket: the rule, and the fix.
+ *
+ * @param where `host:port`.
+ */
+export function requestRule(where: string): string {
+  return `This client's connection to ${where} was opened by another request: ` +
+    "on Cloudflare Workers a socket belongs to the request that opened it, and no other request (a later one, or a concurrent one) may use it. " +
+    "Connect inside the handler (const redis = await connect(...)), pass that client per call " +
+    "(cachedFn.get(args, { redis }), or withLock(fn, { redis: (...args) => client })), " +
+    "and close it when the request is done (ctx.waitUntil(cachedFn.idle().finally(() => redis.close())))";
 }
