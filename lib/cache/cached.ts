@@ -40,6 +40,7 @@ import { cacheEntryKey } from "../keys.ts";
 import type { Lock } from "../lock/lock.ts";
 import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
+import { FailOpenLog } from "./fail_open_log.ts";
 import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CallOptions}. */
@@ -56,6 +57,7 @@ class Cache<A extends unknown[], T> {
   readonly flights = new Singleflight<T>();
   readonly refreshes = new Singleflight<T>();
   readonly background = new Map<string, Promise<void>>();
+  readonly failOpenLog = new FailOpenLog();
 
   constructor(
     fn: (...args: A) => T | Promise<T>,
@@ -407,10 +409,16 @@ class Cache<A extends unknown[], T> {
     k: string,
     args: A,
     err: unknown,
-    _store: CacheStore,
+    store: CacheStore,
   ): Promise<T> {
     this.events.report(k, err, "redis");
     if (!this.options.failOpen) throw err;
+    const logger = this.options.logger;
+    this.failOpenLog.note(
+      logger === undefined ? store.redis.logger : logger,
+      k,
+      err,
+    );
     const t0 = performance.now();
     let ok = false;
     try {
@@ -531,8 +539,14 @@ class Cache<A extends unknown[], T> {
  * - With `staleWhileRevalidate`, an expired value is served at once while
  *   one caller in the fleet refreshes it in the background; XFetch (`beta`)
  *   starts such refreshes a little before expiry.
- * - If Redis is unreachable, `fn` runs in this process (fail open) and the
- *   `error` hook is told; `failOpen: false` rejects instead.
+ * - If Redis is unreachable, `fn` runs in this process (fail open), the
+ *   `error` hook is told and the logger warns (rate-limited: at most one
+ *   line per 10 s); `failOpen: false` rejects instead. A client that may
+ *   not be used here (on Cloudflare Workers, one connected by another
+ *   request) is no such case: the call rejects with a `TypeError`.
+ * - The client is the `redis` option, or given per call
+ *   (`fn.get(args, { redis })`, `fn.with(redis)`): then `cached` may be
+ *   called once at module scope, and each request passes its own client.
  *
  * @typeParam A The function's parameter types.
  * @typeParam T What it resolves to.

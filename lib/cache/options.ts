@@ -176,8 +176,10 @@ export interface CachedOptions<A extends unknown[], T> {
   onWaitTimeout?: "compute" | "throw";
   /**
    * When Redis cannot be reached: `true` (the default) computes in this
-   * process (still one computation per key per process) and reports through
-   * the `error` hook; `false` rejects with the Redis error.
+   * process (still one computation per key per process), reports through
+   * the `error` hook and logs a warning (the first at once, then at most one
+   * line per 10 s per cached function, counting the calls in between);
+   * `false` rejects with the Redis error.
    */
   failOpen?: boolean;
   /** Give up on one Redis command after this long and treat Redis as unreachable (default 1_000). */
@@ -186,7 +188,7 @@ export interface CachedOptions<A extends unknown[], T> {
   hooks?: CacheHooks;
   /** The random source for XFetch and jitter, uniform in [0, 1) (default `Math.random`). */
   random?: () => number;
-  /** Where script and hook warnings go (default: the client's logger); `null` silences them. */
+  /** Where fail-open, script and hook warnings go (default: the client's logger); `null` silences them. */
   logger?: Logger | null;
 }
 

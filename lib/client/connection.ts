@@ -15,7 +15,7 @@ import { refusal } from "./admission.ts";
 import { AttemptLimit, dial } from "./dial.ts";
 import { handshake } from "./handshake.ts";
 import { NotRunQueue } from "./not_run.ts";
-import { Inbox } from "./inbox.ts";
+import { errorText, Inbox } from "./inbox.ts";
 import { Outbox } from "./outbox.ts";
 import { type Pending, settle } from "./pending.ts";
 import { validateArgs } from "../resp/encoder.ts";
@@ -55,6 +55,8 @@ export class Connection {
   #status: ConnectionStatus = "connecting";
   #connector: Connector | null = null;
   #transport: Transport | null = null;
+  /** When the current outage began (`performance.now()`). */
+  #outageStart = 0;
   /** The last transport opened, kept after it is lost: whose request owns us. */
   #owner: Transport | null = null;
   /** The read side: decoding, and matching replies to commands in flight. */
@@ -186,6 +188,20 @@ export class Connection {
       1,
       args,
     );
+  }
+
+  /** "connection" or "subscriber connection", for log lines. */
+  get #label(): string {
+    return this.subscriber ? "subscriber connection" : "connection";
+  }
+
+  /** A line to the logger; a logger that throws is ignored. */
+  #warn(message: string): void {
+    try {
+      this.options.logger.warn(message);
+    } catch {
+      // never let logging break the connection
+    }
   }
 
   /**
@@ -402,6 +418,14 @@ export class Connection {
       return;
     }
     this.#status = "reconnecting";
+    // One line per outage, however many attempts it takes (and one when it
+    // ends, in #reconnectLoop): never one per attempt.
+    this.#outageStart = performance.now();
+    this.#warn(
+      `respite: lost the ${this.#label} to ${this.#where} (${
+        cause === undefined ? "closed by the peer" : errorText(cause)
+      }); reconnecting`,
+    );
     if (!this.options.queueWhileReconnecting) {
       this.#outbox.fail(
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
@@ -439,6 +463,11 @@ export class Connection {
         return;
       }
       this.#status = "ready";
+      this.#warn(
+        `respite: the ${this.#label} to ${this.#where} is back after ${
+          Math.round(performance.now() - this.#outageStart)
+        } ms (${attempt + 1} attempt${attempt === 0 ? "" : "s"})`,
+      );
       this.hooks.onReady?.(true);
       this.#outbox.flush();
       return;
