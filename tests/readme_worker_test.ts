@@ -21,37 +21,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "./_harness.ts";
-import { startRedis } from "../testing/redis.ts";
+import { PINNED } from "./fixtures/tools.ts";
+import { connectionsReceived, startRedis } from "../testing/redis.ts";
 import { readmeBlock } from "../testing/readme.ts";
-import { connect, type RedisClient } from "../mod.ts";
+import { connect } from "../mod.ts";
 import {
-  findWorkerd,
-  missingError,
-  PINNED,
-  skipUnless,
-} from "./fixtures/tools.ts";
-import {
-  esbuild,
   esbuildWorker,
+  needEsbuild,
+  needWorkerd,
   nodeImports,
   type Served,
   serveWorker,
+  skipWithoutEsbuild,
 } from "./fixtures/workerd.ts";
 
-const workerd = findWorkerd();
-const what = `workerd ${PINNED.workerd}`;
-const esbuildWhat = `esbuild ${PINNED.esbuild}`;
-const skip = skipUnless(what, workerd, "RESPITE_WORKERD") ||
-  skipUnless(esbuildWhat, esbuild, "RESPITE_ESBUILD");
 const modTs = fileURLToPath(new URL("../mod.ts", import.meta.url));
-
-/** Connections the server has accepted so far. */
-async function connectionsReceived(redis: RedisClient): Promise<number> {
-  const info = await redis.send<string>("INFO", "stats");
-  const m = /total_connections_received:(\d+)/.exec(info);
-  assert.ok(m, `no total_connections_received in INFO stats: ${info}`);
-  return Number(m[1]);
-}
 
 /** A slow upstream prices API on 127.0.0.1 that counts its calls. */
 async function upstream(): Promise<
@@ -84,10 +68,8 @@ async function upstream(): Promise<
 test(
   "README's Cloudflare Workers handler, bundled by esbuild as wrangler does, in workerd: 50 concurrent requests on a cold key -> 1 upstream call, 1 connection per request",
   async () => {
-    if (workerd === undefined) throw missingError(what, "RESPITE_WORKERD");
-    if (esbuild === undefined) {
-      throw missingError(esbuildWhat, "RESPITE_ESBUILD");
-    }
+    const workerd = needWorkerd();
+    needEsbuild();
     const block = readmeBlock("worker");
     assert.equal(block.runtime, "workerd");
     const dir = await mkdtemp(join(tmpdir(), "respite-readme-worker-"));
@@ -176,5 +158,5 @@ test(
       await rm(dir, { recursive: true, force: true });
     }
   },
-  { timeout: 60_000, skip },
+  { timeout: 60_000, skip: skipWithoutEsbuild },
 );

@@ -22,37 +22,24 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "./_harness.ts";
-import { type RedisServer, startRedis } from "../testing/redis.ts";
-import { cached, connect, type RedisClient } from "../mod.ts";
 import {
-  findWorkerd,
-  missingError,
-  PINNED,
-  skipUnless,
-} from "./fixtures/tools.ts";
+  connectionsReceived,
+  type RedisServer,
+  startRedis,
+} from "../testing/redis.ts";
+import { cached, connect } from "../mod.ts";
 import {
-  esbuild,
   esbuildWorker,
+  needEsbuild,
+  needWorkerd,
   type Served,
   serveWorker,
+  skipWithoutEsbuild,
 } from "./fixtures/workerd.ts";
 
-const workerd = findWorkerd();
-const what = `workerd ${PINNED.workerd}`;
-const esbuildWhat = `esbuild ${PINNED.esbuild}`;
-const skip = skipUnless(what, workerd, "RESPITE_WORKERD") ||
-  skipUnless(esbuildWhat, esbuild, "RESPITE_ESBUILD");
 const entry = fileURLToPath(
   new URL("./fixtures/workers/requests.ts", import.meta.url),
 );
-
-/** Connections the server has accepted so far. */
-async function connectionsReceived(redis: RedisClient): Promise<number> {
-  const info = await redis.send<string>("INFO", "stats");
-  const m = /total_connections_received:(\d+)/.exec(info);
-  assert.ok(m, `no total_connections_received in INFO stats: ${info}`);
-  return Number(m[1]);
-}
 
 /** Bundles the worker, starts a redis-server and workerd; runs `body`. */
 async function withWorker(
@@ -61,8 +48,8 @@ async function withWorker(
     server: RedisServer,
   ) => Promise<void>,
 ): Promise<void> {
-  if (workerd === undefined) throw missingError(what, "RESPITE_WORKERD");
-  if (esbuild === undefined) throw missingError(esbuildWhat, "RESPITE_ESBUILD");
+  const workerd = needWorkerd();
+  needEsbuild();
   const dir = await mkdtemp(join(tmpdir(), "respite-workerd-requests-"));
   const server = await startRedis();
   let served: Served | undefined;
@@ -129,7 +116,7 @@ test(
         "cached fell open (or computed) for a refused call",
       );
     }),
-  { timeout: 30_000, skip },
+  { timeout: 30_000, skip: skipWithoutEsbuild },
 );
 
 test(
@@ -218,5 +205,5 @@ test(
       );
       await redis.send("DEL", `respite:cache:{${cold}}`);
     }),
-  { timeout: 30_000, skip },
+  { timeout: 30_000, skip: skipWithoutEsbuild },
 );

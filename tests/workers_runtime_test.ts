@@ -23,29 +23,20 @@ import { fileURLToPath } from "node:url";
 import { test } from "./_harness.ts";
 import { startRedis } from "../testing/redis.ts";
 import { expectedScenario } from "./fixtures/scenario.ts";
+import { makeCerts } from "./fixtures/tools.ts";
 import {
-  findWorkerd,
-  makeCerts,
-  missingError,
-  PINNED,
-  skipUnless,
-} from "./fixtures/tools.ts";
-import {
-  esbuild,
   esbuildWorker,
+  needEsbuild,
+  needWorkerd,
   nodeImports,
   runtimeBundle,
   runtimeBundler,
   type Served,
   serveWorker,
+  skipWithoutEsbuild,
+  skipWithoutWorkerd,
 } from "./fixtures/workerd.ts";
 
-const workerd = findWorkerd();
-const what = `workerd ${PINNED.workerd}`;
-const skip = skipUnless(what, workerd, "RESPITE_WORKERD");
-const esbuildWhat = `esbuild ${PINNED.esbuild}`;
-const skipEsbuild = skip ||
-  skipUnless(esbuildWhat, esbuild, "RESPITE_ESBUILD");
 const entry = fileURLToPath(
   new URL("./fixtures/workers/worker.ts", import.meta.url),
 );
@@ -54,7 +45,7 @@ const entry = fileURLToPath(
 async function bundledScenario(
   bundle: (out: string) => Promise<unknown>,
 ): Promise<void> {
-  if (workerd === undefined) throw missingError(what, "RESPITE_WORKERD");
+  const workerd = needWorkerd();
   const dir = await mkdtemp(join(tmpdir(), "respite-workerd-"));
   let served: Served | undefined;
   const certs = await makeCerts(dir);
@@ -97,18 +88,16 @@ async function bundledScenario(
 test(
   `Cloudflare Workers (workerd): cloudflare:sockets, plain and TLS, from a worker bundled by ${runtimeBundler}`,
   () => bundledScenario((out) => runtimeBundle(entry, out)),
-  { timeout: 20_000, skip },
+  { timeout: 20_000, skip: skipWithoutWorkerd },
 );
 
 test(
   "Cloudflare Workers (workerd): cloudflare:sockets, plain and TLS, from a worker bundled by esbuild as wrangler does (no node: import)",
   () =>
     bundledScenario(async (out) => {
-      if (esbuild === undefined) {
-        throw missingError(esbuildWhat, "RESPITE_ESBUILD");
-      }
+      needEsbuild();
       const warnings = await esbuildWorker(entry, out);
       assert.equal(warnings, "", "esbuild warned");
     }),
-  { timeout: 20_000, skip: skipEsbuild },
+  { timeout: 20_000, skip: skipWithoutEsbuild },
 );

@@ -271,6 +271,7 @@ export class RedisClient {
     checkString("channel", channel);
     checkFunction("listener", listener);
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
+    checkRequest(this); // else it would open a subscriber socket for another request
     return await this.#subscriber.subscribe(channel, listener);
   }
 
