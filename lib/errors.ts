@@ -15,9 +15,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RespiteError, ReplyError } from "./errors.ts";
  * const err = new ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value");
- * console.assert(err instanceof RespiteError);
+ * assert.ok(err instanceof RespiteError);
  * ```
  */
 export class RespiteError extends Error {
@@ -39,9 +40,10 @@ export class RespiteError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ReplyError } from "./errors.ts";
  * const err = new ReplyError("NOSCRIPT No matching script. Please use EVAL.");
- * console.assert(err.code === "NOSCRIPT");
+ * assert.equal(err.code, "NOSCRIPT");
  * ```
  */
 export class ReplyError extends RespiteError {
@@ -70,9 +72,10 @@ export class ReplyError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConnectionError } from "./errors.ts";
  * const err = new ConnectionError("connection to 127.0.0.1:6379 closed");
- * console.assert(err.name === "ConnectionError");
+ * assert.equal(err.name, "ConnectionError");
  * ```
  */
 export class ConnectionError extends RespiteError {
@@ -102,9 +105,10 @@ export class ConnectionError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ProtocolError } from "./errors.ts";
  * const err = new ProtocolError("unexpected type byte 0x3f");
- * console.assert(err.name === "ProtocolError");
+ * assert.equal(err.name, "ProtocolError");
  * ```
  */
 export class ProtocolError extends RespiteError {
@@ -125,9 +129,10 @@ export class ProtocolError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TimeoutError } from "./errors.ts";
  * const err = new TimeoutError("GET timed out after 100 ms");
- * console.assert(err.name === "TimeoutError");
+ * assert.equal(err.name, "TimeoutError");
  * ```
  */
 export class TimeoutError extends RespiteError {
@@ -171,9 +176,11 @@ export type LockNotHeldReason = "expired" | "held-by-other" | "not-acquired";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LockNotAcquiredError, RespiteError } from "./errors.ts";
  * const err = new LockNotAcquiredError("Lock orders not acquired within 100 ms", { lock: "orders", wait: 100 });
- * console.assert(err instanceof RespiteError && err.name === "LockNotAcquiredError");
+ * assert.ok(err instanceof RespiteError);
+ * assert.equal(err.name, "LockNotAcquiredError");
  * ```
  */
 export class LockNotAcquiredError extends RespiteError {
@@ -208,9 +215,11 @@ export class LockNotAcquiredError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LockLostError } from "./errors.ts";
  * const err = new LockLostError("Lock orders lost: its key expired", { lock: "orders", reason: "expired" });
- * console.assert(err.name === "LockLostError" && err.reason === "expired");
+ * assert.equal(err.name, "LockLostError");
+ * assert.equal(err.reason, "expired");
  * ```
  */
 export class LockLostError extends RespiteError {
@@ -245,9 +254,11 @@ export class LockLostError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LockNotHeldError } from "./errors.ts";
  * const err = new LockNotHeldError("Lock orders is held by another owner", { lock: "orders", reason: "held-by-other" });
- * console.assert(err.name === "LockNotHeldError" && err.reason === "held-by-other");
+ * assert.equal(err.name, "LockNotHeldError");
+ * assert.equal(err.reason, "held-by-other");
  * ```
  */
 export class LockNotHeldError extends RespiteError {
@@ -283,9 +294,11 @@ export class LockNotHeldError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CodecError } from "./errors.ts";
  * const err = new CodecError("cannot encode", { key: "user:1", cause: new TypeError("BigInt") });
- * console.assert(err.name === "CodecError" && err.key === "user:1");
+ * assert.equal(err.name, "CodecError");
+ * assert.equal(err.key, "user:1");
  * ```
  */
 export class CodecError extends RespiteError {
@@ -314,12 +327,14 @@ export class CodecError extends RespiteError {
  *
  * @example
  * ```ts
- * import { CacheTimeoutError, RespiteError } from "./errors.ts";
- * const err = new CacheTimeoutError("gave up", { key: "report", wait: 100 });
- * console.assert(err instanceof RespiteError && err.wait === 100);
+ * import assert from "node:assert/strict";
+ * import { CachedTimeoutError, RespiteError } from "./errors.ts";
+ * const err = new CachedTimeoutError("gave up", { key: "report", wait: 100 });
+ * assert.ok(err instanceof RespiteError);
+ * assert.equal(err.wait, 100);
  * ```
  */
-export class CacheTimeoutError extends RespiteError {
+export class CachedTimeoutError extends RespiteError {
   /** The cache key (as given to `cached`, without prefix). */
   readonly key: string;
   /** How long the caller waited, in ms. */
@@ -332,7 +347,7 @@ export class CacheTimeoutError extends RespiteError {
    */
   constructor(message: string, options: { key: string; wait: number }) {
     super(message);
-    this.name = "CacheTimeoutError";
+    this.name = "CachedTimeoutError";
     this.key = options.key;
     this.wait = options.wait;
   }
@@ -346,9 +361,11 @@ export class CacheTimeoutError extends RespiteError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CachedFailureError } from "./errors.ts";
  * const err = new CachedFailureError("user 7 not found", { key: "user:7", errorName: "NotFoundError" });
- * console.assert(err.errorName === "NotFoundError" && err.message === "user 7 not found");
+ * assert.equal(err.errorName, "NotFoundError");
+ * assert.equal(err.message, "user 7 not found");
  * ```
  */
 export class CachedFailureError extends RespiteError {

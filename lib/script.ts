@@ -39,10 +39,11 @@ export interface ScriptRunOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, Script } from "@respite/respite";
  * const ECHO_SCRIPT = new Script("ECHO_SCRIPT", "return ARGV[1]");
  * await using redis = await connect();
- * console.assert(await ECHO_SCRIPT.run(redis, { args: ["hi"], logger: null }) === "hi");
+ * assert.equal(await ECHO_SCRIPT.run(redis, { args: ["hi"], logger: null }), "hi");
  * ```
  */
 export class Script {

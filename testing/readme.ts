@@ -2,8 +2,9 @@
  * The README's code blocks, read from README.md itself at test time, so a
  * test runs exactly what a reader copies.
  *
- * A block is tagged by the HTML comment on the last non-blank line before
- * its opening fence (`deno fmt` keeps a blank line between them): `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
+ * A block is tagged by the HTML comment on the line before its opening fence
+ * (blank lines between are skipped, as `deno fmt` adds one):
+ * `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
  * `deno`; others: `bun`, `node`, `workerd`). Untagged blocks are returned too
  * (with `name` undefined) so a test can insist that every `ts` block is
  * tagged and run.
@@ -49,11 +50,11 @@ export function readmeBlocks(
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) {
       body.push(lines[i]);
     }
-    // The tag is the last non-blank line before the fence (`deno fmt` puts
-    // a blank line after an HTML comment).
-    let before = start - 1;
-    while (before >= 0 && lines[before].trim() === "") before--;
-    const tag = before >= 0 ? TAG.exec(lines[before].trim()) : null;
+    // The tag is the nearest non-blank line above the fence: `deno fmt`
+    // puts a blank line between an HTML comment and a fence.
+    let above = start - 1;
+    while (above >= 0 && lines[above].trim() === "") above--;
+    const tag = above >= 0 ? TAG.exec(lines[above].trim()) : null;
     const attrs = new Map<string, string>();
     for (const m of (tag?.[2] ?? "").matchAll(/(\w+)=([\w.-]+)/g)) {
       attrs.set(m[1], m[2]);

@@ -12,8 +12,8 @@ import { readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import {
   cached,
+  type CachedErrorEvent,
   CachedFailureError,
-  type CacheErrorEvent,
   connect,
   type ConnectOptions,
   Lock,
@@ -21,7 +21,7 @@ import {
   ReplyError,
   withLock,
 } from "../mod.ts";
-import { _BLOCKING_COMMANDS } from "../lib/client/client.ts";
+import { BLOCKING_COMMANDS } from "../lib/client/blocking.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
@@ -150,10 +150,10 @@ interface Ctx {
 
 /** A cached() that rejects on Redis errors and rethrows reported ones. */
 function strictHooks() {
-  const errors: CacheErrorEvent[] = [];
+  const errors: CachedErrorEvent[] = [];
   return {
     errors,
-    hooks: { error: (e: CacheErrorEvent) => void errors.push(e) },
+    hooks: { error: (e: CachedErrorEvent) => void errors.push(e) },
     check() {
       if (errors.length > 0) throw errors[0].error;
     },
@@ -840,7 +840,7 @@ const NOT_COMMANDS = new Set([
   "STREAMS",
   "BLOCK",
   // Blocking commands, refused on a shared client, never sent by respite.
-  ..._BLOCKING_COMMANDS,
+  ...BLOCKING_COMMANDS,
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",

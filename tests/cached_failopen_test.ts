@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import {
   cached,
-  type CacheErrorEvent,
+  type CachedErrorEvent,
   connect,
   ConnectionError,
   TimeoutError,
@@ -20,7 +20,7 @@ test("Redis killed: fail open computes (singleflighted), reports, and recovers w
   const server = await startRedis();
   try {
     await using redis = await connect({ url: server.url, reconnect: FAST });
-    const errors: CacheErrorEvent[] = [];
+    const errors: CachedErrorEvent[] = [];
     const warnings: string[] = [];
     let runs = 0;
     const f = cached(async () => {
@@ -81,7 +81,7 @@ test("failOpen: false rejects with the Redis error instead of computing", async 
   try {
     await using redis = await connect({ url: server.url, reconnect: FAST });
     let runs = 0;
-    const errors: CacheErrorEvent[] = [];
+    const errors: CachedErrorEvent[] = [];
     const f = cached(() => ++runs, {
       redis,
       key: "failclosed",
@@ -103,7 +103,7 @@ test("a hung Redis (SIGSTOP) is given up on after `timeout`, and the call fails 
   const server = await startRedis();
   try {
     await using redis = await connect({ url: server.url, reconnect: FAST });
-    const errors: CacheErrorEvent[] = [];
+    const errors: CachedErrorEvent[] = [];
     const f = cached(() => "computed anyway", {
       redis,
       key: "hung",
@@ -140,7 +140,7 @@ test("Redis hangs (SIGSTOP) after a miss lost the lock race: the subscription is
       await gate.promise;
       return "leader";
     }, { redis: leaderClient, key: "hung-wait", ttl: 60_000, timeout: 200 });
-    const errors: CacheErrorEvent[] = [];
+    const errors: CachedErrorEvent[] = [];
     let runs = 0;
     const f = cached(() => {
       runs++;

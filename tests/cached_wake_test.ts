@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import {
   cached,
-  CacheTimeoutError,
+  CachedTimeoutError,
+  type CachedWaitEvent,
   connect,
   type RedisClient,
-  type WaitEvent,
 } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { encodeEntry } from "../lib/cache/entry.ts";
@@ -27,7 +27,7 @@ test("waiters get the value within a few ms of the write, far below any polling 
   await using leaderClient = await connect(url);
   await using waiterClient = await connect(url);
   const gaps: number[] = [];
-  const waits: WaitEvent[] = [];
+  const waits: CachedWaitEvent[] = [];
   for (let round = 0; round < 7; round++) {
     const k = key("gap");
     let returnedAt = 0;
@@ -74,7 +74,7 @@ test("a waiter uses an entry that came with a wake-up even when another message 
   await using publisher = await connect(url);
   const k = key("sent");
   const gate = Promise.withResolvers<void>();
-  const waits: WaitEvent[] = [];
+  const waits: CachedWaitEvent[] = [];
   const make = (redis: RedisClient) =>
     cached(async () => {
       await gate.promise;
@@ -137,7 +137,7 @@ test("a leader whose function throws releases the lock at once; a waiter compute
     failedAt = performance.now();
     throw new Error("leader failed");
   }, { redis: a, key: k, ttl: 60_000, lockTtl: 10_000 });
-  const waits: WaitEvent[] = [];
+  const waits: CachedWaitEvent[] = [];
   const working = cached(() => {
     takeoverAt = performance.now();
     return "from the waiter";
@@ -164,7 +164,7 @@ test("a leader whose function throws releases the lock at once; a waiter compute
   await failing.invalidate();
 });
 
-test("the bounded wait: stale value first, then compute (default) or CacheTimeoutError", async () => {
+test("the bounded wait: stale value first, then compute (default) or CachedTimeoutError", async () => {
   await using a = await connect(url);
   await using b = await connect(url);
   const k = key("bounded");
@@ -188,7 +188,7 @@ test("the bounded wait: stale value first, then compute (default) or CacheTimeou
   });
   let t0 = performance.now();
   await assert.rejects(thrower(), (err: unknown) => {
-    assert.ok(err instanceof CacheTimeoutError);
+    assert.ok(err instanceof CachedTimeoutError);
     assert.equal(err.wait, 150);
     return true;
   });
@@ -263,7 +263,7 @@ test("a 1 MB value reaches the waiters; the wake-up carries a marker, not the va
   );
   const led = leader();
   while (!leading) await sleep(5); // the test waits for its own setup
-  const waits: WaitEvent[] = [];
+  const waits: CachedWaitEvent[] = [];
   const waiting = cached(() => "unused", {
     redis: b,
     key: k,

@@ -12,13 +12,13 @@
  */
 
 import {
+  type CachedCallOptions,
+  type CachedComputeEvent,
   type CachedEntry,
   type CachedEntryInfo,
   type CachedFunction,
   type CachedOptions,
   CacheEvents,
-  type CallOptions,
-  type ComputeEvent,
   resolveCacheOptions,
   type ResolvedCacheOptions,
 } from "./options.ts";
@@ -33,7 +33,7 @@ import {
 } from "./entry.ts";
 import { CacheStore, type Generation } from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
-import { CacheTimeoutError } from "../errors.ts";
+import { CachedTimeoutError } from "../errors.ts";
 import { checkRequest, type RedisClient } from "../client/client.ts";
 import { checkClient } from "../lock/options.ts";
 import { cacheEntryKey } from "../keys.ts";
@@ -43,7 +43,7 @@ import { Singleflight } from "./singleflight.ts";
 import { FailOpenLog } from "./fail_open_log.ts";
 import { checkOptions } from "../validate.ts";
 
-/** The keys of {@linkcode CallOptions}. */
+/** The keys of {@linkcode CachedCallOptions}. */
 const CALL_OPTIONS: readonly string[] = ["signal", "redis"];
 
 /** The state and the flows behind one cached function. */
@@ -236,7 +236,7 @@ class Cache<A extends unknown[], T> {
       return prev.value;
     }
     if (o.onWaitTimeout === "throw") {
-      throw new CacheTimeoutError(
+      throw new CachedTimeoutError(
         `cached(): gave up waiting for another process to compute "${k}" after ${o.wait} ms (wait option); no stale value to serve`,
         { key: k, wait: o.wait },
       );
@@ -308,7 +308,7 @@ class Cache<A extends unknown[], T> {
     args: A,
     prev: Entry<T> | null,
     gen: Generation | null,
-    reason: ComputeEvent["reason"],
+    reason: CachedComputeEvent["reason"],
     background: boolean,
     store: CacheStore,
   ): Promise<T> {
@@ -563,6 +563,7 @@ class Cache<A extends unknown[], T> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cached, connect } from "@respite/respite";
  * await using redis = await connect();
  * let runs = 0;
@@ -575,8 +576,9 @@ class Cache<A extends unknown[], T> {
  * );
  * await getUser.invalidate(1);
  * const users = await Promise.all(Array.from({ length: 100 }, () => getUser(1)));
- * console.assert(users.every((u) => u.name === "user 1") && runs === 1);
- * console.assert((await getUser.peek(1))?.kind === "value");
+ * assert.ok(users.every((u) => u.name === "user 1"));
+ * assert.equal(runs, 1);
+ * assert.equal((await getUser.peek(1))?.kind, "value");
  * await getUser.invalidate(1);
  * ```
  */
@@ -599,7 +601,7 @@ function bound<A extends unknown[], T>(
 ): CachedFunction<A, T> {
   const call = (...args: A): Promise<T> => cache.call(args, undefined, redis);
   return Object.assign(call, {
-    get: (args: A, opts?: CallOptions): Promise<T> => {
+    get: (args: A, opts?: CachedCallOptions): Promise<T> => {
       if (!Array.isArray(args)) {
         return Promise.reject(
           new TypeError("get() takes the arguments as an array"),
@@ -629,6 +631,6 @@ function bound<A extends unknown[], T>(
 }
 
 /** Checks the options of one call: `signal` and `redis`, nothing else. */
-function checkCallOptions(opts: CallOptions): void {
+function checkCallOptions(opts: CachedCallOptions): void {
   checkOptions("get() option", opts, CALL_OPTIONS);
 }

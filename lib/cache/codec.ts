@@ -15,6 +15,7 @@ import { fail } from "../validate.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import type { TextCodec } from "@respite/respite";
  * const dates: TextCodec<Date> = {
  *   encode: (d) => d.toISOString(),
@@ -24,7 +25,7 @@ import { fail } from "../validate.ts";
  *     return d;
  *   },
  * };
- * console.assert(dates.decode(dates.encode(new Date(0))).getTime() === 0);
+ * assert.equal(dates.decode(dates.encode(new Date(0))).getTime(), 0);
  * ```
  */
 export interface TextCodec<T> {
@@ -53,13 +54,14 @@ export interface TextCodec<T> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import type { BinaryCodec } from "@respite/respite";
  * const bytes: BinaryCodec<Uint8Array> = {
  *   binary: true,
  *   encode: (b) => b,
  *   decode: (b) => b,
  * };
- * console.assert(bytes.decode(bytes.encode(new Uint8Array([0, 13, 10])))[2] === 10);
+ * assert.equal(bytes.decode(bytes.encode(new Uint8Array([0, 13, 10])))[2], 10);
  * ```
  */
 export interface BinaryCodec<T> {
@@ -97,11 +99,10 @@ export type Codec<T> = TextCodec<T> | BinaryCodec<T>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { jsonCodec } from "@respite/respite";
- * console.assert(jsonCodec.encode({ a: [1, 2] }) === '{"a":[1,2]}');
- * let refused = false;
- * try { jsonCodec.encode(10n); } catch { refused = true; }
- * console.assert(refused);
+ * assert.equal(jsonCodec.encode({ a: [1, 2] }), '{"a":[1,2]}');
+ * assert.throws(() => jsonCodec.encode(10n), TypeError);
  * ```
  */
 export const jsonCodec: TextCodec<unknown> = {

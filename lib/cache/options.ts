@@ -23,13 +23,13 @@ import {
 } from "../validate.ts";
 
 /** What every hook event carries. */
-export interface CacheEvent {
+export interface CachedEvent {
   /** The cache key, as the `key` option made it (without prefix). */
   key: string;
 }
 
 /** A run of the cached function. */
-export interface ComputeEvent extends CacheEvent {
+export interface CachedComputeEvent extends CachedEvent {
   /** How long the function ran, in ms. */
   duration: number;
   /** Whether it returned (`true`) or threw (`false`). */
@@ -46,7 +46,7 @@ export interface ComputeEvent extends CacheEvent {
 }
 
 /** A wait for another process's computation, as it ended. */
-export interface WaitEvent extends CacheEvent {
+export interface CachedWaitEvent extends CachedEvent {
   /** How long it lasted, in ms. */
   duration: number;
   /**
@@ -58,7 +58,7 @@ export interface WaitEvent extends CacheEvent {
 }
 
 /** A problem `cached` handled without failing the call. */
-export interface CacheErrorEvent extends CacheEvent {
+export interface CachedErrorEvent extends CachedEvent {
   /** The error. */
   error: unknown;
   /**
@@ -78,19 +78,19 @@ export interface CacheErrorEvent extends CacheEvent {
  * otherwise ignored. Calls that join a lookup already in flight in this
  * process share its events: events count lookups, not calls.
  */
-export interface CacheHooks {
+export interface CachedHooks {
   /** A fresh entry was served. */
-  hit?(event: CacheEvent): void;
+  hit?(event: CachedEvent): void;
   /** A stale entry was served while one caller in the fleet refreshes it. */
-  stale?(event: CacheEvent): void;
+  stale?(event: CachedEvent): void;
   /** No usable entry: this lookup computes, or waits for whoever does. */
-  miss?(event: CacheEvent): void;
+  miss?(event: CachedEvent): void;
   /** The function ran in this process. */
-  compute?(event: ComputeEvent): void;
+  compute?(event: CachedComputeEvent): void;
   /** This lookup waited for another process's computation. */
-  wait?(event: WaitEvent): void;
-  /** Something failed and was handled (see {@linkcode CacheErrorEvent}). */
-  error?(event: CacheErrorEvent): void;
+  wait?(event: CachedWaitEvent): void;
+  /** Something failed and was handled (see {@linkcode CachedErrorEvent}). */
+  error?(event: CachedErrorEvent): void;
 }
 
 /**
@@ -170,7 +170,7 @@ export interface CachedOptions<A extends unknown[], T> {
   /**
    * What a caller does when `wait` runs out and no stale value is left:
    * `"compute"` (the default) runs the function itself; `"throw"` rejects
-   * with a `CacheTimeoutError`. A stale value, when there is one, is served
+   * with a `CachedTimeoutError`. A stale value, when there is one, is served
    * first either way.
    */
   onWaitTimeout?: "compute" | "throw";
@@ -185,7 +185,7 @@ export interface CachedOptions<A extends unknown[], T> {
   /** Give up on one Redis command after this long and treat Redis as unreachable (default 1_000). */
   timeout?: number;
   /** Metrics and logging callbacks. */
-  hooks?: CacheHooks;
+  hooks?: CachedHooks;
   /** The random source for XFetch and jitter, uniform in [0, 1) (default `Math.random`). */
   random?: () => number;
   /** Where fail-open, script and hook warnings go (default: the client's logger); `null` silences them. */
@@ -193,7 +193,7 @@ export interface CachedOptions<A extends unknown[], T> {
 }
 
 /** Options for one call of a cached function. */
-export interface CallOptions {
+export interface CachedCallOptions {
   /**
    * Stops this caller's wait: the call rejects with the signal's reason. The
    * shared lookup or computation goes on for the other callers.
@@ -254,7 +254,7 @@ export interface CachedFunction<A extends unknown[], T> {
    * @param options `signal`, `redis`.
    * @returns The value.
    */
-  get(args: A, options?: CallOptions): Promise<T>;
+  get(args: A, options?: CachedCallOptions): Promise<T>;
   /**
    * The same cached function (the same cache, singleflight and background
    * refreshes) with `redis` as the client of every call and method: for a
@@ -328,7 +328,7 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
   onWaitTimeout: "compute" | "throw";
   failOpen: boolean;
   timeout: number;
-  hooks: CacheHooks;
+  hooks: CachedHooks;
   random: () => number;
   logger: Logger | null | undefined;
 }
@@ -351,7 +351,7 @@ const DEFAULTS = {
   onWaitTimeout: "compute",
   failOpen: true,
   timeout: 1_000,
-  hooks: Object.freeze({}) as CacheHooks,
+  hooks: Object.freeze({}) as CachedHooks,
   random: Math.random,
 } as const;
 
@@ -504,7 +504,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
     timeout: o.timeout === undefined
       ? DEFAULTS.timeout
       : checkMs("timeout", o.timeout),
-    hooks: hooks as CacheHooks,
+    hooks: hooks as CachedHooks,
     random: o.random === undefined
       ? DEFAULTS.random
       : checkFunction<() => number>("random", o.random),
@@ -519,7 +519,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
  */
 export class CacheEvents {
   /** The hooks. */
-  readonly hooks: CacheHooks;
+  readonly hooks: CachedHooks;
   readonly #redis: RedisClient | undefined;
   readonly #logger: Logger | null | undefined;
 
@@ -539,16 +539,16 @@ export class CacheEvents {
   }
 
   /** Calls hook `name` with `event`, if there is one. */
-  emit(name: "hit" | "stale" | "miss", event: CacheEvent): void;
+  emit(name: "hit" | "stale" | "miss", event: CachedEvent): void;
   /** Calls the `compute` hook. */
-  emit(name: "compute", event: ComputeEvent): void;
+  emit(name: "compute", event: CachedComputeEvent): void;
   /** Calls the `wait` hook. */
-  emit(name: "wait", event: WaitEvent): void;
+  emit(name: "wait", event: CachedWaitEvent): void;
   /** Calls the `error` hook. */
-  emit(name: "error", event: CacheErrorEvent): void;
-  emit(name: keyof CacheHooks, event: CacheEvent): void {
+  emit(name: "error", event: CachedErrorEvent): void;
+  emit(name: keyof CachedHooks, event: CachedEvent): void {
     const hooks = this.hooks;
-    const hook = hooks[name] as ((e: CacheEvent) => void) | undefined;
+    const hook = hooks[name] as ((e: CachedEvent) => void) | undefined;
     if (hook === undefined) return;
     try {
       hook(event);
@@ -565,7 +565,7 @@ export class CacheEvents {
   }
 
   /** Tells the `error` hook of a problem handled in `phase`. */
-  report(k: string, error: unknown, phase: CacheErrorEvent["phase"]): void {
+  report(k: string, error: unknown, phase: CachedErrorEvent["phase"]): void {
     this.emit("error", { key: k, error, phase });
   }
 }

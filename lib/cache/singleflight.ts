@@ -20,12 +20,15 @@ import { abortable } from "../async.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Singleflight } from "@respite/respite";
  * const group = new Singleflight<number>();
  * let runs = 0;
  * const slow = () => new Promise<number>((r) => setTimeout(() => r(++runs), 10));
  * const [a, b] = await Promise.all([group.run("k", slow), group.run("k", slow)]);
- * console.assert(a === 1 && b === 1 && runs === 1);
+ * assert.equal(a, 1);
+ * assert.equal(b, 1);
+ * assert.equal(runs, 1);
  * ```
  */
 export class Singleflight<T> {

@@ -27,6 +27,7 @@ import {
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import { type MessageListener, Subscriber } from "./subscriber.ts";
+import { BLOCKING } from "./blocking.ts";
 
 /** What {@linkcode RedisClient.info} tells about a client. */
 export interface ClientInfo {
@@ -56,10 +57,11 @@ let foreign: (client: RedisClient) => boolean;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect } from "@respite/respite";
  * await using redis = await connect(); // REDIS_URL, else redis://127.0.0.1:6379
  * await redis.send("SET", "respite:doc:greeting", "hello");
- * console.assert(await redis.send("GET", "respite:doc:greeting") === "hello");
+ * assert.equal(await redis.send("GET", "respite:doc:greeting"), "hello");
  * await redis.send("DEL", "respite:doc:greeting");
  * ```
  */
@@ -133,10 +135,11 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * const n = await redis.send<number>("INCR", "respite:doc:visits");
-   * console.assert(typeof n === "number");
+   * assert.equal(typeof n, "number");
    * await redis.send("DEL", "respite:doc:visits");
    * ```
    */
@@ -165,6 +168,7 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * await redis.send("SET", "respite:doc:bytes", new Uint8Array([0, 13, 10, 255]));
@@ -172,7 +176,8 @@ export class RedisClient {
    *   ["GET", "respite:doc:bytes"],
    *   { raw: true, timeout: 500 },
    * );
-   * console.assert(bytes.length === 4 && bytes[3] === 255);
+   * assert.equal(bytes.length, 4);
+   * assert.equal(bytes[3], 255);
    * await redis.send("DEL", "respite:doc:bytes");
    * ```
    */
@@ -255,12 +260,13 @@ export class RedisClient {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect } from "@respite/respite";
    * await using redis = await connect();
    * const got = Promise.withResolvers<string>();
    * const unsubscribe = await redis.subscribe("respite:doc:news", (msg) => got.resolve(msg));
    * await redis.send("PUBLISH", "respite:doc:news", "hello");
-   * console.assert(await got.promise === "hello");
+   * assert.equal(await got.promise, "hello");
    * await unsubscribe();
    * ```
    */
@@ -403,20 +409,6 @@ const REFUSED: Record<string, string> = {
   PSYNC: "not for a client connection",
 };
 
-/** Commands that block their connection: only on a `blocking` client. */
-const BLOCKING = new Set([
-  "BLPOP",
-  "BRPOP",
-  "BLMOVE",
-  "BRPOPLPUSH",
-  "BZPOPMIN",
-  "BZPOPMAX",
-  "BLMPOP",
-  "BZMPOP",
-  "WAIT",
-  "WAITAOF",
-]);
-
 const latin1 = new TextDecoder("latin1");
 
 /** An argument as an upper-case word (bytes too: Redis reads them alike). */
@@ -427,16 +419,6 @@ function word(a: unknown): string {
   }
   return "";
 }
-
-/**
- * @internal The blocking commands a shared client refuses (`XREAD` and
- * `XREADGROUP` only with `BLOCK`).
- */
-export const _BLOCKING_COMMANDS: readonly string[] = [
-  ...BLOCKING,
-  "XREAD",
-  "XREADGROUP",
-];
 
 /** Per command name as sent: undefined when it is fine, else the refusal. */
 const refusals = new Map<string, string | null>();
@@ -519,11 +501,12 @@ function checkShared(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect } from "@respite/respite";
  * // A URL: redis://[[user]:password@]host[:port][/db], or rediss:// for TLS.
  * // Or an options object: { hostname, port, username, password, db, tls, protocol, ... }
  * await using redis = await connect(Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379");
- * console.assert(await redis.send("PING") === "PONG");
+ * assert.equal(await redis.send("PING"), "PONG");
  * ```
  */
 export function connect(

@@ -76,14 +76,17 @@ const TOKEN_LENGTH = 33;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, Lock } from "@respite/respite";
  * await using redis = await connect();
  * await using lock = new Lock(redis, "doc:report", { ttl: 10_000, autoRenew: true });
  * if (await lock.acquire({ wait: 5_000 })) {
  *   // ... only one process in the fleet runs this at a time ...
+ *   assert.equal(await new Lock(redis, "doc:report").acquire({ wait: 0 }), false);
  *   lock.signal.throwIfAborted(); // stop if the lock was lost meanwhile
  *   await lock.release(); // or let `await using` release it
  * }
+ * assert.equal(lock.held, false);
  * ```
  */
 export class Lock {
@@ -117,10 +120,11 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * const lock = new Lock(redis, "doc:ctor", { ttl: 5_000, id: "worker-1" });
-   * console.assert(lock.keys.key === "respite:lock:{doc:ctor}");
+   * assert.equal(lock.keys.key, "respite:lock:{doc:ctor}");
    * ```
    */
   constructor(redis: RedisClient, name: string, options: LockOptions = {}) {
@@ -155,12 +159,14 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock, LockLostError } from "@respite/respite";
    * await using redis = await connect();
    * const lock = new Lock(redis, "doc:signal", { ttl: 50 });
    * await lock.acquire();
    * await new Promise((r) => setTimeout(r, 80)); // outlive the lease
-   * console.assert(lock.signal.aborted && lock.signal.reason instanceof LockLostError);
+   * assert.ok(lock.signal.aborted);
+   * assert.ok(lock.signal.reason instanceof LockLostError);
    * ```
    */
   get signal(): AbortSignal {
@@ -191,6 +197,7 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * // The resource: accept a write only with a token ≥ the highest seen.
@@ -202,8 +209,8 @@ export class Lock {
    *     return 1`, 1, "respite:doc:resource", fence, value);
    * await using lock = new Lock(redis, "doc:fence");
    * await lock.acquire();
-   * console.assert(await write(lock.fence!, "mine") === 1);
-   * console.assert(await write(lock.fence! - 1, "stale") === 0);
+   * assert.equal(await write(lock.fence!, "mine"), 1);
+   * assert.equal(await write(lock.fence! - 1, "stale"), 0);
    * await redis.send("DEL", "respite:doc:resource");
    * ```
    */
@@ -258,14 +265,15 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * await using a = new Lock(redis, "doc:acquire");
    * await using b = new Lock(redis, "doc:acquire");
-   * console.assert(await a.acquire({ wait: 0 }) === true);
-   * console.assert(await b.acquire({ wait: 20 }) === false); // a holds it
+   * assert.equal(await a.acquire({ wait: 0 }), true);
+   * assert.equal(await b.acquire({ wait: 20 }), false); // a holds it
    * await a.release();
-   * console.assert(await b.acquire({ wait: 0 }) === true);
+   * assert.equal(await b.acquire({ wait: 0 }), true);
    * ```
    */
   async acquire(options: AcquireOptions = {}): Promise<boolean> {
@@ -390,12 +398,13 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * const lock = new Lock(redis, "doc:release");
    * await lock.acquire();
    * await lock.release();
-   * console.assert(await lock.locked() === false);
+   * assert.equal(await lock.locked(), false);
    * ```
    */
   async release(): Promise<void> {
@@ -452,12 +461,13 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * await using lock = new Lock(redis, "doc:extend", { ttl: 1_000 });
    * await lock.acquire();
    * await lock.extend(60_000);
-   * console.assert(await redis.send<number>("PTTL", lock.keys.key) > 1_000);
+   * assert.ok(await redis.send<number>("PTTL", lock.keys.key) > 1_000);
    * ```
    */
   async extend(ttl?: number): Promise<void> {
@@ -496,12 +506,13 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * await using lock = new Lock(redis, "doc:owner", { id: "worker-7" });
-   * console.assert(await lock.owner() === null);
+   * assert.equal(await lock.owner(), null);
    * await lock.acquire();
-   * console.assert(await lock.owner() === "worker-7");
+   * assert.equal(await lock.owner(), "worker-7");
    * ```
    */
   async owner(): Promise<string | null> {
@@ -519,12 +530,13 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * await using lock = new Lock(redis, "doc:locked");
-   * console.assert(await lock.locked() === false);
+   * assert.equal(await lock.locked(), false);
    * await lock.acquire();
-   * console.assert(await new Lock(redis, "doc:locked").locked() === true);
+   * assert.equal(await new Lock(redis, "doc:locked").locked(), true);
    * ```
    */
   async locked(): Promise<boolean> {
@@ -562,12 +574,13 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * await using lock = new Lock(redis, "doc:reset");
    * await lock.acquire();
-   * console.assert(await Lock.reset(redis, "doc:reset") === true);
-   * console.assert(await lock.locked() === false);
+   * assert.equal(await Lock.reset(redis, "doc:reset"), true);
+   * assert.equal(await lock.locked(), false);
    * ```
    */
   static async reset(
@@ -592,6 +605,7 @@ export class Lock {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { connect, Lock } from "@respite/respite";
    * await using redis = await connect();
    * const prefix = "respite-doc-resetall:";
@@ -599,7 +613,7 @@ export class Lock {
    * await using b = new Lock(redis, "b", { prefix });
    * await a.acquire();
    * await b.acquire();
-   * console.assert(await Lock.resetAll(redis, { prefix }) === 2);
+   * assert.equal(await Lock.resetAll(redis, { prefix }), 2);
    * // Their holders find out at their next renewal, extend() or release().
    * ```
    */

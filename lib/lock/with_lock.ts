@@ -105,6 +105,7 @@ export interface WithLockOptions<A extends unknown[]> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { connect, withLock } from "@respite/respite";
  * await using redis = await connect();
  *
@@ -124,7 +125,7 @@ export interface WithLockOptions<A extends unknown[]> {
  *   },
  * );
  * const fence: number = await transfer("alice", "bob", 10);
- * console.assert(fence > 0);
+ * assert.ok(fence > 0);
  * await redis.send("DEL", "respite:doc:balance:alice", "respite:doc:balance:bob");
  * ```
  */

@@ -108,12 +108,13 @@ interface Frame {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NEED_MORE, RespDecoder } from "./decoder.ts";
  * const d = new RespDecoder();
  * d.feed(new TextEncoder().encode("$5\r\nhel"));
- * console.assert(d.read() === NEED_MORE);
+ * assert.equal(d.read(), NEED_MORE);
  * d.feed(new TextEncoder().encode("lo\r\n"));
- * console.assert(d.read() === "hello");
+ * assert.equal(d.read(), "hello");
  * ```
  */
 export class RespDecoder {
@@ -122,8 +123,9 @@ export class RespDecoder {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { RespDecoder } from "./decoder.ts";
-   * console.assert(new RespDecoder({ maxDepth: 64 }).limits.maxDepth === 64);
+   * assert.equal(new RespDecoder({ maxDepth: 64 }).limits.maxDepth, 64);
    * ```
    */
   readonly limits: Readonly<Required<DecoderLimits>>;

@@ -22,16 +22,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ProtocolError } from "../errors.ts";
  * import { type DecoderLimits, RespDecoder } from "./decoder.ts";
  * const limits: DecoderLimits = { maxBulkLength: 1024, maxDepth: 8 };
  * const d = new RespDecoder(limits);
  * d.feed(new TextEncoder().encode("$4096\r\n"));
- * try {
- *   d.read();
- * } catch (e) {
- *   console.assert(e instanceof ProtocolError);
- * }
+ * assert.throws(() => d.read(), ProtocolError);
  * ```
  */
 export interface DecoderLimits {
@@ -73,8 +70,9 @@ export interface DecoderLimits {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DEFAULT_DECODER_LIMITS } from "./decoder.ts";
- * console.assert(DEFAULT_DECODER_LIMITS.maxDepth === 10_000);
+ * assert.equal(DEFAULT_DECODER_LIMITS.maxDepth, 10_000);
  * ```
  */
 export const DEFAULT_DECODER_LIMITS: Readonly<Required<DecoderLimits>> = Object
