@@ -268,3 +268,13 @@ export async function commandCalls(
   }
   return m;
 }
+
+/** Connections the server has accepted so far (`total_connections_received`). */
+export async function connectionsReceived(r: RedisClient): Promise<number> {
+  const info = await r.send<string>("INFO", "stats");
+  const m = /total_connections_received:(\d+)/.exec(info);
+  if (m === null) {
+    throw new Error(`no total_connections_received in INFO stats: ${info}`);
+  }
+  return Number(m[1]);
+}

@@ -43,7 +43,6 @@ test("bad options throw TypeError or RangeError at cached() time, sending nothin
   const typeErrors: Array<[string, unknown, unknown]> = [
     ["no function", 42, base],
     ["no options", fn, undefined],
-    ["no redis", fn, { key: "k", ttl: 1_000 }],
     ["redis not a client", fn, { ...base, redis: {} }],
     ["ttl missing", fn, { redis, key: "k" }],
     ["ttl a string", fn, { ...base, ttl: "1000" }],
@@ -74,6 +73,19 @@ test("bad options throw TypeError or RangeError at cached() time, sending nothin
   // Zero windows, beta 0, wait 0 and Infinity are fine.
   cached(fn, { ...base, staleWhileRevalidate: 0, beta: 0, wait: Infinity });
   cached(fn, { ...base, wait: 0, jitter: 999 });
+  // No `redis` is fine at cached() time (each call may give its client),
+  // but a call with no client anywhere is a TypeError naming the rule.
+  const noClient = cached(fn, { key: "k", ttl: 1_000 });
+  await assert.rejects(
+    noClient(),
+    (err: Error) =>
+      err instanceof TypeError &&
+      /no Redis client for this call.*fn\.get\(args, \{ redis \}\)/.test(
+        err.message,
+      ),
+  );
+  // A per-call `redis` that is not a client is a TypeError too.
+  await assert.rejects(noClient.get([], { redis: {} as never }), TypeError);
   // Nothing was written by any of this.
   assert.equal(await redis.send("EXISTS", "respite:cache:{k}"), 0);
 });

@@ -34,20 +34,30 @@ import {
 import { CacheStore, type Generation } from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
 import { CachedTimeoutError } from "../errors.ts";
+import { checkRequest, type RedisClient } from "../client/client.ts";
+import { checkClient } from "../lock/options.ts";
+import { cacheEntryKey } from "../keys.ts";
 import type { Lock } from "../lock/lock.ts";
 import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
+import { FailOpenLog } from "./fail_open_log.ts";
+import { checkOptions } from "../validate.ts";
+
+/** The keys of {@linkcode CachedCallOptions}. */
+const CALL_OPTIONS: readonly string[] = ["signal", "redis"];
 
 /** The state and the flows behind one cached function. */
 class Cache<A extends unknown[], T> {
   readonly options: ResolvedCacheOptions<A, T>;
   readonly fn: (...args: A) => T | Promise<T>;
-  readonly store: CacheStore;
+  /** One store per client the calls used (the `redis` option, or per call). */
+  readonly stores = new WeakMap<RedisClient, CacheStore>();
   readonly entries: EntryCodec<T>;
   readonly events: CacheEvents;
   readonly flights = new Singleflight<T>();
   readonly refreshes = new Singleflight<T>();
   readonly background = new Map<string, Promise<void>>();
+  readonly failOpenLog = new FailOpenLog();
 
   constructor(
     fn: (...args: A) => T | Promise<T>,
@@ -55,14 +65,6 @@ class Cache<A extends unknown[], T> {
   ) {
     this.fn = fn;
     this.options = options;
-    this.store = new CacheStore({
-      redis: options.redis,
-      prefix: options.prefix,
-      lockTtl: options.lockTtl,
-      timeout: options.timeout,
-      logger: options.logger,
-      binary: options.codec.binary === true,
-    });
     this.events = new CacheEvents(options);
     this.entries = new EntryCodec<T>(
       options,
@@ -74,30 +76,71 @@ class Cache<A extends unknown[], T> {
     return this.options.key(args);
   }
 
-  call(args: A, signal?: AbortSignal): Promise<T> {
+  /**
+   * The store for one call's client: the one given to the call, else the
+   * `redis` option. Checked at every call, before anything is sent: a
+   * client is required, and on Cloudflare Workers it must belong to the
+   * request running now (see `checkRequest`), so that a client left over
+   * from an earlier request fails the call at once instead of falling open.
+   *
+   * @throws {TypeError} No client, not a client, or another request's.
+   */
+  storeFor(given: unknown): CacheStore {
+    const redis = given === undefined ? this.options.redis : given;
+    if (redis === undefined) {
+      throw new TypeError(
+        "cached(): no Redis client for this call: give `redis` in cached()'s options, " +
+          "or per call: fn.get(args, { redis }) or fn.with(redis)(...args) " +
+          "(on Cloudflare Workers, a client connected in this request)",
+      );
+    }
+    const client = checkClient(redis);
+    checkRequest(client);
+    let store = this.stores.get(client);
+    if (store === undefined) {
+      const o = this.options;
+      store = new CacheStore({
+        redis: client,
+        prefix: o.prefix,
+        lockTtl: o.lockTtl,
+        timeout: o.timeout,
+        logger: o.logger,
+        binary: o.codec.binary === true,
+      });
+      this.stores.set(client, store);
+    }
+    return store;
+  }
+
+  call(args: A, signal?: AbortSignal, redis?: unknown): Promise<T> {
     let k: string;
+    let store: CacheStore;
     try {
       k = this.keyOf(args);
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
         throw new TypeError("signal must be an AbortSignal");
       }
+      store = this.storeFor(redis);
     } catch (err) {
       return Promise.reject(err);
     }
-    checkEviction(this.store.redis, this.options.logger);
-    return this.flights.run(k, () => this.lookup(k, args), { signal });
+    checkEviction(store.redis, this.options.logger);
+    return this.flights.run(k, () => this.lookup(k, args, store), { signal });
   }
 
-  /** One lookup, shared by the concurrent calls for `k` in this process. */
-  async lookup(k: string, args: A): Promise<T> {
-    if (!this.store.ready) {
-      return await this.failOpen(k, args, this.store.notReady());
+  /**
+   * One lookup, shared by the concurrent calls for `k` in this process
+   * (with whichever client the first of them gave).
+   */
+  async lookup(k: string, args: A, store: CacheStore): Promise<T> {
+    if (!store.ready) {
+      return await this.failOpen(k, args, store.notReady(), store);
     }
     let stored;
     try {
-      stored = await this.store.readFast(k);
+      stored = await store.readFast(k);
     } catch (err) {
-      return await this.failOpen(k, args, err);
+      return await this.failOpen(k, args, err, store);
     }
     const e = this.entries.decode(k, stored);
     const now = Date.now();
@@ -107,19 +150,19 @@ class Cache<A extends unknown[], T> {
         if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
         if (e.kind === "error") throw failureOf(k, e);
         if (o.beta > 0 && xfetchEarly(e, now, o.beta, o.random)) {
-          this.refreshInBackground(k, args, e, "early");
+          this.refreshInBackground(k, args, e, "early", store);
         }
         return e.value;
       }
       if (now < e.staleUntil) {
         this.events.emit("stale", { key: k });
-        this.refreshInBackground(k, args, e, "stale");
+        this.refreshInBackground(k, args, e, "stale", store);
         return e.value;
       }
     }
     this.events.emit("miss", { key: k });
     const prev = e !== null && e.kind !== "error" ? e : null;
-    return await this.fill(k, args, prev, "miss", 0);
+    return await this.fill(k, args, prev, "miss", 0, store);
   }
 
   /**
@@ -132,12 +175,13 @@ class Cache<A extends unknown[], T> {
     prev: Entry<T> | null,
     reason: "miss" | "refresh",
     minCreatedAt: number,
+    store: CacheStore,
   ): Promise<T> {
     const start = performance.now();
     const state: WaitState<T> = { prev, wake: null };
     try {
       const turn = await awaitTurn(
-        this.store,
+        store,
         this.entries,
         this.options,
         k,
@@ -160,13 +204,14 @@ class Cache<A extends unknown[], T> {
             state.prev,
             reason,
             minCreatedAt,
+            store,
           );
         case "value":
           return valueOf(k, turn.entry);
         case "timeout":
-          return await this.waitedOut(k, args, state.prev, reason);
+          return await this.waitedOut(k, args, state.prev, reason, store);
         default:
-          return await this.failOpen(k, args, turn.error);
+          return await this.failOpen(k, args, turn.error, store);
       }
     } finally {
       state.wake?.close();
@@ -179,6 +224,7 @@ class Cache<A extends unknown[], T> {
     args: A,
     prev: Entry<T> | null,
     reason: "miss" | "refresh",
+    store: CacheStore,
   ): Promise<T> {
     const o = this.options;
     if (
@@ -197,11 +243,20 @@ class Cache<A extends unknown[], T> {
     }
     let gen: Generation | null = null;
     try {
-      gen = await this.store.readGeneration(k);
+      gen = await store.readGeneration(k);
     } catch (err) {
       this.events.report(k, err, "redis"); // computed, but not written
     }
-    return await this.compute(null, k, args, null, gen, "timeout", false);
+    return await this.compute(
+      null,
+      k,
+      args,
+      null,
+      gen,
+      "timeout",
+      false,
+      store,
+    );
   }
 
   /** Holding the lock: look once more, then compute. */
@@ -212,13 +267,14 @@ class Cache<A extends unknown[], T> {
     prev: Entry<T> | null,
     reason: "miss" | "refresh",
     minCreatedAt: number,
+    store: CacheStore,
   ): Promise<T> {
     let stored, gen;
     try {
-      ({ stored, gen } = await this.store.readAsLeader(k));
+      ({ stored, gen } = await store.readAsLeader(k));
     } catch (err) {
       await this.release(lock, k);
-      return await this.failOpen(k, args, err);
+      return await this.failOpen(k, args, err, store);
     }
     const e = this.entries.decode(k, stored);
     if (acceptable(e, Date.now(), minCreatedAt)) {
@@ -235,6 +291,7 @@ class Cache<A extends unknown[], T> {
       gen,
       reason,
       false,
+      store,
     );
   }
 
@@ -253,10 +310,11 @@ class Cache<A extends unknown[], T> {
     gen: Generation | null,
     reason: CachedComputeEvent["reason"],
     background: boolean,
+    store: CacheStore,
   ): Promise<T> {
     const createdAt = Date.now();
     const t0 = performance.now();
-    const stopKeeping = gen === null ? null : this.store.keepGeneration(k, gen);
+    const stopKeeping = gen === null ? null : store.keepGeneration(k, gen);
     let value: T;
     try {
       value = await this.fn(...args);
@@ -280,7 +338,7 @@ class Cache<A extends unknown[], T> {
             createdAt,
             duration,
           );
-          await this.write(k, stored, px, gen);
+          await this.write(k, stored, px, gen, store);
         }
       } finally {
         if (lock !== null) await this.release(lock, k);
@@ -307,7 +365,7 @@ class Cache<A extends unknown[], T> {
     try {
       const encoded = this.entries.encodeValue(k, value, createdAt, delta);
       if (encoded !== null && gen !== null) {
-        await this.write(k, encoded.stored, encoded.px, gen);
+        await this.write(k, encoded.stored, encoded.px, gen, store);
       }
     } finally {
       if (lock !== null) await this.release(lock, k);
@@ -329,9 +387,10 @@ class Cache<A extends unknown[], T> {
     stored: string | Uint8Array,
     px: number,
     gen: Generation,
+    store: CacheStore,
   ): Promise<void> {
     try {
-      if (await this.store.write(k, stored, px, gen)) this.entries.written(k);
+      if (await store.write(k, stored, px, gen)) this.entries.written(k);
     } catch (err) {
       this.events.report(k, err, "write");
     }
@@ -346,9 +405,20 @@ class Cache<A extends unknown[], T> {
   }
 
   /** Redis failed: compute here (still one per key in this process), or throw. */
-  async failOpen(k: string, args: A, err: unknown): Promise<T> {
+  async failOpen(
+    k: string,
+    args: A,
+    err: unknown,
+    store: CacheStore,
+  ): Promise<T> {
     this.events.report(k, err, "redis");
     if (!this.options.failOpen) throw err;
+    const logger = this.options.logger;
+    this.failOpenLog.note(
+      logger === undefined ? store.redis.logger : logger,
+      k,
+      err,
+    );
     const t0 = performance.now();
     let ok = false;
     try {
@@ -375,17 +445,18 @@ class Cache<A extends unknown[], T> {
     args: A,
     seenEntry: Entry<T>,
     reason: "stale" | "early",
+    store: CacheStore,
   ): void {
     if (this.background.has(k)) return;
     const run = async () => {
-      if (!this.store.ready) return;
-      const lock = this.store.newLock(k);
-      if (!await this.store.tryAcquire(lock)) {
+      if (!store.ready) return;
+      const lock = store.newLock(k);
+      if (!await store.tryAcquire(lock)) {
         return; // another caller in the fleet is on it
       }
       let stored, gen;
       try {
-        ({ stored, gen } = await this.store.readAsLeader(k));
+        ({ stored, gen } = await store.readAsLeader(k));
       } catch (err) {
         await this.release(lock, k);
         throw err;
@@ -395,7 +466,7 @@ class Cache<A extends unknown[], T> {
         await this.release(lock, k); // refreshed meanwhile
         return;
       }
-      await this.compute(lock, k, args, null, gen, reason, true);
+      await this.compute(lock, k, args, null, gen, reason, true, store);
     };
     const p = run().catch((err) => this.events.report(k, err, "refresh"))
       .finally(
@@ -404,26 +475,29 @@ class Cache<A extends unknown[], T> {
     this.background.set(k, p);
   }
 
-  async refresh(args: A): Promise<T> {
+  async refresh(args: A, redis: unknown): Promise<T> {
     const k = this.keyOf(args);
+    const store = this.storeFor(redis);
     return await this.refreshes.run(k, async () => {
       const minCreatedAt = Date.now();
-      if (!this.store.ready) {
-        return await this.failOpen(k, args, this.store.notReady());
+      if (!store.ready) {
+        return await this.failOpen(k, args, store.notReady(), store);
       }
-      return await this.fill(k, args, null, "refresh", minCreatedAt);
+      return await this.fill(k, args, null, "refresh", minCreatedAt, store);
     });
   }
 
-  async invalidate(args: A): Promise<void> {
+  async invalidate(args: A, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
+    const store = this.storeFor(redis);
     this.flights.forget(k);
-    await this.store.invalidate(k);
+    await store.invalidate(k);
   }
 
-  async peek(args: A): Promise<CachedEntry<T> | null> {
+  async peek(args: A, redis: unknown): Promise<CachedEntry<T> | null> {
     const k = this.keyOf(args);
-    const e = this.entries.decode(k, await this.store.read(k));
+    const store = this.storeFor(redis);
+    const e = this.entries.decode(k, await store.read(k));
     if (e === null) return null;
     const info: CachedEntryInfo = {
       createdAt: e.createdAt,
@@ -465,8 +539,14 @@ class Cache<A extends unknown[], T> {
  * - With `staleWhileRevalidate`, an expired value is served at once while
  *   one caller in the fleet refreshes it in the background; XFetch (`beta`)
  *   starts such refreshes a little before expiry.
- * - If Redis is unreachable, `fn` runs in this process (fail open) and the
- *   `error` hook is told; `failOpen: false` rejects instead.
+ * - If Redis is unreachable, `fn` runs in this process (fail open), the
+ *   `error` hook is told and the logger warns (rate-limited: at most one
+ *   line per 10 s); `failOpen: false` rejects instead. A client that may
+ *   not be used here (on Cloudflare Workers, one connected by another
+ *   request) is no such case: the call rejects with a `TypeError`.
+ * - The client is the `redis` option, or given per call
+ *   (`fn.get(args, { redis })`, `fn.with(redis)`): then `cached` may be
+ *   called once at module scope, and each request passes its own client.
  *
  * @typeParam A The function's parameter types.
  * @typeParam T What it resolves to.
@@ -507,7 +587,19 @@ export function cached<A extends unknown[], T>(
   options: CachedOptions<A, T>,
 ): CachedFunction<A, T> {
   const cache = new Cache<A, T>(fn, resolveCacheOptions(fn, options));
-  const call = (...args: A): Promise<T> => cache.call(args);
+  return bound(cache, undefined);
+}
+
+/**
+ * The cached function's face, with `redis` as the client of every call
+ * (`undefined`: the `redis` option). `with(redis)` makes another face over
+ * the same cache: one singleflight, one set of background refreshes.
+ */
+function bound<A extends unknown[], T>(
+  cache: Cache<A, T>,
+  redis: RedisClient | undefined,
+): CachedFunction<A, T> {
+  const call = (...args: A): Promise<T> => cache.call(args, undefined, redis);
   return Object.assign(call, {
     get: (args: A, opts?: CachedCallOptions): Promise<T> => {
       if (!Array.isArray(args)) {
@@ -515,12 +607,30 @@ export function cached<A extends unknown[], T>(
           new TypeError("get() takes the arguments as an array"),
         );
       }
-      return cache.call(args, opts?.signal);
+      let given: unknown;
+      try {
+        if (opts !== undefined) checkCallOptions(opts);
+        given = opts?.redis ?? redis;
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return cache.call(args, opts?.signal, given);
     },
-    invalidate: (...args: A): Promise<void> => cache.invalidate(args),
-    refresh: (...args: A): Promise<T> => cache.refresh(args),
-    peek: (...args: A): Promise<CachedEntry<T> | null> => cache.peek(args),
-    redisKey: (...args: A): string => cache.store.entryKey(cache.keyOf(args)),
+    with: (client: RedisClient): CachedFunction<A, T> => {
+      checkRequest(checkClient(client));
+      return bound(cache, client);
+    },
+    invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
+    refresh: (...args: A): Promise<T> => cache.refresh(args, redis),
+    peek: (...args: A): Promise<CachedEntry<T> | null> =>
+      cache.peek(args, redis),
+    redisKey: (...args: A): string =>
+      cacheEntryKey(cache.keyOf(args), cache.options.prefix),
     idle: (): Promise<void> => cache.idle(),
   });
+}
+
+/** Checks the options of one call: `signal` and `redis`, nothing else. */
+function checkCallOptions(opts: CachedCallOptions): void {
+  checkOptions("get() option", opts, CALL_OPTIONS);
 }

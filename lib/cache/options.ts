@@ -6,7 +6,8 @@
  * @module
  */
 
-import { RedisClient } from "../client/client.ts";
+import type { RedisClient } from "../client/client.ts";
+import { checkClient } from "../lock/options.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import type { CachedFailureError } from "../errors.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
@@ -99,8 +100,17 @@ export interface CachedHooks {
  * @typeParam T What it resolves to.
  */
 export interface CachedOptions<A extends unknown[], T> {
-  /** The client to use (from `connect()`). */
-  redis: RedisClient;
+  /**
+   * The client to use (from `connect()`). May be left out, and then every
+   * call gives one: `fn.get(args, { redis })` or `fn.with(redis)(...args)`.
+   * That is the way on Cloudflare Workers, where a client belongs to the
+   * request that connected it: make the cached function once, at module
+   * scope, and pass each request's client. A client given to a call wins
+   * over this one. All clients given to one cached function must reach the
+   * same Redis: concurrent calls for a key in this process share one lookup,
+   * made with the client of the call that started it.
+   */
+  redis?: RedisClient;
   /**
    * The cache key: a string, or a function of the call's arguments that
    * returns one (non-empty). May be left out only for a named function
@@ -166,8 +176,10 @@ export interface CachedOptions<A extends unknown[], T> {
   onWaitTimeout?: "compute" | "throw";
   /**
    * When Redis cannot be reached: `true` (the default) computes in this
-   * process (still one computation per key per process) and reports through
-   * the `error` hook; `false` rejects with the Redis error.
+   * process (still one computation per key per process), reports through
+   * the `error` hook and logs a warning (the first at once, then at most one
+   * line per 10 s per cached function, counting the calls in between);
+   * `false` rejects with the Redis error.
    */
   failOpen?: boolean;
   /** Give up on one Redis command after this long and treat Redis as unreachable (default 1_000). */
@@ -176,7 +188,7 @@ export interface CachedOptions<A extends unknown[], T> {
   hooks?: CachedHooks;
   /** The random source for XFetch and jitter, uniform in [0, 1) (default `Math.random`). */
   random?: () => number;
-  /** Where script and hook warnings go (default: the client's logger); `null` silences them. */
+  /** Where fail-open, script and hook warnings go (default: the client's logger); `null` silences them. */
   logger?: Logger | null;
 }
 
@@ -187,6 +199,12 @@ export interface CachedCallOptions {
    * shared lookup or computation goes on for the other callers.
    */
   signal?: AbortSignal;
+  /**
+   * The client for this call, instead of the `redis` option (required when
+   * that was left out). On Cloudflare Workers: the client this request
+   * connected; one from an earlier request is refused with a `TypeError`.
+   */
+  redis?: RedisClient;
 }
 
 /** An entry's metadata, as `peek()` shows it. */
@@ -229,13 +247,26 @@ export interface CachedFunction<A extends unknown[], T> {
    */
   (...args: A): Promise<T>;
   /**
-   * Like calling the function, with per-call options (an `AbortSignal`).
+   * Like calling the function, with per-call options: an `AbortSignal`, the
+   * client for this call.
    *
    * @param args The arguments.
-   * @param options `signal`.
+   * @param options `signal`, `redis`.
    * @returns The value.
    */
   get(args: A, options?: CachedCallOptions): Promise<T>;
+  /**
+   * The same cached function (the same cache, singleflight and background
+   * refreshes) with `redis` as the client of every call and method: for a
+   * request's client on Cloudflare Workers, e.g.
+   * `await prices.with(redis).invalidate(id)`.
+   *
+   * @param redis The client.
+   * @returns The cached function on that client.
+   * @throws {TypeError} When `redis` is not a client, or (on Workers) was
+   *   connected by another request.
+   */
+  with(redis: RedisClient): CachedFunction<A, T>;
   /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
@@ -280,7 +311,7 @@ export interface CachedFunction<A extends unknown[], T> {
 
 /** Options after checks and defaults. */
 export interface ResolvedCacheOptions<A extends unknown[], T> {
-  redis: RedisClient;
+  redis: RedisClient | undefined;
   key: (args: A) => string;
   ttl: number;
   staleWhileRevalidate: number;
@@ -400,9 +431,8 @@ export function resolveCacheOptions<A extends unknown[], T>(
   }
   checkKnown("cached() option", options, KNOWN);
   const o = options as unknown as Record<string, unknown>;
-  if (!(o.redis instanceof RedisClient)) {
-    fail("redis", "a RedisClient from connect()", o.redis);
-  }
+  // Optional: without it, each call gives its client (checked per call).
+  if (o.redis !== undefined) checkClient(o.redis);
   const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
   const ttl = checkMs("ttl", o.ttl);
   const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
@@ -444,7 +474,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   }
   if (o.logger !== undefined) checkLogger(o.logger, console);
   return {
-    redis: o.redis,
+    redis: o.redis as RedisClient | undefined,
     key,
     ttl,
     staleWhileRevalidate: window(
@@ -490,7 +520,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
 export class CacheEvents {
   /** The hooks. */
   readonly hooks: CachedHooks;
-  readonly #redis: RedisClient;
+  readonly #redis: RedisClient | undefined;
   readonly #logger: Logger | null | undefined;
 
   /**
@@ -527,7 +557,7 @@ export class CacheEvents {
         this.emit("error", { key: event.key, error: err, phase: "hook" });
       } else {
         const logger = this.#logger === undefined
-          ? this.#redis.logger
+          ? this.#redis?.logger ?? console
           : this.#logger;
         logger?.warn(`respite: the cached() ${name} hook threw: ${err}`);
       }

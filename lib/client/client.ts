@@ -6,7 +6,11 @@
  */
 
 import type { CommandOptions } from "./command_options.ts";
-import { Connection, type ConnectionStatus } from "./connection.ts";
+import {
+  Connection,
+  type ConnectionStatus,
+  requestRule,
+} from "./connection.ts";
 import {
   type ConnectOptions,
   type ResolvedOptions,
@@ -44,6 +48,8 @@ export interface ClientInfo {
 
 /** Set by RedisClient's static block, which may call its private constructor. */
 let open: (options: ResolvedOptions) => Promise<RedisClient>;
+/** Set by RedisClient's static block: whether a client's socket belongs to another request. */
+let foreign: (client: RedisClient) => boolean;
 
 /**
  * A Redis client over one auto-pipelined connection. Every command issued in
@@ -72,6 +78,7 @@ export class RedisClient {
   }
 
   static {
+    foreign = (client) => client.#conn.foreignRequest;
     // Here, not in a static method, so that it stays out of the public
     // API: connect() and duplicate() reach it through openClient().
     open = async (options) => {
@@ -271,6 +278,7 @@ export class RedisClient {
     checkString("channel", channel);
     checkFunction("listener", listener);
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
+    checkRequest(this); // else it would open a subscriber socket for another request
     return await this.#subscriber.subscribe(channel, listener);
   }
 
@@ -526,4 +534,22 @@ export function connect(
  */
 function openClient(options: ResolvedOptions): Promise<RedisClient> {
   return open(options);
+}
+
+/**
+ * Throws when `redis` may not be used by the code running now: on Cloudflare
+ * Workers, a client whose socket was opened by another request (a later
+ * request cannot use it, and reconnecting on its behalf would cut the
+ * commands of the request that owns it). For `cached` and `withLock`, which
+ * check each call's client with it before anything else, so that such a
+ * call fails at once and never falls open. Not part of the public API.
+ *
+ * @param redis A client from `connect()`; other objects pass unchecked.
+ * @throws {TypeError} Naming the rule and the fix.
+ */
+export function checkRequest(redis: unknown): void {
+  if (redis instanceof RedisClient && foreign(redis)) {
+    const { hostname, port } = redis.info;
+    throw new TypeError(`redis: ${requestRule(`${hostname}:${port}`)}`);
+  }
 }

@@ -16,7 +16,7 @@ import { refusal } from "./admission.ts";
 import { AttemptLimit, dial } from "./dial.ts";
 import { handshake } from "./handshake.ts";
 import { NotRunQueue } from "./not_run.ts";
-import { Inbox } from "./inbox.ts";
+import { errorText, Inbox } from "./inbox.ts";
 import { Outbox } from "./outbox.ts";
 import { type Pending, settle } from "./pending.ts";
 import { validateArgs } from "../resp/encoder.ts";
@@ -59,6 +59,10 @@ export class Connection {
   #status: ConnectionStatus = "connecting";
   #connector: Connector | null = null;
   #transport: Transport | null = null;
+  /** When the current outage began (`performance.now()`). */
+  #outageStart = 0;
+  /** The last transport opened, kept after it is lost: whose request owns us. */
+  #owner: Transport | null = null;
   /** The read side: decoding, and matching replies to commands in flight. */
   #inbox: Inbox;
   /** Written, waiting for their replies, in order (the inbox's queue). */
@@ -196,8 +200,35 @@ export class Connection {
     );
   }
 
+  /** "connection" or "subscriber connection", for log lines. */
+  get #label(): string {
+    return this.subscriber ? "subscriber connection" : "connection";
+  }
+
+  /** A line to the logger; a logger that throws is ignored. */
+  #warn(message: string): void {
+    try {
+      this.options.logger.warn(message);
+    } catch {
+      // never let logging break the connection
+    }
+  }
+
+  /**
+   * Whether this connection belongs to another request than the code
+   * running now (Cloudflare Workers; see `Transport.usableHere`). Judged by
+   * the last socket opened, also while it is lost and not yet replaced: a
+   * reconnect would need the request that owns it.
+   */
+  get foreignRequest(): boolean {
+    const owner = this.#owner;
+    return owner !== null && owner.usableHere !== undefined &&
+      !owner.usableHere();
+  }
+
   /** Why a command issued now is refused at once (see refusal()), or `null`. */
-  #refusal(): ConnectionError | null {
+  #refusal(): Error | null {
+    if (this.foreignRequest) return new TypeError(requestRule(this.#where));
     return refusal(
       this.#status,
       this.options,
@@ -490,6 +521,14 @@ export class Connection {
       return;
     }
     this.#status = "reconnecting";
+    // One line per outage, however many attempts it takes (and one when it
+    // ends, in #reconnectLoop): never one per attempt.
+    this.#outageStart = performance.now();
+    this.#warn(
+      `respite: lost the ${this.#label} to ${this.#where} (${
+        cause === undefined ? "closed by the peer" : errorText(cause)
+      }); reconnecting`,
+    );
     if (!this.options.queueWhileReconnecting) {
       this.#outbox.fail(
         new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
@@ -530,6 +569,11 @@ export class Connection {
         return;
       }
       this.#status = "ready";
+      this.#warn(
+        `respite: the ${this.#label} to ${this.#where} is back after ${
+          Math.round(performance.now() - this.#outageStart)
+        } ms (${attempt + 1} attempt${attempt === 0 ? "" : "s"})`,
+      );
       this.hooks.onReady?.(true);
       this.#outbox.flush();
       return;
@@ -600,6 +644,7 @@ export class Connection {
       throw err;
     }
     this.#transport = transport;
+    this.#owner = transport;
     this.#inbox.reset();
     try {
       const handshake = this.#handshake();
@@ -725,4 +770,18 @@ export class Connection {
     this.#idle?.();
     this.hooks.onClosed?.();
   }
+}
+
+/**
+ * The error text for a client used from a request that does not own its
+ * socket: the rule, and the fix.
+ *
+ * @param where `host:port`.
+ */
+export function requestRule(where: string): string {
+  return `This client's connection to ${where} was opened by another request: ` +
+    "on Cloudflare Workers a socket belongs to the request that opened it, and no other request (a later one, or a concurrent one) may use it. " +
+    "Connect inside the handler (const redis = await connect(...)), pass that client per call " +
+    "(cachedFn.get(args, { redis }), or withLock(fn, { redis: (...args) => client })), " +
+    "and close it when the request is done (ctx.waitUntil(cachedFn.idle().finally(() => redis.close())))";
 }

@@ -194,6 +194,7 @@ export class Inbox {
   }
 }
 
-function errorText(err: unknown): string {
+/** An error's message (or the value as text), for a log line. */
+export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { RedisClient } from "../client/client.ts";
+import { checkRequest, type RedisClient } from "../client/client.ts";
 import {
   LockLostError,
   LockNotAcquiredError,
@@ -31,8 +31,16 @@ const WITH_LOCK_OPTIONS: readonly string[] = [
 
 /** Options for {@linkcode withLock}. */
 export interface WithLockOptions<A extends unknown[]> {
-  /** The client to use. */
-  redis: RedisClient;
+  /**
+   * The client to use, or a function of the call's arguments that returns
+   * the client for that call. The function form lets a wrapper made once,
+   * at module scope, use each request's own client, as Cloudflare Workers
+   * requires (a client belongs to the request that connected it):
+   * `withLock(fn, { redis: (env: Env) => env.redis, name: ... })`. The
+   * client is checked at each call; one connected by an earlier request is
+   * refused with a `TypeError` before anything is sent.
+   */
+  redis: RedisClient | ((...args: A) => RedisClient);
   /** The lock's name, or a function of the call's arguments that returns it. */
   name: string | ((...args: A) => string);
   /** The lease in ms, a positive integer (default 30_000). */
@@ -132,14 +140,20 @@ export function withLock<A extends unknown[], R>(
   checkOptions("withLock option", options, WITH_LOCK_OPTIONS);
   const { redis, name, ttl, id, prefix, logger, fencing } = options;
   const autoRenew = options.autoRenew ?? true;
-  checkClient(redis);
+  if (typeof redis !== "function") checkClient(redis);
   if (typeof name !== "function") checkName(name);
   // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
   const { wait, signal } = checkAcquireFields(options);
   return async function (...args: A): Promise<Awaited<R>> {
+    // Per call: the client may come from the arguments, and on Workers even
+    // a fixed one may belong to an earlier request.
+    const client = checkClient(
+      typeof redis === "function" ? redis(...args) : redis,
+    );
+    checkRequest(client);
     const lockName = typeof name === "function" ? name(...args) : name;
-    const lock = new Lock(redis, lockName, {
+    const lock = new Lock(client, lockName, {
       ttl,
       autoRenew,
       id,
@@ -196,7 +210,7 @@ export function withLock<A extends unknown[], R>(
           // Redis did not confirm the release (unreachable: no answer within
           // the lease left, or a connection error). The lock expires on its
           // own; the outcome of fn stands, so this is a warning, not an error.
-          (logger === undefined ? redis.logger : logger)?.warn(
+          (logger === undefined ? client.logger : logger)?.warn(
             `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
           );
         }

@@ -2,22 +2,38 @@
  * Transport over `node:net` / `node:tls`, for Node.js only (Deno and Bun use
  * their own socket APIs and never load this module).
  *
+ * `node:net` and `node:tls` are imported through variables, not string
+ * literals. A bundler follows a dynamic `import()` of a literal, and this
+ * module is loaded by a dynamic import of this file in ./mod.ts: with literals,
+ * esbuild bundling for the browser platform (as wrangler does for Cloudflare
+ * Workers, without `nodejs_compat`) stops at `Could not resolve "node:net"`.
+ * With variables, every bundler leaves the import to run time, where it only
+ * ever runs on Node (and in a bundle made for Node, `node:` built-ins
+ * resolve at run time as well). The types come from type-only imports,
+ * which are erased.
+ *
  * @module
  */
 
 import type { Connector, Transport } from "./types.ts";
 
+type NodeNet = typeof import("node:net");
+type NodeTls = typeof import("node:tls");
 type NodeSocket = import("node:net").Socket;
+
+// Variables, so that bundlers leave them alone (see the module doc).
+const NET_MODULE: string = "node:net";
+const TLS_MODULE: string = "node:tls";
 
 /**
  * Opens a TCP or TLS stream with Node's `net`/`tls`; no-delay is on. For TLS,
  * resolves only once the handshake is done and the certificate checked.
  */
 export const nodeConnector: Connector = async (options, handlers) => {
-  const net = await import("node:net");
+  const net = await import(NET_MODULE) as NodeNet;
   const tlsOptions = options.tls;
   // Loaded only when needed: a plain TCP client never loads node:tls.
-  const tls = tlsOptions ? await import("node:tls") : undefined;
+  const tls = tlsOptions ? await import(TLS_MODULE) as NodeTls : undefined;
   const socket = await new Promise<NodeSocket>((resolve, reject) => {
     let s: NodeSocket;
     const fail = (err: unknown) => reject(err);

@@ -71,6 +71,14 @@ export interface Transport {
    * Closes the stream; resolves once it is fully closed and `onClose` ran.
    */
   close(): Promise<void>;
+  /**
+   * Whether the code running now may use this stream. Absent means always.
+   * On Cloudflare Workers a socket belongs to the request that opened it;
+   * another request (a later one, or a concurrent one in the same isolate)
+   * cannot read or write it, and this returns false there. Synchronous and
+   * free: it does no I/O.
+   */
+  usableHere?(): boolean;
 }
 
 /**

@@ -1,7 +1,9 @@
 /**
  * Transport over Cloudflare Workers' `cloudflare:sockets`. On Workers a socket
  * belongs to the request that opened it: connect inside the handler and close
- * before the response is done.
+ * before the response is done. The transport says when the code running now
+ * belongs to another request (`usableHere`), so that the client refuses at
+ * once instead of failing later.
  *
  * @module
  */
@@ -25,6 +27,38 @@ interface WorkersSockets {
 
 // Kept in a variable so that tools other than workerd do not try to resolve it.
 const SOCKETS_MODULE = "cloudflare:sockets";
+
+/**
+ * A synchronous test of "is this the request that opened the socket?".
+ * Workers has no public request identity (AsyncLocalStorage needs
+ * `nodejs_compat`), and a socket's reads and writes from another request
+ * only fail asynchronously. An I/O object of workerd's that belongs to the
+ * request that made it throws synchronously when touched from another one:
+ * the `readyState` of a WebSocket from a `WebSocketPair` (never accepted, so
+ * it does no I/O and holds nothing open). Where `WebSocketPair` does not
+ * exist, there is no test and the socket is taken as usable.
+ */
+function requestProbe(): (() => boolean) | undefined {
+  const Pair = (globalThis as {
+    WebSocketPair?: new () => Record<0 | 1, { readyState: number }>;
+  }).WebSocketPair;
+  if (typeof Pair !== "function") return undefined;
+  let ws: { readyState: number };
+  try {
+    ws = new Pair()[0];
+    void ws.readyState;
+  } catch {
+    return undefined;
+  }
+  return () => {
+    try {
+      void ws.readyState;
+      return true;
+    } catch {
+      return false; // "Cannot perform I/O on behalf of a different request"
+    }
+  };
+}
 
 /**
  * Opens a TCP or TLS stream with `cloudflare:sockets`. Custom CAs and a server
@@ -59,6 +93,7 @@ export const workersConnector: Connector = async (options, handlers) => {
     await socket.close().catch(() => {});
     throw err;
   }
+  const probe = requestProbe();
   const writer = socket.writable.getWriter();
   const reader = socket.readable.getReader();
   let closing = false;
@@ -82,6 +117,7 @@ export const workersConnector: Connector = async (options, handlers) => {
   })();
   const transport: Transport = {
     write: (bytes) => closing ? undefined : writer.write(bytes),
+    ...(probe ? { usableHere: probe } : {}),
     async close() {
       if (!closing) {
         closing = true;
