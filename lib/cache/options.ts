@@ -6,7 +6,11 @@
  * @module
  */
 
-import { RedisClient } from "../client/client.ts";
+import {
+  checkClient,
+  type CommandSurface,
+  type RedisLike,
+} from "../adapters/mod.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import type { CachedFailureError } from "../errors.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
@@ -99,8 +103,12 @@ export interface CacheHooks {
  * @typeParam T What it resolves to.
  */
 export interface CachedOptions<A extends unknown[], T> {
-  /** The client to use (from `connect()`). */
-  redis: RedisClient;
+  /**
+   * The client to use: respite's (from `connect()`), or an app's ioredis,
+   * node-redis, Bun `RedisClient` or `@db/redis` client (see
+   * {@linkcode RedisLike}).
+   */
+  redis: RedisLike;
   /**
    * The cache key: a string, or a function of the call's arguments that
    * returns one (non-empty). May be left out only for a named function
@@ -280,7 +288,7 @@ export interface CachedFunction<A extends unknown[], T> {
 
 /** Options after checks and defaults. */
 export interface ResolvedCacheOptions<A extends unknown[], T> {
-  redis: RedisClient;
+  redis: CommandSurface;
   key: (args: A) => string;
   ttl: number;
   staleWhileRevalidate: number;
@@ -400,9 +408,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   }
   checkKnown("cached() option", options, KNOWN);
   const o = options as unknown as Record<string, unknown>;
-  if (!(o.redis instanceof RedisClient)) {
-    fail("redis", "a RedisClient from connect()", o.redis);
-  }
+  const redis = checkClient(o.redis);
   const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
   const ttl = checkMs("ttl", o.ttl);
   const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
@@ -444,7 +450,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   }
   if (o.logger !== undefined) checkLogger(o.logger, console);
   return {
-    redis: o.redis,
+    redis,
     key,
     ttl,
     staleWhileRevalidate: window(
@@ -490,7 +496,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
 export class CacheEvents {
   /** The hooks. */
   readonly hooks: CacheHooks;
-  readonly #redis: RedisClient;
+  readonly #redis: CommandSurface;
   readonly #logger: Logger | null | undefined;
 
   /**

@@ -13,7 +13,7 @@
  */
 
 import { abortable, backoff, type Deadline, deadline } from "../async.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
 import { queueOf, type WaitQueue } from "./queue.ts";
 import { noAnswer } from "./scripts.ts";
@@ -48,7 +48,7 @@ export class Acquisition {
    * @param attempt One try.
    */
   constructor(
-    readonly redis: RedisClient,
+    readonly redis: CommandSurface,
     readonly keys: LockKeys,
     readonly attempt: Attempt,
   ) {}

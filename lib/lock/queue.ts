@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
 import { Wake } from "../wake.ts";
 
@@ -36,7 +36,7 @@ export class WaitQueue {
    * @param onEmpty Called once the last waiter left.
    */
   constructor(
-    redis: RedisClient,
+    redis: CommandSurface,
     channel: string,
     readonly onEmpty: () => void,
   ) {
@@ -56,14 +56,14 @@ export class WaitQueue {
   }
 }
 
-const queues = new WeakMap<RedisClient, Map<string, WaitQueue>>();
+const queues = new WeakMap<CommandSurface, Map<string, WaitQueue>>();
 
 /**
  * The queue of the lock `keys` on `redis`: the existing one, else a new one
  * when `create`, else `undefined`.
  */
 export function queueOf(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   create: boolean,
 ): WaitQueue | undefined {

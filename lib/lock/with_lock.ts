@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { RedisClient } from "../client/client.ts";
+import type { RedisLike } from "../adapters/mod.ts";
 import {
   LockLostError,
   LockNotAcquiredError,
@@ -31,8 +31,11 @@ const WITH_LOCK_OPTIONS: readonly string[] = [
 
 /** Options for {@linkcode withLock}. */
 export interface WithLockOptions<A extends unknown[]> {
-  /** The client to use. */
-  redis: RedisClient;
+  /**
+   * The client to use: respite's, or an app's ioredis, node-redis, Bun
+   * `RedisClient` or `@db/redis` client (see {@linkcode RedisLike}).
+   */
+  redis: RedisLike;
   /** The lock's name, or a function of the call's arguments that returns it. */
   name: string | ((...args: A) => string);
   /** The lease in ms, a positive integer (default 30_000). */
@@ -131,14 +134,14 @@ export function withLock<A extends unknown[], R>(
   checkOptions("withLock option", options, WITH_LOCK_OPTIONS);
   const { redis, name, ttl, id, prefix, logger, fencing } = options;
   const autoRenew = options.autoRenew ?? true;
-  checkClient(redis);
+  const surface = checkClient(redis);
   if (typeof name !== "function") checkName(name);
   // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
   const { wait, signal } = checkAcquireFields(options);
   return async function (...args: A): Promise<Awaited<R>> {
     const lockName = typeof name === "function" ? name(...args) : name;
-    const lock = new Lock(redis, lockName, {
+    const lock = new Lock(surface, lockName, {
       ttl,
       autoRenew,
       id,
@@ -195,7 +198,7 @@ export function withLock<A extends unknown[], R>(
           // Redis did not confirm the release (unreachable: no answer within
           // the lease left, or a connection error). The lock expires on its
           // own; the outcome of fn stands, so this is a warning, not an error.
-          (logger === undefined ? redis.logger : logger)?.warn(
+          (logger === undefined ? surface.logger : logger)?.warn(
             `respite: releasing lock ${lockName} failed (${err}); it expires within ${lock.ttl} ms`,
           );
         }

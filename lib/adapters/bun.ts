@@ -1,0 +1,140 @@
+/**
+ * Bun's built-in `RedisClient` (Bun 1.2+, tested with 1.4.4; Bun only) as a
+ * {@linkcode CommandSurface}, by its shape: `send(command, args)`,
+ * `getBuffer`, `connected`, `duplicate()`. Nothing is imported from `bun`.
+ *
+ * Wake-ups: `await client.duplicate()`, subscribed with Bun's own
+ * `subscribe(channel, listener)`, opened when a caller first has to wait and
+ * closed after a second without subscriptions (Bun's client has no event
+ * for being closed; a subscribed connection would keep the process alive).
+ *
+ * Bun's `send` takes strings; `raw` is supported for `GET` (as `getBuffer`),
+ * the one raw read respite makes.
+ *
+ * @module
+ */
+
+import type { CommandOptions } from "../client/command_options.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { Reply } from "../resp/decoder.ts";
+import type { Arg } from "../resp/encoder.ts";
+import type { Logger } from "../validate.ts";
+import {
+  Channels,
+  finish,
+  mapError,
+  normalizeReply,
+  type SubscriberConnection,
+} from "./common.ts";
+import type { CommandSurface } from "./surface.ts";
+
+/** The part of Bun's `RedisClient` used here. */
+export interface BunRedisLike {
+  send(command: string, args: (string | Uint8Array)[]): Promise<unknown>;
+  getBuffer(key: string): Promise<Uint8Array | null>;
+  readonly connected: boolean;
+  duplicate(): Promise<BunRedisLike>;
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+  close(): void;
+}
+
+/** Whether `x` has the shape of Bun's `RedisClient`. */
+export function isBunRedis(x: Record<string, unknown>): boolean {
+  return typeof x.send === "function" && typeof x.getBuffer === "function" &&
+    "connected" in x && typeof x.duplicate === "function" &&
+    typeof x.subscribe === "function";
+}
+
+const isReply = (err: Error) =>
+  (err as { code?: unknown }).code === "ERR_REDIS_SERVER_ERROR";
+const map = (err: unknown) => mapError(err, "Bun RedisClient", isReply);
+
+function bunArgs(args: readonly Arg[]): (string | Uint8Array)[] {
+  const out = new Array<string | Uint8Array>(args.length - 1);
+  for (let i = 1; i < args.length; i++) {
+    const a = args[i];
+    out[i - 1] = a instanceof Uint8Array ? a : String(a);
+  }
+  return out;
+}
+
+/** A Bun `RedisClient`, adapted. */
+export class BunRedisSurface implements CommandSurface {
+  readonly #client: BunRedisLike;
+  readonly #channels: Channels;
+  /** Where warnings go. */
+  readonly logger: Logger = console;
+
+  /** @param client The app's Bun `RedisClient`. */
+  constructor(client: BunRedisLike) {
+    this.#client = client;
+    this.#channels = new Channels(() => this.#openSubscriber());
+  }
+
+  /**
+   * `"ready"`: Bun's client connects on first use and reconnects on its
+   * own, queueing commands meanwhile, and does not tell a closed client
+   * from one not yet connected.
+   */
+  get status(): ConnectionStatus {
+    return "ready";
+  }
+
+  /** Sends one command (`GET` through `getBuffer` when `raw`). */
+  command<T extends Reply = Reply>(
+    args: readonly Arg[],
+    options?: CommandOptions,
+  ): Promise<T> {
+    let p: Promise<unknown>;
+    try {
+      const name = String(args[0]);
+      if (options?.raw) {
+        if (name.toUpperCase() !== "GET" || args.length !== 2) {
+          throw new TypeError(
+            "raw replies need GET with Bun's RedisClient (its send() returns text)",
+          );
+        }
+        p = this.#client.getBuffer(String(args[1]));
+      } else {
+        p = this.#client.send(name, bunArgs(args));
+      }
+    } catch (err) {
+      return Promise.reject(map(err));
+    }
+    return finish(p.then(normalizeReply), options, map) as Promise<T>;
+  }
+
+  /** Subscribes on the duplicate connection. */
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<() => Promise<void>> {
+    return this.#channels.subscribe(channel, listener);
+  }
+
+  async #openSubscriber(): Promise<SubscriberConnection> {
+    let sub: BunRedisLike;
+    try {
+      sub = await this.#client.duplicate();
+    } catch (err) {
+      throw map(err);
+    }
+    const onMessage = (message: string, channel: string) =>
+      this.#channels.dispatch(String(channel), String(message));
+    return {
+      subscribe: async (channel) => {
+        await sub.subscribe(channel, onMessage).catch((err) => {
+          throw map(err);
+        });
+      },
+      unsubscribe: async (channel) => {
+        await sub.unsubscribe(channel).catch(() => {});
+      },
+      close: () => sub.close(),
+    };
+  }
+}
