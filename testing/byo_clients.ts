@@ -110,9 +110,10 @@ export function dbRedisShim(client: RedisClient): object {
         throw err;
       }
     },
+    /** Closes it (`@db/redis`'s returns nothing; this one its promise, for tests). */
     close() {
       closed = true;
-      void client.close();
+      return client.close();
     },
   };
 }
@@ -162,11 +163,8 @@ export async function openClient(
     }
     case "db-redis": {
       const c = await connect(url);
-      const shim = dbRedisShim(c);
-      return {
-        redis: shim,
-        close: () => c.close(),
-      };
+      const shim = dbRedisShim(c) as { close(): Promise<void> };
+      return { redis: shim, close: () => shim.close() };
     }
   }
 }

@@ -15,7 +15,6 @@
  */
 
 import type { CommandOptions } from "../client/command_options.ts";
-import type { ConnectionStatus } from "../client/connection.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
@@ -26,7 +25,7 @@ import {
   normalizeReply,
   type SubscriberConnection,
 } from "./common.ts";
-import type { CommandSurface } from "./surface.ts";
+import type { ClientStatus, CommandSurface } from "./surface.ts";
 
 /** The part of Bun's `RedisClient` used here. */
 export interface BunRedisLike {
@@ -68,6 +67,15 @@ export class BunRedisSurface implements CommandSurface {
   readonly #channels: Channels;
   /** Where warnings go. */
   readonly logger: Logger = console;
+  /** A command failed because the client is closed (closed, or gave up reconnecting). */
+  #gone = false;
+  readonly #map = (err: unknown): Error => {
+    if (
+      (err as { code?: unknown })?.code === "ERR_REDIS_CONNECTION_CLOSED" &&
+      !this.#client.connected
+    ) this.#gone = true;
+    return map(err);
+  };
 
   /** @param client The app's Bun `RedisClient`. */
   constructor(client: BunRedisLike) {
@@ -76,12 +84,18 @@ export class BunRedisSurface implements CommandSurface {
   }
 
   /**
-   * `"ready"`: Bun's client connects on first use and reconnects on its
-   * own, queueing commands meanwhile, and does not tell a closed client
-   * from one not yet connected.
+   * `"ready"` while connected, and before the first connection (Bun's client
+   * connects on first use, reconnects on its own and queues commands
+   * meanwhile); `"closed"` once a command failed because the client was
+   * closed or gave up reconnecting (Bun has no state for it), until it is
+   * connected again (the app's `connect()`).
    */
-  get status(): ConnectionStatus {
-    return "ready";
+  get status(): ClientStatus {
+    if (this.#client.connected) {
+      this.#gone = false;
+      return "ready";
+    }
+    return this.#gone ? "closed" : "ready";
   }
 
   /** Sends one command (`GET` through `getBuffer` when `raw`). */
@@ -103,9 +117,9 @@ export class BunRedisSurface implements CommandSurface {
         p = this.#client.send(name, bunArgs(args));
       }
     } catch (err) {
-      return Promise.reject(map(err));
+      return Promise.reject(this.#map(err));
     }
-    return finish(p.then(normalizeReply), options, map) as Promise<T>;
+    return finish(p.then(normalizeReply), options, this.#map) as Promise<T>;
   }
 
   /** Subscribes on the duplicate connection. */

@@ -15,12 +15,11 @@
  */
 
 import type { CommandOptions } from "../client/command_options.ts";
-import type { ConnectionStatus } from "../client/connection.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
 import { finish, mapError, normalizeReply } from "./common.ts";
-import type { CommandSurface } from "./surface.ts";
+import type { ClientStatus, CommandSurface } from "./surface.ts";
 
 /** The longest a waiter on a `@db/redis` client sleeps between looks (ms). */
 export const DB_REDIS_RECHECK_MS = 50;
@@ -70,7 +69,7 @@ export class DbRedisSurface implements CommandSurface {
   }
 
   /** Closed once the app closed it; else ready (it connects lazily, reconnects itself). */
-  get status(): ConnectionStatus {
+  get status(): ClientStatus {
     return this.#client.isClosed ? "closed" : "ready";
   }
 

@@ -13,7 +13,6 @@
  */
 
 import type { CommandOptions } from "../client/command_options.ts";
-import type { ConnectionStatus } from "../client/connection.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
@@ -25,7 +24,7 @@ import {
   normalizeReply,
   type SubscriberConnection,
 } from "./common.ts";
-import type { CommandSurface } from "./surface.ts";
+import type { ClientStatus, CommandSurface } from "./surface.ts";
 
 /** The part of an ioredis client used here. */
 export interface IoredisLike {
@@ -65,7 +64,7 @@ export class IoredisSurface implements CommandSurface {
   }
 
   /** ioredis's status in respite's words. */
-  get status(): ConnectionStatus {
+  get status(): ClientStatus {
     const s = this.#client.status;
     if (s === "end") return "closed";
     if (s === "reconnecting" || s === "close") return "reconnecting";

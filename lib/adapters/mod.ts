@@ -57,7 +57,13 @@ export type RedisLike =
 
 const surfaces = new WeakMap<object, CommandSurface>();
 
-const STATUSES = new Set(["ready", "reconnecting", "closing", "closed"]);
+const STATUSES = new Set([
+  "connecting",
+  "ready",
+  "reconnecting",
+  "closing",
+  "closed",
+]);
 
 /** respite's client (any copy), or anything that already is the surface. */
 function isSurface(x: Record<string, unknown>): boolean {

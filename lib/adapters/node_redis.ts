@@ -15,7 +15,6 @@
  */
 
 import type { CommandOptions } from "../client/command_options.ts";
-import type { ConnectionStatus } from "../client/connection.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
@@ -28,7 +27,7 @@ import {
   normalizeReply,
   type SubscriberConnection,
 } from "./common.ts";
-import type { CommandSurface } from "./surface.ts";
+import type { ClientStatus, CommandSurface } from "./surface.ts";
 
 /** The part of a node-redis client used here. */
 export interface NodeRedisLike {
@@ -88,7 +87,7 @@ export class NodeRedisSurface implements CommandSurface {
   }
 
   /** node-redis's state in respite's words. */
-  get status(): ConnectionStatus {
+  get status(): ClientStatus {
     const c = this.#client;
     return c.isReady ? "ready" : c.isOpen ? "reconnecting" : "closed";
   }
