@@ -16,7 +16,7 @@ cat >"$dir/deno.json" <<'JSON'
 {
   "compilerOptions": {
     "strict": true,
-    "lib": ["esnext", "dom"],
+    "lib": ["esnext", "dom", "deno.ns"],
     "types": ["npm:bun-types@1.4.4"]
   }
 }

@@ -2,8 +2,8 @@
  * The README's code blocks, read from README.md itself at test time, so a
  * test runs exactly what a reader copies.
  *
- * A block is tagged by the HTML comment on the line just before its opening
- * fence: `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
+ * A block is tagged by the HTML comment on the last non-blank line before its
+ * opening fence: `<!-- example: NAME runtime=RUNTIME -->` (the runtime defaults to
  * `deno`; others: `bun`, `node`, `workerd`). Untagged blocks are returned too
  * (with `name` undefined) so a test can insist that every `ts` block is
  * tagged and run.
@@ -49,7 +49,11 @@ export function readmeBlocks(
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) {
       body.push(lines[i]);
     }
-    const tag = start > 0 ? TAG.exec(lines[start - 1].trim()) : null;
+    // The tag is the last non-blank line before the fence (`deno fmt` puts a
+    // blank line between an HTML comment and a fence).
+    let before = start - 1;
+    while (before >= 0 && lines[before].trim() === "") before--;
+    const tag = before >= 0 ? TAG.exec(lines[before].trim()) : null;
     const attrs = new Map<string, string>();
     for (const m of (tag?.[2] ?? "").matchAll(/(\w+)=([\w.-]+)/g)) {
       attrs.set(m[1], m[2]);

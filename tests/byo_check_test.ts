@@ -42,7 +42,7 @@ test("an adapter is made once per client object", async () => {
   }
 });
 
-test("a wrong object is a TypeError naming what is accepted, before anything is sent", async () => {
+test("a wrong object is a TypeError naming what is accepted, before anything is sent", () => {
   for (const bad of [undefined, null, 42, "redis://x", {}, { get: () => 1 }]) {
     assert.throws(() => new Lock(bad as never, "x"), {
       name: "TypeError",

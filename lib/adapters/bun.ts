@@ -20,12 +20,13 @@ import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
 import {
   Channels,
-  finish,
+  listenerSubscriber,
   mapError,
-  normalizeReply,
+  sendWith,
   type SubscriberConnection,
 } from "./common.ts";
-import type { ClientStatus, CommandSurface } from "./surface.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { CommandSurface } from "./surface.ts";
 
 /** The part of Bun's `RedisClient` used here. */
 export interface BunRedisLike {
@@ -90,7 +91,7 @@ export class BunRedisSurface implements CommandSurface {
    * closed or gave up reconnecting (Bun has no state for it), until it is
    * connected again (the app's `connect()`).
    */
-  get status(): ClientStatus {
+  get status(): ConnectionStatus {
     if (this.#client.connected) {
       this.#gone = false;
       return "ready";
@@ -103,23 +104,23 @@ export class BunRedisSurface implements CommandSurface {
     args: readonly Arg[],
     options?: CommandOptions,
   ): Promise<T> {
-    let p: Promise<unknown>;
-    try {
-      const name = String(args[0]);
-      if (options?.raw) {
-        if (name.toUpperCase() !== "GET" || args.length !== 2) {
-          throw new TypeError(
-            "raw replies need GET with Bun's RedisClient (its send() returns text)",
-          );
+    return sendWith<T>(
+      () => {
+        const name = String(args[0]);
+        if (options?.raw) {
+          if (name.toUpperCase() !== "GET" || args.length !== 2) {
+            throw new TypeError(
+              "raw replies need GET with Bun's RedisClient (its send() returns text)",
+            );
+          }
+          return this.#client.getBuffer(String(args[1]));
+        } else {
+          return this.#client.send(name, bunArgs(args));
         }
-        p = this.#client.getBuffer(String(args[1]));
-      } else {
-        p = this.#client.send(name, bunArgs(args));
-      }
-    } catch (err) {
-      return Promise.reject(this.#map(err));
-    }
-    return finish(p.then(normalizeReply), options, this.#map) as Promise<T>;
+      },
+      options,
+      this.#map,
+    );
   }
 
   /** Subscribes on the duplicate connection. */
@@ -137,18 +138,6 @@ export class BunRedisSurface implements CommandSurface {
     } catch (err) {
       throw map(err);
     }
-    const onMessage = (message: string, channel: string) =>
-      this.#channels.dispatch(String(channel), String(message));
-    return {
-      subscribe: async (channel) => {
-        await sub.subscribe(channel, onMessage).catch((err) => {
-          throw map(err);
-        });
-      },
-      unsubscribe: async (channel) => {
-        await sub.unsubscribe(channel).catch(() => {});
-      },
-      close: () => sub.close(),
-    };
+    return listenerSubscriber(sub, this.#channels, map, () => sub.close());
   }
 }

@@ -98,6 +98,58 @@ export function finish<T>(
   });
 }
 
+/**
+ * Runs `send` (the client's call), and settles like {@linkcode finish}: the
+ * reply normalized, errors (thrown or rejected) mapped.
+ */
+export function sendWith<T>(
+  send: () => Promise<unknown>,
+  options: CommandOptions | undefined,
+  map: (err: unknown) => Error,
+): Promise<T> {
+  let p: Promise<unknown>;
+  try {
+    p = send();
+  } catch (err) {
+    return Promise.reject(map(err));
+  }
+  return finish(p.then(normalizeReply), options, map) as Promise<T>;
+}
+
+/** A client connection that subscribes with a listener per channel (node-redis, Bun). */
+export interface ListenerSubscriber {
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+}
+
+/**
+ * The {@linkcode SubscriberConnection} over such a connection: its messages
+ * go to `channels`, its errors through `map`, `close` closes it.
+ */
+export function listenerSubscriber(
+  sub: ListenerSubscriber,
+  channels: Channels,
+  map: (err: unknown) => Error,
+  close: () => void,
+): SubscriberConnection {
+  const onMessage = (message: string, channel: string) =>
+    channels.dispatch(String(channel), String(message));
+  return {
+    subscribe: async (channel) => {
+      await sub.subscribe(channel, onMessage).catch((err) => {
+        throw map(err);
+      });
+    },
+    unsubscribe: async (channel) => {
+      await sub.unsubscribe(channel).catch(() => {});
+    },
+    close,
+  };
+}
+
 /** Node's `Buffer`, where a Node-API client runs (Node, Bun, Deno's npm). */
 interface BufferCtor {
   from(buf: ArrayBufferLike, offset: number, length: number): Uint8Array;

@@ -18,8 +18,9 @@ import type { CommandOptions } from "../client/command_options.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
-import { finish, mapError, normalizeReply } from "./common.ts";
-import type { ClientStatus, CommandSurface } from "./surface.ts";
+import { mapError, sendWith } from "./common.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { CommandSurface } from "./surface.ts";
 
 /** The longest a waiter on a `@db/redis` client sleeps between looks (ms). */
 export const DB_REDIS_RECHECK_MS = 50;
@@ -69,7 +70,7 @@ export class DbRedisSurface implements CommandSurface {
   }
 
   /** Closed once the app closed it; else ready (it connects lazily, reconnects itself). */
-  get status(): ClientStatus {
+  get status(): ConnectionStatus {
     return this.#client.isClosed ? "closed" : "ready";
   }
 
@@ -78,17 +79,17 @@ export class DbRedisSurface implements CommandSurface {
     args: readonly Arg[],
     options?: CommandOptions,
   ): Promise<T> {
-    let p: Promise<unknown>;
-    try {
-      p = this.#client.sendCommand(
-        String(args[0]),
-        dbArgs(args),
-        options?.raw ? RAW : undefined,
-      );
-    } catch (err) {
-      return Promise.reject(map(err));
-    }
-    return finish(p.then(normalizeReply), options, map) as Promise<T>;
+    return sendWith<T>(
+      () => {
+        return this.#client.sendCommand(
+          String(args[0]),
+          dbArgs(args),
+          options?.raw ? RAW : undefined,
+        );
+      },
+      options,
+      map,
+    );
   }
 
   /** No pub/sub (see the module doc): resolves at once; waiters re-check. */

@@ -18,13 +18,13 @@ import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
 import {
   Channels,
-  finish,
   mapError,
   nodeArgs,
-  normalizeReply,
+  sendWith,
   type SubscriberConnection,
 } from "./common.ts";
-import type { ClientStatus, CommandSurface } from "./surface.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { CommandSurface } from "./surface.ts";
 
 /** The part of an ioredis client used here. */
 export interface IoredisLike {
@@ -64,7 +64,7 @@ export class IoredisSurface implements CommandSurface {
   }
 
   /** ioredis's status in respite's words. */
-  get status(): ClientStatus {
+  get status(): ConnectionStatus {
     const s = this.#client.status;
     if (s === "end") return "closed";
     if (s === "reconnecting" || s === "close") return "reconnecting";
@@ -76,17 +76,17 @@ export class IoredisSurface implements CommandSurface {
     args: readonly Arg[],
     options?: CommandOptions,
   ): Promise<T> {
-    let p: Promise<unknown>;
-    try {
-      const rest = nodeArgs(args.slice(1));
-      const name = String(args[0]);
-      p = options?.raw
-        ? this.#client.callBuffer(name, rest)
-        : this.#client.call(name, rest);
-    } catch (err) {
-      return Promise.reject(map(err));
-    }
-    return finish(p.then(normalizeReply), options, map) as Promise<T>;
+    return sendWith<T>(
+      () => {
+        const rest = nodeArgs(args.slice(1));
+        const name = String(args[0]);
+        return options?.raw
+          ? this.#client.callBuffer(name, rest)
+          : this.#client.call(name, rest);
+      },
+      options,
+      map,
+    );
   }
 
   /** Subscribes on the duplicate connection. */

@@ -21,13 +21,14 @@ import type { Logger } from "../validate.ts";
 import {
   bufferClass,
   Channels,
-  finish,
+  listenerSubscriber,
   mapError,
   nodeArgs,
-  normalizeReply,
+  sendWith,
   type SubscriberConnection,
 } from "./common.ts";
-import type { ClientStatus, CommandSurface } from "./surface.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { CommandSurface } from "./surface.ts";
 
 /** The part of a node-redis client used here. */
 export interface NodeRedisLike {
@@ -87,7 +88,7 @@ export class NodeRedisSurface implements CommandSurface {
   }
 
   /** node-redis's state in respite's words. */
-  get status(): ClientStatus {
+  get status(): ConnectionStatus {
     const c = this.#client;
     return c.isReady ? "ready" : c.isOpen ? "reconnecting" : "closed";
   }
@@ -97,19 +98,19 @@ export class NodeRedisSurface implements CommandSurface {
     args: readonly Arg[],
     options?: CommandOptions,
   ): Promise<T> {
-    let p: Promise<unknown>;
-    try {
-      const a = nodeArgs(args);
-      if (options?.raw) {
-        rawOptions ??= { typeMapping: { [BLOB_STRING]: bufferClass() } };
-        p = this.#client.sendCommand(a, rawOptions);
-      } else {
-        p = this.#client.sendCommand(a);
-      }
-    } catch (err) {
-      return Promise.reject(map(err));
-    }
-    return finish(p.then(normalizeReply), options, map) as Promise<T>;
+    return sendWith<T>(
+      () => {
+        const a = nodeArgs(args);
+        if (options?.raw) {
+          rawOptions ??= { typeMapping: { [BLOB_STRING]: bufferClass() } };
+          return this.#client.sendCommand(a, rawOptions);
+        } else {
+          return this.#client.sendCommand(a);
+        }
+      },
+      options,
+      map,
+    );
   }
 
   /** Subscribes on the duplicate connection. */
@@ -128,21 +129,9 @@ export class NodeRedisSurface implements CommandSurface {
     } catch (err) {
       throw map(err);
     }
-    const onMessage = (message: string, channel: string) =>
-      this.#channels.dispatch(String(channel), String(message));
-    return {
-      subscribe: async (channel) => {
-        await sub.subscribe(channel, onMessage).catch((err) => {
-          throw map(err);
-        });
-      },
-      unsubscribe: async (channel) => {
-        await sub.unsubscribe(channel).catch(() => {});
-      },
-      close: () => {
-        if (sub.destroy) sub.destroy();
-        else sub.disconnect?.().catch(() => {});
-      },
-    };
+    return listenerSubscriber(sub, this.#channels, map, () => {
+      if (sub.destroy) sub.destroy();
+      else sub.disconnect?.().catch(() => {});
+    });
   }
 }

@@ -10,21 +10,10 @@
  */
 
 import type { CommandOptions } from "../client/command_options.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
 import type { Logger } from "../validate.ts";
-
-/**
- * A client's state as locks and caches see it (the values of respite's
- * `ClientStatus`): commands are sent when `"ready"`, and a command that
- * got no answer is retried only while not `"closing"` or `"closed"`.
- */
-export type ClientStatus =
-  | "connecting"
-  | "ready"
-  | "reconnecting"
-  | "closing"
-  | "closed";
 
 /**
  * What locks and caches need of a Redis client: send a command (with a
@@ -48,8 +37,11 @@ export type ClientStatus =
  * ```
  */
 export interface CommandSurface {
-  /** `"connecting"`, `"ready"`, `"reconnecting"`, `"closing"` or `"closed"`. */
-  readonly status: ClientStatus;
+  /**
+   * Commands are sent when `"ready"`; a command that got no answer is retried
+   * only while the client is not `"closing"` or `"closed"`.
+   */
+  readonly status: ConnectionStatus;
   /** Where warnings (scripts not cached, eviction) go. */
   readonly logger: Logger;
   /**
