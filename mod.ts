@@ -140,6 +140,7 @@ export type { Logger } from "./lib/validate.ts";
 export { type DecoderLimits, Push, type Reply } from "./lib/resp/decoder.ts";
 export type { Arg } from "./lib/resp/encoder.ts";
 export { Script, type ScriptRunOptions } from "./lib/script.ts";
+export type { CommandSurface, RedisLike } from "./lib/adapters/mod.ts";
 export {
   type AcquireOptions,
   Lock,

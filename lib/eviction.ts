@@ -9,11 +9,11 @@
  * @module
  */
 
-import type { RedisClient } from "./client/client.ts";
+import type { CommandSurface } from "./adapters/surface.ts";
 import type { Logger } from "./validate.ts";
 
 /** Clients already checked (or being checked): one CONFIG GET each, ever. */
-const checked = new WeakSet<RedisClient>();
+const checked = new WeakSet<CommandSurface>();
 
 /**
  * Checks once per client, in the background, whether Redis may evict lock
@@ -32,7 +32,7 @@ const checked = new WeakSet<RedisClient>();
  *   `null` silences it.
  */
 export function checkEviction(
-  redis: RedisClient,
+  redis: CommandSurface,
   logger: Logger | null | undefined,
 ): void {
   if (checked.has(redis)) return;

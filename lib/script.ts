@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { RedisClient } from "./client/client.ts";
+import type { CommandSurface } from "./adapters/surface.ts";
 import { ReplyError } from "./errors.ts";
 import { toHex } from "./hex.ts";
 import type { Reply } from "./resp/decoder.ts";
@@ -58,7 +58,7 @@ export class Script {
    * Per client: absent before the script first ran; "ok" once it ran (the
    * server has it); "missing" after a loss was reported, until it runs again.
    */
-  #state = new WeakMap<RedisClient, "ok" | "missing">();
+  #state = new WeakMap<CommandSurface, "ok" | "missing">();
 
   /**
    * Creates a script; its SHA-1 is computed on first use.
@@ -102,7 +102,7 @@ export class Script {
    * @throws {TypeError} For an unknown option or a bad signal.
    */
   async run<T extends Reply = Reply>(
-    client: RedisClient,
+    client: CommandSurface,
     options: ScriptRunOptions = {},
   ): Promise<T> {
     const { keys = [], args = [], signal } = checkOptions(

@@ -12,7 +12,7 @@
  */
 
 import { timerMs } from "./async.ts";
-import type { RedisClient } from "./client/client.ts";
+import type { CommandSurface } from "./adapters/surface.ts";
 import { TimeoutError } from "./errors.ts";
 
 /** A subscription to one wake channel. */
@@ -24,8 +24,10 @@ export class Wake {
   #sleepers = new Set<() => void>();
   #unsubscribe: Promise<() => Promise<void>> | null = null;
   #closed = false;
+  /** Sleeps so far, for the re-check backoff of a client without pub/sub. */
+  #rechecks = 0;
   /** The client whose shared subscriber connection carries it. */
-  readonly redis: RedisClient;
+  readonly redis: CommandSurface;
   /** The wake channel. */
   readonly channel: string;
   /** Called with each message as it arrives, before sleepers wake. */
@@ -39,7 +41,7 @@ export class Wake {
    *   one in the same burst would push out of {@linkcode Wake.last}).
    */
   constructor(
-    redis: RedisClient,
+    redis: CommandSurface,
     channel: string,
     onMessage?: (message: string) => void,
   ) {
@@ -97,6 +99,12 @@ export class Wake {
    */
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    const recheck = this.redis.recheckMs;
+    if (recheck !== undefined) {
+      // A client that cannot subscribe (lib/adapters/db_redis.ts): look
+      // again soon, backing off from 5 ms to `recheckMs`.
+      ms = Math.min(ms, recheck, 5 * 2 ** Math.min(this.#rechecks++, 10));
+    }
     return new Promise<void>((resolve, reject) => {
       const finish = () => {
         clearTimeout(timer);

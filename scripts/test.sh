@@ -24,6 +24,10 @@ step "deno lint"
 deno lint
 step "deno check"
 deno check mod.ts lib/ tests/ testing/ scripts/
+step "Bun transport and adapter against bun-types (npm:bun-types@1.4.4)"
+bash scripts/check_bun_types.sh
+step "ioredis, node-redis for the bring-your-own-client tests under Bun (npm registry; no-op once installed)"
+bash scripts/install_byo_clients.sh >/dev/null
 step "deno doc --lint mod.ts"
 deno doc --lint mod.ts
 step "deno publish --dry-run"

@@ -828,6 +828,8 @@ const NOT_COMMANDS = new Set([
   "TYPE",
   "SETNAME", // CLIENT SETNAME's subcommand, and HELLO's option
   "NOSCRIPT", // an error code
+  "ERR_REDIS_SERVER_ERROR", // Bun's RedisClient's error codes (lib/adapters/bun.ts)
+  "ERR_REDIS_CONNECTION_CLOSED",
   "JSON",
   "REDIS_URL",
   // Error codes the client reads, and arguments it looks at.

@@ -23,6 +23,11 @@
  *   requests for a cold key, every answer checked, and the upstream stand-in
  *   (which logs each call) must have run once in the whole fleet. Each is
  *   stopped by its pid.
+ * - One import cannot be fetched here: `jsr:@db/redis` (JSR is out of reach
+ *   of our machines). It is pointed at a stand-in whose `connect()` returns
+ *   an object with `@db/redis`'s documented `sendCommand` surface over
+ *   respite's own client (`dbRedisShim` in testing/byo_clients.ts): that
+ *   block's code runs as written, but not against the real package.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -37,6 +42,24 @@ import { type Proc, runtimeExecutable, spawn } from "../testing/proc.ts";
 import { freePort, type RedisServer, startRedis } from "../testing/redis.ts";
 
 const MOD = fileURLToPath(new URL("../mod.ts", import.meta.url));
+const BYO_CLIENTS = fileURLToPath(
+  new URL("../testing/byo_clients.ts", import.meta.url),
+);
+
+/** Stands in for jsr:@db/redis's connect() (see the module doc). */
+const DB_REDIS_STANDIN = `import { connect as respite } from ${
+  JSON.stringify(MOD)
+};
+import { dbRedisShim } from ${JSON.stringify(BYO_CLIENTS)};
+export async function connect(o: { hostname: string; port: number }) {
+  return dbRedisShim(await respite({ hostname: o.hostname, port: o.port })) as {
+    sendCommand(...a: unknown[]): Promise<unknown>;
+    isConnected: boolean;
+    isClosed: boolean;
+    close(): void;
+  };
+}
+`;
 const CODE_LANGS = new Set([
   "ts",
   "tsx",
@@ -123,8 +146,14 @@ function writeBlock(b: ReadmeBlock, dir: string): string {
     JSON.stringify(MOD),
   );
   assert.notEqual(code, b.code, `${where(b)} does not import @respite/respite`);
+  let withStandins = code;
+  if (code.includes('"jsr:@db/redis"')) {
+    const standin = join(dir, "db_redis_standin.ts");
+    writeFileSync(standin, DB_REDIS_STANDIN);
+    withStandins = code.replaceAll('"jsr:@db/redis"', JSON.stringify(standin));
+  }
   const path = join(dir, file);
-  writeFileSync(path, code);
+  writeFileSync(path, withStandins);
   return path;
 }
 

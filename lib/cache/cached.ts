@@ -34,7 +34,8 @@ import {
 import { CacheStore, type Generation } from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
 import { CachedTimeoutError } from "../errors.ts";
-import { checkRequest, type RedisClient } from "../client/client.ts";
+import { checkRequest } from "../client/client.ts";
+import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import { checkClient } from "../lock/options.ts";
 import { cacheEntryKey } from "../keys.ts";
 import type { Lock } from "../lock/lock.ts";
@@ -51,7 +52,7 @@ class Cache<A extends unknown[], T> {
   readonly options: ResolvedCacheOptions<A, T>;
   readonly fn: (...args: A) => T | Promise<T>;
   /** One store per client the calls used (the `redis` option, or per call). */
-  readonly stores = new WeakMap<RedisClient, CacheStore>();
+  readonly stores = new WeakMap<CommandSurface, CacheStore>();
   readonly entries: EntryCodec<T>;
   readonly events: CacheEvents;
   readonly flights = new Singleflight<T>();
@@ -597,7 +598,7 @@ export function cached<A extends unknown[], T>(
  */
 function bound<A extends unknown[], T>(
   cache: Cache<A, T>,
-  redis: RedisClient | undefined,
+  redis: CommandSurface | undefined,
 ): CachedFunction<A, T> {
   const call = (...args: A): Promise<T> => cache.call(args, undefined, redis);
   return Object.assign(call, {
@@ -616,9 +617,10 @@ function bound<A extends unknown[], T>(
       }
       return cache.call(args, opts?.signal, given);
     },
-    with: (client: RedisClient): CachedFunction<A, T> => {
-      checkRequest(checkClient(client));
-      return bound(cache, client);
+    with: (client: RedisLike): CachedFunction<A, T> => {
+      const surface = checkClient(client);
+      checkRequest(surface);
+      return bound(cache, surface);
     },
     invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
     refresh: (...args: A): Promise<T> => cache.refresh(args, redis),

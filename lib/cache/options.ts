@@ -6,8 +6,11 @@
  * @module
  */
 
-import type { RedisClient } from "../client/client.ts";
-import { checkClient } from "../lock/options.ts";
+import {
+  checkClient,
+  type CommandSurface,
+  type RedisLike,
+} from "../adapters/mod.ts";
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import type { CachedFailureError } from "../errors.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
@@ -101,16 +104,18 @@ export interface CachedHooks {
  */
 export interface CachedOptions<A extends unknown[], T> {
   /**
-   * The client to use (from `connect()`). May be left out, and then every
-   * call gives one: `fn.get(args, { redis })` or `fn.with(redis)(...args)`.
-   * That is the way on Cloudflare Workers, where a client belongs to the
-   * request that connected it: make the cached function once, at module
-   * scope, and pass each request's client. A client given to a call wins
-   * over this one. All clients given to one cached function must reach the
-   * same Redis: concurrent calls for a key in this process share one lookup,
-   * made with the client of the call that started it.
+   * The client to use: respite's (from `connect()`), or an app's ioredis,
+   * node-redis, Bun `RedisClient` or `@db/redis` client (see
+   * {@linkcode RedisLike}). May be left out, and then every call gives one:
+   * `fn.get(args, { redis })` or `fn.with(redis)(...args)`. That is the way
+   * on Cloudflare Workers, where a client belongs to the request that
+   * connected it: make the cached function once, at module scope, and pass
+   * each request's client. A client given to a call wins over this one. All
+   * clients given to one cached function must reach the same Redis:
+   * concurrent calls for a key in this process share one lookup, made with
+   * the client of the call that started it.
    */
-  redis?: RedisClient;
+  redis?: RedisLike;
   /**
    * The cache key: a string, or a function of the call's arguments that
    * returns one (non-empty). May be left out only for a named function
@@ -204,7 +209,7 @@ export interface CachedCallOptions {
    * that was left out). On Cloudflare Workers: the client this request
    * connected; one from an earlier request is refused with a `TypeError`.
    */
-  redis?: RedisClient;
+  redis?: RedisLike;
 }
 
 /** An entry's metadata, as `peek()` shows it. */
@@ -266,7 +271,7 @@ export interface CachedFunction<A extends unknown[], T> {
    * @throws {TypeError} When `redis` is not a client, or (on Workers) was
    *   connected by another request.
    */
-  with(redis: RedisClient): CachedFunction<A, T>;
+  with(redis: RedisLike): CachedFunction<A, T>;
   /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
@@ -311,7 +316,7 @@ export interface CachedFunction<A extends unknown[], T> {
 
 /** Options after checks and defaults. */
 export interface ResolvedCacheOptions<A extends unknown[], T> {
-  redis: RedisClient | undefined;
+  redis: CommandSurface | undefined;
   key: (args: A) => string;
   ttl: number;
   staleWhileRevalidate: number;
@@ -432,7 +437,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   checkKnown("cached() option", options, KNOWN);
   const o = options as unknown as Record<string, unknown>;
   // Optional: without it, each call gives its client (checked per call).
-  if (o.redis !== undefined) checkClient(o.redis);
+  const redis = o.redis === undefined ? undefined : checkClient(o.redis);
   const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
   const ttl = checkMs("ttl", o.ttl);
   const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
@@ -474,7 +479,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   }
   if (o.logger !== undefined) checkLogger(o.logger, console);
   return {
-    redis: o.redis as RedisClient | undefined,
+    redis,
     key,
     ttl,
     staleWhileRevalidate: window(
@@ -520,7 +525,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
 export class CacheEvents {
   /** The hooks. */
   readonly hooks: CachedHooks;
-  readonly #redis: RedisClient | undefined;
+  readonly #redis: CommandSurface | undefined;
   readonly #logger: Logger | null | undefined;
 
   /**

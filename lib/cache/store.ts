@@ -21,7 +21,7 @@
 
 import { deadline } from "../async.ts";
 import { toHex } from "../hex.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import { ConnectionError, TimeoutError } from "../errors.ts";
 import {
   cacheEntryKey,
@@ -88,7 +88,7 @@ export interface Generation {
 /** What a {@linkcode CacheStore} needs. */
 export interface CacheStoreOptions {
   /** The client. */
-  redis: RedisClient;
+  redis: CommandSurface;
   /** The key prefix. */
   prefix: string;
   /** The lease of an entry's lock (ms); also sets the marker's lifetime. */
@@ -104,7 +104,7 @@ export interface CacheStoreOptions {
 /** The Redis side of one cached function: the only code that talks to Redis for it. */
 export class CacheStore {
   /** The client. */
-  readonly redis: RedisClient;
+  readonly redis: CommandSurface;
   readonly #o: CacheStoreOptions;
   readonly #lockPrefix: string;
   readonly #watchdog: Watchdog;

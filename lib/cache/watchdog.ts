@@ -5,7 +5,7 @@
  */
 
 import { MAX_TIMER_MS } from "../async.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import { TimeoutError } from "../errors.ts";
 
 /** Reads that share one watchdog timer. */
@@ -76,10 +76,10 @@ export class Watchdog {
 }
 
 /** Watchdogs shared by every cached function on a client, per timeout. */
-const watchdogs = new WeakMap<RedisClient, Map<number, Watchdog>>();
+const watchdogs = new WeakMap<CommandSurface, Map<number, Watchdog>>();
 
 /** The watchdog that every cached function on `redis` with this `timeout` shares. */
-export function watchdogFor(redis: RedisClient, timeout: number): Watchdog {
+export function watchdogFor(redis: CommandSurface, timeout: number): Watchdog {
   let byTimeout = watchdogs.get(redis);
   if (byTimeout === undefined) {
     byTimeout = new Map();

@@ -13,7 +13,7 @@
  */
 
 import { abortable, backoff, type Deadline, deadline } from "../async.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
 import { queueOf, type WaitQueue } from "./queue.ts";
 import { noAnswer } from "./scripts.ts";
@@ -43,7 +43,7 @@ export class Acquisition {
   #failures = 0;
 
   /** The lock's client. */
-  readonly redis: RedisClient;
+  readonly redis: CommandSurface;
   /** The lock's keys (the queue is per key and client). */
   readonly keys: LockKeys;
   /** One try. */
@@ -54,7 +54,7 @@ export class Acquisition {
    * @param keys The lock's keys (the queue is per key and client).
    * @param attempt One try.
    */
-  constructor(redis: RedisClient, keys: LockKeys, attempt: Attempt) {
+  constructor(redis: CommandSurface, keys: LockKeys, attempt: Attempt) {
     this.redis = redis;
     this.keys = keys;
     this.attempt = attempt;

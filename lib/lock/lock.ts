@@ -12,7 +12,7 @@
  */
 
 import { deadline } from "../async.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import {
   LockNotHeldError,
   type LockNotHeldReason,
@@ -102,7 +102,7 @@ export class Lock {
   readonly fencing: boolean;
   /** The Redis key, fencing counter key and wake channel of this lock. */
   readonly keys: LockKeys;
-  #redis: RedisClient;
+  #redis: CommandSurface;
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   #acquiring = false;
@@ -114,7 +114,9 @@ export class Lock {
   /**
    * Creates a lock object; nothing is sent to Redis until `acquire()`.
    *
-   * @param redis The client to use.
+   * @param redis The client to use: respite's, or an app's ioredis,
+   *   node-redis, Bun `RedisClient` or `@db/redis` client (see
+   *   {@linkcode RedisLike}).
    * @param name The lock's name: a non-empty string without `}`.
    * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`.
    *
@@ -127,7 +129,7 @@ export class Lock {
    * assert.equal(lock.keys.key, "respite:lock:{doc:ctor}");
    * ```
    */
-  constructor(redis: RedisClient, name: string, options: LockOptions = {}) {
+  constructor(redis: RedisLike, name: string, options: LockOptions = {}) {
     this.#redis = checkClient(redis);
     this.name = checkName(name);
     const o = checkLockOptions(options);
@@ -516,7 +518,7 @@ export class Lock {
    * ```
    */
   async owner(): Promise<string | null> {
-    const v = await this.#redis.send<string | null>("GET", this.keys.key);
+    const v = await this.#redis.command<string | null>(["GET", this.keys.key]);
     if (v === null) return null;
     return v.length >= TOKEN_LENGTH && v[TOKEN_LENGTH - 1] === ":"
       ? v.slice(TOKEN_LENGTH)
@@ -540,7 +542,7 @@ export class Lock {
    * ```
    */
   async locked(): Promise<boolean> {
-    return await this.#redis.send<number>("EXISTS", this.keys.key) === 1;
+    return await this.#redis.command<number>(["EXISTS", this.keys.key]) === 1;
   }
 
   /**
@@ -584,14 +586,14 @@ export class Lock {
    * ```
    */
   static async reset(
-    redis: RedisClient,
+    redis: RedisLike,
     name: string,
     options: ResetOptions = {},
   ): Promise<boolean> {
-    checkClient(redis);
+    const surface = checkClient(redis);
     checkName(name);
     const keys = lockKeys(name, checkResetOptions(options));
-    return await resetScript(redis, keys.key, keys.wake);
+    return await resetScript(surface, keys.key, keys.wake);
   }
 
   /**
@@ -618,10 +620,10 @@ export class Lock {
    * ```
    */
   static async resetAll(
-    redis: RedisClient,
+    redis: RedisLike,
     options: ResetOptions = {},
   ): Promise<number> {
-    checkClient(redis);
-    return await resetAllScript(redis, checkResetOptions(options));
+    const surface = checkClient(redis);
+    return await resetAllScript(surface, checkResetOptions(options));
   }
 }

@@ -9,7 +9,6 @@
  * @module
  */
 
-import { RedisClient } from "../client/client.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
 import {
   checkBoolean,
@@ -124,13 +123,8 @@ export interface LockSettings {
   logger: Logger | null | undefined;
 }
 
-/** Checks a client: a `RedisClient` from `connect()`. */
-export function checkClient(redis: unknown): RedisClient {
-  if (!(redis instanceof RedisClient)) {
-    fail("redis", "a RedisClient from connect()", redis);
-  }
-  return redis;
-}
+/** `redis` as the command surface (lib/adapters/mod.ts): the one check of a client. */
+export { checkClient } from "../adapters/mod.ts";
 
 /** Checks a lock name: a non-empty string that keeps its hash tag. */
 export function checkName(name: unknown): string {

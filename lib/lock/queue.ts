@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
 import { Wake } from "../wake.ts";
 
@@ -37,7 +37,7 @@ export class WaitQueue {
    * @param channel The lock's wake channel.
    * @param onEmpty Called once the last waiter left.
    */
-  constructor(redis: RedisClient, channel: string, onEmpty: () => void) {
+  constructor(redis: CommandSurface, channel: string, onEmpty: () => void) {
     this.wake = new Wake(redis, channel);
     this.onEmpty = onEmpty;
   }
@@ -55,14 +55,14 @@ export class WaitQueue {
   }
 }
 
-const queues = new WeakMap<RedisClient, Map<string, WaitQueue>>();
+const queues = new WeakMap<CommandSurface, Map<string, WaitQueue>>();
 
 /**
  * The queue of the lock `keys` on `redis`: the existing one, else a new one
  * when `create`, else `undefined`.
  */
 export function queueOf(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   create: boolean,
 ): WaitQueue | undefined {

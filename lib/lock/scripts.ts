@@ -12,7 +12,7 @@
  */
 
 import { backoff, delay, unrefTimer } from "../async.ts";
-import type { RedisClient } from "../client/client.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
 import { ConnectionError, TimeoutError } from "../errors.ts";
 import { type LockKeys, lockPattern, wakeChannel } from "../keys.ts";
 import { Script } from "../script.ts";
@@ -130,7 +130,7 @@ export interface SendOptions {
  * @returns Acquired (with the token), or the holder's remaining lease.
  */
 export async function acquireScript(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   value: string,
   ttl: number,
@@ -154,7 +154,7 @@ export async function acquireScript(
  * @returns What the key held.
  */
 export async function unlockScript(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   value: string,
   options: SendOptions = {},
@@ -175,7 +175,7 @@ export async function unlockScript(
  * @returns What the key held.
  */
 export async function extendScript(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   value: string,
   ttl: number,
@@ -200,7 +200,7 @@ export async function extendScript(
  * @returns Whether there was a key to delete.
  */
 export async function resetScript(
-  redis: RedisClient,
+  redis: CommandSurface,
   key: string,
   wake: string,
 ): Promise<boolean> {
@@ -219,7 +219,7 @@ const CLEANUP_MAX_GAP = 500;
  * `TimeoutError` while the client is not closing): the command may or may
  * not have run, and may be retried.
  */
-export function noAnswer(redis: RedisClient, err: unknown): boolean {
+export function noAnswer(redis: CommandSurface, err: unknown): boolean {
   if (!(err instanceof ConnectionError || err instanceof TimeoutError)) {
     return false;
   }
@@ -239,7 +239,7 @@ export function noAnswer(redis: RedisClient, err: unknown): boolean {
  * @param ttl The try's lease plus its drift margin (ms).
  */
 export function cleanupTry(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   value: string,
   ttl: number,
@@ -277,7 +277,7 @@ export function cleanupTry(
  * @returns The last answer, and whether an earlier try may have run.
  */
 export async function unlockResending(
-  redis: RedisClient,
+  redis: CommandSurface,
   keys: LockKeys,
   value: string,
   signal: AbortSignal,
@@ -306,14 +306,14 @@ export async function unlockResending(
  * @returns How many lock keys it deleted.
  */
 export async function resetAllScript(
-  redis: RedisClient,
+  redis: CommandSurface,
   prefix: string,
 ): Promise<number> {
   const pattern = lockPattern(prefix);
   let cursor = "0";
   let deleted = 0;
   do {
-    const [next, keys] = await redis.send<[string, string[]]>(
+    const [next, keys] = await redis.command<[string, string[]]>([
       "SCAN",
       cursor,
       "MATCH",
@@ -322,7 +322,7 @@ export async function resetAllScript(
       1000,
       "TYPE",
       "string",
-    );
+    ]);
     cursor = next;
     const results = await Promise.all(
       keys.map((key) => resetScript(redis, key, wakeChannel(key))),

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { checkRequest, type RedisClient } from "../client/client.ts";
+import { checkRequest } from "../client/client.ts";
+import type { RedisLike } from "../adapters/mod.ts";
 import {
   LockLostError,
   LockNotAcquiredError,
@@ -32,15 +33,17 @@ const WITH_LOCK_OPTIONS: readonly string[] = [
 /** Options for {@linkcode withLock}. */
 export interface WithLockOptions<A extends unknown[]> {
   /**
-   * The client to use, or a function of the call's arguments that returns
-   * the client for that call. The function form lets a wrapper made once,
-   * at module scope, use each request's own client, as Cloudflare Workers
-   * requires (a client belongs to the request that connected it):
+   * The client to use — respite's, or an app's ioredis, node-redis, Bun
+   * `RedisClient` or `@db/redis` client (see {@linkcode RedisLike}) — or a
+   * function of the call's arguments that returns the client for that call.
+   * The function form lets a wrapper made once, at module scope, use each
+   * request's own client, as Cloudflare Workers requires (a client belongs
+   * to the request that connected it):
    * `withLock(fn, { redis: (env: Env) => env.redis, name: ... })`. The
    * client is checked at each call; one connected by an earlier request is
    * refused with a `TypeError` before anything is sent.
    */
-  redis: RedisClient | ((...args: A) => RedisClient);
+  redis: RedisLike | ((...args: A) => RedisLike);
   /** The lock's name, or a function of the call's arguments that returns it. */
   name: string | ((...args: A) => string);
   /** The lease in ms, a positive integer (default 30_000). */

@@ -6,8 +6,8 @@
 
 import type { Connector, Transport, TransportHandlers } from "./types.ts";
 
-/** The part of Bun's socket API this module uses. */
-interface BunSocket {
+/** The part of Bun's socket API this module uses (checked against bun-types by scripts/check_bun_types.sh). */
+export interface BunSocket {
   write(data: Uint8Array): number;
   end(): void;
   terminate?(): void;
@@ -15,7 +15,8 @@ interface BunSocket {
   setKeepAlive?(on?: boolean, initialDelay?: number): boolean;
 }
 
-interface BunSocketHandlers {
+/** The socket handlers this module gives `Bun.connect`. */
+export interface BunSocketHandlers {
   data(socket: BunSocket, data: Uint8Array): void;
   drain(socket: BunSocket): void;
   close(socket: BunSocket, error?: unknown): void;
@@ -28,14 +29,16 @@ interface BunSocketHandlers {
   ): void;
 }
 
-interface BunConnectOptions {
+/** The options this module gives `Bun.connect`. */
+export interface BunConnectOptions {
   hostname: string;
   port: number;
   tls?: boolean | { ca?: string[]; serverName?: string };
   socket: BunSocketHandlers;
 }
 
-interface BunGlobal {
+/** The part of the `Bun` global this module uses. */
+export interface BunGlobal {
   connect(options: BunConnectOptions): Promise<BunSocket>;
 }
 

@@ -1,0 +1,342 @@
+/**
+ * What the adapters share: turning a client's errors into respite's
+ * (`ReplyError` with its code, `ConnectionError`, `TimeoutError`), the
+ * per-command `timeout` and `signal` for clients that lack them, arguments
+ * as the client wants them, and one subscriber connection per adapted
+ * client with its channels' listeners.
+ *
+ * @module
+ */
+
+import { timerMs, unrefTimer } from "../async.ts";
+import type { CommandOptions } from "../client/command_options.ts";
+import { ConnectionError, ReplyError, TimeoutError } from "../errors.ts";
+
+/** Removes `user:password@` from anything that looks like a URL. */
+export function redact(text: string): string {
+  return text.replace(/(\w+:\/\/)[^/@\s]*@/g, "$1***@");
+}
+
+/**
+ * Turns what a client rejected with into respite's error classes.
+ *
+ * @param err What the client threw.
+ * @param who The client's kind, for messages (`"ioredis"`).
+ * @param isReply Whether `err` is the client's error-reply class.
+ */
+export function mapError(
+  err: unknown,
+  who: string,
+  isReply: (err: Error) => boolean,
+): Error {
+  if (!(err instanceof Error)) {
+    return new ConnectionError(`${who}: ${redact(String(err))}`);
+  }
+  if (
+    err instanceof ReplyError || err instanceof ConnectionError ||
+    err instanceof TimeoutError || err instanceof TypeError ||
+    err instanceof RangeError
+  ) return err;
+  if (isReply(err)) {
+    const line = err.message.startsWith("-")
+      ? err.message.slice(1)
+      : err.message;
+    return new ReplyError(redact(line), { cause: err });
+  }
+  return new ConnectionError(
+    `${who} could not run the command: ${redact(err.message)}`,
+    { cause: err },
+  );
+}
+
+/**
+ * Settles like `p`, mapped through `map`; or rejects at once with a
+ * `TimeoutError` after `options.timeout` ms, or with the signal's reason
+ * when it aborts (the command still runs; its late reply is dropped).
+ */
+export function finish<T>(
+  p: Promise<T>,
+  options: CommandOptions | undefined,
+  map: (err: unknown) => Error,
+): Promise<T> {
+  const mapped = p.then(undefined, (err) => {
+    throw map(err);
+  });
+  if (options === undefined) return mapped;
+  const { timeout, signal } = options;
+  if (timeout === undefined && signal === undefined) return mapped;
+  if (signal?.aborted) {
+    mapped.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      done();
+      reject(signal!.reason);
+    };
+    if (timeout !== undefined) {
+      timer = setTimeout(() => {
+        done();
+        reject(
+          new TimeoutError(`Redis did not answer within ${timeout} ms`),
+        );
+      }, timerMs(timeout));
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    mapped.then((v) => {
+      done();
+      resolve(v);
+    }, (err) => {
+      done();
+      reject(err);
+    });
+  });
+}
+
+/**
+ * Runs `send` (the client's call), and settles like {@linkcode finish}: the
+ * reply normalized, errors (thrown or rejected) mapped.
+ */
+export function sendWith<T>(
+  send: () => Promise<unknown>,
+  options: CommandOptions | undefined,
+  map: (err: unknown) => Error,
+): Promise<T> {
+  let p: Promise<unknown>;
+  try {
+    p = send();
+  } catch (err) {
+    return Promise.reject(map(err));
+  }
+  return finish(p.then(normalizeReply), options, map) as Promise<T>;
+}
+
+/** A client connection that subscribes with a listener per channel (node-redis, Bun). */
+export interface ListenerSubscriber {
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+}
+
+/**
+ * The {@linkcode SubscriberConnection} over such a connection: its messages
+ * go to `channels`, its errors through `map`, `close` closes it.
+ */
+export function listenerSubscriber(
+  sub: ListenerSubscriber,
+  channels: Channels,
+  map: (err: unknown) => Error,
+  close: () => void,
+): SubscriberConnection {
+  const onMessage = (message: string, channel: string) =>
+    channels.dispatch(String(channel), String(message));
+  return {
+    subscribe: async (channel) => {
+      await sub.subscribe(channel, onMessage).catch((err) => {
+        throw map(err);
+      });
+    },
+    unsubscribe: async (channel) => {
+      await sub.unsubscribe(channel).catch(() => {});
+    },
+    close,
+  };
+}
+
+/** Node's `Buffer`, where a Node-API client runs (Node, Bun, Deno's npm). */
+interface BufferCtor {
+  from(buf: ArrayBufferLike, offset: number, length: number): Uint8Array;
+}
+
+let buffer: BufferCtor | null = null;
+
+/** Node's `Buffer` class: the global one, else `node:buffer`'s (Deno). */
+export function bufferClass(): BufferCtor {
+  if (buffer !== null) return buffer;
+  const g = globalThis as {
+    Buffer?: BufferCtor;
+    process?: { getBuiltinModule?(name: string): { Buffer?: BufferCtor } };
+  };
+  const found = g.Buffer ?? g.process?.getBuiltinModule?.("node:buffer")
+    ?.Buffer;
+  if (found === undefined) {
+    throw new TypeError(
+      "this client needs Node's Buffer, which this runtime does not have",
+    );
+  }
+  return buffer = found;
+}
+
+/** `args` for a Node-API client: numbers and bigints as text, bytes as Buffers. */
+export function nodeArgs(args: readonly unknown[]): unknown[] {
+  const out = new Array(args.length);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a === "string") out[i] = a;
+    else if (typeof a === "number" || typeof a === "bigint") out[i] = String(a);
+    else if (a instanceof Uint8Array) {
+      out[i] = bufferClass().from(a.buffer, a.byteOffset, a.byteLength);
+    } else out[i] = a;
+  }
+  return out;
+}
+
+/** A map reply that a client gave as a plain object, as the `Map` respite gives. */
+export function normalizeReply<T>(reply: T): T {
+  if (
+    reply !== null && typeof reply === "object" && !Array.isArray(reply) &&
+    !(reply instanceof Uint8Array) && !(reply instanceof Map)
+  ) {
+    const proto = Object.getPrototypeOf(reply);
+    if (proto === null || proto === Object.prototype) {
+      return new Map(Object.entries(reply)) as T;
+    }
+  }
+  return reply;
+}
+
+/** A subscriber connection of an adapted client. */
+export interface SubscriberConnection {
+  /** Subscribes; resolves once Redis confirmed it. */
+  subscribe(channel: string): Promise<void>;
+  /** Unsubscribes. */
+  unsubscribe(channel: string): Promise<void>;
+  /** Closes the connection. */
+  close(): void;
+}
+
+/**
+ * The channels of one adapted client, on one subscriber connection that
+ * `open` makes (with the client's own duplicate) on first use. Messages
+ * come in through {@linkcode Channels.dispatch}. SUBSCRIBE and UNSUBSCRIBE
+ * of one channel reach Redis in order. `close()` closes the connection (the
+ * adapter calls it when the app's client ends); a later subscription opens
+ * a new one.
+ */
+export class Channels {
+  readonly #open: (channels: Channels) => Promise<SubscriberConnection>;
+  #conn: Promise<SubscriberConnection> | null = null;
+  readonly #listeners = new Map<
+    string,
+    Set<(message: string, channel: string) => void>
+  >();
+  readonly #ops = new Map<string, Promise<unknown>>();
+  readonly #idleMs: number;
+  #idle: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * @param open Opens the subscriber connection.
+   * @param idleMs How long the connection stays open without a subscription.
+   */
+  constructor(
+    open: (channels: Channels) => Promise<SubscriberConnection>,
+    idleMs = 1_000,
+  ) {
+    this.#open = open;
+    this.#idleMs = idleMs;
+  }
+
+  /** Calls the listeners of `channel`. */
+  dispatch(channel: string, message: string): void {
+    const set = this.#listeners.get(channel);
+    if (set === undefined) return;
+    for (const listener of [...set]) {
+      try {
+        listener(message, channel);
+      } catch {
+        // A listener that throws must not stop the others.
+      }
+    }
+  }
+
+  #connection(): Promise<SubscriberConnection> {
+    if (this.#conn === null) {
+      const c = this.#open(this);
+      this.#conn = c;
+      c.catch(() => {
+        if (this.#conn === c) this.#conn = null;
+      });
+    }
+    return this.#conn;
+  }
+
+  #op(channel: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.#ops.get(channel) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    this.#ops.set(channel, next);
+    const clear = () => {
+      if (this.#ops.get(channel) === next) this.#ops.delete(channel);
+    };
+    next.then(clear, clear);
+    return next;
+  }
+
+  /** Subscribes `listener`; see `CommandSurface.subscribe`. */
+  async subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<() => Promise<void>> {
+    let set = this.#listeners.get(channel);
+    const first = set === undefined;
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(channel, set);
+    }
+    set.add(listener);
+    clearTimeout(this.#idle);
+    this.#idle = undefined;
+    try {
+      if (first) {
+        await this.#op(channel, async () => {
+          if (!this.#listeners.get(channel)?.size) return;
+          await (await this.#connection()).subscribe(channel);
+        });
+      } else {
+        await this.#ops.get(channel);
+      }
+    } catch (err) {
+      const current = this.#listeners.get(channel);
+      if (current?.delete(listener) && current.size === 0) {
+        this.#listeners.delete(channel);
+      }
+      throw err;
+    }
+    let removed = false;
+    return async () => {
+      if (removed) return;
+      removed = true;
+      const current = this.#listeners.get(channel);
+      if (!current?.delete(listener) || current.size > 0) return;
+      this.#listeners.delete(channel);
+      await this.#op(channel, async () => {
+        if (this.#listeners.has(channel) || this.#conn === null) return;
+        await (await this.#conn).unsubscribe(channel);
+      }).catch(() => {});
+      if (this.#listeners.size === 0 && this.#conn !== null) {
+        clearTimeout(this.#idle);
+        this.#idle = setTimeout(() => {
+          this.#idle = undefined;
+          if (this.#listeners.size === 0) this.close();
+        }, this.#idleMs);
+        unrefTimer(this.#idle);
+      }
+    };
+  }
+
+  /** Drops every listener and closes the subscriber connection, if open. */
+  close(): void {
+    clearTimeout(this.#idle);
+    this.#idle = undefined;
+    this.#listeners.clear();
+    const c = this.#conn;
+    this.#conn = null;
+    c?.then((conn) => conn.close(), () => {});
+  }
+}

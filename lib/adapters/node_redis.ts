@@ -1,0 +1,137 @@
+/**
+ * An app's node-redis client (`createClient()` of the `redis` package, v5
+ * and v6; tested with 6.3.1; v4 is refused: its command options differ) as a
+ * {@linkcode CommandSurface}, by its shape: `sendCommand(args, options)`,
+ * `isOpen`/`isReady`, `withTypeMapping`, `duplicate()`. Nothing from the
+ * package is imported.
+ *
+ * Wake-ups: one `duplicate()` of the client, connected and subscribed with
+ * node-redis's own `subscribe(channel, listener)`, opened when a caller
+ * first has to wait and closed when the app's client ends (its `end` event)
+ * or after a second without subscriptions. node-redis subscribes it again
+ * after a reconnect.
+ *
+ * @module
+ */
+
+import type { CommandOptions } from "../client/command_options.ts";
+import type { Reply } from "../resp/decoder.ts";
+import type { Arg } from "../resp/encoder.ts";
+import type { Logger } from "../validate.ts";
+import {
+  bufferClass,
+  Channels,
+  listenerSubscriber,
+  mapError,
+  nodeArgs,
+  sendWith,
+  type SubscriberConnection,
+} from "./common.ts";
+import type { ConnectionStatus } from "../client/connection.ts";
+import type { CommandSurface } from "./surface.ts";
+
+/** The part of a node-redis client used here. */
+export interface NodeRedisLike {
+  sendCommand(args: unknown[], options?: object): Promise<unknown>;
+  readonly isOpen: boolean;
+  readonly isReady: boolean;
+  duplicate(): NodeRedisLike;
+  connect(): Promise<unknown>;
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+  destroy?(): void;
+  disconnect?(): Promise<void>;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+}
+
+/** Whether `x` has node-redis's shape (any major). */
+export function isNodeRedis(x: Record<string, unknown>): boolean {
+  return typeof x.sendCommand === "function" && "isReady" in x &&
+    "isOpen" in x && typeof x.duplicate === "function";
+}
+
+/** Whether a node-redis client is v5 or later (it has `withTypeMapping`). */
+export function isNodeRedis5(x: Record<string, unknown>): boolean {
+  return typeof x.withTypeMapping === "function";
+}
+
+const REPLY_CLASSES = new Set([
+  "ErrorReply",
+  "SimpleError",
+  "BlobError",
+  "MultiErrorReply",
+]);
+const isReply = (err: Error) =>
+  REPLY_CLASSES.has(err.constructor?.name ?? "") ||
+  REPLY_CLASSES.has(err.name);
+const map = (err: unknown) => mapError(err, "node-redis", isReply);
+
+/** RESP's `$` (blob string) type, as node-redis's `RESP_TYPES.BLOB_STRING`. */
+const BLOB_STRING = 36;
+let rawOptions: object | null = null;
+
+/** A node-redis client, adapted. */
+export class NodeRedisSurface implements CommandSurface {
+  readonly #client: NodeRedisLike;
+  readonly #channels: Channels;
+  /** Where warnings go. */
+  readonly logger: Logger = console;
+
+  /** @param client The app's node-redis client. */
+  constructor(client: NodeRedisLike) {
+    this.#client = client;
+    this.#channels = new Channels(() => this.#openSubscriber());
+    client.on("end", () => this.#channels.close());
+  }
+
+  /** node-redis's state in respite's words. */
+  get status(): ConnectionStatus {
+    const c = this.#client;
+    return c.isReady ? "ready" : c.isOpen ? "reconnecting" : "closed";
+  }
+
+  /** Sends one command (bulk strings as Buffers when `raw`). */
+  command<T extends Reply = Reply>(
+    args: readonly Arg[],
+    options?: CommandOptions,
+  ): Promise<T> {
+    return sendWith<T>(
+      () => {
+        const a = nodeArgs(args);
+        if (options?.raw) {
+          rawOptions ??= { typeMapping: { [BLOB_STRING]: bufferClass() } };
+          return this.#client.sendCommand(a, rawOptions);
+        } else {
+          return this.#client.sendCommand(a);
+        }
+      },
+      options,
+      map,
+    );
+  }
+
+  /** Subscribes on the duplicate connection. */
+  subscribe(
+    channel: string,
+    listener: (message: string, channel: string) => void,
+  ): Promise<() => Promise<void>> {
+    return this.#channels.subscribe(channel, listener);
+  }
+
+  async #openSubscriber(): Promise<SubscriberConnection> {
+    const sub = this.#client.duplicate();
+    sub.on("error", () => {}); // node-redis reconnects; an unheard error would throw
+    try {
+      await sub.connect();
+    } catch (err) {
+      throw map(err);
+    }
+    return listenerSubscriber(sub, this.#channels, map, () => {
+      if (sub.destroy) sub.destroy();
+      else sub.disconnect?.().catch(() => {});
+    });
+  }
+}
