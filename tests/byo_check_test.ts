@@ -52,6 +52,7 @@ test("a wrong object is a TypeError naming what is accepted, before anything is 
       name: "TypeError",
       message: ACCEPTED,
     });
+    if (bad === undefined) continue; // cached() without redis: see below
     assert.throws(
       () => cached(() => 1, { redis: bad as never, key: "x", ttl: 1_000 }),
       {
@@ -63,6 +64,24 @@ test("a wrong object is a TypeError naming what is accepted, before anything is 
   assert.throws(() => new Lock({ get: () => 1 } as never, "x"), {
     message: /got Object$/,
   });
+});
+
+test("cached() without redis takes the client per call: a call without one, or with a wrong object, rejects with a TypeError", async () => {
+  const fn = cached(() => 1, { key: "x", ttl: 1_000 });
+  await assert.rejects(fn(), {
+    name: "TypeError",
+    message: /no Redis client for this call/,
+  });
+  for (const bad of [42, "redis://x", {}, { get: () => 1 }]) {
+    await assert.rejects(fn.get([], { redis: bad as never }), {
+      name: "TypeError",
+      message: ACCEPTED,
+    });
+    assert.throws(() => fn.with(bad as never), {
+      name: "TypeError",
+      message: ACCEPTED,
+    });
+  }
 });
 
 teardown(async () => {
