@@ -175,3 +175,18 @@ test(
     }
   },
 );
+
+test(
+  "freeze/thaw with queueWhileReconnecting: false: the command held behind the idle check was never written, so the idle close (not an outage) must not fail it; it runs once, with no error",
+  async () => {
+    const { out, counter } = await freezeThaw({
+      queueWhileReconnecting: false,
+    });
+    assert.ok((out.jump as number) >= 3_500);
+    assert.equal(out.statusAtResume, "ready");
+    assert.equal(out.error, undefined, `the INCR failed: ${out.error}`);
+    assert.equal(out.reply, 2);
+    assert.equal(counter, "2", "the INCR ran exactly once");
+  },
+  { timeout: 40_000 },
+);
