@@ -190,3 +190,34 @@ test(
   },
   { timeout: 40_000 },
 );
+
+test(
+  "idleCheck's logging: an idle connection found dead (no answer to the PING) is an outage and is logged, lost then back; one the server closed while idle is not",
+  async () => {
+    const server = await startRedis();
+    const proxy = await startFaultProxy({ port: server.port });
+    const warnings: string[] = [];
+    try {
+      await using r = await connect({
+        url: proxy.url,
+        idleCheck: 100,
+        healthCheckTimeout: 300,
+        logger: { warn: (m) => warnings.push(m) },
+      });
+      await r.send("PING");
+      await sleep(200);
+      proxy.blackhole();
+      const reply = r.send("INCR", "respite-test-idle-log");
+      await sleep(50);
+      proxy.resume();
+      assert.equal(await reply, 1);
+      assert.equal(warnings.length, 2, warnings.join("\n"));
+      assert.match(warnings[0], /did not answer a PING .* reconnecting$/);
+      assert.match(warnings[1], /is back after/);
+      await r.send("DEL", "respite-test-idle-log");
+    } finally {
+      await proxy.close();
+      await server.stop();
+    }
+  },
+);
