@@ -124,6 +124,40 @@ test("URL errors never contain the password", async () => {
   }
 });
 
+test("a password with an unencoded '?', '#' or '/' never ends up in an error (as a port or a host name)", async () => {
+  // Passwords a generator makes: digits, then a character that ends the
+  // URL's authority when not percent-encoded. The URL then names another
+  // host and port (the user name, the password's digits): the connect
+  // error must not show them, nor may a connection to them be tried.
+  const passwords = ["4321?Zq9", "4321#Zq9", "4321/Zq9"];
+  for (const pw of passwords) {
+    const u = `redis://alice:${pw}@127.0.0.1:1`;
+    let caught: unknown;
+    try {
+      const r = await connect({
+        url: u,
+        connectTimeout: 2_000,
+        reconnect: false,
+      });
+      await r.close();
+    } catch (err) {
+      caught = err;
+    }
+    assert.ok(caught instanceof Error, u);
+    const text = `${caught}\n${caught.message}\n${caught.stack}\n${
+      String(caught.cause ?? "")
+    }`;
+    assert.ok(
+      !text.includes("4321"),
+      `part of the password leaked for ${u}: ${text}`,
+    );
+    assert.ok(
+      caught instanceof TypeError || caught instanceof RangeError,
+      `a malformed URL is an argument error, before any connection: ${caught}`,
+    );
+  }
+});
+
 const BAD_OPTIONS: [string, unknown, ErrorClass][] = [
   ["port 0", { port: 0 }, RangeError],
   ["port 70000", { port: 70000 }, RangeError],
