@@ -386,6 +386,15 @@ function parseUrl(url: string): ConnectOptions {
   } catch {
     throw new TypeError(`Malformed Redis URL: ${URL_SHAPE}`);
   }
+  // An "@" after the host: a password (or user name) with a "/", "?" or "#"
+  // that was not percent-encoded ended the host part early, so the URL
+  // names the wrong host and port (part of the password, maybe), which an
+  // error would then show. Refuse it, naming the fix.
+  if (`${u.pathname}${u.search}${u.hash}`.includes("@")) {
+    throw new TypeError(
+      `Malformed Redis URL: an "@" after the host; percent-encode "/", "?", "#" and "@" in the user name and password (encodeURIComponent): ${URL_SHAPE}`,
+    );
+  }
   const out: ConnectOptions = {};
   let host = u.hostname;
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
