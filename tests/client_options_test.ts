@@ -96,6 +96,27 @@ test("bad URLs reject with TypeError/RangeError before any connection", async ()
   }
 });
 
+/**
+ * The error connect() fails with (a client it opens is closed, and fails
+ * the test), and all of its text: message, stack, cause.
+ */
+async function connectError(
+  options: Parameters<typeof connect>[0],
+): Promise<{ caught: Error; text: string }> {
+  let caught: unknown;
+  try {
+    const r = await connect(options);
+    await r.close();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof Error, `connect(${JSON.stringify(options)})`);
+  const text = `${caught}\n${caught.message}\n${caught.stack}\n${
+    String(caught.cause ?? "")
+  }`;
+  return { caught, text };
+}
+
 test("URL errors never contain the password", async () => {
   const urls = [
     `redis://:${SECRET}@127.0.0.1:0`,
@@ -109,16 +130,7 @@ test("URL errors never contain the password", async () => {
     `redis:alice:${SECRET}@127.0.0.1:6379`,
   ];
   for (const u of urls) {
-    let caught: unknown;
-    try {
-      await connect(u);
-    } catch (err) {
-      caught = err;
-    }
-    assert.ok(caught instanceof Error, u);
-    const text = `${caught}\n${caught.message}\n${caught.stack}\n${
-      String(caught.cause ?? "")
-    }`;
+    const { text } = await connectError(u);
     assert.ok(!text.includes(SECRET), `the password leaked for ${u}: ${text}`);
     assert.ok(!text.includes(u), "the URL is not repeated");
   }
@@ -132,21 +144,11 @@ test("a password with an unencoded '?', '#' or '/' never ends up in an error (as
   const passwords = ["4321?Zq9", "4321#Zq9", "4321/Zq9"];
   for (const pw of passwords) {
     const u = `redis://alice:${pw}@127.0.0.1:1`;
-    let caught: unknown;
-    try {
-      const r = await connect({
-        url: u,
-        connectTimeout: 2_000,
-        reconnect: false,
-      });
-      await r.close();
-    } catch (err) {
-      caught = err;
-    }
-    assert.ok(caught instanceof Error, u);
-    const text = `${caught}\n${caught.message}\n${caught.stack}\n${
-      String(caught.cause ?? "")
-    }`;
+    const { caught, text } = await connectError({
+      url: u,
+      connectTimeout: 2_000,
+      reconnect: false,
+    });
     assert.ok(
       !text.includes("4321"),
       `part of the password leaked for ${u}: ${text}`,
