@@ -133,3 +133,35 @@ test("a reconnect loop warns once per outage (lost, then back), whatever the num
     await server.stop();
   }
 });
+
+test("an idle connection the server lets go (its timeout) and that is back at the first attempt is no outage: nothing is logged", async () => {
+  const server = await startRedis({ args: ["--timeout", "1"] });
+  try {
+    const lines: string[] = [];
+    await using redis = await connect({
+      url: server.url,
+      reconnect: FAST,
+      logger: { warn: (m) => lines.push(m) },
+    });
+    const before = await redis.send<number>("CLIENT", "ID");
+    // Redis closes a connection idle past 1 s (counted in whole seconds);
+    // the client reconnects on its own, at once.
+    let after = before;
+    const deadline = Date.now() + 10_000;
+    while (after === before) {
+      assert.ok(Date.now() < deadline, "the server never closed the client");
+      await sleep(1_500);
+      after = await redis.send<number>("CLIENT", "ID");
+    }
+    assert.deepEqual(lines, []);
+    // A real outage is still logged: lost, then back.
+    await server.stop();
+    await until("reconnecting", () => redis.status === "reconnecting");
+    await sleep(200);
+    await server.start();
+    await until("back", () => redis.status === "ready");
+    assert.equal(lines.length, 2, lines.join("\n"));
+  } finally {
+    await server.stop();
+  }
+});

@@ -61,6 +61,15 @@ export class Connection {
   #transport: Transport | null = null;
   /** When the current outage began (`performance.now()`). */
   #outageStart = 0;
+  /**
+   * The "lost" line of a loss that cost nothing (no command was in flight),
+   * held back until the first reconnect attempt fails: an idle connection
+   * that the server's `timeout`, a NAT or a thaw let go, and that is back at
+   * once, is not an outage. `null` once written (or when there is none).
+   */
+  #quietLoss: string | null = null;
+  /** Whether this outage's "lost" line was written (so "back" is too). */
+  #outageLogged = false;
   /** The last transport opened, kept after it is lost: whose request owns us. */
   #owner: Transport | null = null;
   /** The read side: decoding, and matching replies to commands in flight. */
@@ -450,6 +459,7 @@ export class Connection {
               Math.round(idle)
             } ms: it is taken for dead and opened again (no command was written to it)`,
           );
+          this.#idleProbe = null; // found dead, not closed: an outage
           this.#lost(dead, dead);
         }
         done();
@@ -509,7 +519,11 @@ export class Connection {
         `Connection to ${this.#where} lost; the command may or may not have run`,
         { cause },
       );
-    for (const p of this.#inflight.drain()) settle(p, undefined, inflightError);
+    let lostCommands = 0;
+    for (const p of this.#inflight.drain()) {
+      lostCommands++;
+      settle(p, undefined, inflightError);
+    }
     this.#inbox.reset();
     if (this.#attempting) return;
     if (this.#status === "closing" || this.#status === "closed") {
@@ -524,15 +538,22 @@ export class Connection {
     // One line per outage, however many attempts it takes (and one when it
     // ends, in #reconnectLoop): never one per attempt.
     this.#outageStart = performance.now();
-    this.#warn(
-      `respite: lost the ${this.#label} to ${this.#where} (${
-        cause === undefined ? "closed by the peer" : errorText(cause)
-      }); reconnecting`,
-    );
-    if (!this.options.queueWhileReconnecting) {
-      this.#outbox.fail(
-        new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
-      );
+    const line = `respite: lost the ${this.#label} to ${this.#where} (${
+      cause === undefined ? "closed by the peer" : errorText(cause)
+    }); reconnecting`;
+    // Quiet: closed while an idle check was out, or closed by the peer with
+    // no command in flight (the server's `timeout`, a CLIENT KILL of an idle
+    // connection). A connection found dead, or one that took commands with
+    // it, is an outage at once.
+    const quiet = idleClosed || (cause === undefined && lostCommands === 0);
+    if (quiet) {
+      this.#quietLoss = line;
+      this.#outageLogged = false;
+    } else {
+      this.#quietLoss = null;
+      this.#outageLogged = true;
+      this.#warn(line);
+      this.#refuseQueued();
     }
     this.#reconnecting = this.#reconnectLoop(idleClosed).catch(() => {});
   }
@@ -557,6 +578,13 @@ export class Connection {
         await this.#attempt();
       } catch (err) {
         lastError = err;
+        if (this.#quietLoss !== null) {
+          // Not back at once: an outage after all.
+          this.#warn(this.#quietLoss);
+          this.#quietLoss = null;
+          this.#outageLogged = true;
+          this.#refuseQueued();
+        }
         if (this.#status !== "reconnecting") return;
         continue;
       }
@@ -569,11 +597,15 @@ export class Connection {
         return;
       }
       this.#status = "ready";
-      this.#warn(
-        `respite: the ${this.#label} to ${this.#where} is back after ${
-          Math.round(performance.now() - this.#outageStart)
-        } ms (${attempt + 1} attempt${attempt === 0 ? "" : "s"})`,
-      );
+      this.#quietLoss = null;
+      if (this.#outageLogged) {
+        this.#outageLogged = false;
+        this.#warn(
+          `respite: the ${this.#label} to ${this.#where} is back after ${
+            Math.round(performance.now() - this.#outageStart)
+          } ms (${attempt + 1} attempt${attempt === 0 ? "" : "s"})`,
+        );
+      }
       this.hooks.onReady?.(true);
       this.#outbox.flush();
       return;
@@ -584,6 +616,19 @@ export class Connection {
         { cause: lastError },
       ),
     );
+  }
+
+  /**
+   * With `queueWhileReconnecting: false`, an outage fails the commands
+   * waiting to be written (none of them was): at its start, or, for a loss
+   * that looked quiet, once the reconnect made at once has failed.
+   */
+  #refuseQueued(): void {
+    if (!this.options.queueWhileReconnecting) {
+      this.#outbox.fail(
+        new ConnectionError(`Not connected to ${this.#where} (reconnecting)`),
+      );
+    }
   }
 
   #giveUp(error: Error): void {

@@ -93,7 +93,7 @@ export interface ConnectOptions {
   /**
    * A connection that was idle longer than this, in ms (nothing in flight,
    * not one byte read), is checked with a `PING` before the next command is
-   * written to it; the command waits for the answer (default 1_000; `false`
+   * written to it; the command waits for the answer (default 500; `false`
    * turns the check off). If the connection turns out to be closed, it is
    * opened again and the command is written to the new one, so it runs once,
    * with no error. This is for a process that was frozen (a serverless
@@ -105,8 +105,10 @@ export interface ConnectOptions {
    * sending it on a connection in doubt is always safe.)
    *
    * The cost is one round trip, only for the first command after an idle
-   * spell; a busy connection never pays it. The default covers every
-   * `timeout` a Redis server can have (whole seconds, at least 1). A check
+   * spell; a busy connection never pays it. The default is under every
+   * `timeout` a Redis server can have with a margin: Redis counts whole
+   * seconds, so `timeout 1` may close a connection idle just over 1 s (as
+   * the server counts, from its last reply, a little before our last read). A check
    * with no answer within `healthCheckTimeout` drops the connection as dead
    * (no command was written to it) and opens it again.
    */
@@ -296,7 +298,7 @@ export function resolveOptions(
     : duration("healthCheckTimeout", merged.healthCheckTimeout) ?? 5_000;
   const idleCheck = merged.idleCheck === false
     ? false
-    : duration("idleCheck", merged.idleCheck, true) ?? 1_000;
+    : duration("idleCheck", merged.idleCheck, true) ?? 500;
   const retryNotRun = merged.retryNotRun === false
     ? false
     : duration("retryNotRun", merged.retryNotRun, true) ?? 10_000;
