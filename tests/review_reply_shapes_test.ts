@@ -8,9 +8,13 @@
  * LockNotAcquiredError. Either refuse such a client in checkClient (a
  * TypeError naming the option) or read integer replies as numbers.
  *
- * Also: node-redis's `createCluster()` client is accepted by checkClient as a
- * plain node-redis client (its `sendCommand(firstKey, isReadonly, args)`
- * differs), while an ioredis Cluster is refused.
+ * Also: node-redis's `createCluster()` and `createSentinel()` clients are
+ * accepted by checkClient as plain node-redis clients (their
+ * `sendCommand(firstKey, isReadonly, args)` / `sendCommand(isReadonly,
+ * args)` differ), while an ioredis Cluster is refused. Suggested fix: in
+ * isNodeRedis, refuse objects with `isReadonly`-style signatures, e.g.
+ * check for `x.nodeClient`/`x.masters` (cluster) and `x.getMasterNode`/
+ * `x.getSentinelNode` (sentinel), with a TypeError like ioredis Cluster's.
  */
 import assert from "node:assert/strict";
 import { connect, withLock } from "../mod.ts";
@@ -81,6 +85,16 @@ test("checkClient refuses a node-redis cluster client (as it refuses an ioredis 
   const { createCluster } = await load<M>("redis");
   const cluster = createCluster({ rootNodes: [{ url }] });
   assert.throws(() => checkClient(cluster), TypeError);
+});
+
+test("checkClient refuses a node-redis sentinel client (its sendCommand(isReadonly, args) differs)", async () => {
+  type M = typeof import("redis");
+  const { createSentinel } = await load<M>("redis");
+  const sentinel = createSentinel({
+    name: "mymaster",
+    sentinelRootNodes: [{ host: "127.0.0.1", port: server.port }],
+  });
+  assert.throws(() => checkClient(sentinel), TypeError);
 });
 
 teardown(async () => {
