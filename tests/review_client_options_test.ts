@@ -11,6 +11,12 @@
  *   Suggested fix: key the adapter by the underlying client (`x._self`
  *   when present) and pass the face's options per command, or register
  *   one `end` listener per underlying client.
+ * - node-redis with `withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })`
+ *   (a common setting for binary values): non-raw replies come back as
+ *   Buffers, so `Lock.owner()` returns the whole token as a Buffer instead
+ *   of the owner id. Suggested fix: pass an explicit text type mapping
+ *   (`{ [BLOB_STRING]: String }`-equivalent, i.e. the default) on every
+ *   non-raw `sendCommand`, as the raw path already passes its own.
  * - ioredis with `keyPrefix`: ioredis prefixes the KEYS of EVALSHA, so
  *   locks work, but `Lock.resetAll` SCANs for the unprefixed pattern and
  *   finds nothing (and a key it did find would be prefixed twice). Either
@@ -80,6 +86,26 @@ test("ioredis with keyPrefix: Lock.resetAll deletes the locks it made (or the cl
     const ended = new Promise((r) => io.once("end", r));
     await io.quit();
     await ended;
+  }
+});
+
+test("node-redis with BLOB_STRING mapped to Buffer: Lock.owner() is the owner id, a string", async () => {
+  type M = typeof import("redis");
+  const { createClient, RESP_TYPES } = await load<M>("redis");
+  const c = createClient({ url });
+  c.on("error", () => {});
+  await c.connect();
+  const lock = new Lock(
+    c.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer }),
+    `review:opts:owner:${Date.now()}`,
+    { id: "worker-7" },
+  );
+  try {
+    assert.equal(await lock.acquire(), true);
+    assert.equal(await lock.owner(), "worker-7");
+  } finally {
+    await lock.release().catch(() => {});
+    await c.close();
   }
 });
 
