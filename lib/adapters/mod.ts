@@ -18,6 +18,7 @@ import { type IoredisLike, IoredisSurface, isIoredis } from "./ioredis.ts";
 import {
   isNodeRedis,
   isNodeRedis5,
+  isNodeRedisClusterOrSentinel,
   type NodeRedisLike,
   NodeRedisSurface,
 } from "./node_redis.ts";
@@ -105,6 +106,11 @@ function adapt(x: Record<string, unknown>): CommandSurface {
     return new IoredisSurface(x as unknown as IoredisLike);
   }
   if (isNodeRedis(x)) {
+    if (isNodeRedisClusterOrSentinel(x)) {
+      throw new TypeError(
+        "redis must be a single-node node-redis client (createClient()); a node-redis cluster or sentinel client is not supported yet",
+      );
+    }
     if (!isNodeRedis5(x)) {
       throw new TypeError(
         "redis is a node-redis v4 client (or older); respite supports node-redis v5 and v6",

@@ -53,6 +53,20 @@ export function isNodeRedis(x: Record<string, unknown>): boolean {
     "isOpen" in x && typeof x.duplicate === "function";
 }
 
+/**
+ * Whether `x` is a node-redis cluster (`createCluster()`) or sentinel
+ * (`createSentinel()`) client: their `sendCommand` takes other arguments
+ * (`firstKey, isReadonly, args` / `isReadonly, args`).
+ */
+export function isNodeRedisClusterOrSentinel(
+  x: Record<string, unknown>,
+): boolean {
+  return typeof x.getSlotMaster === "function" ||
+    typeof x.nodeClient === "function" ||
+    typeof x.getMasterNode === "function" ||
+    typeof x.getSentinelNode === "function";
+}
+
 /** Whether a node-redis client is v5 or later (it has `withTypeMapping`). */
 export function isNodeRedis5(x: Record<string, unknown>): boolean {
   return typeof x.withTypeMapping === "function";
