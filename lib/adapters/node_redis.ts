@@ -86,6 +86,8 @@ const map = (err: unknown) => mapError(err, "node-redis", isReply);
 /** RESP's `$` (blob string) type, as node-redis's `RESP_TYPES.BLOB_STRING`. */
 const BLOB_STRING = 36;
 let rawOptions: object | null = null;
+/** No type mapping: node-redis's default reply types. */
+const TEXT_OPTIONS = { typeMapping: {} };
 
 /** A node-redis client, adapted. */
 export class NodeRedisSurface implements CommandSurface {
@@ -119,7 +121,10 @@ export class NodeRedisSurface implements CommandSurface {
           rawOptions ??= { typeMapping: { [BLOB_STRING]: bufferClass() } };
           return this.#client.sendCommand(a, rawOptions);
         } else {
-          return this.#client.sendCommand(a);
+          // node-redis's default replies (numbers as numbers, strings as
+          // strings), whatever type mapping the app gave the client or this
+          // face of it: the scripts compare integer replies with 1.
+          return this.#client.sendCommand(a, TEXT_OPTIONS);
         }
       },
       options,
