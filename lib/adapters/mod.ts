@@ -103,6 +103,12 @@ function adapt(x: Record<string, unknown>): CommandSurface {
         "redis must be a single-node ioredis client; an ioredis Cluster is not supported yet",
       );
     }
+    if ((x.options as { stringNumbers?: unknown } | undefined)?.stringNumbers) {
+      throw new TypeError(
+        "redis: an ioredis client with stringNumbers: true is not supported (respite reads integer replies as numbers); " +
+          "pass one without it, e.g. client.duplicate({ stringNumbers: false })",
+      );
+    }
     return new IoredisSurface(x as unknown as IoredisLike);
   }
   if (isNodeRedis(x)) {
