@@ -109,6 +109,15 @@ function adapt(x: Record<string, unknown>): CommandSurface {
           "pass one without it, e.g. client.duplicate({ stringNumbers: false })",
       );
     }
+    const keyPrefix = (x.options as { keyPrefix?: unknown } | undefined)
+      ?.keyPrefix;
+    if (typeof keyPrefix === "string" && keyPrefix !== "") {
+      throw new TypeError(
+        "redis: an ioredis client with keyPrefix is not supported (ioredis prefixes the keys of commands but not SCAN's " +
+          'pattern, so Lock.resetAll would find nothing, and it would prefix the keys SCAN returns twice); pass one without it, e.g. client.duplicate({ keyPrefix: "" }), ' +
+          'and give respite\'s own prefix option instead (e.g. { prefix: "app:" })',
+      );
+    }
     return new IoredisSurface(x as unknown as IoredisLike);
   }
   if (isNodeRedis(x)) {
