@@ -65,7 +65,7 @@ function byoDir(): Promise<string> {
 }
 
 /** Loads an npm package: `npm:` under Deno, the pinned install under Bun. */
-async function load<T>(name: "ioredis" | "redis"): Promise<T> {
+export async function load<T>(name: "ioredis" | "redis"): Promise<T> {
   if (g.Bun === undefined) {
     return name === "ioredis"
       ? await import("ioredis") as T

@@ -31,7 +31,7 @@ export interface IoredisLike {
   call(command: string, args: unknown[]): Promise<unknown>;
   callBuffer(command: string, args: unknown[]): Promise<unknown>;
   readonly status: string;
-  duplicate(): IoredisLike;
+  duplicate(override?: Record<string, unknown>): IoredisLike;
   subscribe(channel: string): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
   disconnect(): void;
@@ -98,7 +98,9 @@ export class IoredisSurface implements CommandSurface {
   }
 
   #openSubscriber(): Promise<SubscriberConnection> {
-    const sub = this.#client.duplicate();
+    // Subscribed again after its own reconnects, whatever the app's client
+    // says (`autoResubscribe: false` would lose every wake-up after one).
+    const sub = this.#client.duplicate({ autoResubscribe: true });
     sub.on("message", (channel, message) => {
       this.#channels.dispatch(String(channel), String(message));
     });

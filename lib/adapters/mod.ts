@@ -18,6 +18,7 @@ import { type IoredisLike, IoredisSurface, isIoredis } from "./ioredis.ts";
 import {
   isNodeRedis,
   isNodeRedis5,
+  isNodeRedisClusterOrSentinel,
   type NodeRedisLike,
   NodeRedisSurface,
 } from "./node_redis.ts";
@@ -102,9 +103,29 @@ function adapt(x: Record<string, unknown>): CommandSurface {
         "redis must be a single-node ioredis client; an ioredis Cluster is not supported yet",
       );
     }
+    if ((x.options as { stringNumbers?: unknown } | undefined)?.stringNumbers) {
+      throw new TypeError(
+        "redis: an ioredis client with stringNumbers: true is not supported (respite reads integer replies as numbers); " +
+          "pass one without it, e.g. client.duplicate({ stringNumbers: false })",
+      );
+    }
+    const keyPrefix = (x.options as { keyPrefix?: unknown } | undefined)
+      ?.keyPrefix;
+    if (typeof keyPrefix === "string" && keyPrefix !== "") {
+      throw new TypeError(
+        "redis: an ioredis client with keyPrefix is not supported (ioredis prefixes the keys of commands but not SCAN's " +
+          'pattern, so Lock.resetAll would find nothing, and it would prefix the keys SCAN returns twice); pass one without it, e.g. client.duplicate({ keyPrefix: "" }), ' +
+          'and give respite\'s own prefix option instead (e.g. { prefix: "app:" })',
+      );
+    }
     return new IoredisSurface(x as unknown as IoredisLike);
   }
   if (isNodeRedis(x)) {
+    if (isNodeRedisClusterOrSentinel(x)) {
+      throw new TypeError(
+        "redis must be a single-node node-redis client (createClient()); a node-redis cluster or sentinel client is not supported yet",
+      );
+    }
     if (!isNodeRedis5(x)) {
       throw new TypeError(
         "redis is a node-redis v4 client (or older); respite supports node-redis v5 and v6",

@@ -9,7 +9,7 @@
  * node-redis's own `subscribe(channel, listener)`, opened when a caller
  * first has to wait and closed when the app's client ends (its `end` event)
  * or after a second without subscriptions. node-redis subscribes it again
- * after a reconnect.
+ * after a reconnect. Shared by the client's faces (`withAbortSignal()`...).
  *
  * @module
  */
@@ -53,6 +53,20 @@ export function isNodeRedis(x: Record<string, unknown>): boolean {
     "isOpen" in x && typeof x.duplicate === "function";
 }
 
+/**
+ * Whether `x` is a node-redis cluster (`createCluster()`) or sentinel
+ * (`createSentinel()`) client: their `sendCommand` takes other arguments
+ * (`firstKey, isReadonly, args` / `isReadonly, args`).
+ */
+export function isNodeRedisClusterOrSentinel(
+  x: Record<string, unknown>,
+): boolean {
+  return typeof x.getSlotMaster === "function" ||
+    typeof x.nodeClient === "function" ||
+    typeof x.getMasterNode === "function" ||
+    typeof x.getSentinelNode === "function";
+}
+
 /** Whether a node-redis client is v5 or later (it has `withTypeMapping`). */
 export function isNodeRedis5(x: Record<string, unknown>): boolean {
   return typeof x.withTypeMapping === "function";
@@ -72,19 +86,86 @@ const map = (err: unknown) => mapError(err, "node-redis", isReply);
 /** RESP's `$` (blob string) type, as node-redis's `RESP_TYPES.BLOB_STRING`. */
 const BLOB_STRING = 36;
 let rawOptions: object | null = null;
+/** No type mapping: node-redis's default reply types. */
+const TEXT_OPTIONS = { typeMapping: {} };
 
-/** A node-redis client, adapted. */
+/**
+ * What the faces of one node-redis client share: its subscriber connection
+ * (and the `end` listener that closes it) and its server id.
+ */
+interface Shared {
+  readonly channels: Channels;
+  readonly server: string;
+}
+
+/** One {@linkcode Shared} per underlying client (see {@linkcode underlying}). */
+const shared = new WeakMap<object, Shared>();
+let clients = 0;
+
+/**
+ * The client behind a face: node-redis's `withAbortSignal()`,
+ * `withTypeMapping()`, `withCommandOptions()` and `asap()` (and
+ * `createClient()` itself) return `Object.create(client)` objects whose
+ * `_self` is the one client that holds the socket and the listeners.
+ */
+function underlying(client: NodeRedisLike): NodeRedisLike {
+  const self = (client as { _self?: unknown })._self;
+  return typeof self === "object" && self !== null &&
+      typeof (self as { duplicate?: unknown }).duplicate === "function"
+    ? self as NodeRedisLike
+    : client;
+}
+
+function sharedFor(client: NodeRedisLike): Shared {
+  const base = underlying(client);
+  let s = shared.get(base);
+  if (s === undefined) {
+    const channels: Channels = new Channels(() =>
+      openSubscriber(base, channels)
+    );
+    s = { channels, server: `node-redis#${++clients}` };
+    shared.set(base, s);
+    base.on("end", () => channels.close());
+  }
+  return s;
+}
+
+async function openSubscriber(
+  client: NodeRedisLike,
+  channels: Channels,
+): Promise<SubscriberConnection> {
+  const sub = client.duplicate();
+  sub.on("error", () => {}); // node-redis reconnects; an unheard error would throw
+  try {
+    await sub.connect();
+  } catch (err) {
+    throw map(err);
+  }
+  return listenerSubscriber(sub, channels, map, () => {
+    if (sub.destroy) sub.destroy();
+    else sub.disconnect?.().catch(() => {});
+  });
+}
+
+/**
+ * A node-redis client (or a face of one: its commands keep the face's
+ * options, e.g. its abort signal), adapted. The faces of one client share
+ * one subscriber connection and one `end` listener.
+ */
 export class NodeRedisSurface implements CommandSurface {
   readonly #client: NodeRedisLike;
   readonly #channels: Channels;
   /** Where warnings go. */
   readonly logger: Logger = console;
+  /** The same for every face of one client: they reach one server. */
+  readonly server: string;
 
-  /** @param client The app's node-redis client. */
+  /** @param client The app's node-redis client, or a face of it. */
   constructor(client: NodeRedisLike) {
     this.#client = client;
-    this.#channels = new Channels(() => this.#openSubscriber());
-    client.on("end", () => this.#channels.close());
+    const s = sharedFor(client);
+    this.#channels = s.channels;
+    this.server = s.server;
   }
 
   /** node-redis's state in respite's words. */
@@ -105,7 +186,10 @@ export class NodeRedisSurface implements CommandSurface {
           rawOptions ??= { typeMapping: { [BLOB_STRING]: bufferClass() } };
           return this.#client.sendCommand(a, rawOptions);
         } else {
-          return this.#client.sendCommand(a);
+          // node-redis's default replies (numbers as numbers, strings as
+          // strings), whatever type mapping the app gave the client or this
+          // face of it: the scripts compare integer replies with 1.
+          return this.#client.sendCommand(a, TEXT_OPTIONS);
         }
       },
       options,
@@ -119,19 +203,5 @@ export class NodeRedisSurface implements CommandSurface {
     listener: (message: string, channel: string) => void,
   ): Promise<() => Promise<void>> {
     return this.#channels.subscribe(channel, listener);
-  }
-
-  async #openSubscriber(): Promise<SubscriberConnection> {
-    const sub = this.#client.duplicate();
-    sub.on("error", () => {}); // node-redis reconnects; an unheard error would throw
-    try {
-      await sub.connect();
-    } catch (err) {
-      throw map(err);
-    }
-    return listenerSubscriber(sub, this.#channels, map, () => {
-      if (sub.destroy) sub.destroy();
-      else sub.disconnect?.().catch(() => {});
-    });
   }
 }

@@ -67,6 +67,14 @@ export interface CommandSurface {
     listener: (message: string, channel: string) => void,
   ): Promise<() => Promise<void>>;
   /**
+   * Which Redis server the client talks to, when an adapter can tell more
+   * than "this object": surfaces with the same `server` are taken to reach
+   * the same Redis, and `cached` lets their concurrent calls for one key
+   * share one in-process lookup. Left out: each surface is a server of its
+   * own, except respite's clients, told apart by their `info`.
+   */
+  readonly server?: string;
+  /**
    * Set only by an adapter whose client cannot be woken by pub/sub: the
    * longest a waiter sleeps before it looks at Redis again (ms).
    */

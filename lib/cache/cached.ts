@@ -126,12 +126,17 @@ class Cache<A extends unknown[], T> {
       return Promise.reject(err);
     }
     checkEviction(store.redis, this.options.logger);
-    return this.flights.run(k, () => this.lookup(k, args, store), { signal });
+    return this.flights.run(
+      store.flightKey(k),
+      () => this.lookup(k, args, store),
+      { signal },
+    );
   }
 
   /**
-   * One lookup, shared by the concurrent calls for `k` in this process
-   * (with whichever client the first of them gave).
+   * One lookup, shared by the concurrent calls for `k` in this process on
+   * the same Redis server (`store.flightKey`), with whichever of their
+   * clients the first of them gave.
    */
   async lookup(k: string, args: A, store: CacheStore): Promise<T> {
     if (!store.ready) {
@@ -448,7 +453,8 @@ class Cache<A extends unknown[], T> {
     reason: "stale" | "early",
     store: CacheStore,
   ): void {
-    if (this.background.has(k)) return;
+    const fk = store.flightKey(k);
+    if (this.background.has(fk)) return;
     const run = async () => {
       if (!store.ready) return;
       const lock = store.newLock(k);
@@ -471,15 +477,15 @@ class Cache<A extends unknown[], T> {
     };
     const p = run().catch((err) => this.events.report(k, err, "refresh"))
       .finally(
-        () => this.background.delete(k),
+        () => this.background.delete(fk),
       );
-    this.background.set(k, p);
+    this.background.set(fk, p);
   }
 
   async refresh(args: A, redis: unknown): Promise<T> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
-    return await this.refreshes.run(k, async () => {
+    return await this.refreshes.run(store.flightKey(k), async () => {
       const minCreatedAt = Date.now();
       if (!store.ready) {
         return await this.failOpen(k, args, store.notReady(), store);
@@ -491,7 +497,7 @@ class Cache<A extends unknown[], T> {
   async invalidate(args: A, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
-    this.flights.forget(k);
+    this.flights.forget(store.flightKey(k));
     await store.invalidate(k);
   }
 
@@ -525,8 +531,9 @@ class Cache<A extends unknown[], T> {
  * not once per process, as in-process caches do.
  *
  * How a call goes:
- * - Concurrent calls for one key in this process share one lookup
- *   (singleflight). A fresh entry costs one round trip (GET).
+ * - Concurrent calls for one key in this process, on one Redis server,
+ *   share one lookup (singleflight). A fresh entry costs one round trip
+ *   (GET).
  * - On a miss, the caller takes the entry's lock (`<prefix>cache:lock:{key}`;
  *   the entry is `<prefix>cache:{key}`: one hash tag, one cluster slot) and
  *   runs `fn`. Callers elsewhere wait, subscribed to the lock's wake channel:
@@ -594,7 +601,8 @@ export function cached<A extends unknown[], T>(
 /**
  * The cached function's face, with `redis` as the client of every call
  * (`undefined`: the `redis` option). `with(redis)` makes another face over
- * the same cache: one singleflight, one set of background refreshes.
+ * the same cache: one singleflight, one set of background refreshes (per
+ * Redis server: see `CacheStore.flightKey`).
  */
 function bound<A extends unknown[], T>(
   cache: Cache<A, T>,

@@ -110,10 +110,18 @@ export interface CachedOptions<A extends unknown[], T> {
    * `fn.get(args, { redis })` or `fn.with(redis)(...args)`. That is the way
    * on Cloudflare Workers, where a client belongs to the request that
    * connected it: make the cached function once, at module scope, and pass
-   * each request's client. A client given to a call wins over this one. All
-   * clients given to one cached function must reach the same Redis:
-   * concurrent calls for a key in this process share one lookup, made with
-   * the client of the call that started it.
+   * each request's client. A client given to a call wins over this one.
+   *
+   * Clients of one cached function may reach different Redis servers: each
+   * server has its own entries, locks and in-process flights. Concurrent
+   * calls for a key in this process share one lookup (made with the client
+   * of the call that started it) when their clients reach the same server,
+   * as far as the process can tell: respite's clients with the same
+   * user, host, port and db (their `info`; so per-request clients on
+   * Workers share it), or the faces of one node-redis client
+   * (`withAbortSignal()`...). Any other two clients (two ioredis clients,
+   * say, or one host under two names) make separate lookups: on one server
+   * their entry's Redis lock still lets only one of them compute.
    */
   redis?: RedisLike;
   /**

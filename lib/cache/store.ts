@@ -101,10 +101,42 @@ export interface CacheStoreOptions {
   binary: boolean;
 }
 
+/** Numbers the clients whose server is not known (see {@linkcode serverScope}). */
+let unknownServers = 0;
+
+/**
+ * Which Redis server a client reaches, as far as this process can tell: the
+ * scope of in-process flights, so that concurrent calls join only a lookup
+ * made on the same server. Clients with the same `server` (adapters: one per
+ * underlying client) or, for respite's clients, the same `info` (user,
+ * host, port and db, as connected) are one scope: per-request clients to
+ * one Redis (Cloudflare Workers) share their flights. Any other client is a
+ * scope of its own. JSON, so it holds no NUL (the separator of
+ * {@linkcode CacheStore.flightKey}).
+ */
+function serverScope(redis: CommandSurface): string {
+  if (typeof redis.server === "string") {
+    return JSON.stringify(["s", redis.server]);
+  }
+  const info = (redis as { info?: unknown }).info;
+  if (typeof info === "object" && info !== null) {
+    const { hostname, port, db, username } = info as Record<string, unknown>;
+    if (
+      typeof hostname === "string" && typeof port === "number" &&
+      typeof db === "number"
+    ) {
+      return JSON.stringify(["i", username ?? null, hostname, port, db]);
+    }
+  }
+  return JSON.stringify(["c", unknownServers++]);
+}
+
 /** The Redis side of one cached function: the only code that talks to Redis for it. */
 export class CacheStore {
   /** The client. */
   readonly redis: CommandSurface;
+  /** Which server the client reaches (see {@linkcode serverScope}). */
+  readonly scope: string;
   readonly #o: CacheStoreOptions;
   readonly #lockPrefix: string;
   readonly #watchdog: Watchdog;
@@ -114,6 +146,7 @@ export class CacheStore {
   /** @param options The client, prefix, lease, timeout, logger and binary flag. */
   constructor(options: CacheStoreOptions) {
     this.redis = options.redis;
+    this.scope = serverScope(options.redis);
     this.#o = options;
     this.#lockPrefix = cacheLockPrefix(options.prefix);
     this.#watchdog = watchdogFor(options.redis, options.timeout);
@@ -131,6 +164,15 @@ export class CacheStore {
     return new ConnectionError(
       `Redis is not reachable (client ${this.redis.status})`,
     );
+  }
+
+  /**
+   * What identifies cache key `k` on this store's server, for in-process
+   * flights and background refreshes: stores on one server share them,
+   * stores on two servers never do.
+   */
+  flightKey(k: string): string {
+    return this.scope + "\0" + k;
   }
 
   /** The Redis key of the entry for cache key `k`. */
