@@ -99,6 +99,9 @@ test(
       // An onclose the app sets after respite adapted the client is kept.
       bun.onclose = () => calls.push("second");
       assert.equal(surface.status, "ready");
+      const hook = bun.onclose;
+      assert.equal(surface.status, "ready");
+      assert.equal(bun.onclose, hook, "wrapped once, not at each read");
       bun.close();
       assert.equal(surface.status, "closed", "after close()");
       assert.deepEqual(calls, ["second"]);

@@ -54,9 +54,9 @@ export interface BunRedisLike {
   unsubscribe(channel: string): Promise<unknown>;
   close(): void;
   /** Called when the client connected (again). */
-  onconnect?: ((this: BunRedisLike) => void) | null;
+  onconnect?: (() => void) | null;
   /** Called when the client is closed for good (not on a drop it reconnects from). */
-  onclose?: ((this: BunRedisLike, error: Error) => void) | null;
+  onclose?: ((error: Error) => void) | null;
 }
 
 /** Whether `x` has the shape of Bun's `RedisClient`. */
@@ -90,7 +90,7 @@ export class BunRedisSurface implements CommandSurface {
   /** The client was connected once (Bun connects on first use). */
   #seen: boolean;
   /** The `onclose` this adapter set, and the app's it calls. */
-  #onclose: ((this: BunRedisLike, error: Error) => void) | null = null;
+  #onclose: ((error: Error) => void) | null = null;
   readonly #map = (err: unknown): Error => {
     if (
       (err as { code?: unknown })?.code === "ERR_REDIS_CONNECTION_CLOSED"
