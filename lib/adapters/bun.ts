@@ -5,8 +5,21 @@
  *
  * Wake-ups: `await client.duplicate()`, subscribed with Bun's own
  * `subscribe(channel, listener)`, opened when a caller first has to wait and
- * closed after a second without subscriptions (Bun's client has no event
- * for being closed; a subscribed connection would keep the process alive).
+ * closed after a second without subscriptions (a subscribed connection
+ * would keep the process alive). Bun (1.4.4) reconnects that connection on
+ * its own but does not subscribe again, while it still holds the listeners:
+ * on its `onconnect` (a reconnect: `duplicate()` resolves connected) every
+ * channel with listeners is unsubscribed and subscribed again, and its
+ * waiters are told to look again (`Channels.resubscribe`).
+ *
+ * Status: Bun's client has no state but `connected`; it reconnects on its
+ * own after a drop, so not connected is `"reconnecting"` (`"ready"` before
+ * its first connection, which Bun makes on first use). `"closed"` once its
+ * `onclose` fired, which Bun calls only when the client is closed for good
+ * (the app's `close()`, reconnecting given up or turned off), not on a
+ * drop it reconnects from. The adapter sets `onclose` on the app's client,
+ * calling the app's own `onclose` from it; an `onclose` the app sets later
+ * is wrapped the same way the next time the status is read.
  *
  * Bun's `send` takes strings; `raw` is supported for `GET` (as `getBuffer`),
  * the one raw read respite makes.
@@ -40,6 +53,10 @@ export interface BunRedisLike {
   ): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
   close(): void;
+  /** Called when the client connected (again). */
+  onconnect?: (() => void) | null;
+  /** Called when the client is closed for good (not on a drop it reconnects from). */
+  onclose?: ((error: Error) => void) | null;
 }
 
 /** Whether `x` has the shape of Bun's `RedisClient`. */
@@ -68,35 +85,56 @@ export class BunRedisSurface implements CommandSurface {
   readonly #channels: Channels;
   /** Where warnings go. */
   readonly logger: Logger = console;
-  /** A command failed because the client is closed (closed, or gave up reconnecting). */
-  #gone = false;
+  /** Bun called `onclose`: the client is closed for good. */
+  #closed = false;
+  /** The client was connected once (Bun connects on first use). */
+  #seen: boolean;
+  /** The `onclose` this adapter set, and the app's it calls. */
+  #onclose: ((error: Error) => void) | null = null;
   readonly #map = (err: unknown): Error => {
     if (
-      (err as { code?: unknown })?.code === "ERR_REDIS_CONNECTION_CLOSED" &&
-      !this.#client.connected
-    ) this.#gone = true;
+      (err as { code?: unknown })?.code === "ERR_REDIS_CONNECTION_CLOSED"
+    ) this.#seen = true;
     return map(err);
   };
 
   /** @param client The app's Bun `RedisClient`. */
   constructor(client: BunRedisLike) {
     this.#client = client;
+    this.#seen = client.connected;
     this.#channels = new Channels(() => this.#openSubscriber());
+    this.#watchClose();
+  }
+
+  /** Sets `onclose` (again, if the app replaced it), calling the app's. */
+  #watchClose(): void {
+    const client = this.#client;
+    const current = client.onclose ?? null;
+    if (current !== null && current === this.#onclose) return;
+    const hook = (error: Error): void => {
+      this.#closed = true;
+      current?.call(client, error);
+    };
+    this.#onclose = hook;
+    client.onclose = hook;
   }
 
   /**
    * `"ready"` while connected, and before the first connection (Bun's client
-   * connects on first use, reconnects on its own and queues commands
-   * meanwhile); `"closed"` once a command failed because the client was
-   * closed or gave up reconnecting (Bun has no state for it), until it is
-   * connected again (the app's `connect()`).
+   * connects on first use and queues commands meanwhile); `"closed"` once Bun
+   * called `onclose` (the app's `close()`, or reconnecting given up), until
+   * it is connected again (the app's `connect()`); `"reconnecting"` while
+   * Bun reconnects after a drop.
    */
   get status(): ConnectionStatus {
+    if (this.#client.onclose !== this.#onclose) this.#watchClose();
     if (this.#client.connected) {
-      this.#gone = false;
+      this.#closed = false;
+      this.#seen = true;
       return "ready";
     }
-    return this.#gone ? "closed" : "ready";
+    if (this.#closed) return "closed";
+    return this.#seen ? "reconnecting" : "ready";
   }
 
   /** Sends one command (`GET` through `getBuffer` when `raw`). */
@@ -138,6 +176,15 @@ export class BunRedisSurface implements CommandSurface {
     } catch (err) {
       throw map(err);
     }
-    return listenerSubscriber(sub, this.#channels, map, () => sub.close());
+    const conn = listenerSubscriber(
+      sub,
+      this.#channels,
+      map,
+      () => sub.close(),
+    );
+    // duplicate() resolved connected: each onconnect is a reconnect.
+    sub.onconnect = () =>
+      this.#channels.resubscribe(conn, (msg) => this.logger.warn(msg));
+    return conn;
   }
 }

@@ -150,6 +150,15 @@ export function listenerSubscriber(
   };
 }
 
+/**
+ * What {@linkcode Channels.resubscribe} delivers to a channel's listeners
+ * once it subscribed the channel again: never published, it only says that
+ * a message published while the connection was down may have been lost, so
+ * a waiter looks at Redis again (a wake listener counts any message; see
+ * lib/wake.ts).
+ */
+export const RESUBSCRIBED = "resubscribed";
+
 /** Node's `Buffer`, where a Node-API client runs (Node, Bun, Deno's npm). */
 interface BufferCtor {
   from(buf: ArrayBufferLike, offset: number, length: number): Uint8Array;
@@ -218,7 +227,8 @@ export interface SubscriberConnection {
  * come in through {@linkcode Channels.dispatch}. SUBSCRIBE and UNSUBSCRIBE
  * of one channel reach Redis in order. `close()` closes the connection (the
  * adapter calls it when the app's client ends); a later subscription opens
- * a new one.
+ * a new one. An adapter whose client reconnects the connection without
+ * subscribing again calls {@linkcode Channels.resubscribe}.
  */
 export class Channels {
   readonly #open: (channels: Channels) => Promise<SubscriberConnection>;
@@ -328,6 +338,43 @@ export class Channels {
         unrefTimer(this.#idle);
       }
     };
+  }
+
+  /**
+   * After `conn` reconnected without its subscriptions (Bun's client):
+   * UNSUBSCRIBE (what the client still counts as subscribed, with its
+   * listener, which another SUBSCRIBE would add a second time) and
+   * SUBSCRIBE again every channel that has listeners, each in that
+   * channel's order with the other SUBSCRIBEs and UNSUBSCRIBEs; then tell
+   * the channel's listeners {@linkcode RESUBSCRIBED}, since a message
+   * published while it was down is lost. Nothing happens if `conn` is no
+   * longer this client's subscriber connection. A channel that fails to
+   * subscribe again because the connection dropped again is subscribed at
+   * the next reconnect; any other failure goes to `warn`.
+   *
+   * @param conn The connection that reconnected.
+   * @param warn Told of a channel that could not be subscribed again.
+   */
+  resubscribe(conn: SubscriberConnection, warn: (msg: string) => void): void {
+    const current = this.#conn;
+    if (current === null) return;
+    current.then((c) => {
+      if (c !== conn || this.#conn !== current) return;
+      for (const channel of [...this.#listeners.keys()]) {
+        this.#op(channel, async () => {
+          if (!this.#listeners.get(channel)?.size) return;
+          if (this.#conn !== current) return;
+          await conn.unsubscribe(channel);
+          await conn.subscribe(channel);
+          this.dispatch(channel, RESUBSCRIBED);
+        }).catch((err) => {
+          if (err instanceof ConnectionError) return; // the next reconnect
+          warn(
+            `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
+          );
+        });
+      }
+    }, () => {});
   }
 
   /** Drops every listener and closes the subscriber connection, if open. */
