@@ -2,7 +2,7 @@
  * Which calls share an in-process lookup (`cached`'s flights, keyed by the
  * server a client reaches): respite's clients connected to the same Redis
  * (per-request clients on Workers) and the faces of one node-redis client
- * share one; clients of two servers never do (tests/review_per_call_test.ts).
+ * share one; clients of two servers never do (tests/per_call_servers_test.ts).
  * One lookup shows as one `miss` event for a cold key, however many calls.
  */
 import assert from "node:assert/strict";
