@@ -19,7 +19,21 @@ import type { ResolvedOptions } from "./options.ts";
  */
 export type MessageListener = (message: string, channel: string) => void;
 
-/** Options of {@linkcode Subscriber.subscribe}. */
+/**
+ * Options of `RedisClient.subscribe()`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, type SubscribeOptions } from "@respite/respite";
+ * await using redis = await connect();
+ * let resubscribed = 0;
+ * const options: SubscribeOptions = { onResubscribed: () => resubscribed++ };
+ * const unsubscribe = await redis.subscribe("respite:doc:opts", () => {}, options);
+ * assert.equal(resubscribed, 0); // called only after a reconnect
+ * await unsubscribe();
+ * ```
+ */
 export interface SubscribeOptions {
   /**
    * Called each time the channel is subscribed again after a reconnect of
