@@ -125,7 +125,10 @@ export {
   connect,
   RedisClient,
 } from "./lib/client/client.ts";
-export type { MessageListener } from "./lib/client/subscriber.ts";
+export type {
+  MessageListener,
+  SubscribeOptions,
+} from "./lib/client/subscriber.ts";
 export type { CommandOptions } from "./lib/client/command_options.ts";
 export type { ConnectionStatus } from "./lib/client/connection.ts";
 export {

@@ -23,9 +23,13 @@
  * Waiters do not poll. A lock's waiters, and a cache entry's waiters (who wait
  * on the entry's lock's channel), subscribe to `…:wake` before they look, and
  * any message ends their sleep, after which they look again. The message says
- * what happened; a waiter may act on it but must not rely on it, since a
- * message can be lost (a reconnect), so every sleep is also bounded by the
- * holder's remaining lease:
+ * what happened; a waiter may act on it but must not rely on it. One
+ * published while the waiter's subscriber connection is down (a reconnect)
+ * is lost; once the client has subscribed the channel again it says so
+ * (respite's client: `subscribe`'s `onResubscribed`; the adapters: a local,
+ * never-published `resubscribed` message), and the waiters look again, so
+ * a wake-up lost in that gap costs the reconnect's time, not a lease. Every
+ * sleep is still bounded by the holder's remaining lease:
  *
  * - `released` ({@linkcode WAKE_RELEASED}): the holder deleted the lock key.
  * - `reset` ({@linkcode WAKE_RESET}): `Lock.reset`/`resetAll` deleted it.

@@ -6,7 +6,11 @@
  *
  * A waiter reads {@linkcode Wake.seq} before it looks at Redis and sleeps only
  * if no message arrived since (`seq` unchanged), so a message that lands
- * between the look and the sleep is never lost.
+ * between the look and the sleep is never lost. A message published while
+ * the subscriber connection was down is lost, but the client says when it
+ * subscribed the channel again (`onResubscribed`, or an adapter's
+ * never-published message), and that too counts and wakes the sleepers, so
+ * they look at Redis again.
  *
  * @module
  */
@@ -62,13 +66,10 @@ export class Wake {
     }
     if (this.#unsubscribe === null) {
       const sub = this.redis.subscribe(this.channel, (message) => {
-        this.seq++;
         this.last = message;
         this.onMessage?.(message);
-        const sleepers = [...this.#sleepers];
-        this.#sleepers.clear();
-        for (const wake of sleepers) wake();
-      });
+        this.#wakeAll();
+      }, { onResubscribed: () => this.#wakeAll() });
       this.#unsubscribe = sub;
       sub.catch(() => {
         if (this.#unsubscribe === sub) this.#unsubscribe = null;
@@ -123,6 +124,14 @@ export class Wake {
       this.#sleepers.add(wake);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+  }
+
+  /** Counts a wake-up and ends every sleep. */
+  #wakeAll(): void {
+    this.seq++;
+    const sleepers = [...this.#sleepers];
+    this.#sleepers.clear();
+    for (const wake of sleepers) wake();
   }
 
   /** Unsubscribes (in the background) and wakes every sleeper. */

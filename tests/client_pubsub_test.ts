@@ -363,4 +363,37 @@ test("a client that never subscribed opens no subscriber connection", async () =
   assert.equal(clients.length, 2);
 });
 
+test("onResubscribed is called once Redis has the channel again after a cut; the listener gets no message for it", async () => {
+  await using r = await connect({
+    url,
+    reconnect: { minDelay: 10, maxDelay: 100 },
+  });
+  await using admin = await connect(url);
+  const c = chan("onresub");
+  const a = inbox();
+  const calls: number[] = [];
+  let removedCalls = 0;
+  await r.subscribe(c, a.listener, {
+    onResubscribed: async () => calls.push(await numsub(admin, c)),
+  });
+  // Another subscription of the channel, removed before the cut: not told.
+  const off = await r.subscribe(c, () => {}, {
+    onResubscribed: () => removedCalls++,
+  });
+  await off();
+  await assert.rejects(
+    r.subscribe(c, a.listener, { onResubscribed: 1 as never }),
+    TypeError,
+  );
+  await admin.send("CLIENT", "KILL", "TYPE", "pubsub");
+  const deadline = Date.now() + 3_000;
+  while (calls.length === 0 && Date.now() < deadline) await sleep(5);
+  await sleep(100); // no second call
+  assert.deepEqual(calls, [1], "called once, with the channel subscribed");
+  assert.equal(removedCalls, 0);
+  assert.deepEqual(a.messages, [], "no message for the resubscribe");
+  await admin.send("PUBLISH", c, "after");
+  assert.deepEqual(await a.waitFor(1), [["after", c]]);
+});
+
 teardown(() => server.stop());

@@ -227,8 +227,9 @@ export interface SubscriberConnection {
  * come in through {@linkcode Channels.dispatch}. SUBSCRIBE and UNSUBSCRIBE
  * of one channel reach Redis in order. `close()` closes the connection (the
  * adapter calls it when the app's client ends); a later subscription opens
- * a new one. An adapter whose client reconnects the connection without
- * subscribing again calls {@linkcode Channels.resubscribe}.
+ * a new one. An adapter calls {@linkcode Channels.resubscribe} after its
+ * client reconnected the connection (with `unsubscribe: false` if the
+ * client subscribed again on its own).
  */
 export class Channels {
   readonly #open: (channels: Channels) => Promise<SubscriberConnection>;
@@ -352,10 +353,20 @@ export class Channels {
    * subscribe again because the connection dropped again is subscribed at
    * the next reconnect; any other failure goes to `warn`.
    *
+   * With `unsubscribe: false` (a client that subscribes again on its own:
+   * ioredis, node-redis), only SUBSCRIBE: a no-op for the channels already
+   * subscribed again, whose reply says Redis has them.
+   *
    * @param conn The connection that reconnected.
    * @param warn Told of a channel that could not be subscribed again.
+   * @param options `unsubscribe` first (default `true`).
    */
-  resubscribe(conn: SubscriberConnection, warn: (msg: string) => void): void {
+  resubscribe(
+    conn: SubscriberConnection,
+    warn: (msg: string) => void,
+    options?: { unsubscribe?: boolean },
+  ): void {
+    const unsubscribe = options?.unsubscribe ?? true;
     const current = this.#conn;
     if (current === null) return;
     current.then((c) => {
@@ -364,7 +375,7 @@ export class Channels {
         this.#op(channel, async () => {
           if (!this.#listeners.get(channel)?.size) return;
           if (this.#conn !== current) return;
-          await conn.unsubscribe(channel);
+          if (unsubscribe) await conn.unsubscribe(channel);
           await conn.subscribe(channel);
           this.dispatch(channel, RESUBSCRIBED);
         }).catch((err) => {

@@ -7,7 +7,9 @@
  * Wake-ups: one `duplicate()` of the client, in subscriber mode, opened when
  * a caller first has to wait and closed when the app's client ends (its
  * `end` event) or after a second without subscriptions. ioredis subscribes
- * it again after a reconnect (`autoResubscribe`).
+ * it again after a reconnect (`autoResubscribe`); a message published while
+ * it was down is lost, so once it is back (its `ready` event) the waiters
+ * are told to look again (`Channels.resubscribe`).
  *
  * @module
  */
@@ -105,7 +107,7 @@ export class IoredisSurface implements CommandSurface {
       this.#channels.dispatch(String(channel), String(message));
     });
     sub.on("error", () => {}); // ioredis retries; an unheard error would throw
-    return Promise.resolve({
+    const conn: SubscriberConnection = {
       subscribe: async (channel) => {
         await sub.subscribe(channel).catch((err) => {
           throw map(err);
@@ -115,6 +117,18 @@ export class IoredisSurface implements CommandSurface {
         await sub.unsubscribe(channel).catch(() => {});
       },
       close: () => sub.disconnect(),
+    };
+    // ioredis emits "ready" on each connection, just before it sends its
+    // own SUBSCRIBE of the channels again; after the first, the adapter's
+    // SUBSCRIBE (in each channel's order) tells when Redis has the channel
+    // again, and its waiters then look again.
+    let readies = 0;
+    sub.on("ready", () => {
+      if (readies++ === 0) return;
+      this.#channels.resubscribe(conn, (msg) => this.logger.warn(msg), {
+        unsubscribe: false,
+      });
     });
+    return Promise.resolve(conn);
   }
 }

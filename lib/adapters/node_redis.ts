@@ -9,7 +9,9 @@
  * node-redis's own `subscribe(channel, listener)`, opened when a caller
  * first has to wait and closed when the app's client ends (its `end` event)
  * or after a second without subscriptions. node-redis subscribes it again
- * after a reconnect. Shared by the client's faces (`withAbortSignal()`...).
+ * after a reconnect, before its `ready` event; a message published while it
+ * was down is lost, so on that event the waiters are told to look again
+ * (`Channels.resubscribe`). Shared by the client's faces (`withAbortSignal()`...).
  *
  * @module
  */
@@ -141,10 +143,18 @@ async function openSubscriber(
   } catch (err) {
     throw map(err);
   }
-  return listenerSubscriber(sub, channels, map, () => {
+  const conn = listenerSubscriber(sub, channels, map, () => {
     if (sub.destroy) sub.destroy();
     else sub.disconnect?.().catch(() => {});
   });
+  // Every "ready" from now on is a reconnect's, emitted once node-redis
+  // subscribed its channels again: tell their waiters to look again.
+  sub.on("ready", () => {
+    channels.resubscribe(conn, (msg) => console.warn(msg), {
+      unsubscribe: false,
+    });
+  });
+  return conn;
 }
 
 /**

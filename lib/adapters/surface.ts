@@ -57,14 +57,20 @@ export interface CommandSurface {
   ): Promise<T>;
   /**
    * Subscribes `listener` to `channel`; resolves once Redis confirmed it.
+   * Once the channel is subscribed again after a reconnect (a message
+   * published meanwhile may be lost), either `onResubscribed` is called
+   * (respite's client) or the listener gets a message that was never
+   * published (the adapters' `RESUBSCRIBED`): a wake-up counts both.
    *
    * @param channel The channel.
    * @param listener Called with each message.
+   * @param options `onResubscribed`: see above.
    * @returns A function that removes the listener.
    */
   subscribe(
     channel: string,
     listener: (message: string, channel: string) => void,
+    options?: { onResubscribed?: () => void },
   ): Promise<() => Promise<void>>;
   /**
    * Which Redis server the client talks to, when an adapter can tell more

@@ -26,7 +26,11 @@ import {
 } from "../validate.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
-import { type MessageListener, Subscriber } from "./subscriber.ts";
+import {
+  type MessageListener,
+  type SubscribeOptions,
+  Subscriber,
+} from "./subscriber.ts";
 import { BLOCKING } from "./blocking.ts";
 import { readRedisUrl, withUnreadableEnv } from "./env.ts";
 
@@ -252,10 +256,15 @@ export class RedisClient {
    * Subscribes `listener` to a channel. All subscriptions of a client share one
    * extra connection, opened on first use and re-subscribed after a reconnect.
    * Resolves once Redis confirmed the subscription, so nothing published after
-   * that is missed.
+   * that is missed, except while the subscriber connection is down: a
+   * message published then is lost, and `options.onResubscribed` is called
+   * once the channel is subscribed again (the listener gets no message for
+   * it).
    *
    * @param channel The channel name.
    * @param listener Called with each message.
+   * @param options `onResubscribed`: called each time the channel was
+   *   subscribed again after a reconnect.
    * @returns A function that removes this listener (and unsubscribes when it
    *   was the channel's last).
    *
@@ -274,12 +283,16 @@ export class RedisClient {
   async subscribe(
     channel: string,
     listener: MessageListener,
+    options?: SubscribeOptions,
   ): Promise<() => Promise<void>> {
     checkString("channel", channel);
     checkFunction("listener", listener);
+    if (options?.onResubscribed !== undefined) {
+      checkFunction("options.onResubscribed", options.onResubscribed);
+    }
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
     checkRequest(this); // else it would open a subscriber socket for another request
-    return await this.#subscriber.subscribe(channel, listener);
+    return await this.#subscriber.subscribe(channel, listener, options);
   }
 
   /** Number of channels this client is subscribed to. */

@@ -19,11 +19,38 @@ import type { ResolvedOptions } from "./options.ts";
  */
 export type MessageListener = (message: string, channel: string) => void;
 
+/**
+ * Options of `RedisClient.subscribe()`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, type SubscribeOptions } from "@respite/respite";
+ * await using redis = await connect();
+ * let resubscribed = 0;
+ * const options: SubscribeOptions = { onResubscribed: () => resubscribed++ };
+ * const unsubscribe = await redis.subscribe("respite:doc:opts", () => {}, options);
+ * assert.equal(resubscribed, 0); // called only after a reconnect
+ * await unsubscribe();
+ * ```
+ */
+export interface SubscribeOptions {
+  /**
+   * Called each time the channel is subscribed again after a reconnect of
+   * the subscriber connection (once Redis confirmed it): a message
+   * published while the connection was down is lost, so a waiter looks at
+   * Redis again. The listener gets no message for it.
+   */
+  onResubscribed?: () => void;
+}
+
 /** The subscriptions of one client, on one shared subscriber connection. */
 export class Subscriber {
   readonly #options: ResolvedOptions;
   #connection: Promise<Connection> | null = null;
   #listeners = new Map<string, Set<MessageListener>>();
+  /** Per channel, the `onResubscribed` callbacks of its subscriptions. */
+  #resubscribed = new Map<string, Set<() => void>>();
   /** Per-channel SUBSCRIBE/UNSUBSCRIBE chain, so they reach Redis in order. */
   #channelOps = new Map<string, Promise<unknown>>();
 
@@ -47,13 +74,32 @@ export class Subscriber {
    *
    * @param channel The channel name.
    * @param listener Called with each message.
+   * @param options `onResubscribed`, called after each resubscribe.
    * @returns A function that removes this listener (and unsubscribes when it
    *   was the channel's last).
    */
   async subscribe(
     channel: string,
     listener: MessageListener,
+    options?: SubscribeOptions,
   ): Promise<() => Promise<void>> {
+    // Its own function, so one callback given twice is called twice.
+    const cb = options?.onResubscribed;
+    const onResubscribed = cb === undefined ? undefined : () => cb();
+    const addCallback = () => {
+      if (onResubscribed === undefined) return;
+      let cbs = this.#resubscribed.get(channel);
+      if (cbs === undefined) this.#resubscribed.set(channel, cbs = new Set());
+      cbs.add(onResubscribed);
+    };
+    const dropCallback = () => {
+      if (onResubscribed === undefined) return;
+      const cbs = this.#resubscribed.get(channel);
+      if (cbs?.delete(onResubscribed) && cbs.size === 0) {
+        this.#resubscribed.delete(channel);
+      }
+    };
+    addCallback();
     let set = this.#listeners.get(channel);
     const first = set === undefined;
     if (set === undefined) {
@@ -75,6 +121,7 @@ export class Subscriber {
       }
     } catch (err) {
       // Not subscribed: do not keep a listener the caller cannot remove.
+      dropCallback();
       const current = this.#listeners.get(channel);
       if (current?.delete(listener) && current.size === 0) {
         this.#listeners.delete(channel);
@@ -85,6 +132,7 @@ export class Subscriber {
     return async () => {
       if (removed) return;
       removed = true;
+      dropCallback();
       const current = this.#listeners.get(channel);
       if (!current?.delete(listener) || current.size > 0) return;
       this.#listeners.delete(channel);
@@ -117,6 +165,7 @@ export class Subscriber {
    */
   async close(timeout: number, deadline: number): Promise<void> {
     this.#listeners.clear();
+    this.#resubscribed.clear();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.allSettled([...this.#channelOps.values()]),
@@ -175,7 +224,20 @@ export class Subscriber {
           if (!reconnected || this.#connection === null) return;
           void this.#connection.then((sub) => {
             for (const channel of this.#listeners.keys()) {
-              sub.send(["SUBSCRIBE", channel]).catch((err) => {
+              sub.send(["SUBSCRIBE", channel]).then(() => {
+                // Subscribed again: what was published meanwhile is lost,
+                // so tell the waiters to look again.
+                const cbs = this.#resubscribed.get(channel);
+                for (const cb of cbs === undefined ? [] : [...cbs]) {
+                  try {
+                    cb();
+                  } catch (err) {
+                    this.#options.logger.warn(
+                      `respite: an onResubscribed callback on ${channel} threw: ${err}`,
+                    );
+                  }
+                }
+              }, (err) => {
                 // Lost with the connection again: the next reconnect
                 // subscribes again, so that is no loss worth a warning.
                 if (err instanceof ConnectionError) return;
