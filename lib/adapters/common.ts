@@ -9,6 +9,7 @@
  */
 
 import { timerMs, unrefTimer } from "../async.ts";
+import { ChannelTable } from "../client/channels.ts";
 import type { CommandOptions } from "../client/command_options.ts";
 import { ConnectionError, ReplyError, TimeoutError } from "../errors.ts";
 
@@ -234,11 +235,10 @@ export interface SubscriberConnection {
 export class Channels {
   readonly #open: (channels: Channels) => Promise<SubscriberConnection>;
   #conn: Promise<SubscriberConnection> | null = null;
-  readonly #listeners = new Map<
-    string,
-    Set<(message: string, channel: string) => void>
+  /** The listeners, and each channel's SUBSCRIBE/UNSUBSCRIBE in order. */
+  readonly #table = new ChannelTable<
+    (message: string, channel: string) => void
   >();
-  readonly #ops = new Map<string, Promise<unknown>>();
   readonly #idleMs: number;
   #idle: ReturnType<typeof setTimeout> | undefined;
 
@@ -256,7 +256,7 @@ export class Channels {
 
   /** Calls the listeners of `channel`. */
   dispatch(channel: string, message: string): void {
-    const set = this.#listeners.get(channel);
+    const set = this.#table.listeners.get(channel);
     if (set === undefined) return;
     for (const listener of [...set]) {
       try {
@@ -278,63 +278,32 @@ export class Channels {
     return this.#conn;
   }
 
-  #op(channel: string, fn: () => Promise<void>): Promise<void> {
-    const prev = this.#ops.get(channel) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    this.#ops.set(channel, next);
-    const clear = () => {
-      if (this.#ops.get(channel) === next) this.#ops.delete(channel);
-    };
-    next.then(clear, clear);
-    return next;
-  }
-
   /** Subscribes `listener`; see `CommandSurface.subscribe`. */
   async subscribe(
     channel: string,
     listener: (message: string, channel: string) => void,
   ): Promise<() => Promise<void>> {
-    let set = this.#listeners.get(channel);
-    const first = set === undefined;
-    if (set === undefined) {
-      set = new Set();
-      this.#listeners.set(channel, set);
-    }
-    set.add(listener);
     clearTimeout(this.#idle);
     this.#idle = undefined;
-    try {
-      if (first) {
-        await this.#op(channel, async () => {
-          if (!this.#listeners.get(channel)?.size) return;
-          await (await this.#connection()).subscribe(channel);
-        });
-      } else {
-        await this.#ops.get(channel);
-      }
-    } catch (err) {
-      const current = this.#listeners.get(channel);
-      if (current?.delete(listener) && current.size === 0) {
-        this.#listeners.delete(channel);
-      }
-      throw err;
-    }
+    const remove = await this.#table.add(channel, listener, {
+      subscribe: async () => {
+        await (await this.#connection()).subscribe(channel);
+      },
+      unsubscribe: async () => {
+        if (this.#conn === null) return;
+        await (await this.#conn).unsubscribe(channel);
+      },
+    });
     let removed = false;
     return async () => {
       if (removed) return;
       removed = true;
-      const current = this.#listeners.get(channel);
-      if (!current?.delete(listener) || current.size > 0) return;
-      this.#listeners.delete(channel);
-      await this.#op(channel, async () => {
-        if (this.#listeners.has(channel) || this.#conn === null) return;
-        await (await this.#conn).unsubscribe(channel);
-      }).catch(() => {});
-      if (this.#listeners.size === 0 && this.#conn !== null) {
+      await remove().catch(() => {});
+      if (this.#table.size === 0 && this.#conn !== null) {
         clearTimeout(this.#idle);
         this.#idle = setTimeout(() => {
           this.#idle = undefined;
-          if (this.#listeners.size === 0) this.close();
+          if (this.#table.size === 0) this.close();
         }, this.#idleMs);
         unrefTimer(this.#idle);
       }
@@ -371,9 +340,9 @@ export class Channels {
     if (current === null) return;
     current.then((c) => {
       if (c !== conn || this.#conn !== current) return;
-      for (const channel of [...this.#listeners.keys()]) {
-        this.#op(channel, async () => {
-          if (!this.#listeners.get(channel)?.size) return;
+      for (const channel of [...this.#table.listeners.keys()]) {
+        this.#table.op(channel, async () => {
+          if (!this.#table.wanted(channel)) return;
           if (this.#conn !== current) return;
           if (unsubscribe) await conn.unsubscribe(channel);
           await conn.subscribe(channel);
@@ -392,7 +361,7 @@ export class Channels {
   close(): void {
     clearTimeout(this.#idle);
     this.#idle = undefined;
-    this.#listeners.clear();
+    this.#table.clear();
     const c = this.#conn;
     this.#conn = null;
     c?.then((conn) => conn.close(), () => {});

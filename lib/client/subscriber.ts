@@ -7,6 +7,7 @@
  * @module
  */
 
+import { ChannelTable } from "./channels.ts";
 import { Connection } from "./connection.ts";
 import { ConnectionError } from "../errors.ts";
 import type { ResolvedOptions } from "./options.ts";
@@ -48,11 +49,10 @@ export interface SubscribeOptions {
 export class Subscriber {
   readonly #options: ResolvedOptions;
   #connection: Promise<Connection> | null = null;
-  #listeners = new Map<string, Set<MessageListener>>();
+  /** The listeners, and each channel's SUBSCRIBE/UNSUBSCRIBE in order. */
+  readonly #table = new ChannelTable<MessageListener>();
   /** Per channel, the `onResubscribed` callbacks of its subscriptions. */
   #resubscribed = new Map<string, Set<() => void>>();
-  /** Per-channel SUBSCRIBE/UNSUBSCRIBE chain, so they reach Redis in order. */
-  #channelOps = new Map<string, Promise<unknown>>();
 
   /**
    * Nothing is opened until the first subscription.
@@ -65,7 +65,7 @@ export class Subscriber {
 
   /** Number of channels subscribed to. */
   get channels(): number {
-    return this.#listeners.size;
+    return this.#table.size;
   }
 
   /**
@@ -100,50 +100,20 @@ export class Subscriber {
       }
     };
     addCallback();
-    let set = this.#listeners.get(channel);
-    const first = set === undefined;
-    if (set === undefined) {
-      set = new Set();
-      this.#listeners.set(channel, set);
-    }
-    set.add(listener);
-    try {
-      if (first) {
-        await this.#channelOp(channel, async () => {
-          // Still wanted by the time our turn came?
-          if (this.#listeners.get(channel)?.size) {
-            const sub = await this.#subscriberConnection();
-            await sub.send(["SUBSCRIBE", channel]);
-          }
-        });
-      } else {
-        await this.#channelOps.get(channel);
-      }
-    } catch (err) {
-      // Not subscribed: do not keep a listener the caller cannot remove.
-      dropCallback();
-      const current = this.#listeners.get(channel);
-      if (current?.delete(listener) && current.size === 0) {
-        this.#listeners.delete(channel);
-      }
-      throw err;
-    }
-    let removed = false;
-    return async () => {
-      if (removed) return;
-      removed = true;
-      dropCallback();
-      const current = this.#listeners.get(channel);
-      if (!current?.delete(listener) || current.size > 0) return;
-      this.#listeners.delete(channel);
-      await this.#channelOp(channel, async () => {
-        if (this.#listeners.has(channel) || this.#connection === null) return;
+    return await this.#table.add(channel, listener, {
+      subscribe: async () => {
+        const sub = await this.#subscriberConnection();
+        await sub.send(["SUBSCRIBE", channel]);
+      },
+      unsubscribe: async () => {
+        if (this.#connection === null) return;
         const sub = await this.#connection;
         if (sub.status === "ready" || sub.status === "reconnecting") {
           await sub.send(["UNSUBSCRIBE", channel]);
         }
-      });
-    };
+      },
+      dropped: dropCallback,
+    });
   }
 
   /**
@@ -164,11 +134,11 @@ export class Subscriber {
    * @returns Resolves once the subscriber connection is closed.
    */
   async close(timeout: number, deadline: number): Promise<void> {
-    this.#listeners.clear();
+    this.#table.clear();
     this.#resubscribed.clear();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      Promise.allSettled([...this.#channelOps.values()]),
+      Promise.allSettled(this.#table.pending()),
       new Promise<void>((r) => timer = setTimeout(r, timeout)),
     ]);
     clearTimeout(timer);
@@ -186,26 +156,13 @@ export class Subscriber {
     void this.#connection?.then((c) => c.close(timeout), () => {});
   }
 
-  #channelOp(channel: string, op: () => Promise<void>): Promise<void> {
-    const prev = this.#channelOps.get(channel) ?? Promise.resolve();
-    const next = prev.catch(() => {}).then(op);
-    this.#channelOps.set(channel, next);
-    const cleanup = () => {
-      if (this.#channelOps.get(channel) === next) {
-        this.#channelOps.delete(channel);
-      }
-    };
-    next.then(cleanup, cleanup);
-    return next;
-  }
-
   #subscriberConnection(): Promise<Connection> {
     if (this.#connection === null) {
       this.#connection = Connection.open(this.#options, {
         onMessage: (_kind, data) => {
           const channel = String(data[data.length - 2]);
           const message = String(data[data.length - 1]);
-          const set = this.#listeners.get(channel);
+          const set = this.#table.listeners.get(channel);
           if (set === undefined) return;
           for (const l of [...set]) {
             try {
@@ -223,7 +180,7 @@ export class Subscriber {
           // own SUBSCRIBE.)
           if (!reconnected || this.#connection === null) return;
           void this.#connection.then((sub) => {
-            for (const channel of this.#listeners.keys()) {
+            for (const channel of this.#table.listeners.keys()) {
               sub.send(["SUBSCRIBE", channel]).then(() => {
                 // Subscribed again: what was published meanwhile is lost,
                 // so tell the waiters to look again.
