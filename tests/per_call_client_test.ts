@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { cached, connect, type RedisClient, withLock } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
-import { sleep, test } from "./_harness.ts";
+import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
 const url = server.url;
@@ -89,4 +89,8 @@ test("withLock: redis as a function of the call's arguments; checked at each cal
     () => withLock(() => 1, { redis: {} as RedisClient, name }),
     TypeError,
   );
+});
+
+teardown(async () => {
+  await server.stop();
 });
