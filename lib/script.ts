@@ -1,10 +1,11 @@
 /**
- * Lua scripts run with EVALSHA, falling back to EVAL (and warning once) when
- * the server does not have the script cached.
+ * Lua scripts run with EVALSHA, falling back to EVAL (and warning once per
+ * loss) when the server does not have the script cached.
  *
  * @module
  */
 
+import { serverScope } from "./adapters/scope.ts";
 import type { CommandSurface } from "./adapters/surface.ts";
 import { ReplyError } from "./errors.ts";
 import { toHex } from "./hex.ts";
@@ -31,11 +32,13 @@ export interface ScriptRunOptions {
  *
  * `run()` sends EVALSHA. If Redis answers NOSCRIPT, it sends EVAL instead
  * (which also caches the script on the server again) and warns
- * `NAME not cached.` once for that loss: callers that hit the same NOSCRIPT
- * concurrently share one warning, and the next warning comes only after
- * EVALSHA worked again in between. The fallback on a client's first use of a
- * script is silent: a server that has not seen the script yet (a fresh or
- * restarted server, a new process) has lost nothing.
+ * `NAME not cached.`: on every fallback, a client's first use on a fresh or
+ * restarted server included, but once per loss of the script on one server
+ * in this process. Callers that meet the same loss concurrently, on one
+ * client or on several clients of that server, share one warning; the next
+ * warning comes only after an EVALSHA sent after it worked. A server that
+ * already has the script prints nothing. The warning is harmless when it
+ * appears once: the script was loaded again.
  *
  * @example
  * ```ts
@@ -54,11 +57,8 @@ export class Script {
   #sha: Promise<string> | null = null;
   /** The SHA-1 once computed, so `run()` need not await it again. */
   #shaHex: string | null = null;
-  /**
-   * Per client: absent before the script first ran; "ok" once it ran (the
-   * server has it); "missing" after a loss was reported, until it runs again.
-   */
-  #state = new WeakMap<CommandSurface, "ok" | "missing">();
+  /** Per server (see `serverScope`): what this process knows of the script there. */
+  #state = new Map<string, ServerState>();
 
   /**
    * Creates a script; its SHA-1 is computed on first use.
@@ -114,18 +114,37 @@ export class Script {
     const cmd: Arg[] = ["EVALSHA", sha, keys.length];
     for (let i = 0; i < keys.length; i++) cmd.push(keys[i]);
     for (let i = 0; i < args.length; i++) cmd.push(args[i]);
+    const scope = serverScope(client);
+    const sent = ++sends;
     try {
       const reply = await client.command<T>(
         cmd,
         signal === undefined ? undefined : { signal },
       );
-      this.#state.set(client, "ok");
+      this.#found(scope, sent);
       return reply;
     } catch (err) {
-      if (!(err instanceof ReplyError) || err.code !== "NOSCRIPT") throw err;
+      if (!(err instanceof ReplyError)) throw err;
+      if (err.code !== "NOSCRIPT") {
+        // The server answered otherwise (the script ran and failed, or the
+        // command was refused): it was not a loss.
+        this.#found(scope, sent);
+        throw err;
+      }
     }
-    if (this.#state.get(client) === "ok") {
-      this.#state.set(client, "missing");
+    const state = this.#state.get(scope);
+    if (
+      state === undefined ||
+      (state.found > state.warned && state.found < sent)
+    ) {
+      // A loss no caller has reported yet: a fresh server, a restart, a
+      // SCRIPT FLUSH. The script was found (if ever) by a command sent before
+      // this EVALSHA and after the last reported loss, so this is a new one.
+      // Concurrent callers whose EVALSHAs went out before any later proof
+      // are the same loss, and stay silent.
+      if (state === undefined) {
+        this.#remember(scope, { warned: sent, found: -1 });
+      } else state.warned = sent;
       const logger = options.logger === undefined
         ? client.logger
         : options.logger;
@@ -134,14 +153,54 @@ export class Script {
     const evalCmd = cmd.slice();
     evalCmd[0] = "EVAL";
     evalCmd[1] = this.lua;
-    const reply = await client.command<T>(
-      evalCmd,
-      signal === undefined ? undefined : { signal },
-    );
-    // EVAL cached it again. On one connection, every EVALSHA sent before this
-    // EVAL has already had its reply, and every later one finds the script,
-    // so a NOSCRIPT from now on is a new loss.
-    this.#state.set(client, "ok");
-    return reply;
+    const evalSent = ++sends;
+    try {
+      const reply = await client.command<T>(
+        evalCmd,
+        signal === undefined ? undefined : { signal },
+      );
+      this.#found(scope, evalSent);
+      return reply;
+    } catch (err) {
+      // A script that ran and failed was cached by EVAL all the same.
+      if (err instanceof ReplyError) this.#found(scope, evalSent);
+      throw err;
+    }
+  }
+
+  /**
+   * Keeps `state` for `scope`, forgetting the oldest server beyond
+   * {@linkcode MAX_SERVERS} (clients made per request must not grow it).
+   */
+  #remember(scope: string, state: ServerState): void {
+    this.#state.delete(scope);
+    this.#state.set(scope, state);
+    if (this.#state.size > MAX_SERVERS) {
+      this.#state.delete(this.#state.keys().next().value!);
+    }
+  }
+
+  /** A command sent as number `sent` found the script on `scope`'s server. */
+  #found(scope: string, sent: number): void {
+    const state = this.#state.get(scope);
+    if (state === undefined) this.#remember(scope, { warned: -1, found: sent });
+    else if (sent > state.found) state.found = sent;
   }
 }
+
+/**
+ * What a script knows of one server, as numbers of the commands sent (see
+ * {@linkcode sends}): `warned`, the EVALSHA whose NOSCRIPT was last reported
+ * (-1: none); `found`, the latest EVALSHA or EVAL that found the script there
+ * (-1: none).
+ */
+interface ServerState {
+  warned: number;
+  found: number;
+}
+
+/** How many servers a script remembers (a forgotten one warns again at its next loss only). */
+const MAX_SERVERS = 1024;
+
+/** Numbers EVALSHAs and EVALs as they are sent, across scripts and clients. */
+let sends = 0;

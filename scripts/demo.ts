@@ -13,7 +13,9 @@
  * For each round it prints how many times the expensive function ran and the
  * callers' p50/p99 latency. It starts a throwaway redis-server (or uses
  * REDIS_URL). Script warnings such as `UNLOCK_SCRIPT not cached.` are printed
- * by the worker processes as they happen.
+ * by the worker processes as they happen (a fresh server does not have
+ * respite's Lua scripts yet), and the summary explains them when there were
+ * any.
  *
  *   deno task demo [--processes 5] [--callers 20] [--compute 1000]
  */
@@ -49,7 +51,16 @@ async function worker(
   callers: number,
   computeMs: number,
 ) {
-  const redis = await connect(url);
+  let warned = 0;
+  const redis = await connect({
+    url,
+    logger: {
+      warn(message) {
+        warned++;
+        console.warn(`  worker ${Deno.pid}: ${message}`);
+      },
+    },
+  });
   try {
     const rounds = new Map<string, PromiseWithResolvers<void>>(
       ROUNDS.map((r) => [r.id, Promise.withResolvers<void>()]),
@@ -102,6 +113,7 @@ async function worker(
         JSON.stringify(latencies),
       );
     }
+    await redis.send("INCRBY", `${ns}warnings`, warned);
     await unsubscribe();
   } finally {
     await redis.close();
@@ -196,6 +208,7 @@ async function main() {
       console.log(`  round ${row[0]}: done`);
     }
     for (const p of procs) await p.exited;
+    const warnings = Number(await redis.send("GET", `${ns}warnings`) ?? 0);
 
     const head = [
       "round",
@@ -227,6 +240,14 @@ async function main() {
       "Callers wait about as long in every round because this stand-in for a query sleeps; " +
         "what changes is how many times it ran, i.e. the load a stampede puts on your database.",
     );
+    if (warnings > 0) {
+      console.log(
+        `The ${warnings} "… not cached." line${
+          warnings === 1 ? "" : "s"
+        } above came from a server that did not have respite's Lua scripts yet: ` +
+          "each was sent once with EVAL, which loads it. They are harmless when each appears once per process.",
+      );
+    }
     console.log(
       `Finished in ${
         fmtMs(performance.now() - started)
@@ -237,6 +258,7 @@ async function main() {
     if (redis !== null) {
       const keys = [
         `${ns}ready`,
+        `${ns}warnings`,
         ...ROUNDS.flatMap((r) => [
           `${ns}runs:${r.id}`,
           `${ns}report:${r.id}`,

@@ -1,10 +1,10 @@
 /**
  * Script: its SHA-1 matches Redis's, run() passes keys and args, EVALSHA
- * falls back to EVAL on NOSCRIPT — silently on a client's first use (a server
- * that never saw the script lost nothing), then with one `NAME not cached.`
- * warning per loss (even with hundreds of concurrent callers); `logger: null`
- * silences it, and
- * Lua errors reject with ReplyError.
+ * falls back to EVAL on NOSCRIPT with one `NAME not cached.` warning per loss
+ * of the script on a server — a fresh server's first use included, shared by
+ * hundreds of concurrent callers on several clients — and none where the
+ * server has the script; `logger: null` silences it, and Lua errors reject
+ * with ReplyError.
  */
 import assert from "node:assert/strict";
 import { connect, type RedisClient, ReplyError, Script } from "../mod.ts";
@@ -80,7 +80,7 @@ test("run() passes keys and args and returns the reply", async () => {
   assert.equal(await r.send("GET", k), "3");
 });
 
-test("first run on a fresh server falls back to EVAL silently; a later loss warns `NAME not cached.` once", async () => {
+test("first run on a fresh server falls back to EVAL and warns `NAME not cached.` once; each later loss warns once", async () => {
   const { r, warnings } = await capturing();
   try {
     await r.send("SCRIPT", "FLUSH");
@@ -91,7 +91,7 @@ test("first run on a fresh server falls back to EVAL silently; a later loss warn
       [0],
     );
     assert.equal(await s.run(r, { args: ["1"] }), "fresh:1");
-    assert.deepEqual(warnings, [], "a first use is not a loss");
+    assert.deepEqual(warnings, ["FRESH_SCRIPT not cached."]);
     assert.equal(await noscriptCount(r), 1, "EVALSHA was tried first");
     // EVAL cached it: from now on EVALSHA works, and nothing more is logged.
     assert.deepEqual(await r.send("SCRIPT", "EXISTS", await s.sha()), [1]);
@@ -99,22 +99,78 @@ test("first run on a fresh server falls back to EVAL silently; a later loss warn
       assert.equal(await s.run(r, { args: [String(i)] }), `fresh:${i}`);
     }
     assert.equal(await noscriptCount(r), 1, "EVALSHA failed again");
-    assert.deepEqual(warnings, []);
+    assert.deepEqual(warnings, ["FRESH_SCRIPT not cached."]);
     // A loss (a flush after the script ran) warns once ...
     await r.send("SCRIPT", "FLUSH");
     assert.equal(await s.run(r, { args: ["6"] }), "fresh:6");
     assert.equal(await s.run(r, { args: ["7"] }), "fresh:7");
-    assert.deepEqual(warnings, ["FRESH_SCRIPT not cached."]);
-    assert.equal(await noscriptCount(r), 2);
-    // ... and a second loss once more.
-    await r.send("SCRIPT", "FLUSH");
-    assert.equal(await s.run(r, { args: ["8"] }), "fresh:8");
     assert.deepEqual(warnings, [
       "FRESH_SCRIPT not cached.",
       "FRESH_SCRIPT not cached.",
     ]);
+    assert.equal(await noscriptCount(r), 2);
+    // ... and a loss right after a fallback (no EVALSHA worked in between:
+    // EVAL had loaded it) once more.
+    await r.send("SCRIPT", "FLUSH");
+    assert.equal(await s.run(r, { args: ["8"] }), "fresh:8");
+    await r.send("SCRIPT", "FLUSH");
+    assert.equal(await s.run(r, { args: ["9"] }), "fresh:9");
+    assert.deepEqual(warnings, Array(4).fill("FRESH_SCRIPT not cached."));
   } finally {
     await r.close();
+  }
+});
+
+test("a server that already has the script prints nothing", async () => {
+  const { r, warnings } = await capturing();
+  try {
+    const s = new Script("PRELOADED_SCRIPT", "return 'pre'");
+    assert.equal(await r.send("SCRIPT", "LOAD", s.lua), await s.sha());
+    await r.send("CONFIG", "RESETSTAT");
+    await Promise.all(Array.from({ length: 20 }, () => s.run(r)));
+    assert.equal(await s.run(r), "pre");
+    assert.equal(await noscriptCount(r), 0);
+    assert.deepEqual(warnings, []);
+  } finally {
+    await r.close();
+  }
+});
+
+test("100 concurrent first uses on 5 clients of one fresh server: one warning in all, every call runs once", async () => {
+  const clients = await Promise.all(
+    Array.from({ length: 5 }, () => capturing()),
+  );
+  try {
+    const s = new Script(
+      "FLEET_SCRIPT",
+      "return redis.call('INCR', KEYS[1])",
+    );
+    const counter = key("fleet");
+    await clients[0].r.send("SCRIPT", "FLUSH");
+    await clients[0].r.send("CONFIG", "RESETSTAT");
+    await s.sha();
+    const results = await Promise.all(
+      Array.from(
+        { length: 100 },
+        (_, i) => s.run<number>(clients[i % 5].r, { keys: [counter] }),
+      ),
+    );
+    assert.deepEqual(
+      results.sort((a, b) => a - b),
+      Array.from({ length: 100 }, (_, i) => i + 1),
+    );
+    const all = clients.flatMap((c) => c.warnings);
+    assert.deepEqual(all, ["FLEET_SCRIPT not cached."]);
+    assert.ok(await noscriptCount(clients[0].r) > 1, "they did fall back");
+    // The next loss warns once more, on whichever client meets it first.
+    await clients[0].r.send("SCRIPT", "FLUSH");
+    await Promise.all(clients.map((c) => s.run(c.r, { keys: [counter] })));
+    assert.deepEqual(clients.flatMap((c) => c.warnings), [
+      "FLEET_SCRIPT not cached.",
+      "FLEET_SCRIPT not cached.",
+    ]);
+  } finally {
+    await Promise.all(clients.map((c) => c.r.close()));
   }
 });
 
@@ -160,25 +216,37 @@ test("SCRIPT FLUSH mid-run with 200 concurrent run() calls: one warning, every c
   }
 });
 
-test("each client warns once for its own loss", async () => {
+test("each server warns once for its own loss", async () => {
+  const other = await startRedis();
   const a = await capturing();
-  const b = await capturing();
+  const warnings: string[] = [];
+  const b = await connect({
+    url: other.url,
+    logger: { warn: (m) => void warnings.push(m) },
+  });
   try {
-    const s = new Script("TWO_CLIENTS_SCRIPT", "return 'two'");
-    await s.run(a.r); // first uses: silent
-    await s.run(b.r);
+    const s = new Script("TWO_SERVERS_SCRIPT", "return 'two'");
+    await s.run(a.r); // first uses: one warning per server
+    await s.run(b);
+    assert.deepEqual(a.warnings, ["TWO_SERVERS_SCRIPT not cached."]);
+    assert.deepEqual(warnings, ["TWO_SERVERS_SCRIPT not cached."]);
     await a.r.send("SCRIPT", "FLUSH");
     await Promise.all([s.run(a.r), s.run(a.r)]);
-    // b's EVALSHA works: a's EVAL cached the script on the shared server.
-    assert.equal(await s.run(b.r), "two");
-    assert.deepEqual(a.warnings, ["TWO_CLIENTS_SCRIPT not cached."]);
-    assert.deepEqual(b.warnings, []);
-    await b.r.send("SCRIPT", "FLUSH");
-    await s.run(b.r);
-    assert.deepEqual(b.warnings, ["TWO_CLIENTS_SCRIPT not cached."]);
+    // b's server still has it.
+    assert.equal(await s.run(b), "two");
+    assert.deepEqual(
+      a.warnings,
+      Array(2).fill("TWO_SERVERS_SCRIPT not cached."),
+    );
+    assert.deepEqual(warnings, ["TWO_SERVERS_SCRIPT not cached."]);
+    await b.send("SCRIPT", "FLUSH");
+    await s.run(b);
+    assert.deepEqual(warnings, Array(2).fill("TWO_SERVERS_SCRIPT not cached."));
+    assert.equal(a.warnings.length, 2);
   } finally {
     await a.r.close();
-    await b.r.close();
+    await b.close();
+    await other.stop();
   }
 });
 
@@ -187,8 +255,8 @@ test("logger: null silences the warning; a run logger overrides the client's", a
   try {
     const quiet = new Script("QUIET_SCRIPT", "return 'quiet'");
     const loud = new Script("LOUD_SCRIPT", "return 'loud'");
-    await quiet.run(r); // first uses: silent
-    await loud.run(r);
+    await quiet.run(r, { logger: null }); // first uses, silenced
+    await loud.run(r, { logger: null });
     assert.deepEqual(warnings, []);
     await r.send("SCRIPT", "FLUSH");
     await r.send("CONFIG", "RESETSTAT");
@@ -215,12 +283,16 @@ test("the default logger is console.warn", async () => {
     await using r = await connect(url);
     const s = new Script("CONSOLE_SCRIPT", "return 1");
     assert.equal(await s.run(r), 1);
+    assert.equal(await s.run(r), 1);
     await r.send("SCRIPT", "FLUSH");
     assert.equal(await s.run(r), 1);
   } finally {
     console.warn = original;
   }
-  assert.deepEqual(seen, [["CONSOLE_SCRIPT not cached."]]);
+  assert.deepEqual(seen, [
+    ["CONSOLE_SCRIPT not cached."],
+    ["CONSOLE_SCRIPT not cached."],
+  ]);
 });
 
 test("Lua errors reject with ReplyError, cached or not", async () => {
@@ -263,8 +335,14 @@ test("Lua errors reject with ReplyError, cached or not", async () => {
       assert.match(e.message, /compil/i);
       return true;
     });
-    // Runtime errors are not NOSCRIPT: no warning for them.
-    assert.deepEqual(warnings, []);
+    // Each script's first use fell back (and warned); runtime errors are not
+    // NOSCRIPT, so the second INCR_SCRIPT run did not.
+    assert.deepEqual(warnings, [
+      "INCR_SCRIPT not cached.",
+      "THROW_SCRIPT not cached.",
+      "CUSTOM_SCRIPT not cached.",
+      "BROKEN_SCRIPT not cached.",
+    ]);
     // The connection is still in order.
     assert.equal(await r.send("ECHO", "fine"), "fine");
   } finally {

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { cached, connect } from "../mod.ts";
 import { FailOpenLog } from "../lib/cache/fail_open_log.ts";
+import { preloadScripts } from "../testing/scripts.ts";
 import { startRedis } from "../testing/redis.ts";
 import { sleep, test } from "./_harness.ts";
 
@@ -31,6 +32,7 @@ test("cached falling open warns through the logger: one line for 50 calls on 50 
       reconnect: FAST,
       logger: { warn: (m) => clientLines.push(m) },
     });
+    await preloadScripts(redis); // so the only lines are about failing open
     const lines: string[] = [];
     let runs = 0;
     const f = cached((id: number) => ++runs + id * 0, {

@@ -22,6 +22,7 @@
 import { deadline } from "../async.ts";
 import { toHex } from "../hex.ts";
 import type { CommandSurface } from "../adapters/surface.ts";
+import { serverScope } from "../adapters/scope.ts";
 import { ConnectionError, TimeoutError } from "../errors.ts";
 import {
   cacheEntryKey,
@@ -68,6 +69,12 @@ const PUBLISH_MAX = 64 * 1024;
 const RAW = { raw: true };
 const NOT_RAW = {};
 
+/** Every script a cached function runs (tests load them into a server ahead of use). */
+export const CACHE_SCRIPTS: readonly Script[] = [
+  WRITE_SCRIPT,
+  INVALIDATE_SCRIPT,
+];
+
 /** What GET returns for an entry: text, bytes (binary codecs) or nothing. */
 export type Stored = string | Uint8Array | null;
 
@@ -101,41 +108,11 @@ export interface CacheStoreOptions {
   binary: boolean;
 }
 
-/** Numbers the clients whose server is not known (see {@linkcode serverScope}). */
-let unknownServers = 0;
-
-/**
- * Which Redis server a client reaches, as far as this process can tell: the
- * scope of in-process flights, so that concurrent calls join only a lookup
- * made on the same server. Clients with the same `server` (adapters: one per
- * underlying client) or, for respite's clients, the same `info` (user,
- * host, port and db, as connected) are one scope: per-request clients to
- * one Redis (Cloudflare Workers) share their flights. Any other client is a
- * scope of its own. JSON, so it holds no NUL (the separator of
- * {@linkcode CacheStore.flightKey}).
- */
-function serverScope(redis: CommandSurface): string {
-  if (typeof redis.server === "string") {
-    return JSON.stringify(["s", redis.server]);
-  }
-  const info = (redis as { info?: unknown }).info;
-  if (typeof info === "object" && info !== null) {
-    const { hostname, port, db, username } = info as Record<string, unknown>;
-    if (
-      typeof hostname === "string" && typeof port === "number" &&
-      typeof db === "number"
-    ) {
-      return JSON.stringify(["i", username ?? null, hostname, port, db]);
-    }
-  }
-  return JSON.stringify(["c", unknownServers++]);
-}
-
 /** The Redis side of one cached function: the only code that talks to Redis for it. */
 export class CacheStore {
   /** The client. */
   readonly redis: CommandSurface;
-  /** Which server the client reaches (see {@linkcode serverScope}). */
+  /** Which server the client reaches (see `serverScope` in lib/adapters/scope.ts). */
   readonly scope: string;
   readonly #o: CacheStoreOptions;
   readonly #lockPrefix: string;

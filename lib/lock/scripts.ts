@@ -82,6 +82,14 @@ redis.call('PUBLISH', ARGV[1], 'reset')
 return n`,
 );
 
+/** Every script the lock runs (tests load them into a server ahead of use). */
+export const LOCK_SCRIPTS: readonly Script[] = [
+  ACQUIRE_SCRIPT,
+  UNLOCK_SCRIPT,
+  EXTEND_SCRIPT,
+  RESET_SCRIPT,
+];
+
 /** What a try to acquire found. */
 export type AcquireResult =
   | {
