@@ -139,6 +139,11 @@ export {
   TimeoutError,
 } from "./lib/errors.ts";
 export type { ConnectOptions, ReconnectOptions } from "./lib/client/options.ts";
+export {
+  connectSentinel,
+  type SentinelAddress,
+  type SentinelOptions,
+} from "./lib/client/sentinel.ts";
 export type { Logger } from "./lib/validate.ts";
 export { type DecoderLimits, Push, type Reply } from "./lib/resp/decoder.ts";
 export type { Arg } from "./lib/resp/encoder.ts";
