@@ -8,7 +8,7 @@
  */
 
 import { ConnectionError } from "../errors.ts";
-import { closeWith, openClient, RedisClient, reroute } from "./client.ts";
+import { closeWith, openClient, type RedisClient, reroute } from "./client.ts";
 import { type ConnectOptions, resolveOptions, type Target } from "./options.ts";
 
 /** A sentinel's address: `"host:port"`, a `redis://host:port` URL, or an object. */

@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import {
+  cached,
+  connect,
+  ConnectionError,
+  connectSentinel,
+  Lock,
+  withLock,
+} from "../mod.ts";
+import { startSentinels } from "../testing/sentinel.ts";
+import { sleep, teardown, test, until, within } from "./_harness.ts";
+
+const setup = await startSentinels();
+const { name, sentinels } = setup;
+
+async function roleOf(port: number): Promise<string> {
+  await using c = await connect({ port, reconnect: false, logger: null });
+  const r = await c.send<string[]>("ROLE");
+  return String(r[0]);
+}
+
+test("connectSentinel: bad arguments are TypeErrors; unreachable sentinels a ConnectionError", async () => {
+  await assert.rejects(connectSentinel([], { name }), TypeError);
+  await assert.rejects(
+    connectSentinel(["127.0.0.1:99999"], { name }),
+    TypeError,
+  );
+  await assert.rejects(
+    connectSentinel(sentinels, {} as { name: string }),
+    TypeError,
+  );
+  await assert.rejects(
+    connectSentinel(sentinels, { name, port: 1 } as { name: string }),
+    TypeError,
+  );
+  await assert.rejects(
+    connectSentinel(["127.0.0.1:1", "127.0.0.1:2"], {
+      name,
+      sentinelPassword: "hunter2-secret",
+      connectTimeout: 500,
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof ConnectionError, String(e));
+      assert.match(e.message, /127\.0\.0\.1:1/);
+      assert.match(e.message, /127\.0\.0\.1:2/);
+      assert.doesNotMatch(e.message, /hunter2/);
+      return true;
+    },
+  );
+  await assert.rejects(
+    connectSentinel(sentinels, { name: "no-such-master", connectTimeout: 500 }),
+    ConnectionError,
+  );
+});
+
+test("connectSentinel: a SENTINEL FAILOVER while locks are held and cached is busy; roles change; READONLY path; locks, withLock and cached work on the new master; fencing tokens keep increasing", async () => {
+  const [a, b] = setup.servers;
+  await using r = await connectSentinel(sentinels, { name, logger: null });
+  const before = await roleOf(a.port) === "master" ? a : b;
+  const after = before === a ? b : a;
+  assert.equal(
+    r.info.port,
+    before.port === r.info.port ? before.port : r.info.port,
+  );
+  await r.send("SET", "sentinel:test", "1");
+  assert.equal(await r.send("GET", "sentinel:test"), "1");
+
+  const tokens: number[] = [];
+  const lock = new Lock(r, "failover", { ttl: 10_000 });
+  for (let i = 0; i < 5; i++) {
+    assert.ok(await lock.acquire({ wait: 0 }));
+    tokens.push(lock.fence!);
+    await lock.release();
+  }
+  const held = new Lock(r, "held", { ttl: 10_000, autoRenew: false });
+  assert.ok(await held.acquire({ wait: 0 }));
+  let computing = 0;
+  const slow = cached(async () => {
+    computing++;
+    await sleep(300);
+    return "value";
+  }, { redis: r, key: () => "sentinel:cached", ttl: 60_000 });
+  const busy = slow().catch((e) => e);
+
+  // Wait for the replica to be in sync, then fail over.
+  await until("replica in sync", 20_000, async () => {
+    await using s = await connect({
+      port: setup.sentinelPorts[0],
+      logger: null,
+    });
+    const reps = await s.send<string[][]>("SENTINEL", "REPLICAS", name);
+    return reps.some((x) =>
+      x.includes("master-link-status") &&
+      x[x.indexOf("master-link-status") + 1] === "ok"
+    );
+  });
+  {
+    await using s = await connect({
+      port: setup.sentinelPorts[0],
+      logger: null,
+    });
+    assert.equal(await s.send("SENTINEL", "FAILOVER", name), "OK");
+  }
+  await until(
+    "roles changed",
+    30_000,
+    async () =>
+      (await roleOf(after.port)) === "master" &&
+      (await roleOf(before.port)) === "slave",
+  );
+  await busy;
+  // The same client, no restart: commands reach the new master.
+  await until("writes work after the failover", 20_000, async () => {
+    try {
+      await r.send("SET", "sentinel:after", "1");
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  assert.equal(await roleOf(after.port), "master");
+  assert.equal(await r.send("GET", "sentinel:after"), "1");
+  assert.ok(await lock.acquire({ wait: 5_000 }));
+  tokens.push(lock.fence!);
+  await lock.release();
+  const w = await withLock(function () {
+    return this.fence!;
+  }, { redis: r, name: "failover" })();
+  tokens.push(w);
+  for (let i = 1; i < tokens.length; i++) {
+    assert.ok(tokens[i] > tokens[i - 1], `tokens ${tokens.join(", ")}`);
+  }
+  const n0 = computing;
+  const f2 = cached(() => {
+    computing++;
+    return "fresh";
+  }, { redis: r, key: () => "sentinel:cached2", ttl: 60_000 });
+  assert.equal(await within(f2(), 10_000, "cached after failover"), "fresh");
+  assert.equal(await f2(), "fresh");
+  assert.equal(computing, n0 + 1);
+  await held.release().catch(() => {});
+});
+
+test("READONLY from a demoted master: the client asks the sentinels again and the command runs on the master", async () => {
+  await using r = await connectSentinel(sentinels, { name, logger: null });
+  const [a, b] = setup.servers;
+  const m = (await roleOf(a.port)) === "master" ? a : b;
+  const other = m === a ? b : a;
+  // A plain client on the replica gets READONLY; ours never does.
+  await using direct = await connect({ port: other.port, logger: null });
+  await assert.rejects(direct.send("SET", "x", "1"), /READONLY/);
+  for (let i = 0; i < 20; i++) await r.send("SET", `ro:${i}`, String(i));
+  await using check = await connect({ port: m.port, logger: null });
+  assert.equal(await check.send("GET", "ro:19"), "19");
+});
+
+teardown(() => setup.stop());
