@@ -141,17 +141,32 @@ test("connectSentinel: a SENTINEL FAILOVER while locks are held and cached is bu
   await held.release().catch(() => {});
 });
 
-test("READONLY from a demoted master: the client asks the sentinels again and the command runs on the master", async () => {
-  await using r = await connectSentinel(sentinels, { name, logger: null });
+test("READONLY from a demoted master: the command did not run; the client drops the connection, is refused (ROLE) while no master is there, and runs the command exactly once when the master is back", async () => {
+  await using r = await connectSentinel(sentinels, {
+    name,
+    logger: null,
+    reconnect: { minDelay: 50, maxDelay: 100 },
+  });
   const [a, b] = setup.servers;
   const m = (await roleOf(a.port)) === "master" ? a : b;
   const other = m === a ? b : a;
-  // A plain client on the replica gets READONLY; ours never does.
-  await using direct = await connect({ port: other.port, logger: null });
-  await assert.rejects(direct.send("SET", "x", "1"), /READONLY/);
-  for (let i = 0; i < 20; i++) await r.send("SET", `ro:${i}`, String(i));
-  await using check = await connect({ port: m.port, logger: null });
-  assert.equal(await check.send("GET", "ro:19"), "19");
+  assert.equal(r.info.port, m.port, "info names the master it reached");
+  await r.send("SET", "ro:count", "0");
+  await using admin = await connect({ port: m.port, logger: null });
+  const idBefore = await r.send<number>("CLIENT", "ID");
+  // Demote the master by hand (the sentinels announce nothing): our client's
+  // connection stays open and its next write gets READONLY.
+  await admin.send("REPLICAOF", "127.0.0.1", String(other.port));
+  await using direct = await connect({ port: m.port, logger: null });
+  await assert.rejects(direct.send("INCR", "ro:count"), /READONLY/);
+  const incr = r.send<number>("INCR", "ro:count");
+  await sleep(400); // refused by ROLE meanwhile: no master at that address
+  await admin.send("REPLICAOF", "NO", "ONE");
+  assert.equal(await within(incr, 10_000, "the retried INCR"), 1);
+  assert.equal(await admin.send("GET", "ro:count"), "1", "ran exactly once");
+  const idAfter = await r.send<number>("CLIENT", "ID");
+  assert.notEqual(idAfter, idBefore, "a new connection after READONLY");
+  assert.equal(await roleOf(m.port), "master");
 });
 
 teardown(() => setup.stop());
