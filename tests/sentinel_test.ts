@@ -60,7 +60,7 @@ test("connectSentinel: a SENTINEL FAILOVER while locks are held and cached is bu
   const after = before === a ? b : a;
   assert.equal(
     r.info.port,
-    before.port === r.info.port ? before.port : r.info.port,
+    before.port,
   );
   await r.send("SET", "sentinel:test", "1");
   assert.equal(await r.send("GET", "sentinel:test"), "1");

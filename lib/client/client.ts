@@ -135,9 +135,12 @@ export class RedisClient {
   /** Where this client is connected, and how; the password is left out. */
   get info(): ClientInfo {
     const o = this.#conn.options;
+    // A target found through Sentinel: where the connection is now.
+    const where = o.target === undefined ? null : this.#conn.where;
+    const colon = where === null ? -1 : where.lastIndexOf(":");
     return {
-      hostname: o.hostname,
-      port: o.port,
+      hostname: where === null ? o.hostname : where.slice(0, colon),
+      port: where === null ? o.port : Number(where.slice(colon + 1)),
       db: o.db,
       username: o.username,
       tls: o.tls !== undefined,
