@@ -850,6 +850,11 @@ const NOT_COMMANDS = new Set([
   "BLOCK",
   // Blocking commands, refused on a shared client, never sent by respite.
   ...BLOCKING_COMMANDS,
+  "READONLY", // an error code (a demoted master; connectSentinel re-resolves)
+  // Sent only by connectSentinel, not by connect(): ROLE to the master (its
+  // user needs it, as README's "### Sentinel" says), SENTINEL to sentinels.
+  "ROLE",
+  "SENTINEL",
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",
