@@ -169,4 +169,40 @@ test("READONLY from a demoted master: the command did not run; the client drops 
   assert.equal(await roleOf(m.port), "master");
 });
 
+test("sentinels with a password of their own: sentinelPassword is used for them (the master has none); a wrong or missing one is a ConnectionError that never shows it", async () => {
+  const own = await startSentinels({
+    name: "pw-master",
+    sentinelPassword: "sentinel-s3cret",
+  });
+  try {
+    await using r = await connectSentinel(own.sentinels, {
+      name: "pw-master",
+      sentinelPassword: "sentinel-s3cret",
+      logger: null,
+    });
+    assert.equal(r.info.port, own.servers[0].port);
+    assert.equal(await r.send("SET", "pw:k", "v"), "OK");
+    const lock = new Lock(r, "pw", { ttl: 5_000 });
+    assert.ok(await lock.acquire({ wait: 0 }));
+    await lock.release();
+    for (const bad of ["wrong-pass-xyz", undefined]) {
+      await assert.rejects(
+        connectSentinel(own.sentinels, {
+          name: "pw-master",
+          sentinelPassword: bad,
+          connectTimeout: 1_000,
+          logger: null,
+        }),
+        (e: unknown) => {
+          assert.ok(e instanceof ConnectionError, String(e));
+          assert.doesNotMatch(e.message, /wrong-pass-xyz|s3cret/);
+          return true;
+        },
+      );
+    }
+  } finally {
+    await own.stop();
+  }
+});
+
 teardown(() => setup.stop());
