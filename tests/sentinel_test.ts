@@ -64,6 +64,12 @@ test("connectSentinel: a SENTINEL FAILOVER while locks are held and cached is bu
   );
   await r.send("SET", "sentinel:test", "1");
   assert.equal(await r.send("GET", "sentinel:test"), "1");
+  // A subscription: it must follow the master and call onResubscribed.
+  let resubscribed = 0;
+  const messages: string[] = [];
+  await r.subscribe("sentinel:ch", (m) => messages.push(m), {
+    onResubscribed: () => resubscribed++,
+  });
 
   const tokens: number[] = [];
   const lock = new Lock(r, "failover", { ttl: 10_000 });
@@ -120,6 +126,16 @@ test("connectSentinel: a SENTINEL FAILOVER while locks are held and cached is bu
   });
   assert.equal(await roleOf(after.port), "master");
   assert.equal(await r.send("GET", "sentinel:after"), "1");
+  assert.equal(r.info.port, after.port, "on the new master");
+  await until("resubscribed", 20_000, () => resubscribed >= 1);
+  {
+    // Published on the new master: the subscription is there now.
+    await using pub = await connect({ port: after.port, logger: null });
+    await until("the message on the new master", 10_000, async () => {
+      await pub.send("PUBLISH", "sentinel:ch", "hello");
+      return messages.includes("hello");
+    });
+  }
   assert.ok(await lock.acquire({ wait: 5_000 }));
   tokens.push(lock.fence!);
   await lock.release();
