@@ -15,7 +15,8 @@
  *   stale-while-revalidate, XFetch early refresh, TTL jitter, negative caching.
  * - {@linkcode connect} opens respite's auto-pipelined Redis client (RESP2 or
  *   RESP3, TLS, reconnects, timeouts, `AbortSignal`); {@linkcode Script} runs
- *   Lua with EVALSHA, falling back to EVAL.
+ *   Lua with EVALSHA, falling back to EVAL. {@linkcode connectSentinel} gives
+ *   the same client, following the master that Redis Sentinel names.
  *
  * Every example below runs against a local Redis (`REDIS_URL`, else
  * `redis://127.0.0.1:6379`); under Deno it needs
@@ -139,6 +140,11 @@ export {
   TimeoutError,
 } from "./lib/errors.ts";
 export type { ConnectOptions, ReconnectOptions } from "./lib/client/options.ts";
+export {
+  connectSentinel,
+  type SentinelAddress,
+  type SentinelOptions,
+} from "./lib/client/sentinel.ts";
 export type { Logger } from "./lib/validate.ts";
 export { type DecoderLimits, Push, type Reply } from "./lib/resp/decoder.ts";
 export type { Arg } from "./lib/resp/encoder.ts";

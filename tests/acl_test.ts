@@ -42,8 +42,8 @@ export const RESPITE_COMMANDS = [
   "pttl", // acquire finding the lock held; cached() waiting (the holder's lease)
   "pexpire", // extend, autoRenew; cached() keeps its invalidation marker alive
   "publish", // release and reset wake waiters; a cached() write wakes waiters
-  "exists", // Lock.locked(); acquire checks that the fence counter exists
-  "time", // acquire seeds a missing fence counter from the server's clock
+  "exists", // Lock.locked()
+  "time", // acquire: a token is max(counter + 1, the server's clock in µs)
   "scan", // Lock.resetAll() (SCAN ... MATCH ... TYPE string)
   // Pub/sub, on the client's subscriber connection:
   "subscribe", // waiting for a lock or a cached() value; redis.subscribe()
@@ -84,7 +84,7 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   ],
   pexpire: ["Lock.extend"],
   publish: ["Lock.release", "Lock.reset", "cached: miss, then hit"],
-  exists: ["Lock.locked", "Lock.acquire"],
+  exists: ["Lock.locked"],
   time: ["Lock.acquire"],
   scan: ["Lock.resetAll"],
   subscribe: [
@@ -237,15 +237,17 @@ const FEATURES = {
   async "Lock.acquire"(c: Ctx) {
     await using r = await c.open();
     const lock = new Lock(r, uniq("acquire"), { ttl: 5_000 });
-    // The first token of a name comes from the server's clock (TIME), the
-    // next from the counter (INCR).
+    // A token is max(counter + 1, the server's clock in µs): the first of a
+    // name comes from the clock (TIME), one after a counter ahead of the
+    // clock from the counter (INCR).
     assert.equal(await lock.acquire({ wait: 0 }), true);
     const first = lock.fence!;
     assert.ok(first > 1e15, `a clock-seeded token, got ${first}`);
     assert.ok(await c.admin.send<number>("PTTL", lock.keys.key) > 0);
     await lock.release();
+    await c.admin.send("SET", lock.keys.fence, String(2 ** 52));
     assert.equal(await lock.acquire({ wait: 0 }), true);
-    assert.equal(lock.fence, first + 1);
+    assert.equal(lock.fence, 2 ** 52 + 1);
     await c.admin.send("DEL", lock.keys.key, lock.keys.fence);
   },
   async "Lock.acquire without fencing"(c: Ctx) {
@@ -290,6 +292,8 @@ const FEATURES = {
     const name = uniq("handoff");
     const first = new Lock(a, name, { ttl: 30_000 });
     const second = new Lock(b, name, { ttl: 5_000 });
+    // A counter ahead of the clock: the next token is exactly counter + 1.
+    await c.admin.send("SET", first.keys.fence, String(2 ** 52));
     assert.equal(await first.acquire({ wait: 0 }), true);
     const firstFence = first.fence!;
     const t0 = performance.now();
@@ -365,7 +369,10 @@ const FEATURES = {
     const f = withLock(function (x: number) {
       return [x * 2, this.fence];
     }, { redis: r, name, ttl: 5_000 });
+    // A counter ahead of the clock: the next token is exactly counter + 1.
+    await c.admin.send("SET", `respite:lock:{${name}}:fence`, String(2 ** 52));
     const [doubled, fence] = await f(21) as [number, number];
+    assert.equal(fence, 2 ** 52 + 1);
     assert.equal(doubled, 42);
     assert.deepEqual(await f(1), [2, fence + 1]);
     await c.admin.send("DEL", `respite:lock:{${name}}:fence`);
@@ -851,6 +858,11 @@ const NOT_COMMANDS = new Set([
   "BLOCK",
   // Blocking commands, refused on a shared client, never sent by respite.
   ...BLOCKING_COMMANDS,
+  "READONLY", // an error code (a demoted master; connectSentinel re-resolves)
+  // Sent only by connectSentinel, not by connect(): ROLE to the master (its
+  // user needs it, as README's "### Sentinel" says), SENTINEL to sentinels.
+  "ROLE",
+  "SENTINEL",
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",

@@ -40,9 +40,9 @@ test(
     const p = prefix();
     const procs = 4;
     const cycles = 200;
-    // An existing counter counts up from where it is (a missing one would
-    // start from the server's clock): from 0, it ends at the token count.
-    await r.send("SET", `${p}lock:{mutex}:fence`, "0");
+    // A counter ahead of the server's clock counts up by one per token (a
+    // token is max(counter + 1, clock in µs)): it ends at start + count.
+    await r.send("SET", `${p}lock:{mutex}:fence`, String(2 ** 52));
     const workers = Array.from(
       { length: procs },
       (_, i) => startWorker(["mutex", url, p, String(cycles), `w${i}`]),
@@ -70,7 +70,7 @@ test(
     // Each acquisition took exactly one token.
     assert.equal(
       Number(await r.send("GET", `${p}lock:{mutex}:fence`)),
-      procs * cycles,
+      2 ** 52 + procs * cycles,
     );
     assert.equal(await r.send("EXISTS", `${p}lock:{mutex}`), 0);
   },

@@ -11,6 +11,7 @@ import {
 } from "../mod.ts";
 import {
   commandCalls,
+  type RedisServer,
   scanKeys,
   sharedRedis,
   startRedis,
@@ -25,6 +26,12 @@ const prefix = () => `respite-test-lock-${Date.now()}-${n++}:`;
 
 const now = () => performance.now();
 
+/**
+ * A fence counter ahead of the server's clock (2^52 µs, the year 2112): from
+ * it, tokens are exactly counter + 1, so a test can count them.
+ */
+const AHEAD = 2 ** 52;
+
 test("acquire, owner, locked, fence, release; the key is gone after release", async () => {
   await using r = await connect(url);
   const p = prefix();
@@ -34,6 +41,7 @@ test("acquire, owner, locked, fence, release; the key is gone after release", as
   assert.equal(await a.locked(), false);
   assert.equal(await a.owner(), null);
   assert.equal(a.fence, null);
+  await r.send("SET", a.keys.fence, String(AHEAD));
   assert.equal(await a.acquire({ wait: 0 }), true);
   assert.equal(a.held, true);
   assert.equal(await b.locked(), true);
@@ -42,7 +50,11 @@ test("acquire, owner, locked, fence, release; the key is gone after release", as
   assert.ok(pttl > 4_000 && pttl <= 5_000, `pttl ${pttl}`);
   assert.equal(await b.acquire({ wait: 0 }), false);
   const f1 = a.fence!;
-  assert.ok(f1 >= 1);
+  assert.equal(
+    f1,
+    AHEAD + 1,
+    "counter + 1 when the counter is ahead of the clock",
+  );
   await a.release();
   assert.equal(a.held, false);
   assert.equal(await r.send("EXISTS", a.keys.key), 0);
@@ -67,6 +79,7 @@ test("fencing: false leaves no fence key and fence is null; fencing locks on oth
   const a = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
   const b = new Lock(r, "nofence", { prefix: p, fencing: false, ttl: 5_000 });
   const fenced = new Lock(r, "fenced", { prefix: p, ttl: 5_000 });
+  await r.send("SET", fenced.keys.fence, String(AHEAD));
   let first: number | undefined;
   for (let i = 1; i <= 3; i++) {
     assert.equal(await a.acquire({ wait: 0 }), true);
@@ -509,9 +522,10 @@ test("5,000 contended lock/unlock cycles leave no channel, subscriber or key beh
   const p = prefix();
   const cycles = 5_000;
   let done = 0;
-  // A counter that exists counts up from where it is (a missing one starts
-  // from the server's clock): from 0, its value is the number of tokens.
-  await r1.send("SET", `${p}lock:{churn}:fence`, "0");
+  // A counter ahead of the server's clock counts up by one per token (a
+  // token is max(counter + 1, clock in µs)): from AHEAD, its value is AHEAD
+  // plus the number of tokens.
+  await r1.send("SET", `${p}lock:{churn}:fence`, String(AHEAD));
   let inside = 0;
   const worker = async (r: RedisClient) => {
     const lock = new Lock(r, "churn", { prefix: p, ttl: 10_000 });
@@ -537,7 +551,7 @@ test("5,000 contended lock/unlock cycles leave no channel, subscriber or key beh
   assert.deepEqual(await r1.send("PUBSUB", "NUMSUB", wake), [wake, 0]);
   assert.deepEqual(await scanKeys(r1, `${p}*`), [`${p}lock:{churn}:fence`]);
   const fence = Number(await r1.send("GET", `${p}lock:{churn}:fence`));
-  assert.equal(fence, done, "one token per acquisition");
+  assert.equal(fence, AHEAD + done, "one token per acquisition");
 });
 
 test("SCRIPT FLUSH mid-run: exactly one warning per script, every operation succeeds", async () => {
@@ -995,7 +1009,7 @@ teardown(async () => {
   await server.stop();
 });
 
-test("fencing tokens keep increasing when the counter is lost (FLUSHALL, a restart without persistence): a lost counter starts again from the server's clock", async () => {
+test("fencing tokens keep increasing when the counter is lost (FLUSHALL, a restart without persistence): every token comes from the server's clock", async () => {
   const own = await startRedis();
   try {
     await using r = await connect({
@@ -1021,11 +1035,72 @@ test("fencing tokens keep increasing when the counter is lost (FLUSHALL, a resta
       assert.ok(tokens[i] > tokens[i - 1], `tokens ${tokens.join(", ")}`);
       assert.ok(Number.isSafeInteger(tokens[i]));
     }
-    assert.equal(tokens[1], tokens[0] + 1, "one apart while the counter lives");
-    // Seeded from the server's clock, in microseconds.
+    // Every token is max(counter + 1, the server's clock in microseconds):
+    // with a live counter as with a lost one, each is the clock.
     const [sec] = await r.send<string[]>("TIME");
-    assert.ok(Math.abs(tokens[3] / 1e6 - Number(sec)) < 60, String(tokens[3]));
+    for (const t of tokens) {
+      assert.ok(Math.abs(t / 1e6 - Number(sec)) < 60, String(t));
+    }
   } finally {
     await own.stop();
   }
 });
+
+test("fencing tokens keep increasing when the counter goes back or is lost: a counter set back, deleted, or a SIGKILL and restart of a server without persistence (same port)", async () => {
+  const own = await startRedis();
+  try {
+    await checkTokensAcrossRestart(own);
+  } finally {
+    await own.stop();
+  }
+});
+
+async function checkTokensAcrossRestart(own: RedisServer): Promise<void> {
+  const p = prefix();
+  const before: number[] = [];
+  {
+    await using r = await connect(own.url);
+    const lock = new Lock(r, "failover", { prefix: p, ttl: 5_000 });
+    for (let i = 0; i < 20; i++) {
+      assert.ok(await lock.acquire({ wait: 0 }));
+      before.push(lock.fence!);
+      await lock.release();
+    }
+    for (let i = 1; i < before.length; i++) {
+      assert.ok(
+        before[i] > before[i - 1],
+        `${before[i]} after ${before[i - 1]}`,
+      );
+    }
+    // The clock in µs, as TIME gives it: a token is never below it.
+    const [s, us] = await r.send<[string, string]>("TIME");
+    assert.ok(before[0] <= Number(s) * 1e6 + Number(us));
+    assert.ok(before[0] > 1e15, `a clock token, got ${before[0]}`);
+    // A counter that went back (a promoted replica with an older value).
+    await r.send("SET", lock.keys.fence, "5");
+    assert.ok(await lock.acquire({ wait: 0 }));
+    assert.ok(lock.fence! > before.at(-1)!, `${lock.fence} after a set-back`);
+    before.push(lock.fence!);
+    await lock.release();
+    // Stored exactly, with no exponent: the next INCR works on it.
+    assert.equal(await r.send("GET", lock.keys.fence), String(before.at(-1)));
+  }
+  const port = own.port;
+  await own.restart(); // SIGKILL, then an empty server on the same port
+  assert.equal(own.port, port);
+  await using r = await connect(own.url);
+  assert.equal(await r.send("DBSIZE"), 0, "the counter is gone");
+  const lock = new Lock(r, "failover", { prefix: p, ttl: 5_000 });
+  const after: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    assert.ok(await lock.acquire({ wait: 0 }));
+    after.push(lock.fence!);
+    await lock.release();
+  }
+  const maxBefore = Math.max(...before);
+  for (const f of after) {
+    assert.ok(Number.isSafeInteger(f), `${f} is exact`);
+    assert.ok(f > maxBefore, `token ${f} after the restart > ${maxBefore}`);
+  }
+  for (let i = 1; i < after.length; i++) assert.ok(after[i] > after[i - 1]);
+}

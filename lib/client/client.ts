@@ -26,6 +26,7 @@ import {
 } from "../validate.ts";
 import type { Reply } from "../resp/decoder.ts";
 import type { Arg } from "../resp/encoder.ts";
+import { ReplyError } from "../errors.ts";
 import {
   type MessageListener,
   type SubscribeOptions,
@@ -54,6 +55,14 @@ export interface ClientInfo {
 let open: (options: ResolvedOptions) => Promise<RedisClient>;
 /** Set by RedisClient's static block: whether a client's socket belongs to another request. */
 let foreign: (client: RedisClient) => boolean;
+/**
+ * Set by RedisClient's static block: drops a client's connections (command
+ * and subscriber) so they reconnect to where their target now says. For
+ * connectSentinel; not part of the public API.
+ */
+export let reroute: (client: RedisClient, reason: string) => void;
+/** Set by RedisClient's static block: also close `other` when `client` closes. */
+export let closeWith: (client: RedisClient, other: () => Promise<void>) => void;
 
 /**
  * A Redis client over one auto-pipelined connection. Every command issued in
@@ -74,6 +83,8 @@ export class RedisClient {
   #conn: Connection;
   #subscriber: Subscriber;
   #closing: Promise<void> | null = null;
+  /** Closed with this client (connectSentinel's sentinel watcher). */
+  #closeAlso: (() => Promise<void>)[] = [];
 
   /** @ignore Use {@linkcode connect}. */
   private constructor(conn: Connection) {
@@ -83,6 +94,11 @@ export class RedisClient {
 
   static {
     foreign = (client) => client.#conn.foreignRequest;
+    closeWith = (client, other) => client.#closeAlso.push(other);
+    reroute = (client, reason) => {
+      client.#conn.reroute(null, reason);
+      client.#subscriber.reroute(null, reason);
+    };
     // Here, not in a static method, so that it stays out of the public
     // API: connect() and duplicate() reach it through openClient().
     open = async (options) => {
@@ -119,9 +135,12 @@ export class RedisClient {
   /** Where this client is connected, and how; the password is left out. */
   get info(): ClientInfo {
     const o = this.#conn.options;
+    // A target found through Sentinel: where the connection is now.
+    const where = o.target === undefined ? null : this.#conn.where;
+    const colon = where === null ? -1 : where.lastIndexOf(":");
     return {
-      hostname: o.hostname,
-      port: o.port,
+      hostname: where === null ? o.hostname : where.slice(0, colon),
+      port: where === null ? o.port : Number(where.slice(colon + 1)),
       db: o.db,
       username: o.username,
       tls: o.tls !== undefined,
@@ -156,7 +175,7 @@ export class RedisClient {
         this.#conn.options.blocking,
         this.#conn.options.protocol,
       );
-      return this.#conn.send(cmd) as Promise<T>;
+      return this.#run(cmd) as Promise<T>;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -196,10 +215,32 @@ export class RedisClient {
         this.#conn.options.blocking,
         this.#conn.options.protocol,
       );
-      return this.#conn.send(args, options) as Promise<T>;
+      return this.#run(args, options) as Promise<T>;
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Sends a command. With a target found through Sentinel, a `READONLY`
+   * error reply means the server was demoted to a replica: the connection is
+   * dropped (the reconnect asks the sentinels for the master again) and the
+   * command is sent once more, on the new master. That is safe for every
+   * command: `READONLY` means Redis refused to run it (a plain command), or
+   * that a script failed at its first write, before which a replica cannot
+   * have written anything. A second `READONLY` is returned as it is.
+   */
+  #run(args: readonly unknown[], options?: CommandOptions): Promise<Reply> {
+    const where = this.#conn.where;
+    const sent = this.#conn.send(args, options);
+    if (this.#conn.options.target === undefined) return sent;
+    return sent.catch((err) => {
+      if (!(err instanceof ReplyError) || err.code !== "READONLY") throw err;
+      const reason = `READONLY from ${where}: it is no master any more`;
+      this.#conn.reroute(where, reason);
+      this.#subscriber.reroute(where, reason);
+      return this.#conn.send(args, options);
+    });
   }
 
   /**
@@ -368,7 +409,11 @@ export class RedisClient {
       // operations still out, and the subscriber connection.
       const deadline = performance.now() + timeout;
       const closed = this.#conn.close(timeout);
-      await Promise.all([closed, this.#subscriber.close(timeout, deadline)]);
+      await Promise.all([
+        closed,
+        this.#subscriber.close(timeout, deadline),
+        ...this.#closeAlso.map((f) => f().catch(() => {})),
+      ]);
     })();
     return this.#closing;
   }
@@ -545,7 +590,7 @@ export function connect(
  * Opens a client over a new connection, for {@linkcode connect} and
  * {@linkcode RedisClient.duplicate}; not part of the public API.
  */
-function openClient(options: ResolvedOptions): Promise<RedisClient> {
+export function openClient(options: ResolvedOptions): Promise<RedisClient> {
   return open(options);
 }
 

@@ -170,6 +170,23 @@ export class Connection {
     return conn;
   }
 
+  /** `host:port` of the server this connection is to (or was, or tries). */
+  get where(): string {
+    return this.#where;
+  }
+
+  /**
+   * Drops the connection to `where` (if it is still the one in use; `null`:
+   * whichever it is) so that
+   * it reconnects, asking its target again (Sentinel: the master moved).
+   * Commands in flight fail as with any connection loss; queued ones wait.
+   */
+  reroute(where: string | null, reason: string): void {
+    if (this.#transport === null) return;
+    if (where !== null && this.#where !== where) return;
+    this.#lost(new ConnectionError(reason));
+  }
+
   /** The connection's state. */
   get status(): ConnectionStatus {
     return this.#status;
@@ -656,13 +673,18 @@ export class Connection {
         : await runtimeConnector(o.connector);
     }
     // Ends the attempt: its connect timeout, or close() (see #abortAttempt).
+    // A resolved target (Sentinel) is asked again at every attempt.
+    const target = o.target === undefined
+      ? { hostname: o.hostname, port: o.port }
+      : await o.target.resolve();
+    this.#where = `${target.hostname}:${target.port}`;
     const limit = new AttemptLimit(o.connectTimeout, this.#where);
     this.#abortAttempt = limit.stop;
     let transport: Transport | null = null;
     try {
       transport = await dial(
         this.#connector,
-        { hostname: o.hostname, port: o.port, tls: o.tls },
+        { hostname: target.hostname, port: target.port, tls: o.tls },
         {
           onData: (chunk, borrowed) => {
             if (this.#transport === transport) {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ProtocolError, ReplyError } from "../errors.ts";
+import { ConnectionError, ProtocolError, ReplyError } from "../errors.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { Pending } from "./pending.ts";
 import type { Reply } from "../resp/decoder.ts";
@@ -58,6 +58,10 @@ export async function handshake(
     }
   }
   if (o.db !== 0) steps.push({ args: ["SELECT", o.db], what: "SELECT" });
+  // A target found through Sentinel must really be the master now (the
+  // sentinels' answer may be a moment old): ROLE says so, or the attempt fails
+  // and the reconnect asks the sentinels again.
+  if (o.target?.master) steps.push({ args: ["ROLE"], what: "ROLE" });
   if (steps.length === 0) return;
   const encoder = new CommandEncoder();
   const replies: Promise<Reply>[] = [];
@@ -83,7 +87,17 @@ export async function handshake(
   const results = await Promise.allSettled(replies);
   for (let i = 0; i < results.length; i++) {
     const r = results[i];
-    if (r.status === "fulfilled") continue;
+    if (r.status === "fulfilled") {
+      if (steps[i].what === "ROLE") {
+        const role = Array.isArray(r.value) ? String(r.value[0]) : "unknown";
+        if (role !== "master") {
+          throw new ConnectionError(
+            `${where} is not a master (ROLE: ${role}); asking the sentinels again`,
+          );
+        }
+      }
+      continue;
+    }
     const err = r.reason;
     const step = steps[i];
     // AUTH and HELLO carry the password.

@@ -168,6 +168,18 @@ export interface ResolvedOptions {
   logger: Logger;
   onPush?: (push: Push) => void;
   replyLimits?: DecoderLimits;
+  /**
+   * Internal (connectSentinel): where to connect, asked again before every
+   * connection attempt instead of `hostname`/`port`; with `master`, the
+   * handshake also sends ROLE and refuses a server that is not a master.
+   */
+  target?: Target;
+}
+
+/** Where a connection goes, found again at each (re)connect. Internal. */
+export interface Target {
+  resolve(): Promise<{ hostname: string; port: number }>;
+  master: boolean;
 }
 
 /** An optional duration option (see {@linkcode checkDuration}). */

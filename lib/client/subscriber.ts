@@ -156,6 +156,14 @@ export class Subscriber {
     void this.#connection?.then((c) => c.close(timeout), () => {});
   }
 
+  /**
+   * Drops the subscriber connection (if open) so that it reconnects to where
+   * its target now says and subscribes again (see `Connection.reroute`).
+   */
+  reroute(where: string | null, reason: string): void {
+    this.#connection?.then((c) => c.reroute(where, reason), () => {});
+  }
+
   #subscriberConnection(): Promise<Connection> {
     if (this.#connection === null) {
       this.#connection = Connection.open(this.#options, {

@@ -180,17 +180,17 @@ export class Lock {
   /**
    * The fencing token of the current holding, or `null` when not held (or
    * when the lock was created with `fencing: false`). Tokens
-   * of one lock name strictly increase across holders and processes (a
-   * counter incremented atomically with each successful acquisition; a failed
-   * attempt consumes none). Its key, `<prefix>lock:{<name>}:fence`, never
-   * expires and survives `reset()`, so tokens never repeat. A counter that
-   * does not exist yet, or was lost (a restart without persistence,
-   * `FLUSHDB`/`FLUSHALL`, an `allkeys-*` eviction), starts again from the
-   * server's clock in microseconds (e.g. 1764650000000000), so tokens still
-   * increase across the loss, as long as the server's clock does not go
-   * back. Not covered: a failover to a replica whose copy of the counter is
-   * behind (replication is asynchronous), which can hand out a recent token
-   * again.
+   * of one lock name strictly increase across holders and processes: each
+   * is max(counter + 1, the server's clock in microseconds, e.g.
+   * 1796287145476612), issued and stored back atomically with the
+   * acquisition (a failed attempt issues none). Its key,
+   * `<prefix>lock:{<name>}:fence`, never expires and survives `reset()`. A
+   * counter that went back or was lost (a restart without persistence,
+   * `FLUSHDB`/`FLUSHALL`, an `allkeys-*` eviction, a failover to a replica
+   * whose copy lags behind) so resumes above every token issued before,
+   * assuming the clock of the server issuing a token is not behind the clock
+   * that issued the previous one by more than the time elapsed between them,
+   * and fewer than one acquisition of the name per microsecond on average.
    *
    * A protected resource checks it by remembering the highest token it has
    * accepted and refusing any write that carries a lower one: a holder that

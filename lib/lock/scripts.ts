@@ -23,22 +23,30 @@ import type { Logger } from "../validate.ts";
 // Acquired: {1, fence} ({1} without fencing). Held by someone: {0, pttl of the
 // holder}.
 //
-// A missing counter (a fresh server, or one that lost it: a restart without
-// persistence, FLUSHALL, eviction) starts from the server's clock in
-// microseconds, not from 1, so tokens keep increasing across the loss: every
-// token issued before was at most its seed time plus one per acquisition,
-// which stays below the clock (fewer than one acquisition per microsecond).
-// Below 2^53 until the year 2255, so exact as a Lua double and a JS number.
+// Every token is max(counter + 1, the server's clock in microseconds), stored
+// back as the new counter, so tokens keep increasing even when the counter went
+// back or is gone: a fresh server, one that lost it (a restart without
+// persistence, FLUSHALL, eviction), or a replica promoted by a failover with an
+// older value. Clock assumption: the clock of the server issuing the next
+// token is not behind the clock that issued the last one by more than the time
+// elapsed since (NTP-synced servers, a failover that takes seconds), and there
+// are fewer than one acquisition per name per microsecond on average, so the
+// counter never runs ahead of the clock by more than the loss can hide. INCR
+// gives counter + 1 (1 for a missing counter); a clock ahead of it replaces
+// it. Microseconds stay below 2^53 until the year 2255, so the value is exact
+// as a Lua double and a JS number; '%.0f' writes it without an exponent
+// (Lua's tostring would give '1.7e+15').
 const ACQUIRE_SCRIPT = new Script(
   "ACQUIRE_SCRIPT",
   `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] == '0' then return {1} end
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    return {1, redis.call('INCR', KEYS[2])}
-  end
+  local f = redis.call('INCR', KEYS[2])
   local t = redis.call('TIME')
-  local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  redis.call('SET', KEYS[2], string.format('%.0f', f))
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if now > f then
+    f = now
+    redis.call('SET', KEYS[2], string.format('%.0f', f))
+  end
   return {1, f}
 end
 return {0, redis.call('PTTL', KEYS[1])}`,
