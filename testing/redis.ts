@@ -55,6 +55,10 @@ export class RedisServer {
       "no",
       "--loglevel",
       "warning",
+      // A replica loads its master's data from the socket: nothing is written
+      // to the working directory (a full sync would leave a dump.rdb there).
+      "--repl-diskless-load",
+      "swapdb",
     ];
     if (o.tls) {
       args.push(
