@@ -13,7 +13,7 @@ import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import { LockNotHeldError } from "../errors.ts";
 import { randomHex128 } from "../hex.ts";
 import { type SemaphoreKeys, semaphoreKeys } from "../keys.ts";
-import { Holding, Lease } from "../lock/lease.ts";
+import { Holding, Lease, leaseMargin } from "../lock/lease.ts";
 import {
   type AcquireOptions,
   checkAcquireOptions,
@@ -22,7 +22,7 @@ import {
   checkTtl,
 } from "../lock/options.ts";
 import type { Logger } from "../validate.ts";
-import { Wake } from "../wake.ts";
+import { waitersOf } from "./waiters.ts";
 import { checkSemaphoreOptions, type SemaphoreOptions } from "./options.ts";
 import {
   semAcquireScript,
@@ -174,52 +174,75 @@ export class Semaphore {
       ? deadline(wait, () => WAIT_RAN_OUT, signal)
       : undefined;
     const both = d?.signal ?? signal;
-    const token = `${randomHex128()}:${this.id}`;
-    let wake: Wake | undefined;
+    const token = `${this.ttl}:${randomHex128()}:${this.id}`;
+    let granted: number | null = null;
     let queued = false;
+    const waiters = wait === 0
+      ? undefined
+      : waitersOf(this.#redis, this.keys.wake);
+    // Listening before any try that queues: a permit handed to this token
+    // later is never missed while the subscription is up.
+    const unlisten = waiters?.listen(token, (at) => granted ??= at);
     try {
-      const first = await this.#try(token, 0, both);
-      if (first === null) return true;
-      if (wait === 0) return false;
-      // Mine: a release published this ticket (or a reset). Subscribe before
-      // queuing, so no release after the ticket is queued goes unheard.
-      let mine = false;
-      wake = new Wake(this.#redis, this.keys.wake, (m) => {
-        if (m.split(" ").includes(token)) mine = true;
-      });
-      await (both ? abortable(wake.subscribed(), both) : wake.subscribed());
-      queued = true;
+      // Queue at once when the subscription is up already; else try once
+      // without queuing, subscribe, and then queue.
+      const early = waiters?.ready === true;
+      queued = early;
+      let r = await this.#try(token, early ? TICKET_TTL : 0, both);
+      if (r.acquired) return true;
+      if (waiters === undefined) return false;
+      if (!early) {
+        await (both
+          ? abortable(waiters.subscribed(), both)
+          : waiters.subscribed());
+        queued = true;
+        r = await this.#try(token, TICKET_TTL, both);
+        if (r.acquired) return true;
+      }
       for (;;) {
-        mine = false;
-        const r = await this.#try(token, TICKET_TTL, both);
-        if (r === null) return true;
-        let sleep = Math.min(TICKET_REFRESH, Math.max(r, 1));
+        let sleep = Math.min(TICKET_REFRESH, Math.max(r.firstExpiry, 1));
         const until = performance.now() + sleep;
-        while (!mine && sleep > 0) {
-          await wake.sleep(sleep, both);
+        while (granted === null && sleep > 0) {
+          await waiters.wake.sleep(sleep, both);
           sleep = until - performance.now();
         }
+        if (
+          granted !== null &&
+          this.#hold(token, r.sent, r.now, granted + this.ttl)
+        ) {
+          return true;
+        }
+        r = await this.#try(token, TICKET_TTL, both);
+        if (r.acquired) return true;
       }
     } catch (err) {
       if (err === WAIT_RAN_OUT) return false;
       throw err;
     } finally {
       d?.clear();
-      wake?.close();
+      unlisten?.();
       this.#acquiring = false;
       if (queued && this.#holding === null) {
-        // Leave the line: the release script drops a token it finds nowhere.
-        this.#dropTicket(token);
+        // Leave the line, and give back a permit handed over meanwhile.
+        void semReleaseScript(this.#redis, this.keys, token, this.limit, {
+          logger: this.#logger,
+        }).catch(() => {});
       }
     }
   }
 
-  /** One try: `null` when taken, else ms until the first holder expires. */
+  /**
+   * One try. When it holds a permit, the holding is set up (`acquired`);
+   * else the ms until the first holder expires. Either way the local send
+   * time and the server's time, to place a later handover on this clock.
+   */
   async #try(
     token: string,
     ticketTtl: number,
     signal: AbortSignal | undefined,
-  ): Promise<number | null> {
+  ): Promise<
+    { acquired: boolean; sent: number; now: number; firstExpiry: number }
+  > {
     const sent = performance.now();
     const r = await semAcquireScript(
       this.#redis,
@@ -230,14 +253,30 @@ export class Semaphore {
       ticketTtl,
       { logger: this.#logger, signal },
     );
-    if (!r.acquired) return r.firstExpiry;
-    const lease = Lease.acquired(this.ttl, sent);
-    if (lease === null) {
+    if (r.acquired) {
+      if (this.#hold(token, sent, r.now, r.expiry)) {
+        return { acquired: true, sent, now: r.now, firstExpiry: 0 };
+      }
+      // Came back too late to trust: give it back, and look again.
       void semReleaseScript(this.#redis, this.keys, token, this.limit, {
         logger: this.#logger,
       }).catch(() => {});
-      return 0;
+      return { acquired: false, sent, now: r.now, firstExpiry: 1 };
     }
+    return { acquired: false, sent, now: r.now, firstExpiry: r.firstExpiry };
+  }
+
+  /**
+   * Sets up the holding of a permit expiring at `expiry` on the server's
+   * clock, placed on this clock by a try sent at `sent` that ran at `now`
+   * (server ms): the server ran it after `sent`, so the expiry is no sooner
+   * than `sent + expiry - now`, less the drift margin. `false` (nothing set
+   * up) when that is past.
+   */
+  #hold(token: string, sent: number, now: number, expiry: number): boolean {
+    const expiresAt = sent + (expiry - now) - leaseMargin(this.ttl);
+    if (performance.now() >= expiresAt) return false;
+    const lease = new Lease(this.ttl, expiresAt);
     const redis = this.#redis, keys = this.keys, logger = this.#logger;
     const h = new Holding({
       name: this.name,
@@ -251,15 +290,7 @@ export class Semaphore {
     });
     this.#holding = h;
     this.#last = h;
-    return null;
-  }
-
-  #dropTicket(token: string): void {
-    const { queue, tickets } = this.keys;
-    void Promise.all([
-      this.#redis.command(["ZREM", queue, token]),
-      this.#redis.command(["ZREM", tickets, token]),
-    ]).catch(() => {});
+    return true;
   }
 
   /**
