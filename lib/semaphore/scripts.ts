@@ -84,8 +84,10 @@ if s then
   if tonumber(s) > now then r = 1 end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  if not s then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+  end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
   if #dead > 0 then
