@@ -203,7 +203,7 @@ export class Semaphore {
         let sleep = Math.min(TICKET_REFRESH, Math.max(r.firstExpiry, 1));
         const until = performance.now() + sleep;
         while (granted === null && sleep > 0) {
-          await waiters.wake.sleep(sleep, both);
+          await waiters.sleep(token, sleep, both);
           sleep = until - performance.now();
         }
         if (

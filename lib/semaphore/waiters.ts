@@ -7,6 +7,7 @@
  */
 
 import type { CommandSurface } from "../adapters/surface.ts";
+import { timerMs } from "../async.ts";
 import { Wake } from "../wake.ts";
 
 /** One semaphore's waiters on one client. */
@@ -17,6 +18,8 @@ export class Waiters {
   ready = false;
   #refs = 0;
   #granted = new Map<string, (at: number) => void>();
+  /** Each sleeping waiter's wake-up, by token. */
+  #sleepers = new Map<string, () => void>();
   #table: Map<string, Waiters>;
   #channel: string;
 
@@ -31,7 +34,13 @@ export class Waiters {
     this.wake = new Wake(redis, channel, (message) => {
       const parts = message.split(" ");
       const at = Number(parts[0]);
-      for (let i = 1; i < parts.length; i++) this.#granted.get(parts[i])?.(at);
+      for (let i = 1; i < parts.length; i++) {
+        this.#granted.get(parts[i])?.(at);
+        this.#sleepers.get(parts[i])?.();
+      }
+    }, () => {
+      // Messages may have been missed: every waiter looks again.
+      for (const wake of [...this.#sleepers.values()]) wake();
     });
   }
 
@@ -39,6 +48,37 @@ export class Waiters {
   async subscribed(): Promise<void> {
     await this.wake.subscribed();
     this.ready = true;
+  }
+
+  /**
+   * Resolves after `ms`, when a message hands `token` a permit, or when the
+   * subscription was renewed after a reconnect; rejects with the signal's
+   * reason when it aborts. Other tokens' messages do not wake it.
+   */
+  sleep(token: string, ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    // A client that cannot subscribe (lib/adapters/db_redis.ts) looks again
+    // every `recheckMs`.
+    const recheck = this.wake.redis.recheckMs;
+    if (recheck !== undefined) ms = Math.min(ms, recheck);
+    return new Promise<void>((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#sleepers.delete(token);
+      };
+      const wake = () => {
+        finish();
+        resolve();
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(wake, timerMs(ms));
+      this.#sleepers.set(token, wake);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   /**
