@@ -164,7 +164,12 @@ export {
   LockNotHeldError,
   type LockNotHeldReason,
 } from "./lib/errors.ts";
-export type { LockKeys } from "./lib/keys.ts";
+export type { LockKeys, SemaphoreKeys } from "./lib/keys.ts";
+export { Semaphore, type SemaphoreOptions } from "./lib/semaphore/semaphore.ts";
+export {
+  withSemaphore,
+  type WithSemaphoreOptions,
+} from "./lib/semaphore/with_semaphore.ts";
 export { cached } from "./lib/cache/cached.ts";
 export type {
   CachedCallOptions,

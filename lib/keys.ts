@@ -194,3 +194,38 @@ export function checkHashTag(what: string, name: string): void {
     );
   }
 }
+
+/** The Redis names one semaphore uses (all in the `{<name>}` hash slot). */
+export interface SemaphoreKeys {
+  /** ZSET of holders' tokens, scored by their expiry (server ms). */
+  holders: string;
+  /** ZSET of waiters' tickets, scored by their place in line. */
+  queue: string;
+  /** ZSET of waiters' tickets, scored by their expiry (server ms). */
+  tickets: string;
+  /** String: the counter that numbers tickets. */
+  seq: string;
+  /** Channel: a release publishes the tickets whose turn it is. */
+  wake: string;
+}
+
+/**
+ * The keys and channel of the semaphore called `name`:
+ * `<prefix>sem:{<name>}:holders`, `:queue`, `:tickets`, `:seq`, `:wake`.
+ *
+ * @param name The semaphore's name (a non-empty string).
+ * @param prefix The key prefix (default `respite:`).
+ */
+export function semaphoreKeys(
+  name: string,
+  prefix: string = DEFAULT_PREFIX,
+): SemaphoreKeys {
+  const base = `${prefix}sem:{${name}}`;
+  return {
+    holders: `${base}:holders`,
+    queue: `${base}:queue`,
+    tickets: `${base}:tickets`,
+    seq: `${base}:seq`,
+    wake: `${base}:wake`,
+  };
+}

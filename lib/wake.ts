@@ -36,6 +36,8 @@ export class Wake {
   readonly channel: string;
   /** Called with each message as it arrives, before sleepers wake. */
   readonly onMessage?: (message: string) => void;
+  /** Called when the channel was subscribed again after a reconnect, before sleepers wake. */
+  readonly onResubscribed?: () => void;
 
   /**
    * @param redis The client whose shared subscriber connection carries it.
@@ -43,15 +45,19 @@ export class Wake {
    * @param onMessage Called with each message as it arrives, before sleepers
    *   wake (for a waiter that keeps a certain kind of message, which a later
    *   one in the same burst would push out of {@linkcode Wake.last}).
+   * @param onResubscribed Called when the channel was subscribed again after
+   *   a reconnect (messages may have been missed), before sleepers wake.
    */
   constructor(
     redis: CommandSurface,
     channel: string,
     onMessage?: (message: string) => void,
+    onResubscribed?: () => void,
   ) {
     this.redis = redis;
     this.channel = channel;
     this.onMessage = onMessage;
+    this.onResubscribed = onResubscribed;
   }
 
   /**
@@ -69,7 +75,12 @@ export class Wake {
         this.last = message;
         this.onMessage?.(message);
         this.#wakeAll();
-      }, { onResubscribed: () => this.#wakeAll() });
+      }, {
+        onResubscribed: () => {
+          this.onResubscribed?.();
+          this.#wakeAll();
+        },
+      });
       this.#unsubscribe = sub;
       sub.catch(() => {
         if (this.#unsubscribe === sub) this.#unsubscribe = null;

@@ -19,6 +19,7 @@ import {
   Lock,
   type RedisClient,
   ReplyError,
+  Semaphore,
   withLock,
 } from "../mod.ts";
 import { BLOCKING_COMMANDS } from "../lib/client/blocking.ts";
@@ -45,6 +46,14 @@ export const RESPITE_COMMANDS = [
   "exists", // Lock.locked()
   "time", // acquire: a token is max(counter + 1, the server's clock in µs)
   "scan", // Lock.resetAll() (SCAN ... MATCH ... TYPE string)
+  // The Semaphore's holders and queue (ZSETs), from its Lua scripts:
+  "zadd",
+  "zrem",
+  "zcard",
+  "zscore",
+  "zrange",
+  "zrangebyscore",
+  "zremrangebyscore",
   // Pub/sub, on the client's subscriber connection:
   "subscribe", // waiting for a lock or a cached() value; redis.subscribe()
   "unsubscribe", // when the last waiter on a channel is gone; unsubscribe()
@@ -87,6 +96,13 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   exists: ["Lock.locked"],
   time: ["Lock.acquire"],
   scan: ["Lock.resetAll"],
+  zadd: ["Semaphore, waiting until released"],
+  zrem: ["Semaphore, waiting until released"],
+  zcard: ["Semaphore, waiting until released"],
+  zscore: ["Semaphore, waiting until released"],
+  zrange: ["Semaphore, waiting until released"],
+  zrangebyscore: ["Semaphore, waiting until released"],
+  zremrangebyscore: ["Semaphore, waiting until released"],
   subscribe: [
     "redis.subscribe",
     "Lock.acquire, waiting until released",
@@ -188,6 +204,25 @@ function track<T>(p: Promise<T>): { p: Promise<T>; done: () => boolean } {
 }
 
 const FEATURES = {
+  async "Semaphore, waiting until released"(c: Ctx) {
+    await using r = await c.open();
+    const name = uniq("sem");
+    const a = new Semaphore(r, name, { limit: 1, ttl: 5_000 });
+    const b = new Semaphore(r, name, { limit: 1, ttl: 5_000 });
+    assert.equal(await a.acquire({ wait: 0 }), true);
+    const ac = new AbortController();
+    const waiting = b.acquire({ wait: 5_000, signal: ac.signal });
+    waiting.catch(() => {}); // awaited below, unless the release fails first
+    try {
+      await sleep(20);
+      await a.release();
+    } catch (err) {
+      ac.abort(err);
+      throw err;
+    }
+    assert.equal(await waiting, true);
+    await b.release();
+  },
   async "connect"(c: Ctx) {
     await using r = await c.open();
     assert.equal(r.status, "ready");
@@ -838,6 +873,7 @@ for (const protocol of [2, 3] as const) {
 const NOT_COMMANDS = new Set([
   "PX",
   "NX",
+  "WITHSCORES", // ZRANGE's option (the semaphore's scripts)
   "MATCH",
   "COUNT",
   "TYPE",

@@ -1,0 +1,113 @@
+/**
+ * The waiters of one semaphore on one client: one subscription to its wake
+ * channel (lib/wake.ts), shared by every waiting `Semaphore` object of the
+ * process, which reads the tokens each message hands a permit to.
+ *
+ * @module
+ */
+
+import type { CommandSurface } from "../adapters/surface.ts";
+import { timerMs } from "../async.ts";
+import { Wake } from "../wake.ts";
+
+/** One semaphore's waiters on one client. */
+export class Waiters {
+  /** The shared subscription. */
+  readonly wake: Wake;
+  /** Whether Redis confirmed the subscription (and it is still open). */
+  ready = false;
+  #refs = 0;
+  #granted = new Map<string, (at: number) => void>();
+  /** Each sleeping waiter's wake-up, by token. */
+  #sleepers = new Map<string, () => void>();
+  #table: Map<string, Waiters>;
+  #channel: string;
+
+  constructor(
+    redis: CommandSurface,
+    channel: string,
+    table: Map<string, Waiters>,
+  ) {
+    this.#table = table;
+    this.#channel = channel;
+    // "<server ms> <token> <token> ...": each token now holds a permit.
+    this.wake = new Wake(redis, channel, (message) => {
+      const parts = message.split(" ");
+      const at = Number(parts[0]);
+      for (let i = 1; i < parts.length; i++) {
+        this.#granted.get(parts[i])?.(at);
+        this.#sleepers.get(parts[i])?.();
+      }
+    }, () => {
+      // Messages may have been missed: every waiter looks again.
+      for (const wake of [...this.#sleepers.values()]) wake();
+    });
+  }
+
+  /** Subscribes (once), resolving when Redis confirmed it. */
+  async subscribed(): Promise<void> {
+    await this.wake.subscribed();
+    this.ready = true;
+  }
+
+  /**
+   * Resolves after `ms`, when a message hands `token` a permit, or when the
+   * subscription was renewed after a reconnect; rejects with the signal's
+   * reason when it aborts. Other tokens' messages do not wake it.
+   */
+  sleep(token: string, ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    // A client that cannot subscribe (lib/adapters/db_redis.ts) looks again
+    // every `recheckMs`.
+    const recheck = this.wake.redis.recheckMs;
+    if (recheck !== undefined) ms = Math.min(ms, recheck);
+    return new Promise<void>((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#sleepers.delete(token);
+      };
+      const wake = () => {
+        finish();
+        resolve();
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(wake, timerMs(ms));
+      this.#sleepers.set(token, wake);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /**
+   * Calls `onGranted` with the server's time when a message hands `token` a
+   * permit, until the returned function is called.
+   */
+  listen(token: string, onGranted: (at: number) => void): () => void {
+    this.#refs++;
+    this.#granted.set(token, onGranted);
+    return () => {
+      this.#granted.delete(token);
+      if (--this.#refs === 0) {
+        this.#table.delete(this.#channel);
+        this.ready = false;
+        this.wake.close();
+      }
+    };
+  }
+}
+
+const all = new WeakMap<CommandSurface, Map<string, Waiters>>();
+
+/** The waiters of the semaphore whose wake channel is `channel`, on `redis`. */
+export function waitersOf(redis: CommandSurface, channel: string): Waiters {
+  let table = all.get(redis);
+  if (table === undefined) all.set(redis, table = new Map());
+  let w = table.get(channel);
+  if (w === undefined) {
+    table.set(channel, w = new Waiters(redis, channel, table));
+  }
+  return w;
+}
