@@ -5,9 +5,14 @@
 import type { RedisClient } from "../mod.ts";
 import { CACHE_SCRIPTS } from "../lib/cache/store.ts";
 import { LOCK_SCRIPTS } from "../lib/lock/scripts.ts";
+import { SEMAPHORE_SCRIPTS } from "../lib/semaphore/scripts.ts";
 
-/** Every script in lib/ (the lock's and `cached`'s). */
-export const ALL_SCRIPTS = [...LOCK_SCRIPTS, ...CACHE_SCRIPTS];
+/** Every script in lib/ (the lock's, `cached`'s and the semaphore's). */
+export const ALL_SCRIPTS = [
+  ...LOCK_SCRIPTS,
+  ...CACHE_SCRIPTS,
+  ...SEMAPHORE_SCRIPTS,
+];
 
 /**
  * `SCRIPT LOAD`s every respite script on `admin`'s server.

@@ -125,6 +125,13 @@ if s then redis.call('ZREM', KEYS[1], ARGV[1]) end
 return -1`,
 );
 
+/** Every script the semaphore runs (tests load them into a server ahead of use). */
+export const SEMAPHORE_SCRIPTS: readonly Script[] = [
+  SEM_ACQUIRE_SCRIPT,
+  SEM_RELEASE_SCRIPT,
+  SEM_EXTEND_SCRIPT,
+];
+
 /** What a try found, with the server's clock (ms) when it ran. */
 export type SemAcquireResult =
   | {
