@@ -4,6 +4,7 @@ import { migrateSlot, startCluster } from "../testing/cluster.ts";
 import { connectCluster } from "../lib/cluster/client.ts";
 import { keySlot } from "../lib/cluster/slot.ts";
 import { ClusterError, CrossSlotError } from "../lib/errors.ts";
+import { cached, Lock } from "../mod.ts";
 
 const cluster = await startCluster();
 const redis = await connectCluster(cluster.urls[0]);
@@ -69,6 +70,47 @@ test("MOVED, ASK and TRYAGAIN during a hand migration are followed", async () =>
   assert.equal(await stale.send("GET", "{mv}3"), "3");
   assert.equal(stale.stats.moved, 1);
   await stale.close();
+});
+
+test("Lock on the cluster client: exclusive, a waiter is woken at release", async () => {
+  await using c = await connectCluster(cluster.urls[2]);
+  const a = new Lock(c, "cjob", { ttl: 30_000 });
+  const b = new Lock(c, "cjob", { ttl: 30_000 });
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  assert.equal(await b.acquire({ wait: 0 }), false);
+  const waiting = b.acquire({ wait: 20_000 });
+  await new Promise((r) => setTimeout(r, 200));
+  const released = Date.now();
+  await a.release();
+  assert.equal(await waiting, true);
+  // Woken by the release's publish, not by polling a 30 s TTL.
+  assert.ok(
+    Date.now() - released < 1_000,
+    `woke after ${Date.now() - released} ms`,
+  );
+  await b.release();
+});
+
+test("cached on the cluster client computes once for concurrent calls", async () => {
+  let runs = 0;
+  const f = cached(async () => {
+    runs++;
+    await new Promise((r) => setTimeout(r, 50));
+    return { answer: 42 };
+  }, { redis, key: "cluster-cached", ttl: 60_000 });
+  const results = await Promise.all(Array.from({ length: 200 }, () => f()));
+  assert.equal(runs, 1);
+  assert.ok(results.every((r) => r.answer === 42));
+});
+
+test("Lock.resetAll clears lock keys on every master", async () => {
+  const locks = Array.from(
+    { length: 30 },
+    (_, i) => new Lock(redis, `r${i}`, { ttl: 60_000 }),
+  );
+  for (const l of locks) assert.equal(await l.acquire({ wait: 0 }), true);
+  await Lock.resetAll(redis);
+  for (const l of locks) assert.equal(await l.locked(), false);
 });
 
 test("unreachable seeds give a ClusterError without the password", async () => {
