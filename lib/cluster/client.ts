@@ -41,10 +41,15 @@ export interface ClusterOptions
 
 /** What the cluster client met, counted since it was opened. */
 export interface ClusterStats {
+  /** MOVED replies followed. */
   moved: number;
+  /** ASK replies followed (ASKING + the command on the target). */
   ask: number;
+  /** TRYAGAIN replies retried (a multi-key command mid-migration). */
   tryagain: number;
+  /** CLUSTERDOWN replies retried. */
   clusterdown: number;
+  /** Slot map reads (the first one included). */
   refreshes: number;
 }
 
