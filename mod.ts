@@ -203,3 +203,11 @@ export type {
   TransportHandlers,
   TransportOptions,
 } from "./lib/transport/types.ts";
+export {
+  ClusterClient,
+  type ClusterOptions,
+  type ClusterSeed,
+  type ClusterStats,
+  connectCluster,
+} from "./lib/cluster/client.ts";
+export { ClusterError, CrossSlotError } from "./lib/errors.ts";

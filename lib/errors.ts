@@ -386,3 +386,65 @@ export class CachedFailureError extends RespiteError {
     this.errorName = options.errorName;
   }
 }
+
+/**
+ * A Redis Cluster could not be used for a command: no seed answered, the
+ * slot map could not be read, or a command was redirected (MOVED/ASK) or
+ * refused (TRYAGAIN/CLUSTERDOWN) more times than allowed. The message says
+ * which; `cause` is the last underlying error.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ClusterError, RespiteError } from "./errors.ts";
+ * const err = new ClusterError("GET redirected 16 times (last: MOVED 12182 127.0.0.1:7001)");
+ * assert.ok(err instanceof RespiteError);
+ * assert.equal(err.name, "ClusterError");
+ * ```
+ */
+export class ClusterError extends RespiteError {
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong (never a password).
+   * @param options `cause`, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ClusterError";
+  }
+}
+
+/**
+ * A command's keys hash to different cluster slots, so no single master can
+ * run it; thrown before anything is sent. Put the keys in one slot with a
+ * shared `{hash tag}`. A `RangeError`, as it is a bad argument.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { CrossSlotError } from "./errors.ts";
+ * const err = new CrossSlotError("MGET", [1, 2]);
+ * assert.ok(err instanceof RangeError);
+ * assert.deepEqual(err.slots, [1, 2]);
+ * ```
+ */
+export class CrossSlotError extends RangeError {
+  /** The distinct slots the keys hash to. */
+  readonly slots: readonly number[];
+  /**
+   * Creates the error.
+   *
+   * @param command The command name.
+   * @param slots The distinct slots its keys hash to.
+   */
+  constructor(command: string, slots: readonly number[]) {
+    super(
+      `${command}: keys hash to different cluster slots (${
+        slots.join(", ")
+      }); give them a shared {hash tag}`,
+    );
+    this.name = "CrossSlotError";
+    this.slots = slots;
+  }
+}

@@ -77,6 +77,16 @@ export const OPTIONAL_COMMANDS = ["config|get", "ping"] as const;
  */
 export const ALWAYS_ALLOWED = ["auth", "hello"] as const;
 
+/**
+ * Sent only by the cluster client (`connectCluster`): reading the slot map
+ * and following an ASK redirection.
+ */
+export const CLUSTER_COMMANDS = [
+  "cluster|shards",
+  "cluster|slots",
+  "asking",
+] as const;
+
 type Command = typeof RESPITE_COMMANDS[number];
 
 /** Which features fail without a command (each must). */
@@ -888,6 +898,11 @@ const NOT_COMMANDS = new Set([
   "LOADING",
   "BUSY",
   "TRYAGAIN",
+  "MOVED", // cluster redirections (lib/cluster/client.ts)
+  "ASK",
+  "CLUSTERDOWN",
+  "SHARDS", // CLUSTER's subcommands
+  "SLOTS",
   "ERR",
   "REPLY",
   "STREAMS",
@@ -908,7 +923,12 @@ test("every command name in lib/ is listed (keep RESPITE_COMMANDS and the README
   // The lock's four scripts and cached()'s two, at least, were found.
   assert.ok(SCRIPTS.size >= 6, `${SCRIPTS.size} scripts found in lib/`);
   const known = new Set<string>([
-    ...[...RESPITE_COMMANDS, ...OPTIONAL_COMMANDS, ...ALWAYS_ALLOWED].map((
+    ...[
+      ...RESPITE_COMMANDS,
+      ...OPTIONAL_COMMANDS,
+      ...ALWAYS_ALLOWED,
+      ...CLUSTER_COMMANDS,
+    ].map((
       c,
     ) => c.split("|")[0].toUpperCase()),
   ]);

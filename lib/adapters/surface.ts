@@ -81,6 +81,12 @@ export interface CommandSurface {
    */
   readonly server?: string;
   /**
+   * A Redis Cluster client's masters, one surface each, so that SCANs
+   * (`Lock.resetAll`) and the eviction check visit every master. Left out
+   * for a single server.
+   */
+  masters?(): Promise<CommandSurface[]>;
+  /**
    * Set only by an adapter whose client cannot be woken by pub/sub: the
    * longest a waiter sleeps before it looks at Redis again (ms).
    */

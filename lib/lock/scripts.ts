@@ -326,10 +326,24 @@ export async function resetAllScript(
   prefix: string,
 ): Promise<number> {
   const pattern = lockPattern(prefix);
+  // A cluster: SCAN every master; the resets are routed by the cluster.
+  const scanned = redis.masters ? await redis.masters() : [redis];
+  let deleted = 0;
+  for (const node of scanned) {
+    deleted += await resetOn(redis, node, pattern);
+  }
+  return deleted;
+}
+
+async function resetOn(
+  redis: CommandSurface,
+  node: CommandSurface,
+  pattern: string,
+): Promise<number> {
   let cursor = "0";
   let deleted = 0;
   do {
-    const [next, keys] = await redis.command<[string, string[]]>([
+    const [next, keys] = await node.command<[string, string[]]>([
       "SCAN",
       cursor,
       "MATCH",

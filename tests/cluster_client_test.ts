@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { teardown, test } from "./_harness.ts";
+import { migrateSlot, startCluster } from "../testing/cluster.ts";
+import { connectCluster } from "../lib/cluster/client.ts";
+import { keySlot } from "../lib/cluster/slot.ts";
+import { ClusterError, CrossSlotError } from "../lib/errors.ts";
+import { cached, Lock } from "../mod.ts";
+
+const cluster = await startCluster();
+const redis = await connectCluster(cluster.urls[0]);
+
+test("thousands of keys land on every master and read back", async () => {
+  await Promise.all(
+    Array.from({ length: 3000 }, (_, i) => redis.send("SET", `k${i}`, i)),
+  );
+  for (const n of cluster.nodes) {
+    assert.ok(Number(await n.client.command(["DBSIZE"])) > 500);
+  }
+  assert.equal(await redis.send("GET", "k1234"), "1234");
+  assert.equal((await redis.masters()).length, 3);
+});
+
+test("cross-slot commands are refused before anything is sent", async () => {
+  await assert.rejects(
+    redis.send("MSET", "a1", "1", "b2", "2"),
+    CrossSlotError,
+  );
+  assert.equal(await redis.send("EXISTS", "a1"), 0);
+  assert.equal(await redis.send("EXISTS", "b2"), 0);
+  assert.equal(await redis.send("MSET", "{t}a", "1", "{t}b", "2"), "OK");
+});
+
+test("MOVED, ASK and TRYAGAIN during a hand migration are followed", async () => {
+  const slot = keySlot("mv");
+  for (let i = 0; i < 4; i++) await redis.send("SET", `{mv}${i}`, i);
+  const stale = await connectCluster(cluster.urls[1]);
+  const source = await cluster.ownerOf(slot);
+  const target = cluster.nodes.find((n) => n !== source)!;
+  let tryagain: Promise<unknown> | undefined;
+  await migrateSlot(cluster, slot, target, {
+    async afterKey(key) {
+      assert.equal(await redis.send("GET", key), key.slice(4)); // via ASK
+      if (tryagain === undefined) {
+        // One key moved, the other not yet: the source answers TRYAGAIN
+        // until the migration is over.
+        const other = key === "{mv}0" ? "{mv}1" : "{mv}0";
+        tryagain = redis.send(
+          "EVAL",
+          "return redis.call('MGET', KEYS[1], KEYS[2])",
+          2,
+          key,
+          other,
+        );
+        const end = Date.now() + 5000;
+        while (redis.stats.tryagain === 0 && Date.now() < end) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+    },
+  });
+  const got = await tryagain as string[];
+  assert.equal(got.length, 2);
+  assert.ok(got.every((v) => v !== null));
+  assert.ok(redis.stats.ask > 0, "ask");
+  assert.ok(redis.stats.tryagain > 0, "tryagain");
+  // A client whose map predates the migration meets MOVED once, then
+  // routes straight to the new owner.
+  assert.equal(await stale.send("GET", "{mv}2"), "2");
+  assert.equal(stale.stats.moved, 1);
+  assert.equal(await stale.send("GET", "{mv}3"), "3");
+  assert.equal(stale.stats.moved, 1);
+  await stale.close();
+});
+
+test("Lock on the cluster client: exclusive, a waiter is woken at release", async () => {
+  await using c = await connectCluster(cluster.urls[2]);
+  const a = new Lock(c, "cjob", { ttl: 30_000 });
+  const b = new Lock(c, "cjob", { ttl: 30_000 });
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  assert.equal(await b.acquire({ wait: 0 }), false);
+  const waiting = b.acquire({ wait: 20_000 });
+  await new Promise((r) => setTimeout(r, 200));
+  const released = Date.now();
+  await a.release();
+  assert.equal(await waiting, true);
+  // Woken by the release's publish, not by polling a 30 s TTL.
+  assert.ok(
+    Date.now() - released < 1_000,
+    `woke after ${Date.now() - released} ms`,
+  );
+  await b.release();
+});
+
+test("cached on the cluster client computes once for concurrent calls", async () => {
+  let runs = 0;
+  const f = cached(async () => {
+    runs++;
+    await new Promise((r) => setTimeout(r, 50));
+    return { answer: 42 };
+  }, { redis, key: "cluster-cached", ttl: 60_000 });
+  const results = await Promise.all(Array.from({ length: 200 }, () => f()));
+  assert.equal(runs, 1);
+  assert.ok(results.every((r) => r.answer === 42));
+});
+
+test("Lock.resetAll clears lock keys on every master", async () => {
+  const locks = Array.from(
+    { length: 30 },
+    (_, i) => new Lock(redis, `r${i}`, { ttl: 60_000 }),
+  );
+  for (const l of locks) assert.equal(await l.acquire({ wait: 0 }), true);
+  await Lock.resetAll(redis);
+  for (const l of locks) assert.equal(await l.locked(), false);
+});
+
+test("unreachable seeds give a ClusterError without the password", async () => {
+  await assert.rejects(
+    connectCluster("redis://:s3cret@127.0.0.1:1"),
+    (e: unknown) =>
+      e instanceof ClusterError && !String(e.message).includes("s3cret"),
+  );
+});
+
+teardown(async () => {
+  await redis.close();
+  await cluster.stop();
+});
