@@ -1,0 +1,55 @@
+/**
+ * Locks in scripts: `withLock(fn, { onBusy: "skip" })` resolves to
+ * `undefined` without running `fn` when the lock is held, and without
+ * waiting; the default still rejects with LockNotAcquiredError.
+ */
+import assert from "node:assert/strict";
+import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { test } from "./_harness.ts";
+
+const server = await sharedRedis();
+let n = 0;
+const prefix = () => `respite-test-lockscript-${Date.now()}-${n++}:`;
+
+test('onBusy: "skip" resolves to undefined without running fn while the lock is held', async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  await using held = new Lock(r, "job", { prefix: p });
+  assert.equal(await held.acquire({ wait: 0 }), true);
+  let ran = 0;
+  const job = withLock(() => ++ran, {
+    redis: r,
+    name: "job",
+    prefix: p,
+    wait: 0,
+    onBusy: "skip",
+  });
+  const t0 = Date.now();
+  assert.equal(await job(), undefined);
+  assert.ok(Date.now() - t0 < 1_000);
+  assert.equal(ran, 0);
+  const strict = withLock(() => ++ran, {
+    redis: r,
+    name: "job",
+    prefix: p,
+    wait: 0,
+  });
+  await assert.rejects(strict(), LockNotAcquiredError);
+  await held.release();
+  assert.equal(await job(), 1);
+  assert.equal(ran, 1);
+});
+
+test("onBusy: a bad value is a TypeError naming onBusy", async () => {
+  await using r = await connect(server.url);
+  assert.throws(
+    () =>
+      withLock(() => 1, {
+        redis: r,
+        name: "x",
+        onBusy: "wait" as "skip",
+      }),
+    (err: unknown) => err instanceof TypeError && /onBusy/.test(err.message),
+  );
+});
