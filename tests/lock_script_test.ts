@@ -53,3 +53,27 @@ test("onBusy: a bad value is a TypeError naming onBusy", async () => {
     (err: unknown) => err instanceof TypeError && /onBusy/.test(err.message),
   );
 });
+
+test("keep: true leaves the key with its TTL when fn ends, and a second run is skipped", async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  let ran = 0;
+  const job = withLock(() => ++ran, {
+    redis: r,
+    name: "nightly",
+    prefix: p,
+    ttl: 5_000,
+    wait: 0,
+    onBusy: "skip",
+    keep: true,
+  });
+  assert.equal(await job(), 1);
+  const key = new Lock(r, "nightly", { prefix: p }).keys.key;
+  const pttl = Number(await r.send("PTTL", key));
+  assert.ok(pttl > 3_000 && pttl <= 5_000, `PTTL ${pttl}`);
+  assert.equal(await job(), undefined);
+  assert.equal(ran, 1);
+  await Lock.reset(r, "nightly", { prefix: p });
+  assert.equal(await job(), 2);
+  await Lock.reset(r, "nightly", { prefix: p });
+});

@@ -29,6 +29,7 @@ const WITH_LOCK_OPTIONS: readonly string[] = [
   ...LOCK_OPTIONS,
   ...ACQUIRE_OPTIONS,
   "onBusy",
+  "keep",
 ];
 
 /** Options for {@linkcode withLock}. */
@@ -74,6 +75,12 @@ export interface WithLockOptions<A extends unknown[]> {
    * something. Connection errors still reject.
    */
   onBusy?: "throw" | "skip";
+  /**
+   * Leave the lock to expire at its TTL when `fn` ends, instead of releasing
+   * it (renewal stops): with `onBusy: "skip"`, a job runs at most once per
+   * `ttl` across the fleet (default `false`).
+   */
+  keep?: boolean;
 }
 
 /**
@@ -198,6 +205,10 @@ export function withLock<A extends unknown[], R>(
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
   const { wait, signal } = checkAcquireFields(options);
   const onBusy = options.onBusy ?? "throw";
+  const keep = options.keep ?? false;
+  if (typeof keep !== "boolean") {
+    fail("withLock option keep", "a boolean", keep);
+  }
   if (onBusy !== "throw" && onBusy !== "skip") {
     fail("withLock option onBusy", '"throw" or "skip"', onBusy);
   }
@@ -246,7 +257,7 @@ export function withLock<A extends unknown[], R>(
     }
     if (!releasedByFn) {
       try {
-        await lock.release();
+        await lock.release({ keep });
       } catch (err) {
         if (err instanceof LockNotHeldError) {
           // Gone or taken, and we had not noticed yet: lost all the same.
