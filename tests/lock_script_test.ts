@@ -77,3 +77,20 @@ test("keep: true leaves the key with its TTL when fn ends, and a second run is s
   assert.equal(await job(), 2);
   await Lock.reset(r, "nightly", { prefix: p });
 });
+
+test("Lock.release({ keep: true }) sends nothing and leaves the key; a bad keep is a TypeError", async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  const lock = new Lock(r, "k", { prefix: p, ttl: 4_000 });
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  await assert.rejects(
+    lock.release({ keep: "yes" } as unknown as { keep: boolean }),
+    TypeError,
+  );
+  assert.equal(lock.held, true);
+  await lock.release({ keep: true });
+  assert.equal(lock.held, false);
+  assert.equal(await lock.locked(), true);
+  assert.ok(Number(await r.send("PTTL", lock.keys.key)) > 2_000);
+  await Lock.reset(r, "k", { prefix: p });
+});
