@@ -44,7 +44,7 @@ import {
   resetScript,
   unlockResending,
 } from "./scripts.ts";
-import type { Logger } from "../validate.ts";
+import { checkOptions, fail, type Logger } from "../validate.ts";
 
 export type { AcquireOptions, LockOptions, ResetOptions };
 
@@ -396,6 +396,11 @@ export class Lock {
    * resolving so that the caller knows the lock may have stayed taken until
    * then; work done while `signal` was not aborted was done under the lock.
    *
+   * With `{ keep: true }` nothing is sent: this object stops renewing and
+   * forgets the holding, and the key stays until its lease runs out (a job
+   * that must run at most once per `ttl` across the fleet).
+   *
+   * @param options `keep`: leave the key to expire at its TTL (default `false`).
    * @returns Resolves once released.
    *
    * @example
@@ -409,11 +414,18 @@ export class Lock {
    * assert.equal(await lock.locked(), false);
    * ```
    */
-  async release(): Promise<void> {
+  async release(options?: { keep?: boolean }): Promise<void> {
+    if (options !== undefined) {
+      checkOptions("release() option", options, ["keep"]);
+      if (options.keep !== undefined && typeof options.keep !== "boolean") {
+        fail("release() option keep", "a boolean", options.keep);
+      }
+    }
     const h = this.#holding;
     if (h === null) throw this.#notHeld("not-acquired", "release");
     h.release(); // a lease that ran out unwatched: its signal aborts
     this.#holding = null;
+    if (options?.keep === true) return;
     // Wait for Redis no longer than the lease left (at least min(ttl, 1 s),
     // to tell "expired" from "taken" after a loss): by then the key expires
     // on its own.

@@ -28,6 +28,8 @@ const WITH_LOCK_OPTIONS: readonly string[] = [
   "name",
   ...LOCK_OPTIONS,
   ...ACQUIRE_OPTIONS,
+  "onBusy",
+  "keep",
 ];
 
 /** Options for {@linkcode withLock}. */
@@ -62,6 +64,23 @@ export interface WithLockOptions<A extends unknown[]> {
   fencing?: boolean;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * What a call does when the lock is not acquired within `wait`:
+   * `"throw"` (default) rejects with {@linkcode LockNotAcquiredError};
+   * `"skip"` resolves to `undefined` without running `fn` (with `wait: 0`,
+   * the cron-job habit: a second copy does nothing while the first runs).
+   * `undefined` is the skip value because it needs no extra import and is
+   * what the return type already says (`Promise<R | undefined>`); a job whose
+   * `fn` itself returns `undefined` can tell the cases apart by returning
+   * something. Connection errors still reject.
+   */
+  onBusy?: "throw" | "skip";
+  /**
+   * Leave the lock to expire at its TTL when `fn` ends, instead of releasing
+   * it (renewal stops): with `onBusy: "skip"`, a job runs at most once per
+   * `ttl` across the fleet (default `false`).
+   */
+  keep?: boolean;
 }
 
 /**
@@ -134,8 +153,45 @@ export interface WithLockOptions<A extends unknown[]> {
  */
 export function withLock<A extends unknown[], R>(
   fn: (this: Lock, ...args: A) => R,
+  options: WithLockOptions<A> & { onBusy?: "throw" },
+): (...args: A) => Promise<Awaited<R>>;
+/**
+ * {@linkcode withLock} with `onBusy: "skip"`: a call that does not get the
+ * lock within `wait` resolves to `undefined` and `fn` does not run (a cron
+ * job's second copy does nothing while the first still runs).
+ *
+ * @param fn The function to run under the lock; `this` is the {@linkcode Lock}.
+ * @param options As for the other form, with `onBusy: "skip"`.
+ * @returns A function with `fn`'s parameters, resolving with its result, or
+ *   `undefined` when the lock was busy.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, Lock, withLock } from "@respite/respite";
+ * await using redis = await connect();
+ *
+ * await using other = new Lock(redis, "doc:nightly");
+ * assert.ok(await other.acquire({ wait: 0 }));
+ * const nightly = withLock(() => "done", {
+ *   redis,
+ *   name: "doc:nightly",
+ *   wait: 0,
+ *   onBusy: "skip",
+ * });
+ * assert.equal(await nightly(), undefined);
+ * await other.release();
+ * assert.equal(await nightly(), "done");
+ * ```
+ */
+export function withLock<A extends unknown[], R>(
+  fn: (this: Lock, ...args: A) => R,
+  options: WithLockOptions<A> & { onBusy: "skip" },
+): (...args: A) => Promise<Awaited<R> | undefined>;
+export function withLock<A extends unknown[], R>(
+  fn: (this: Lock, ...args: A) => R,
   options: WithLockOptions<A>,
-): (...args: A) => Promise<Awaited<R>> {
+): (...args: A) => Promise<Awaited<R> | undefined> {
   checkFunction("withLock(fn, options): fn", fn);
   if (options === undefined) {
     fail("withLock(fn, options): options", "an object", options);
@@ -148,7 +204,15 @@ export function withLock<A extends unknown[], R>(
   // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
   const { wait, signal } = checkAcquireFields(options);
-  return async function (...args: A): Promise<Awaited<R>> {
+  const onBusy = options.onBusy ?? "throw";
+  const keep = options.keep ?? false;
+  if (typeof keep !== "boolean") {
+    fail("withLock option keep", "a boolean", keep);
+  }
+  if (onBusy !== "throw" && onBusy !== "skip") {
+    fail("withLock option onBusy", '"throw" or "skip"', onBusy);
+  }
+  return async function (...args: A): Promise<Awaited<R> | undefined> {
     // Per call: the client may come from the arguments, and on Workers even
     // a fixed one may belong to an earlier request.
     const client = checkClient(
@@ -165,6 +229,7 @@ export function withLock<A extends unknown[], R>(
       fencing,
     });
     if (!await lock.acquire({ wait, signal })) {
+      if (onBusy === "skip") return undefined;
       throw new LockNotAcquiredError(
         `Lock ${lockName} was not acquired within ${wait} ms`,
         { lock: lockName, wait },
@@ -192,7 +257,7 @@ export function withLock<A extends unknown[], R>(
     }
     if (!releasedByFn) {
       try {
-        await lock.release();
+        await lock.release({ keep });
       } catch (err) {
         if (err instanceof LockNotHeldError) {
           // Gone or taken, and we had not noticed yet: lost all the same.

@@ -1,0 +1,96 @@
+/**
+ * Locks in scripts: `withLock(fn, { onBusy: "skip" })` resolves to
+ * `undefined` without running `fn` when the lock is held, and without
+ * waiting; the default still rejects with LockNotAcquiredError.
+ */
+import assert from "node:assert/strict";
+import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { test } from "./_harness.ts";
+
+const server = await sharedRedis();
+let n = 0;
+const prefix = () => `respite-test-lockscript-${Date.now()}-${n++}:`;
+
+test('onBusy: "skip" resolves to undefined without running fn while the lock is held', async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  await using held = new Lock(r, "job", { prefix: p });
+  assert.equal(await held.acquire({ wait: 0 }), true);
+  let ran = 0;
+  const job = withLock(() => ++ran, {
+    redis: r,
+    name: "job",
+    prefix: p,
+    wait: 0,
+    onBusy: "skip",
+  });
+  const t0 = Date.now();
+  assert.equal(await job(), undefined);
+  assert.ok(Date.now() - t0 < 1_000);
+  assert.equal(ran, 0);
+  const strict = withLock(() => ++ran, {
+    redis: r,
+    name: "job",
+    prefix: p,
+    wait: 0,
+  });
+  await assert.rejects(strict(), LockNotAcquiredError);
+  await held.release();
+  assert.equal(await job(), 1);
+  assert.equal(ran, 1);
+});
+
+test("onBusy: a bad value is a TypeError naming onBusy", async () => {
+  await using r = await connect(server.url);
+  assert.throws(
+    () =>
+      withLock(() => 1, {
+        redis: r,
+        name: "x",
+        onBusy: "wait" as "skip",
+      }),
+    (err: unknown) => err instanceof TypeError && /onBusy/.test(err.message),
+  );
+});
+
+test("keep: true leaves the key with its TTL when fn ends, and a second run is skipped", async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  let ran = 0;
+  const job = withLock(() => ++ran, {
+    redis: r,
+    name: "nightly",
+    prefix: p,
+    ttl: 5_000,
+    wait: 0,
+    onBusy: "skip",
+    keep: true,
+  });
+  assert.equal(await job(), 1);
+  const key = new Lock(r, "nightly", { prefix: p }).keys.key;
+  const pttl = Number(await r.send("PTTL", key));
+  assert.ok(pttl > 3_000 && pttl <= 5_000, `PTTL ${pttl}`);
+  assert.equal(await job(), undefined);
+  assert.equal(ran, 1);
+  await Lock.reset(r, "nightly", { prefix: p });
+  assert.equal(await job(), 2);
+  await Lock.reset(r, "nightly", { prefix: p });
+});
+
+test("Lock.release({ keep: true }) sends nothing and leaves the key; a bad keep is a TypeError", async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  const lock = new Lock(r, "k", { prefix: p, ttl: 4_000 });
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  await assert.rejects(
+    lock.release({ keep: "yes" } as unknown as { keep: boolean }),
+    TypeError,
+  );
+  assert.equal(lock.held, true);
+  await lock.release({ keep: true });
+  assert.equal(lock.held, false);
+  assert.equal(await lock.locked(), true);
+  assert.ok(Number(await r.send("PTTL", lock.keys.key)) > 2_000);
+  await Lock.reset(r, "k", { prefix: p });
+});
