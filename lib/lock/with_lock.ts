@@ -11,7 +11,7 @@ import {
   LockNotAcquiredError,
   LockNotHeldError,
 } from "../errors.ts";
-import { Lock, type LockOptions } from "./lock.ts";
+import { Lock } from "./lock.ts";
 import {
   ACQUIRE_OPTIONS,
   checkAcquireFields,
@@ -62,7 +62,7 @@ export interface WithLockOptions<A extends unknown[]> {
   logger?: Logger | null;
   /** Keep the lock's fencing counter (default `true`); with `false`, `this.fence` is `null` and no counter key is written. */
   fencing?: boolean;
-  /** With an array of clients: the per-node timeout in ms (see {@linkcode LockOptions}). */
+  /** With an array of clients: the per-node timeout in ms (see `LockOptions`). */
   nodeTimeout?: number;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
