@@ -29,18 +29,28 @@ export type QuorumTry =
   | { acquired: true; fence: number | null }
   | { acquired: false; pttl: number };
 
-/** One node step's outcome: its value, or `undefined` (no answer in time). */
-async function within<T>(
+/**
+ * Runs `run` on every node with one shared timeout of `ms` (one timer per
+ * step, not per node): each node's value, or `undefined` when it did not
+ * answer in time or failed.
+ */
+async function onAll<T>(
+  nodes: readonly CommandSurface[],
   ms: number,
   outer: AbortSignal | undefined,
-  run: (signal: AbortSignal) => Promise<T>,
-): Promise<T | undefined> {
-  const t = AbortSignal.timeout(ms);
-  const signal = outer === undefined ? t : AbortSignal.any([t, outer]);
+  run: (node: CommandSurface, signal: AbortSignal) => Promise<T>,
+): Promise<(T | undefined)[]> {
+  const c = new AbortController();
+  const timer = setTimeout(() => c.abort(), ms);
+  const signal = outer === undefined
+    ? c.signal
+    : AbortSignal.any([c.signal, outer]);
   try {
-    return await run(signal);
-  } catch {
-    return undefined;
+    return await Promise.all(
+      nodes.map((n) => run(n, signal).catch(() => undefined)),
+    );
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -88,15 +98,12 @@ export class Quorum {
     signal: AbortSignal | undefined,
   ): Promise<QuorumTry> {
     const keys = this.#keys, logger = this.#logger;
-    const results = await Promise.all(
-      this.nodes.map((n) =>
-        within(
-          this.nodeTimeout,
-          signal,
-          (s) =>
-            acquireScript(n, keys, value, ttl, fencing, { logger, signal: s }),
-        )
-      ),
+    const results = await onAll(
+      this.nodes,
+      this.nodeTimeout,
+      signal,
+      (n, s) =>
+        acquireScript(n, keys, value, ttl, fencing, { logger, signal: s }),
     );
     let ok = 0, fence: number | null = null, pttl = Infinity;
     for (const r of results) {
@@ -132,14 +139,11 @@ export class Quorum {
   ): Promise<CompareResult> {
     const keys = this.#keys, logger = this.#logger;
     const sent = performance.now();
-    const rs = await Promise.all(
-      this.nodes.map((n) =>
-        within(
-          this.nodeTimeout,
-          signal,
-          (s) => extendScript(n, keys, value, ttl, { logger, signal: s }),
-        )
-      ),
+    const rs = await onAll(
+      this.nodes,
+      this.nodeTimeout,
+      signal,
+      (n, s) => extendScript(n, keys, value, ttl, { logger, signal: s }),
     );
     signal?.throwIfAborted();
     const ok = rs.filter((r) => r === "ok").length;
@@ -157,14 +161,11 @@ export class Quorum {
     CompareResult
   > {
     const keys = this.#keys, logger = this.#logger;
-    const rs = await Promise.all(
-      this.nodes.map((n) =>
-        within(
-          wait,
-          undefined,
-          (s) => unlockScript(n, keys, value, { logger, signal: s }),
-        )
-      ),
+    const rs = await onAll(
+      this.nodes,
+      wait,
+      undefined,
+      (n, s) => unlockScript(n, keys, value, { logger, signal: s }),
     );
     if (rs.some((r) => r === "ok")) return "ok";
     const other = rs.filter((r) => r === "held-by-other").length;
@@ -174,14 +175,11 @@ export class Quorum {
   /** The value held by a quorum of nodes, or `null`. */
   async value(): Promise<string | null> {
     const key = this.#keys.key;
-    const rs = await Promise.all(
-      this.nodes.map((n) =>
-        within(
-          this.nodeTimeout * 4,
-          undefined,
-          (s) => n.command<string | null>(["GET", key], { signal: s }),
-        )
-      ),
+    const rs = await onAll(
+      this.nodes,
+      this.nodeTimeout * 4,
+      undefined,
+      (n, s) => n.command<string | null>(["GET", key], { signal: s }),
     );
     const counts = new Map<string, number>();
     for (const r of rs) {
