@@ -119,9 +119,17 @@ export class Lock {
    *
    * @param redis The client to use: respite's, or an app's ioredis,
    *   node-redis, Bun `RedisClient` or `@db/redis` client (see
-   *   {@linkcode RedisLike}).
+   *   {@linkcode RedisLike}); or an array of clients of independent servers
+   *   for a quorum (Redlock) lock: each step runs on all of them in
+   *   parallel (each allowed `nodeTimeout` ms) and counts with ⌊N/2⌋ + 1
+   *   of them within the lease's validity (ttl − elapsed − `ttl / 100 + 2`
+   *   ms). Its `fence` is the largest token among the nodes that took it: a
+   *   best-effort ordering, not the strict order of a single node's counter
+   *   (see the README's Redlock section). An empty array is a `RangeError`,
+   *   the same client twice a `TypeError`.
    * @param name The lock's name: a non-empty string without `}`.
-   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`.
+   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`,
+   *   and with an array of clients `nodeTimeout`.
    *
    * @example
    * ```ts
