@@ -25,6 +25,11 @@
  * (`acquireTimeout`), so no worker gives up: redlock polls every 200 ± 100 ms,
  * redis-semaphore every 10 ms. respite waiters are woken by the release.
  *
+ * Quorum (Redlock) columns: respite's `Lock` over an array of N clients and
+ * redlock v4 over N ioredis clients, N = 3 and N = 5, on five throwaway
+ * redis-servers (the first is the single-node server). Their "calls" and
+ * "requests" columns count the first node only (each node sees the same).
+ *
  * Usage: deno task bench:lock [--rounds N] [--seconds S]
  * With REDIS_URL set, that server is used instead of a throwaway one.
  */
@@ -72,6 +77,49 @@ const respite = await connect(url);
 const ioA = new IORedis(url);
 const ioB = new IORedis(url);
 const redlock = new Redlock([ioA], { retryCount: -1 });
+// Four more independent servers for the quorum columns (always throwaway).
+const extra = await Promise.all([1, 2, 3, 4].map(() => startRedis()));
+const respiteNodes = [
+  respite,
+  ...await Promise.all(extra.map((s) => connect(s.url))),
+];
+const ioNodes = [ioA, ...extra.map((s) => new IORedis(s.url))];
+
+function respiteQuorum(n: number): Contender {
+  return {
+    name: `respite Lock N=${n}`,
+    holder(resource) {
+      const lock = new Lock(respiteNodes.slice(0, n), resource, { ttl: TTL });
+      return {
+        acquire: async () => {
+          if (!await lock.acquire()) throw new Error("not acquired");
+        },
+        release: () => lock.release(),
+      };
+    },
+    scriptInner: ["set", "incr", "pttl", "get", "del", "publish", "pexpire"],
+  };
+}
+
+function redlockQuorum(n: number): Contender {
+  const rl = new Redlock(ioNodes.slice(0, n), { retryCount: -1 });
+  return {
+    name: `redlock v4 N=${n}`,
+    holder(resource) {
+      let held: { unlock(): Promise<unknown> } | null = null;
+      return {
+        acquire: async () => {
+          held = await rl.lock(resource, TTL);
+        },
+        release: async () => {
+          await held!.unlock();
+          held = null;
+        },
+      };
+    },
+    scriptInner: ["exists", "set", "get", "del"],
+  };
+}
 
 const contenders: Contender[] = [
   {
@@ -117,6 +165,10 @@ const contenders: Contender[] = [
     },
     scriptInner: ["get", "del"],
   },
+  respiteQuorum(3),
+  redlockQuorum(3),
+  respiteQuorum(5),
+  redlockQuorum(5),
 ];
 
 function median(xs: number[]): number {
@@ -316,16 +368,16 @@ try {
     }
   }
 
-  const rl = results.get("redlock v4")!;
+  const rl1 = results.get("redlock v4")!;
   const rs = results.get("redis-semaphore Mutex")!;
   const rows: string[][] = [[
     "library",
     "uncontended acq+rel/s",
-    "× redlock",
+    "× redlock (same N)",
     `uncontended ×${PARALLEL} locks acq+rel/s`,
-    "× redlock",
+    "× redlock (same N)",
     "contended handoffs/s",
-    "× redlock",
+    "× redlock (same N)",
     "× redis-semaphore",
     "contended acquisitions/s",
     "top worker",
@@ -334,6 +386,8 @@ try {
   ]];
   for (const c of contenders) {
     const r = results.get(c.name)!;
+    const nm = / N=\d+$/.exec(c.name)?.[0];
+    const rl = nm ? results.get(`redlock v4${nm}`)! : rl1;
     rows.push([
       c.name,
       median(r.u).toFixed(0),
@@ -378,7 +432,9 @@ try {
 } finally {
   await respite.close();
   await admin.close();
-  ioA.disconnect();
+  for (const c of respiteNodes.slice(1)) await c.close();
+  for (const c of ioNodes) c.disconnect();
   ioB.disconnect();
   await server?.stop();
+  for (const s of extra) await s.stop();
 }

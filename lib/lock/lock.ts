@@ -35,6 +35,7 @@ import {
 } from "./options.ts";
 import { Acquisition } from "./acquire.ts";
 import { queueOf } from "./queue.ts";
+import { defaultNodeTimeout, Quorum } from "./quorum.ts";
 import {
   acquireScript,
   cleanupTry,
@@ -103,6 +104,8 @@ export class Lock {
   /** The Redis key, fencing counter key and wake channel of this lock. */
   readonly keys: LockKeys;
   #redis: CommandSurface;
+  /** The quorum backend of a lock over an array of clients, else `null`. */
+  #quorum: Quorum | null = null;
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   #acquiring = false;
@@ -116,9 +119,17 @@ export class Lock {
    *
    * @param redis The client to use: respite's, or an app's ioredis,
    *   node-redis, Bun `RedisClient` or `@db/redis` client (see
-   *   {@linkcode RedisLike}).
+   *   {@linkcode RedisLike}); or an array of clients of independent servers
+   *   for a quorum (Redlock) lock: each step runs on all of them in
+   *   parallel (each allowed `nodeTimeout` ms) and counts with ⌊N/2⌋ + 1
+   *   of them within the lease's validity (ttl − elapsed − `ttl / 100 + 2`
+   *   ms). Its `fence` is the largest token among the nodes that took it: a
+   *   best-effort ordering, not the strict order of a single node's counter
+   *   (see the README's Redlock section). An empty array is a `RangeError`,
+   *   the same client twice a `TypeError`.
    * @param name The lock's name: a non-empty string without `}`.
-   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`.
+   * @param options `ttl`, `autoRenew`, `id`, `prefix`, `logger`, `fencing`,
+   *   and with an array of clients `nodeTimeout`.
    *
    * @example
    * ```ts
@@ -129,16 +140,40 @@ export class Lock {
    * assert.equal(lock.keys.key, "respite:lock:{doc:ctor}");
    * ```
    */
-  constructor(redis: RedisLike, name: string, options: LockOptions = {}) {
-    this.#redis = checkClient(redis);
+  constructor(
+    redis: RedisLike | readonly RedisLike[],
+    name: string,
+    options: LockOptions = {},
+  ) {
+    const nodes = Array.isArray(redis) ? checkNodes(redis) : null;
+    this.#redis = nodes === null ? checkClient(redis as RedisLike) : nodes[0];
     this.name = checkName(name);
     const o = checkLockOptions(options);
+    const nt = (options as LockOptions).nodeTimeout;
+    if (nodes === null && nt !== undefined) {
+      throw new TypeError(
+        "The Lock option nodeTimeout needs an array of clients (a quorum lock)",
+      );
+    }
+    if (nt !== undefined && !(Number.isInteger(nt) && nt > 0)) {
+      throw new RangeError(
+        `The Lock option nodeTimeout must be a positive integer of ms, got ${nt}`,
+      );
+    }
     this.ttl = o.ttl;
     this.autoRenew = o.autoRenew;
     this.fencing = o.fencing;
     this.id = o.id ?? randomHex128();
     this.#logger = o.logger;
     this.keys = lockKeys(this.name, o.prefix);
+    if (nodes !== null) {
+      this.#quorum = new Quorum(
+        nodes,
+        this.keys,
+        nt ?? defaultNodeTimeout(this.ttl),
+        this.#logger,
+      );
+    }
   }
 
   /**
@@ -321,6 +356,23 @@ export class Lock {
     const cleanup = () =>
       cleanupTry(redis, keys, value, ttl + leaseMargin(ttl), logger);
     const sent = performance.now();
+    if (this.#quorum !== null) {
+      const q = await this.#quorum.acquire(
+        value,
+        ttl,
+        this.fencing,
+        sent,
+        signal,
+      );
+      if (!q.acquired) return q.pttl;
+      const lease = Lease.acquired(ttl, sent);
+      if (lease === null) {
+        this.#quorum.unlock(value).catch(() => {});
+        return 0;
+      }
+      this.#hold(value, q.fence, lease);
+      return null;
+    }
     let r;
     try {
       r = await acquireScript(redis, keys, value, ttl, this.fencing, {
@@ -343,6 +395,7 @@ export class Lock {
 
   #hold(value: string, fence: number | null, lease: Lease): void {
     const redis = this.#redis, keys = this.keys, logger = this.#logger;
+    const quorum = this.#quorum;
     const h: Holding = new Holding({
       name: this.name,
       value,
@@ -350,7 +403,9 @@ export class Lock {
       lease,
       autoRenew: this.autoRenew,
       pexpire: (ttl, signal) =>
-        extendScript(redis, keys, value, ttl, { logger, signal }),
+        quorum !== null
+          ? quorum.pexpire(value, ttl, signal)
+          : extendScript(redis, keys, value, ttl, { logger, signal }),
       onEnd: () => {
         const q = queueOf(redis, keys, false);
         if (q?.localHolder === h) q.localHolder = null;
@@ -437,6 +492,13 @@ export class Lock {
         } ms; the lock expires on its own when its ${h.lease.ttl} ms lease runs out`,
       ));
     let r: CompareResult, mayHaveRun: boolean;
+    if (this.#quorum !== null) {
+      d.clear();
+      r = await this.#quorum.unlock(h.value, Math.max(ms, 1));
+      if (r === "ok") return;
+      h.lose(r, "release() found no node holding its token");
+      throw this.#notHeld(r, "release");
+    }
     try {
       ({ result: r, mayHaveRun } = await unlockResending(
         this.#redis,
@@ -530,7 +592,9 @@ export class Lock {
    * ```
    */
   async owner(): Promise<string | null> {
-    const v = await this.#redis.command<string | null>(["GET", this.keys.key]);
+    const v = this.#quorum !== null
+      ? await this.#quorum.value()
+      : await this.#redis.command<string | null>(["GET", this.keys.key]);
     if (v === null) return null;
     return v.length >= TOKEN_LENGTH && v[TOKEN_LENGTH - 1] === ":"
       ? v.slice(TOKEN_LENGTH)
@@ -554,6 +618,7 @@ export class Lock {
    * ```
    */
   async locked(): Promise<boolean> {
+    if (this.#quorum !== null) return await this.#quorum.value() !== null;
     return await this.#redis.command<number>(["EXISTS", this.keys.key]) === 1;
   }
 
@@ -638,4 +703,24 @@ export class Lock {
     const surface = checkClient(redis);
     return await resetAllScript(surface, checkResetOptions(options));
   }
+}
+
+/**
+ * Checks the clients of a quorum lock: a non-empty array of distinct
+ * clients.
+ */
+function checkNodes(redis: readonly RedisLike[]): CommandSurface[] {
+  if (redis.length < 1) {
+    throw new RangeError("A quorum Lock needs at least one client, got none");
+  }
+  if (new Set(redis).size !== redis.length) {
+    throw new TypeError(
+      "A quorum Lock was given the same client twice: each node must be a different, independent server",
+    );
+  }
+  const nodes = redis.map((c) => checkClient(c));
+  if (new Set(nodes).size !== nodes.length) {
+    throw new TypeError("A quorum Lock was given the same client twice");
+  }
+  return nodes;
 }

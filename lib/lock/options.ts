@@ -49,6 +49,12 @@ export interface LockOptions {
    * with and without fencing still exclude each other.
    */
   fencing?: boolean;
+  /**
+   * Only with an array of clients (a quorum lock): how long each node may
+   * take to answer one step, in ms (default `min(50, max(5, ttl / 10))`). A
+   * node that does not answer in time counts as "no" for that step.
+   */
+  nodeTimeout?: number;
 }
 
 /** Options for {@linkcode Lock.acquire}. */
@@ -101,6 +107,7 @@ export const LOCK_OPTIONS: readonly string[] = [
   "prefix",
   "logger",
   "fencing",
+  "nodeTimeout",
 ];
 /** The keys of {@linkcode AcquireOptions}. */
 export const ACQUIRE_OPTIONS: readonly string[] = ["wait", "signal"];

@@ -43,9 +43,11 @@ export interface WithLockOptions<A extends unknown[]> {
    * to the request that connected it):
    * `withLock(fn, { redis: (env: Env) => env.redis, name: ... })`. The
    * client is checked at each call; one connected by an earlier request is
-   * refused with a `TypeError` before anything is sent.
+   * refused with a `TypeError` before anything is sent. An array of
+   * clients of independent servers gives a quorum (Redlock) lock, as with
+   * `new Lock([c1, c2, c3], name)`.
    */
-  redis: RedisLike | ((...args: A) => RedisLike);
+  redis: RedisLike | readonly RedisLike[] | ((...args: A) => RedisLike);
   /** The lock's name, or a function of the call's arguments that returns it. */
   name: string | ((...args: A) => string);
   /** The lease in ms, a positive integer (default 30_000). */
@@ -62,6 +64,8 @@ export interface WithLockOptions<A extends unknown[]> {
   logger?: Logger | null;
   /** Keep the lock's fencing counter (default `true`); with `false`, `this.fence` is `null` and no counter key is written. */
   fencing?: boolean;
+  /** With an array of clients: the per-node timeout in ms (see `LockOptions`). */
+  nodeTimeout?: number;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
   /**
@@ -197,9 +201,13 @@ export function withLock<A extends unknown[], R>(
     fail("withLock(fn, options): options", "an object", options);
   }
   checkOptions("withLock option", options, WITH_LOCK_OPTIONS);
-  const { redis, name, ttl, id, prefix, logger, fencing } = options;
+  const { redis, name, ttl, id, prefix, logger, fencing, nodeTimeout } =
+    options;
   const autoRenew = options.autoRenew ?? true;
-  if (typeof redis !== "function") checkClient(redis);
+  if (Array.isArray(redis)) {
+    // The quorum checks (non-empty, distinct clients, nodeTimeout), now.
+    new Lock(redis, "check", { nodeTimeout });
+  } else if (typeof redis !== "function") checkClient(redis as RedisLike);
   if (typeof name !== "function") checkName(name);
   // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
@@ -215,12 +223,15 @@ export function withLock<A extends unknown[], R>(
   return async function (...args: A): Promise<Awaited<R> | undefined> {
     // Per call: the client may come from the arguments, and on Workers even
     // a fixed one may belong to an earlier request.
-    const client = checkClient(
-      typeof redis === "function" ? redis(...args) : redis,
-    );
-    checkRequest(client);
+    const given = typeof redis === "function" ? redis(...args) : redis;
+    const nodes = Array.isArray(given)
+      ? given.map((c) => checkClient(c))
+      : null;
+    const client = nodes?.[0] ?? checkClient(given as RedisLike);
+    for (const c of nodes ?? [client]) checkRequest(c);
     const lockName = typeof name === "function" ? name(...args) : name;
-    const lock = new Lock(client, lockName, {
+    const lock = new Lock(nodes ?? client, lockName, {
+      nodeTimeout,
       ttl,
       autoRenew,
       id,

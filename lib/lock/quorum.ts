@@ -1,0 +1,191 @@
+/**
+ * The quorum (Redlock) backend of a {@linkcode Lock} over independent
+ * masters: every step runs on all nodes in parallel, each node given at most
+ * a small per-node timeout, and counts only with ⌊N/2⌋ + 1 agreeing nodes
+ * while the lease's validity (ttl − elapsed − drift, drift = ttl / 100 + 2 ms,
+ * elapsed on `performance.now()`) is still positive.
+ *
+ * @module
+ */
+
+import type { CommandSurface } from "../adapters/surface.ts";
+import type { LockKeys } from "../keys.ts";
+import type { Logger } from "../validate.ts";
+import { leaseMargin } from "./lease.ts";
+import {
+  acquireScript,
+  type CompareResult,
+  extendScript,
+  unlockScript,
+} from "./scripts.ts";
+
+/** The default per-node timeout (ms): `min(50, max(5, ttl / 10))`. */
+export function defaultNodeTimeout(ttl: number): number {
+  return Math.min(50, Math.max(5, Math.floor(ttl / 10)));
+}
+
+/** What one quorum try found. */
+export type QuorumTry =
+  | { acquired: true; fence: number | null }
+  | { acquired: false; pttl: number };
+
+/**
+ * Runs `run` on every node with one shared timeout of `ms` (one timer per
+ * step, not per node): each node's value, or `undefined` when it did not
+ * answer in time or failed.
+ */
+async function onAll<T>(
+  nodes: readonly CommandSurface[],
+  ms: number,
+  outer: AbortSignal | undefined,
+  run: (node: CommandSurface, signal: AbortSignal) => Promise<T>,
+): Promise<(T | undefined)[]> {
+  const c = new AbortController();
+  const timer = setTimeout(() => c.abort(), ms);
+  const signal = outer === undefined
+    ? c.signal
+    : AbortSignal.any([c.signal, outer]);
+  try {
+    return await Promise.all(
+      nodes.map((n) => run(n, signal).catch(() => undefined)),
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The quorum backend: the nodes, their quorum and the per-node timeout. */
+export class Quorum {
+  /** The nodes' command surfaces. */
+  readonly nodes: readonly CommandSurface[];
+  /** ⌊N/2⌋ + 1. */
+  readonly quorum: number;
+  /** Per-node timeout of each step (ms). */
+  readonly nodeTimeout: number;
+  #keys: LockKeys;
+  #logger: Logger | null | undefined;
+
+  /**
+   * @param nodes The nodes (checked: non-empty, distinct).
+   * @param keys The lock's keys (the same on every node).
+   * @param nodeTimeout Per-node timeout (ms).
+   * @param logger Warnings' logger.
+   */
+  constructor(
+    nodes: readonly CommandSurface[],
+    keys: LockKeys,
+    nodeTimeout: number,
+    logger: Logger | null | undefined,
+  ) {
+    this.nodes = nodes;
+    this.quorum = Math.floor(nodes.length / 2) + 1;
+    this.nodeTimeout = nodeTimeout;
+    this.#keys = keys;
+    this.#logger = logger;
+  }
+
+  /**
+   * One try on every node. On success the fence is the largest token among
+   * the nodes that took it. On failure every node is compare-and-deleted of
+   * `value` at once (also nodes that did not answer in time: their try may
+   * still run).
+   */
+  async acquire(
+    value: string,
+    ttl: number,
+    fencing: boolean,
+    sent: number,
+    signal: AbortSignal | undefined,
+  ): Promise<QuorumTry> {
+    const keys = this.#keys, logger = this.#logger;
+    const results = await onAll(
+      this.nodes,
+      this.nodeTimeout,
+      signal,
+      (n, s) =>
+        acquireScript(n, keys, value, ttl, fencing, { logger, signal: s }),
+    );
+    let ok = 0, fence: number | null = null, pttl = Infinity;
+    for (const r of results) {
+      if (r === undefined) continue;
+      if (r.acquired) {
+        ok++;
+        if (r.fence !== null && (fence === null || r.fence > fence)) {
+          fence = r.fence;
+        }
+      } else if (r.pttl >= 0) pttl = Math.min(pttl, r.pttl);
+    }
+    const validity = ttl - (performance.now() - sent) - leaseMargin(ttl);
+    if (ok >= this.quorum && validity > 0) return { acquired: true, fence };
+    this.unlock(value).catch(() => {});
+    // Retry after the shortest foreign lease seen, or soon with jitter when
+    // nodes did not answer (never 0, which means "late success").
+    const retry = pttl === Infinity || pttl < 1
+      ? this.nodeTimeout + Math.random() * this.nodeTimeout
+      : pttl;
+    signal?.throwIfAborted();
+    return { acquired: false, pttl: Math.ceil(retry) };
+  }
+
+  /**
+   * Compare-and-PEXPIRE on every node: `"ok"` with a quorum answered within
+   * the new lease's validity, else `"expired"` (or `"held-by-other"` when
+   * the majority of answers said so).
+   */
+  async pexpire(
+    value: string,
+    ttl: number,
+    signal?: AbortSignal,
+  ): Promise<CompareResult> {
+    const keys = this.#keys, logger = this.#logger;
+    const sent = performance.now();
+    const rs = await onAll(
+      this.nodes,
+      this.nodeTimeout,
+      signal,
+      (n, s) => extendScript(n, keys, value, ttl, { logger, signal: s }),
+    );
+    signal?.throwIfAborted();
+    const ok = rs.filter((r) => r === "ok").length;
+    const validity = ttl - (performance.now() - sent) - leaseMargin(ttl);
+    if (ok >= this.quorum && validity > 0) return "ok";
+    const other = rs.filter((r) => r === "held-by-other").length;
+    return other >= this.quorum ? "held-by-other" : "expired";
+  }
+
+  /**
+   * Compare-and-delete on every node (each waits at most `wait` ms):
+   * `"ok"` when any node deleted it, else what most answers said.
+   */
+  async unlock(value: string, wait = this.nodeTimeout * 4): Promise<
+    CompareResult
+  > {
+    const keys = this.#keys, logger = this.#logger;
+    const rs = await onAll(
+      this.nodes,
+      wait,
+      undefined,
+      (n, s) => unlockScript(n, keys, value, { logger, signal: s }),
+    );
+    if (rs.some((r) => r === "ok")) return "ok";
+    const other = rs.filter((r) => r === "held-by-other").length;
+    return other > 0 ? "held-by-other" : "expired";
+  }
+
+  /** The value held by a quorum of nodes, or `null`. */
+  async value(): Promise<string | null> {
+    const key = this.#keys.key;
+    const rs = await onAll(
+      this.nodes,
+      this.nodeTimeout * 4,
+      undefined,
+      (n, s) => n.command<string | null>(["GET", key], { signal: s }),
+    );
+    const counts = new Map<string, number>();
+    for (const r of rs) {
+      if (typeof r === "string") counts.set(r, (counts.get(r) ?? 0) + 1);
+    }
+    for (const [v, c] of counts) if (c >= this.quorum) return v;
+    return null;
+  }
+}
