@@ -146,12 +146,15 @@ test(
 
 test("fence is the largest token among the nodes that took the lock", async () => {
   const p = prefix();
+  // Counters ahead of the servers' clocks (µs), so each node's token is its
+  // counter + 1 (a token is max(counter + 1, TIME in µs)).
+  const base = 2 ** 52;
   for (let i = 0; i < 5; i++) {
-    await clients[i].send("SET", `${p}lock:{f}:fence`, String(10 * i));
+    await clients[i].send("SET", `${p}lock:{f}:fence`, String(base + 10 * i));
   }
   await using lock = new Lock(clients, "f", { prefix: p });
   assert.equal(await lock.acquire({ wait: 0 }), true);
-  assert.equal(lock.fence, 41);
+  assert.equal(lock.fence, base + 41);
   await lock.release();
   assert.equal(lock.fence, null);
 });
