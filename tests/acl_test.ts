@@ -917,6 +917,11 @@ const NOT_COMMANDS = new Set([
   // Sent only for the caller's own redis.multi([...]): the caller's ACL.
   "MULTI",
   "EXEC",
+  // Signal names (the command line forwards them; lib/cli/).
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGKILL",
 ]);
 
 test("every command name in lib/ is listed (keep RESPITE_COMMANDS and the README current)", () => {
