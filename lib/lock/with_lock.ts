@@ -94,9 +94,11 @@ export interface WithLockOptions<A extends unknown[]> {
  *
  * Inside `fn`, `this` is the held {@linkcode Lock}: `this.signal` aborts if
  * the lock is lost while `fn` runs, `this.fence` is the fencing token to hand
- * to the protected resource, `this.extend()` lengthens the lease. (Use a
- * `function` expression to see `this`; any existing function can be wrapped
- * unchanged, its parameter types are kept.)
+ * to the protected resource (typed `number` unless `fencing` is `false` or a
+ * boolean known only at run time: no `!` needed), `this.extend()` lengthens
+ * the lease. (Use a `function` expression to see `this`; any existing
+ * function can be wrapped unchanged, its parameter types are kept.) With
+ * `onBusy: "skip"` the wrapped function resolves to `R | undefined`.
  *
  * - Not acquired within `wait`: the call rejects with
  *   {@linkcode LockNotAcquiredError} and `fn` never runs. When no try got an
@@ -126,7 +128,7 @@ export interface WithLockOptions<A extends unknown[]> {
  *
  * @param fn The function to run under the lock; `this` is the {@linkcode Lock}.
  * @param options `redis`, `name`, and `ttl`, `wait`, `autoRenew`, `id`,
- *   `prefix`, `logger`, `fencing`, `signal`.
+ *   `prefix`, `logger`, `fencing`, `nodeTimeout`, `signal`, `onBusy`, `keep`.
  * @returns A function with `fn`'s parameters, resolving with its result.
  *
  * @example
@@ -141,7 +143,7 @@ export interface WithLockOptions<A extends unknown[]> {
  *     this.signal.throwIfAborted();
  *     await redis.send("INCRBY", `respite:doc:balance:${from}`, -amount);
  *     await redis.send("INCRBY", `respite:doc:balance:${to}`, amount);
- *     return this.fence!;
+ *     return this.fence; // a number: fencing is on
  *   },
  *   {
  *     redis,
@@ -154,22 +156,8 @@ export interface WithLockOptions<A extends unknown[]> {
  * assert.ok(fence > 0);
  * await redis.send("DEL", "respite:doc:balance:alice", "respite:doc:balance:bob");
  * ```
- */
-export function withLock<A extends unknown[], R>(
-  fn: (this: Lock, ...args: A) => R,
-  options: WithLockOptions<A> & { onBusy?: "throw" },
-): (...args: A) => Promise<Awaited<R>>;
-/**
- * {@linkcode withLock} with `onBusy: "skip"`: a call that does not get the
- * lock within `wait` resolves to `undefined` and `fn` does not run (a cron
- * job's second copy does nothing while the first still runs).
  *
- * @param fn The function to run under the lock; `this` is the {@linkcode Lock}.
- * @param options As for the other form, with `onBusy: "skip"`.
- * @returns A function with `fn`'s parameters, resolving with its result, or
- *   `undefined` when the lock was busy.
- *
- * @example
+ * @example Skip if busy (a cron job's second copy does nothing)
  * ```ts
  * import assert from "node:assert/strict";
  * import { connect, Lock, withLock } from "@respite/respite";
@@ -183,19 +171,28 @@ export function withLock<A extends unknown[], R>(
  *   wait: 0,
  *   onBusy: "skip",
  * });
- * assert.equal(await nightly(), undefined);
+ * const skipped: string | undefined = await nightly();
+ * assert.equal(skipped, undefined);
  * await other.release();
  * assert.equal(await nightly(), "done");
  * ```
  */
-export function withLock<A extends unknown[], R>(
-  fn: (this: Lock, ...args: A) => R,
-  options: WithLockOptions<A> & { onBusy: "skip" },
-): (...args: A) => Promise<Awaited<R> | undefined>;
-export function withLock<A extends unknown[], R>(
-  fn: (this: Lock, ...args: A) => R,
-  options: WithLockOptions<A>,
-): (...args: A) => Promise<Awaited<R> | undefined> {
+export function withLock<
+  A extends unknown[],
+  R,
+  F extends boolean | undefined = undefined,
+  B extends "throw" | "skip" | undefined = undefined,
+>(
+  fn: (
+    this: [F] extends [false] ? Lock
+      : boolean extends F ? Lock
+      : Lock & { readonly fence: number },
+    ...args: A
+  ) => R,
+  options: WithLockOptions<A> & { fencing?: F; onBusy?: B },
+): (
+  ...args: A
+) => Promise<[B] extends ["skip"] ? Awaited<R> | undefined : Awaited<R>> {
   checkFunction("withLock(fn, options): fn", fn);
   if (options === undefined) {
     fail("withLock(fn, options): options", "an object", options);
@@ -220,7 +217,7 @@ export function withLock<A extends unknown[], R>(
   if (onBusy !== "throw" && onBusy !== "skip") {
     fail("withLock option onBusy", '"throw" or "skip"', onBusy);
   }
-  return async function (...args: A): Promise<Awaited<R> | undefined> {
+  const call = async function (...args: A): Promise<Awaited<R> | undefined> {
     // Per call: the client may come from the arguments, and on Workers even
     // a fixed one may belong to an earlier request.
     const given = typeof redis === "function" ? redis(...args) : redis;
@@ -250,7 +247,7 @@ export function withLock<A extends unknown[], R>(
     let threw = false;
     let error: unknown;
     try {
-      result = await fn.apply(lock, args);
+      result = await (fn as (this: Lock, ...args: A) => R).apply(lock, args);
     } catch (err) {
       threw = true;
       error = err;
@@ -308,4 +305,7 @@ export function withLock<A extends unknown[], R>(
     if (threw) throw error;
     return result as Awaited<R>;
   };
+  return call as (
+    ...args: A
+  ) => Promise<[B] extends ["skip"] ? Awaited<R> | undefined : Awaited<R>>;
 }
