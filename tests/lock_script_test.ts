@@ -1,14 +1,20 @@
 /**
  * Locks in scripts: `withLock(fn, { onBusy: "skip" })` resolves to
  * `undefined` without running `fn` when the lock is held, and without
- * waiting; the default still rejects with LockNotAcquiredError.
+ * waiting; the default still rejects with LockNotAcquiredError. `keep`
+ * leaves the lock to its TTL. `releaseOnSignal`: a real script holding a
+ * lock gets SIGINT/SIGTERM, releases, and exits 130/143 (or lets the app's
+ * own listener decide).
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
+import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 import { sharedRedis } from "../testing/redis.ts";
-import { test } from "./_harness.ts";
+import { teardown, test, until } from "./_harness.ts";
 
 const server = await sharedRedis();
+const redis = await connect(server.url);
 let n = 0;
 const prefix = () => `respite-test-lockscript-${Date.now()}-${n++}:`;
 
@@ -94,3 +100,76 @@ test("Lock.release({ keep: true }) sends nothing and leaves the key; a bad keep 
   assert.ok(Number(await r.send("PTTL", lock.keys.key)) > 2_000);
   await Lock.reset(r, "k", { prefix: p });
 });
+
+// ---------------------------------------------------------------- signals
+
+const WORKER = fileURLToPath(
+  new URL("./fixtures/signal_worker.ts", import.meta.url),
+);
+
+/** Starts the signal worker; resolves once it holds the lock (or is ready). */
+async function signalWorker(
+  mode: "hold" | "own" | "released" | "withLock",
+): Promise<{ proc: Proc; name: string; key: string }> {
+  const name = `signals:${mode}:${Date.now()}:${Math.random()}`;
+  const key = new Lock(redis, name).keys.key;
+  const [cmd, args] = runArgs(WORKER, [server.url, name, mode]);
+  const proc = spawn(cmd, args);
+  await until(
+    `the ${mode} worker is ready`,
+    20_000,
+    async () =>
+      mode === "released"
+        ? await redis.send("EXISTS", `${name}:ready`) === 1
+        : await redis.send("EXISTS", key) === 1,
+  );
+  return { proc, name, key };
+}
+
+test("releaseOnSignal: SIGINT and SIGTERM release the lock, then the script exits 130 / 143", async () => {
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    for (const mode of ["hold", "withLock"] as const) {
+      const w = await signalWorker(mode);
+      w.proc.kill(signal as "SIGTERM");
+      assert.equal(
+        await w.proc.exited,
+        code,
+        `${mode} ${signal}: ${await w.proc.stderr()}`,
+      );
+      assert.equal(await redis.send("EXISTS", w.key), 0, `${mode}: released`);
+    }
+  }
+});
+
+test("releaseOnSignal with the app's own SIGTERM listener: released, and the app decides the exit", async () => {
+  const w = await signalWorker("own");
+  w.proc.kill("SIGTERM");
+  assert.equal(await w.proc.exited, 0, await w.proc.stderr());
+  assert.equal(await w.proc.stdout(), "app-handler\n");
+  assert.equal(await redis.send("EXISTS", w.key), 0, "released");
+});
+
+test("releaseOnSignal: the listeners go with the holding (after release, SIGTERM ends the script the default way)", async () => {
+  const w = await signalWorker("released");
+  w.proc.kill("SIGTERM");
+  assert.equal(await w.proc.exited, "SIGTERM");
+  await redis.send("DEL", `${w.name}:ready`);
+});
+
+test("releaseOnSignal must be a boolean", () => {
+  assert.throws(
+    () => new Lock(redis, "x", { releaseOnSignal: 1 as unknown as boolean }),
+    TypeError,
+  );
+  assert.throws(
+    () =>
+      withLock(() => 1, {
+        redis,
+        name: "x",
+        releaseOnSignal: "yes" as unknown as boolean,
+      }),
+    TypeError,
+  );
+});
+
+teardown(() => redis.close());

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { releaseOnSignals } from "./signals.ts";
 import { deadline } from "../async.ts";
 import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import {
@@ -108,6 +109,8 @@ export class Lock {
   #quorum: Quorum | null = null;
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
+  /** The `releaseOnSignal` option. */
+  readonly #releaseOnSignal: boolean;
   #acquiring = false;
   /** The last holding (kept after release: its signal stays current). */
   #last: Holding | null = null;
@@ -160,6 +163,11 @@ export class Lock {
         `The Lock option nodeTimeout must be a positive integer of ms, got ${nt}`,
       );
     }
+    const ros = (options as LockOptions).releaseOnSignal;
+    if (ros !== undefined && typeof ros !== "boolean") {
+      fail("Lock option releaseOnSignal", "a boolean", ros);
+    }
+    this.#releaseOnSignal = ros ?? false;
     this.ttl = o.ttl;
     this.autoRenew = o.autoRenew;
     this.fencing = o.fencing;
@@ -396,6 +404,13 @@ export class Lock {
   #hold(value: string, fence: number | null, lease: Lease): void {
     const redis = this.#redis, keys = this.keys, logger = this.#logger;
     const quorum = this.#quorum;
+    const unwatch = this.#releaseOnSignal
+      ? releaseOnSignals(
+        this.name,
+        () => this.#holding === h ? this.release() : Promise.resolve(),
+        logger === undefined ? redis.logger : logger,
+      )
+      : null;
     const h: Holding = new Holding({
       name: this.name,
       value,
@@ -407,6 +422,7 @@ export class Lock {
           ? quorum.pexpire(value, ttl, signal)
           : extendScript(redis, keys, value, ttl, { logger, signal }),
       onEnd: () => {
+        unwatch?.();
         const q = queueOf(redis, keys, false);
         if (q?.localHolder === h) q.localHolder = null;
       },

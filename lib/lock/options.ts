@@ -55,6 +55,16 @@ export interface LockOptions {
    * node that does not answer in time counts as "no" for that step.
    */
   nodeTimeout?: number;
+  /**
+   * For scripts (Deno, Bun, Node): while the lock is held, SIGINT or SIGTERM
+   * releases it, then ends the process as the signal would have (exit 130
+   * or 143) — unless the app has its own `process.on` listener for that
+   * signal, which then decides (the lock is released all the same). The
+   * listeners are removed when the holding ends. Default `false`: Ctrl-C
+   * leaves the lock to expire at its TTL. Where there is no `process`
+   * (Workers), nothing is watched.
+   */
+  releaseOnSignal?: boolean;
 }
 
 /** Options for {@linkcode Lock.acquire}. */
@@ -108,6 +118,7 @@ export const LOCK_OPTIONS: readonly string[] = [
   "logger",
   "fencing",
   "nodeTimeout",
+  "releaseOnSignal",
 ];
 /** The keys of {@linkcode AcquireOptions}. */
 export const ACQUIRE_OPTIONS: readonly string[] = ["wait", "signal"];

@@ -66,6 +66,8 @@ export interface WithLockOptions<A extends unknown[]> {
   fencing?: boolean;
   /** With an array of clients: the per-node timeout in ms (see `LockOptions`). */
   nodeTimeout?: number;
+  /** On SIGINT/SIGTERM while `fn` runs, release the lock, then exit 130/143 unless the app listens itself (see `LockOptions`; default `false`). */
+  releaseOnSignal?: boolean;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
   /**
@@ -198,8 +200,20 @@ export function withLock<
     fail("withLock(fn, options): options", "an object", options);
   }
   checkOptions("withLock option", options, WITH_LOCK_OPTIONS);
-  const { redis, name, ttl, id, prefix, logger, fencing, nodeTimeout } =
-    options;
+  const {
+    redis,
+    name,
+    ttl,
+    id,
+    prefix,
+    logger,
+    fencing,
+    nodeTimeout,
+    releaseOnSignal,
+  } = options;
+  if (releaseOnSignal !== undefined && typeof releaseOnSignal !== "boolean") {
+    fail("withLock option releaseOnSignal", "a boolean", releaseOnSignal);
+  }
   const autoRenew = options.autoRenew ?? true;
   if (Array.isArray(redis)) {
     // The quorum checks (non-empty, distinct clients, nodeTimeout), now.
@@ -229,6 +243,7 @@ export function withLock<
     const lockName = typeof name === "function" ? name(...args) : name;
     const lock = new Lock(nodes ?? client, lockName, {
       nodeTimeout,
+      releaseOnSignal,
       ttl,
       autoRenew,
       id,
