@@ -153,6 +153,7 @@ export type { CommandSurface, RedisLike } from "./lib/adapters/mod.ts";
 export {
   type AcquireOptions,
   Lock,
+  type LockHooks,
   type LockOptions,
   type ResetOptions,
 } from "./lib/lock/lock.ts";

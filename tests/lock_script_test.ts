@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
-import { sharedRedis } from "../testing/redis.ts";
+import { sharedRedis, startRedis } from "../testing/redis.ts";
+import { preloadScripts } from "../testing/scripts.ts";
 import { teardown, test, until } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -170,6 +171,120 @@ test("releaseOnSignal must be a boolean", () => {
       }),
     TypeError,
   );
+});
+
+// ---------------------------------------------------------------- hooks
+
+test("hooks: acquired (with the wait), released (with the hold time, kept or not), lost (with its reason)", async () => {
+  const events: Record<string, unknown>[] = [];
+  const hooks = {
+    acquired: (e: Record<string, unknown>) =>
+      events.push({ on: "acquired", ...e }),
+    released: (e: Record<string, unknown>) =>
+      events.push({ on: "released", ...e }),
+    lost: (e: Record<string, unknown>) => events.push({ on: "lost", ...e }),
+  };
+  const p = prefix();
+  await using r = await connect(server.url); // its subscriber closes with it
+  await using other = new Lock(r, "hooked", { prefix: p });
+  assert.equal(await other.acquire({ wait: 0 }), true);
+  setTimeout(() => void other.release(), 100);
+  const lock = new Lock(r, "hooked", { prefix: p, hooks, ttl: 5_000 });
+  assert.equal(await lock.acquire({ wait: 5_000 }), true);
+  await new Promise((r) => setTimeout(r, 50));
+  await lock.release();
+  assert.equal(events.length, 2, JSON.stringify(events));
+  const [acquired, released] = events as {
+    on: string;
+    waited?: number;
+    held?: number;
+    fence?: number;
+    kept?: boolean;
+  }[];
+  assert.equal(acquired.on, "acquired");
+  assert.ok(acquired.waited! >= 80, `waited ${acquired.waited}`);
+  assert.equal(typeof acquired.fence, "number");
+  assert.equal(released.on, "released");
+  assert.equal(released.kept, false);
+  assert.ok(released.held! >= 40, `held ${released.held}`);
+  events.length = 0;
+  // Kept, and lost: a renewal finds another holder's token.
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  await lock.release({ keep: true });
+  assert.deepEqual(events.map((e) => [e.on, e.kept]), [
+    ["acquired", undefined],
+    ["released", true],
+  ]);
+  await Lock.reset(r, "hooked", { prefix: p });
+  events.length = 0;
+  const renewing = new Lock(r, "hooked", {
+    prefix: p,
+    hooks,
+    ttl: 300,
+    autoRenew: true,
+  });
+  assert.equal(await renewing.acquire({ wait: 0 }), true);
+  await r.send("SET", renewing.keys.key, "someone else", "PX", 5_000);
+  await until("the loss is noticed", 3_000, () => events.length === 2);
+  const lost = events[1] as { on: string; reason: string; error: unknown };
+  assert.equal(lost.on, "lost");
+  assert.equal(lost.reason, "held-by-other");
+  assert.ok(lost.error === renewing.signal.reason);
+  await Lock.reset(r, "hooked", { prefix: p });
+});
+
+test("hooks: renewalFailed when a renewal gets no answer (writes paused), then the lease goes on; a throwing hook is logged, the lock unharmed", async () => {
+  const own = await startRedis();
+  const warnings: string[] = [];
+  const r = await connect({
+    url: own.url,
+    logger: { warn: (m) => void warnings.push(m) },
+  });
+  try {
+    await preloadScripts(r);
+    const failed: unknown[] = [];
+    const lock = new Lock(r, "paused", {
+      ttl: 1_500,
+      autoRenew: true,
+      hooks: {
+        renewalFailed: (e) => failed.push(e.error),
+        acquired: () => {
+          throw new Error("hook bug");
+        },
+      },
+    });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    assert.deepEqual(warnings, [
+      "respite: the Lock paused acquired hook threw: Error: hook bug",
+    ]);
+    await using admin = await connect(own.url);
+    // The first renewal (at 500 ms) waits at most half the lease left
+    // (about 490 ms): paused for 1100 ms, it gets no answer in time; a retry
+    // after the pause renews before the lease ends (about 1480 ms).
+    await admin.send("CLIENT", "PAUSE", "1100", "WRITE");
+    await until("a renewal failed", 3_000, () => failed.length > 0);
+    assert.equal((failed[0] as Error).name, "TimeoutError");
+    await new Promise((res) => setTimeout(res, 1_200));
+    assert.equal(lock.held, true, "renewed after the pause");
+    await lock.release();
+  } finally {
+    await r.close();
+    await own.stop();
+  }
+});
+
+test("hooks must be an object of known callbacks", () => {
+  for (const bad of [null, 1, { acquire: () => {} }, { lost: 1 }]) {
+    assert.throws(
+      () => new Lock(redis, "x", { hooks: bad as never }),
+      TypeError,
+      JSON.stringify(bad),
+    );
+    assert.throws(
+      () => withLock(() => 1, { redis, name: "x", hooks: bad as never }),
+      TypeError,
+    );
+  }
 });
 
 teardown(() => redis.close());

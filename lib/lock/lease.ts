@@ -234,6 +234,10 @@ export interface HoldingInit {
   pexpire(ttl: number, signal?: AbortSignal): Promise<CompareResult>;
   /** Called once when the holding ends (released or lost). */
   onEnd(): void;
+  /** Called once when it is found lost (the signal's reason). */
+  onLost?(error: LockLostError): void;
+  /** Called when a renewal got no answer (the lease may still hold). */
+  onRenewError?(error: unknown): void;
 }
 
 /**
@@ -342,6 +346,7 @@ export class Holding {
       cause,
     });
     this.#controller?.abort(this.lostError);
+    this.#init.onLost?.(this.lostError);
   }
 
   /**
@@ -433,6 +438,7 @@ export class Holding {
     } catch (err) {
       if (this.ended) return;
       this.lease.renewError = err;
+      this.#init.onRenewError?.(err);
       // Try again soon; the lease timer declares the lock lost if no renewal
       // succeeds before it runs out.
       const retry = this.lease.retryDelay();

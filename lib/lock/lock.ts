@@ -27,10 +27,12 @@ import {
   type AcquireOptions,
   checkAcquireOptions,
   checkClient,
+  checkLockHooks,
   checkLockOptions,
   checkName,
   checkResetOptions,
   checkTtl,
+  type LockHooks,
   type LockOptions,
   type ResetOptions,
 } from "./options.ts";
@@ -48,7 +50,7 @@ import {
 } from "./scripts.ts";
 import { checkOptions, fail, type Logger } from "../validate.ts";
 
-export type { AcquireOptions, LockOptions, ResetOptions };
+export type { AcquireOptions, LockHooks, LockOptions, ResetOptions };
 
 /** Length of the random token in a lock's value (32 hex digits + ":"). */
 const TOKEN_LENGTH = 33;
@@ -111,6 +113,12 @@ export class Lock {
   #holding: Holding | null = null;
   /** The `releaseOnSignal` option. */
   readonly #releaseOnSignal: boolean;
+  /** The `hooks` option. */
+  readonly #hooks: LockHooks;
+  /** When the current `acquire()` started, for the `acquired` hook. */
+  #acquireStart = 0;
+  /** When the current holding began, for the `released` and `lost` hooks. */
+  #heldSince = 0;
   #acquiring = false;
   /** The last holding (kept after release: its signal stays current). */
   #last: Holding | null = null;
@@ -168,6 +176,10 @@ export class Lock {
       fail("Lock option releaseOnSignal", "a boolean", ros);
     }
     this.#releaseOnSignal = ros ?? false;
+    this.#hooks = checkLockHooks(
+      "Lock option hooks",
+      (options as LockOptions).hooks,
+    );
     this.ttl = o.ttl;
     this.autoRenew = o.autoRenew;
     this.fencing = o.fencing;
@@ -333,6 +345,7 @@ export class Lock {
     signal?.throwIfAborted();
     checkEviction(this.#redis, this.#logger);
     this.#acquiring = true;
+    this.#acquireStart = performance.now();
     try {
       return await new Acquisition(
         this.#redis,
@@ -421,6 +434,15 @@ export class Lock {
         quorum !== null
           ? quorum.pexpire(value, ttl, signal)
           : extendScript(redis, keys, value, ttl, { logger, signal }),
+      onLost: (error) =>
+        this.#emit("lost", {
+          lock: this.name,
+          reason: error.reason,
+          error,
+          held: performance.now() - this.#heldSince,
+        }),
+      onRenewError: (error) =>
+        this.#emit("renewalFailed", { lock: this.name, error }),
       onEnd: () => {
         unwatch?.();
         const q = queueOf(redis, keys, false);
@@ -431,6 +453,38 @@ export class Lock {
     this.#last = h;
     const q = queueOf(redis, keys, false);
     if (q !== undefined) q.localHolder = h;
+    this.#heldSince = performance.now();
+    this.#emit("acquired", {
+      lock: this.name,
+      waited: this.#heldSince - this.#acquireStart,
+      fence,
+    });
+  }
+
+  /** Calls hook `name`; one that throws is reported to the logger. */
+  #emit<K extends keyof LockHooks>(
+    name: K,
+    event: Parameters<NonNullable<LockHooks[K]>>[0],
+  ): void {
+    const hook = this.#hooks[name] as ((e: typeof event) => void) | undefined;
+    if (hook === undefined) return;
+    try {
+      hook(event);
+    } catch (err) {
+      const logger = this.#logger === undefined
+        ? this.#redis.logger
+        : this.#logger;
+      logger?.warn(`respite: the Lock ${this.name} ${name} hook threw: ${err}`);
+    }
+  }
+
+  /** Calls the `released` hook. */
+  #released(kept: boolean): void {
+    this.#emit("released", {
+      lock: this.name,
+      held: performance.now() - this.#heldSince,
+      kept,
+    });
   }
 
   #notHeld(reason: LockNotHeldReason, what: string): LockNotHeldError {
@@ -496,7 +550,10 @@ export class Lock {
     if (h === null) throw this.#notHeld("not-acquired", "release");
     h.release(); // a lease that ran out unwatched: its signal aborts
     this.#holding = null;
-    if (options?.keep === true) return;
+    if (options?.keep === true) {
+      if (!h.lost) this.#released(true);
+      return;
+    }
     // Wait for Redis no longer than the lease left (at least min(ttl, 1 s),
     // to tell "expired" from "taken" after a loss): by then the key expires
     // on its own.
@@ -511,7 +568,7 @@ export class Lock {
     if (this.#quorum !== null) {
       d.clear();
       r = await this.#quorum.unlock(h.value, Math.max(ms, 1));
-      if (r === "ok") return;
+      if (r === "ok") return this.#released(false);
       h.lose(r, "release() found no node holding its token");
       throw this.#notHeld(r, "release");
     }
@@ -527,10 +584,10 @@ export class Lock {
     } finally {
       d.clear();
     }
-    if (r === "ok") return;
+    if (r === "ok") return this.#released(false);
     // An earlier try that may have run within the lease explains "gone" or
     // "taken": it released, and nobody else held the lock before it did.
-    if (mayHaveRun) return;
+    if (mayHaveRun) return this.#released(false);
     // It was lost before the release: the signal says so, too.
     h.lose(
       r,

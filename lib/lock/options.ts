@@ -9,9 +9,12 @@
  * @module
  */
 
+import type { LockLostError } from "../errors.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
 import {
   checkBoolean,
+  checkFunction,
+  checkKnown,
   checkLogger,
   checkMs,
   checkOptions,
@@ -65,7 +68,63 @@ export interface LockOptions {
    * (Workers), nothing is watched.
    */
   releaseOnSignal?: boolean;
+  /**
+   * Callbacks for observability, called as respite notices each event (a
+   * hook that throws is reported to the logger and otherwise ignored):
+   * `acquired` (with the ms waited and the fence), `released` (with the ms
+   * held; `kept` for a `release({ keep: true })`), `lost` (with the
+   * {@linkcode LockLostError} and its reason, once the loss is noticed: a
+   * renewal, the lease timer with `autoRenew` or a read of `signal`, or a
+   * release that finds the key gone), and `renewalFailed` (a renewal got no
+   * answer; the lease may still hold, and the next try follows soon).
+   */
+  hooks?: LockHooks;
 }
+
+/**
+ * The callbacks of {@linkcode LockOptions.hooks}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, Lock, type LockHooks } from "@respite/respite";
+ * await using redis = await connect();
+ * const seen: string[] = [];
+ * const hooks: LockHooks = {
+ *   acquired: (e) => seen.push(`acquired ${e.lock} after ${e.waited >= 0}`),
+ *   released: (e) => seen.push(`released after ${e.held >= 0}`),
+ * };
+ * const lock = new Lock(redis, "doc:hooks", { hooks });
+ * await lock.acquire();
+ * await lock.release();
+ * assert.deepEqual(seen, ["acquired doc:hooks after true", "released after true"]);
+ * ```
+ */
+export interface LockHooks {
+  /** The lock was acquired, after waiting `waited` ms; `fence` as in {@linkcode Lock.fence}. */
+  acquired?(
+    event: { lock: string; waited: number; fence: number | null },
+  ): void;
+  /** The lock was released after being held `held` ms (`kept`: left to its TTL). */
+  released?(event: { lock: string; held: number; kept: boolean }): void;
+  /** The lock was found lost after being held `held` ms. */
+  lost?(event: {
+    lock: string;
+    reason: LockLostError["reason"];
+    error: LockLostError;
+    held: number;
+  }): void;
+  /** A renewal got no answer (`error`); the lease may still hold. */
+  renewalFailed?(event: { lock: string; error: unknown }): void;
+}
+
+/** The names of {@linkcode LockHooks}. */
+export const LOCK_HOOKS: readonly string[] = [
+  "acquired",
+  "released",
+  "lost",
+  "renewalFailed",
+];
 
 /** Options for {@linkcode Lock.acquire}. */
 export interface AcquireOptions {
@@ -119,6 +178,7 @@ export const LOCK_OPTIONS: readonly string[] = [
   "fencing",
   "nodeTimeout",
   "releaseOnSignal",
+  "hooks",
 ];
 /** The keys of {@linkcode AcquireOptions}. */
 export const ACQUIRE_OPTIONS: readonly string[] = ["wait", "signal"];
@@ -237,4 +297,23 @@ export function checkAcquireFields(
 export function checkResetOptions(options: ResetOptions | undefined): string {
   const o = checkOptions("reset option", options, RESET_OPTIONS);
   return o.prefix === undefined ? LOCK_DEFAULTS.prefix : checkPrefix(o.prefix);
+}
+
+/**
+ * Checks the `hooks` option of a lock: an object of known callbacks.
+ *
+ * @param what The option's name, for the message.
+ * @param hooks The value given.
+ * @returns The hooks (an empty object when none were given).
+ */
+export function checkLockHooks(what: string, hooks: unknown): LockHooks {
+  if (hooks === undefined) return {};
+  if (hooks === null || typeof hooks !== "object" || Array.isArray(hooks)) {
+    fail(what, "an object of callbacks", hooks);
+  }
+  checkKnown(`${what}`, hooks as Record<string, unknown>, LOCK_HOOKS);
+  for (const [name, h] of Object.entries(hooks)) {
+    if (h !== undefined) checkFunction(`${what}.${name}`, h);
+  }
+  return hooks as LockHooks;
 }

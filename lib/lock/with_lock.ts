@@ -17,8 +17,10 @@ import {
   checkAcquireFields,
   checkClient,
   checkLockFields,
+  checkLockHooks,
   checkName,
   LOCK_OPTIONS,
+  type LockHooks,
 } from "./options.ts";
 import { checkFunction, checkOptions, fail, type Logger } from "../validate.ts";
 
@@ -68,6 +70,8 @@ export interface WithLockOptions<A extends unknown[]> {
   nodeTimeout?: number;
   /** On SIGINT/SIGTERM while `fn` runs, release the lock, then exit 130/143 unless the app listens itself (see `LockOptions`; default `false`). */
   releaseOnSignal?: boolean;
+  /** Callbacks on each call's lock: acquired, released, lost, renewal failed (see {@linkcode LockHooks}). */
+  hooks?: LockHooks;
   /** Stops every call's wait for the lock: a waiting call rejects at once with the signal's reason. */
   signal?: AbortSignal;
   /**
@@ -210,6 +214,7 @@ export function withLock<
     fencing,
     nodeTimeout,
     releaseOnSignal,
+    hooks,
   } = options;
   if (releaseOnSignal !== undefined && typeof releaseOnSignal !== "boolean") {
     fail("withLock option releaseOnSignal", "a boolean", releaseOnSignal);
@@ -222,6 +227,7 @@ export function withLock<
   if (typeof name !== "function") checkName(name);
   // The same checks as `new Lock(...)` and `acquire(...)`, before any call.
   checkLockFields({ ttl, autoRenew, id, prefix, logger, fencing });
+  checkLockHooks("withLock option hooks", hooks);
   const { wait, signal } = checkAcquireFields(options);
   const onBusy = options.onBusy ?? "throw";
   const keep = options.keep ?? false;
@@ -244,6 +250,7 @@ export function withLock<
     const lock = new Lock(nodes ?? client, lockName, {
       nodeTimeout,
       releaseOnSignal,
+      hooks,
       ttl,
       autoRenew,
       id,
