@@ -54,6 +54,43 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * Resolves after `ms`, or as soon as the `wake` function handed to `register`
+ * is called; rejects with the signal's reason when it aborts. `register`
+ * keeps `wake` where a message can call it and returns what forgets it
+ * again, which runs however the sleep ends.
+ *
+ * @param ms The longest sleep.
+ * @param signal Aborts the sleep.
+ * @param register Keeps `wake`; returns its removal.
+ * @returns Settles when the sleep ends.
+ */
+export function wakeableSleep(
+  ms: number,
+  signal: AbortSignal | undefined,
+  register: (wake: () => void) => () => void,
+): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const finish = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      unregister();
+    };
+    const wake = () => {
+      finish();
+      resolve();
+    };
+    const onAbort = () => {
+      finish();
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(wake, timerMs(ms));
+    const unregister = register(wake);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 /** A signal that aborts after a delay (or with a parent), and its cleanup. */
 export interface Deadline {
   /** Aborts with the deadline's reason, or with the parent's. */

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { timerMs } from "./async.ts";
+import { timerMs, wakeableSleep } from "./async.ts";
 import type { CommandSurface } from "./adapters/surface.ts";
 import { TimeoutError } from "./errors.ts";
 
@@ -117,23 +117,9 @@ export class Wake {
       // again soon, backing off from 5 ms to `recheckMs`.
       ms = Math.min(ms, recheck, 5 * 2 ** Math.min(this.#rechecks++, 10));
     }
-    return new Promise<void>((resolve, reject) => {
-      const finish = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        this.#sleepers.delete(wake);
-      };
-      const wake = () => {
-        finish();
-        resolve();
-      };
-      const onAbort = () => {
-        finish();
-        reject(signal!.reason);
-      };
-      const timer = setTimeout(wake, timerMs(ms));
+    return wakeableSleep(ms, signal, (wake) => {
       this.#sleepers.add(wake);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      return () => this.#sleepers.delete(wake);
     });
   }
 

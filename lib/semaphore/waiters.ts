@@ -7,7 +7,7 @@
  */
 
 import type { CommandSurface } from "../adapters/surface.ts";
-import { timerMs } from "../async.ts";
+import { wakeableSleep } from "../async.ts";
 import { Wake } from "../wake.ts";
 
 /** One semaphore's waiters on one client. */
@@ -56,28 +56,13 @@ export class Waiters {
    * reason when it aborts. Other tokens' messages do not wake it.
    */
   sleep(token: string, ms: number, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
     // A client that cannot subscribe (lib/adapters/db_redis.ts) looks again
     // every `recheckMs`.
     const recheck = this.wake.redis.recheckMs;
     if (recheck !== undefined) ms = Math.min(ms, recheck);
-    return new Promise<void>((resolve, reject) => {
-      const finish = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        this.#sleepers.delete(token);
-      };
-      const wake = () => {
-        finish();
-        resolve();
-      };
-      const onAbort = () => {
-        finish();
-        reject(signal!.reason);
-      };
-      const timer = setTimeout(wake, timerMs(ms));
+    return wakeableSleep(ms, signal, (wake) => {
       this.#sleepers.set(token, wake);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      return () => this.#sleepers.delete(token);
     });
   }
 
