@@ -16,6 +16,8 @@ import { teardown, test, until } from "./_harness.ts";
 
 const server = await sharedRedis();
 const redis = await connect(server.url);
+/** Signal workers still running when their test ends (a failed assertion). */
+const workers = new Set<Proc>();
 let n = 0;
 const prefix = () => `respite-test-lockscript-${Date.now()}-${n++}:`;
 
@@ -116,14 +118,15 @@ async function signalWorker(
   const key = new Lock(redis, name).keys.key;
   const [cmd, args] = runArgs(WORKER, [server.url, name, mode]);
   const proc = spawn(cmd, args);
+  workers.add(proc);
+  proc.exited.then(() => workers.delete(proc), () => workers.delete(proc));
   await until(
     `the ${mode} worker is ready`,
     20_000,
-    async () =>
-      mode === "released"
-        ? await redis.send("EXISTS", `${name}:ready`) === 1
-        : await redis.send("EXISTS", key) === 1,
+    async () => await redis.send("EXISTS", `${name}:ready`) === 1,
   );
+  await redis.send("DEL", `${name}:ready`);
+  if (mode !== "released") assert.equal(await redis.send("EXISTS", key), 1);
   return { proc, name, key };
 }
 
@@ -154,7 +157,6 @@ test("releaseOnSignal: the listeners go with the holding (after release, SIGTERM
   const w = await signalWorker("released");
   w.proc.kill("SIGTERM");
   assert.equal(await w.proc.exited, "SIGTERM");
-  await redis.send("DEL", `${w.name}:ready`);
 });
 
 test("releaseOnSignal must be a boolean", () => {
@@ -287,4 +289,8 @@ test("hooks must be an object of known callbacks", () => {
   }
 });
 
-teardown(() => redis.close());
+teardown(async () => {
+  for (const w of workers) w.kill("SIGKILL");
+  await redis.close();
+  await server.stop();
+});
