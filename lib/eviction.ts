@@ -3,8 +3,9 @@
  * `maxmemory-policy` is `volatile-*` may evict a held lock once `maxmemory`
  * is reached, and one with `allkeys-*` also the fencing counter (which has no
  * TTL). On a client's first lock acquisition or `cached()` call, respite asks
- * `CONFIG GET maxmemory-policy` once and warns once if it is not
- * `noeviction`. Internal: not exported from `mod.ts`.
+ * `CONFIG GET maxmemory-policy` once (of every master, for a cluster
+ * client) and warns once if it is not `noeviction`. Internal: not exported
+ * from `mod.ts`.
  *
  * @module
  */
@@ -42,15 +43,24 @@ export function checkEviction(
       : logger;
     if (to === null || to === undefined) return;
     checked.add(redis);
-    redis.command(["CONFIG", "GET", "maxmemory-policy"]).then((reply) => {
-      const policy = policyOf(reply);
-      if (policy === null || policy === "noeviction") return;
-      try {
-        to.warn(evictionWarning(policy));
-      } catch {
-        // A logger that throws must not become an unhandled rejection.
-      }
-    }, () => {});
+    // A cluster client asks each master; one warning for the first that may
+    // evict.
+    let warned = false;
+    const ask = (node: CommandSurface) =>
+      node.command(["CONFIG", "GET", "maxmemory-policy"]).then((reply) => {
+        const policy = policyOf(reply);
+        if (warned || policy === null || policy === "noeviction") return;
+        warned = true;
+        try {
+          to.warn(evictionWarning(policy));
+        } catch {
+          // A logger that throws must not become an unhandled rejection.
+        }
+      }, () => {});
+    // One server: asked at once, on the caller's turn (a close right after
+    // finds the command already out).
+    if (redis.masters === undefined) ask(redis);
+    else redis.masters().then((all) => all.forEach(ask), () => {});
   } catch {
     // Nothing here may fail the caller.
   }

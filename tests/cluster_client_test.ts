@@ -113,6 +113,55 @@ test("Lock.resetAll clears lock keys on every master", async () => {
   for (const l of locks) assert.equal(await l.locked(), false);
 });
 
+test("the eviction check asks every master: one warning when any of them may evict", async () => {
+  const last = cluster.nodes[cluster.nodes.length - 1];
+  await last.client.command([
+    "CONFIG",
+    "SET",
+    "maxmemory-policy",
+    "allkeys-lru",
+  ]);
+  try {
+    const warnings: string[] = [];
+    const watched = await connectCluster(cluster.urls[0], {
+      logger: { warn: (m) => void warnings.push(m) },
+    });
+    try {
+      // A lock on a slot that the evicting node does not own: only asking
+      // every master finds it.
+      let name = "ev";
+      for (let i = 0; (await cluster.ownerOf(keySlot(name))) === last; i++) {
+        name = `ev${i}`;
+      }
+      const lock = new Lock(watched, name);
+      assert.equal(await lock.acquire({ wait: 0 }), true);
+      await lock.release();
+      const t0 = Date.now();
+      while (
+        !warnings.some((w) => w.includes("maxmemory-policy")) &&
+        Date.now() - t0 < 5_000
+      ) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(
+        warnings.filter((w) => w.includes("maxmemory-policy is allkeys-lru"))
+          .length,
+        1,
+        warnings.join("\n"),
+      );
+    } finally {
+      await watched.close();
+    }
+  } finally {
+    await last.client.command([
+      "CONFIG",
+      "SET",
+      "maxmemory-policy",
+      "noeviction",
+    ]);
+  }
+});
+
 test("unreachable seeds give a ClusterError without the password", async () => {
   await assert.rejects(
     connectCluster("redis://:s3cret@127.0.0.1:1"),
