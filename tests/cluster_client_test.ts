@@ -4,7 +4,9 @@ import { migrateSlot, startCluster } from "../testing/cluster.ts";
 import { connectCluster } from "../lib/cluster/client.ts";
 import { keySlot } from "../lib/cluster/slot.ts";
 import { ClusterError, CrossSlotError } from "../lib/errors.ts";
+import { fileURLToPath } from "node:url";
 import { cached, Lock } from "../mod.ts";
+import { runArgs, spawn } from "../testing/proc.ts";
 
 const cluster = await startCluster();
 const redis = await connectCluster(cluster.urls[0]);
@@ -159,6 +161,51 @@ test("the eviction check asks every master: one warning when any of them may evi
       "maxmemory-policy",
       "noeviction",
     ]);
+  }
+});
+
+test("the cached stampede across 4 processes on the cluster: one computation for 100 calls", async () => {
+  const ns = `cl:fleet:${Date.now()}:`;
+  const worker = fileURLToPath(
+    new URL("./fixtures/cached_worker.ts", import.meta.url),
+  );
+  const procs = Array.from({ length: 4 }, () => {
+    const cfg = {
+      mode: "calls",
+      url: cluster.urls[0],
+      cluster: true,
+      ns,
+      callers: 25,
+      computeMs: 300,
+    };
+    const [cmd, args] = runArgs(worker, [JSON.stringify(cfg)]);
+    return spawn(cmd, args);
+  });
+  try {
+    const t0 = Date.now();
+    while (Number(await redis.send("GET", `${ns}ready`) ?? 0) < 4) {
+      assert.ok(Date.now() - t0 < 30_000, "workers did not start");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await redis.send("PUBLISH", `${ns}go`, "go");
+    const values = new Set<string>();
+    let calls = 0;
+    for (const p of procs) {
+      assert.equal(await p.exited, 0, await p.stderr());
+      const out = JSON.parse((await p.stdout()).trim().split("\n").pop()!) as {
+        results: { ok: boolean; value: string }[];
+      };
+      for (const r of out.results) {
+        assert.ok(r.ok, r.value);
+        values.add(r.value);
+        calls++;
+      }
+    }
+    assert.equal(calls, 100);
+    assert.equal(await redis.send("GET", `${ns}computations`), "1");
+    assert.equal(values.size, 1, "every caller got the one value");
+  } finally {
+    for (const p of procs) p.kill("SIGKILL");
   }
 });
 
