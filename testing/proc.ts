@@ -139,3 +139,13 @@ export function runArgs(file: string, args: string[] = []): [string, string[]] {
   if (g.Deno) return [g.Deno.execPath(), ["run", "-A", file, ...args]];
   return [g.process!.execPath, ["run", file, ...args]];
 }
+
+/**
+ * The arguments a script run by {@linkcode runArgs} was given (after the
+ * runtime and the file), under Deno, Bun and Node alike.
+ */
+export function scriptArgs(): string[] {
+  return g.Deno !== undefined
+    ? (g.Deno as unknown as { args: string[] }).args
+    : (g.process as unknown as { argv: string[] }).argv.slice(2);
+}

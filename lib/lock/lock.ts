@@ -48,7 +48,7 @@ import {
   resetScript,
   unlockResending,
 } from "./scripts.ts";
-import { checkOptions, fail, type Logger } from "../validate.ts";
+import { checkBoolean, checkOptions, fail, type Logger } from "../validate.ts";
 
 export type { AcquireOptions, LockHooks, LockOptions, ResetOptions };
 
@@ -172,10 +172,9 @@ export class Lock {
       );
     }
     const ros = (options as LockOptions).releaseOnSignal;
-    if (ros !== undefined && typeof ros !== "boolean") {
-      fail("Lock option releaseOnSignal", "a boolean", ros);
-    }
-    this.#releaseOnSignal = ros ?? false;
+    this.#releaseOnSignal = ros === undefined
+      ? false
+      : checkBoolean("Lock option releaseOnSignal", ros);
     this.#hooks = checkLockHooks(
       "Lock option hooks",
       (options as LockOptions).hooks,

@@ -299,6 +299,9 @@ export function checkResetOptions(options: ResetOptions | undefined): string {
   return o.prefix === undefined ? LOCK_DEFAULTS.prefix : checkPrefix(o.prefix);
 }
 
+/** The hooks of a lock given none (shared: nothing is allocated per lock). */
+const NO_HOOKS: LockHooks = Object.freeze({});
+
 /**
  * Checks the `hooks` option of a lock: an object of known callbacks.
  *
@@ -307,7 +310,7 @@ export function checkResetOptions(options: ResetOptions | undefined): string {
  * @returns The hooks (an empty object when none were given).
  */
 export function checkLockHooks(what: string, hooks: unknown): LockHooks {
-  if (hooks === undefined) return {};
+  if (hooks === undefined) return NO_HOOKS;
   if (hooks === null || typeof hooks !== "object" || Array.isArray(hooks)) {
     fail(what, "an object of callbacks", hooks);
   }

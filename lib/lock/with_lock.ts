@@ -22,7 +22,13 @@ import {
   LOCK_OPTIONS,
   type LockHooks,
 } from "./options.ts";
-import { checkFunction, checkOptions, fail, type Logger } from "../validate.ts";
+import {
+  checkBoolean,
+  checkFunction,
+  checkOptions,
+  fail,
+  type Logger,
+} from "../validate.ts";
 
 /** The keys of {@linkcode WithLockOptions}. */
 const WITH_LOCK_OPTIONS: readonly string[] = [
@@ -216,8 +222,8 @@ export function withLock<
     releaseOnSignal,
     hooks,
   } = options;
-  if (releaseOnSignal !== undefined && typeof releaseOnSignal !== "boolean") {
-    fail("withLock option releaseOnSignal", "a boolean", releaseOnSignal);
+  if (releaseOnSignal !== undefined) {
+    checkBoolean("withLock option releaseOnSignal", releaseOnSignal);
   }
   const autoRenew = options.autoRenew ?? true;
   if (Array.isArray(redis)) {
