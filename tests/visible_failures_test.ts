@@ -146,15 +146,22 @@ test("an idle connection the server lets go (its timeout) and that is back at th
       logger: { warn: (m) => lines.push(m) },
     });
     const before = await redis.send<number>("CLIENT", "ID");
-    // Redis closes a connection idle past 1 s (counted in whole seconds);
-    // the client reconnects on its own, at once.
-    let after = before;
+    // Redis closes a connection idle past 1 s (counted in whole seconds, so
+    // after 1-2 s). Another connection watches for it, every 50 ms so it is
+    // never idle itself: asking on the idle connection would reset its idle
+    // time, and a poll in step with the server's clock may never see it go.
+    await using watcher = await connect({ url: server.url });
     const deadline = Date.now() + 10_000;
-    while (after === before) {
+    while (
+      (await watcher.send<string>("CLIENT", "LIST", "ID", before)) !== ""
+    ) {
       assert.ok(Date.now() < deadline, "the server never closed the client");
-      await sleep(1_500);
-      after = await redis.send<number>("CLIENT", "ID");
+      await sleep(50);
     }
+    // The client reconnects on its own, at once.
+    await until("back", () => redis.status === "ready");
+    const after = await redis.send<number>("CLIENT", "ID");
+    assert.notEqual(after, before);
     assert.deepEqual(lines, []);
     // A real outage is still logged: lost, then back.
     await server.stop();
