@@ -59,6 +59,8 @@ export class Script {
   #shaHex: string | null = null;
   /** Per server (see `serverScope`): what this process knows of the script there. */
   #state = new Map<string, ServerState>();
+  /** The same script waking waiters with SPUBLISH, made on first use. */
+  #sharded: Script | null = null;
 
   /**
    * Creates a script; its SHA-1 is computed on first use.
@@ -110,6 +112,13 @@ export class Script {
       options,
       RUN_OPTIONS,
     );
+    if (client.shardedPubSub === true && this.lua.includes(PUBLISH)) {
+      this.#sharded ??= new Script(
+        this.name,
+        this.lua.replaceAll(PUBLISH, SHARDED_PUBLISH),
+      );
+      return await this.#sharded.run(client, options);
+    }
     const sha = this.#shaHex ?? await this.sha();
     const cmd: Arg[] = ["EVALSHA", sha, keys.length];
     for (let i = 0; i < keys.length; i++) cmd.push(keys[i]);
@@ -198,6 +207,14 @@ interface ServerState {
   warned: number;
   found: number;
 }
+
+/**
+ * How a script wakes waiters, and how it does on a client with
+ * `shardedPubSub` (a cluster): the channel shares its keys' hash tag, so it
+ * is in the slot the script runs on, as SPUBLISH from a script requires.
+ */
+const PUBLISH = "redis.call('PUBLISH',";
+const SHARDED_PUBLISH = "redis.call('SPUBLISH',";
 
 /** How many servers a script remembers (a forgotten one warns again at its next loss only). */
 const MAX_SERVERS = 1024;

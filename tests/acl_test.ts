@@ -78,13 +78,17 @@ export const OPTIONAL_COMMANDS = ["config|get", "ping"] as const;
 export const ALWAYS_ALLOWED = ["auth", "hello"] as const;
 
 /**
- * Sent only by the cluster client (`connectCluster`): reading the slot map
- * and following an ASK redirection.
+ * Sent only by the cluster client (`connectCluster`): reading the slot map,
+ * following an ASK redirection, and sharded pub/sub on Redis 7+ (waiters
+ * SSUBSCRIBE, the scripts' wake-ups SPUBLISH in place of PUBLISH).
  */
 export const CLUSTER_COMMANDS = [
   "cluster|shards",
   "cluster|slots",
   "asking",
+  "ssubscribe",
+  "sunsubscribe",
+  "spublish",
 ] as const;
 
 type Command = typeof RESPITE_COMMANDS[number];

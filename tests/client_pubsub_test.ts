@@ -396,4 +396,58 @@ test("onResubscribed is called once Redis has the channel again after a cut; the
   assert.deepEqual(await a.waitFor(1), [["after", c]]);
 });
 
+test("sharded: SSUBSCRIBE gets SPUBLISH and not PUBLISH, a classic subscription of the same name the reverse; both subscribed again after a cut; bad options are TypeErrors", async () => {
+  await using r = await connect({
+    url,
+    reconnect: { minDelay: 10, maxDelay: 100 },
+  });
+  await using admin = await connect(url);
+  const c = chan("sharded");
+  const sharded = inbox();
+  const classic = inbox();
+  let resubscribed = 0;
+  const offSharded = await r.subscribe(c, sharded.listener, {
+    sharded: true,
+    onResubscribed: () => resubscribed++,
+    onServerUnsubscribed: () => assert.fail("standalone: never ended"),
+  });
+  const offClassic = await r.subscribe(c, classic.listener);
+  assert.equal(r.subscriptions, 2);
+  assert.deepEqual(await admin.send("PUBSUB", "SHARDNUMSUB", c), [c, 1]);
+  await admin.send("SPUBLISH", c, "s1");
+  await admin.send("PUBLISH", c, "p1");
+  assert.deepEqual(await sharded.waitFor(1), [["s1", c]]);
+  assert.deepEqual(await classic.waitFor(1), [["p1", c]]);
+  for (
+    const bad of [
+      { sharded: 1 },
+      { sharded: "yes" },
+      { sharded: true, onServerUnsubscribed: "x" },
+    ]
+  ) {
+    await assert.rejects(
+      r.subscribe(chan("bad"), () => {}, bad as never),
+      TypeError,
+    );
+  }
+  assert.equal(r.subscriptions, 2, "a refused subscribe left nothing");
+  await admin.send("CLIENT", "KILL", "TYPE", "pubsub");
+  const deadline = Date.now() + 3_000;
+  while (resubscribed === 0 && Date.now() < deadline) await sleep(5);
+  assert.equal(resubscribed, 1);
+  assert.deepEqual(await admin.send("PUBSUB", "SHARDNUMSUB", c), [c, 1]);
+  await admin.send("SPUBLISH", c, "s2");
+  await admin.send("PUBLISH", c, "p2");
+  assert.deepEqual((await sharded.waitFor(2))[1], ["s2", c]);
+  assert.deepEqual((await classic.waitFor(2))[1], ["p2", c]);
+  // Unsubscribing one (SUNSUBSCRIBE, matched as its reply) keeps the other.
+  await offSharded();
+  assert.deepEqual(await admin.send("PUBSUB", "SHARDNUMSUB", c), [c, 0]);
+  await admin.send("PUBLISH", c, "p3");
+  assert.deepEqual((await classic.waitFor(3))[2], ["p3", c]);
+  assert.equal(sharded.messages.length, 2);
+  await offClassic();
+  assert.equal(r.subscriptions, 0);
+});
+
 teardown(() => server.stop());

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { teardown, test } from "./_harness.ts";
-import { migrateSlot, startCluster } from "../testing/cluster.ts";
+import {
+  type ClusterNode,
+  migrateSlot,
+  startCluster,
+} from "../testing/cluster.ts";
 import { connectCluster } from "../lib/cluster/client.ts";
 import { keySlot } from "../lib/cluster/slot.ts";
 import { ClusterError, CrossSlotError } from "../lib/errors.ts";
@@ -91,6 +95,119 @@ test("Lock on the cluster client: exclusive, a waiter is woken at release", asyn
     `woke after ${Date.now() - released} ms`,
   );
   await b.release();
+});
+
+/** `PUBSUB SHARDNUMSUB` (sharded) or `NUMSUB` (classic) of one node. */
+async function subscribers(
+  node: ClusterNode,
+  channel: string,
+  sharded = true,
+): Promise<number> {
+  const reply = await node.client.command([
+    "PUBSUB",
+    sharded ? "SHARDNUMSUB" : "NUMSUB",
+    channel,
+  ]) as [string, number];
+  return reply[1];
+}
+
+async function until(what: string, ok: () => Promise<boolean> | boolean) {
+  const deadline = Date.now() + 10_000;
+  while (!await ok()) {
+    assert.ok(Date.now() < deadline, `timed out waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("wake-ups are sharded: a waiter SSUBSCRIBEs on its slot's owner only, and the release's SPUBLISH wakes it", async () => {
+  await using c = await connectCluster(cluster.urls[1]);
+  assert.equal(c.shardedPubSub, true);
+  const a = new Lock(c, "shardwake", { ttl: 30_000 });
+  const b = new Lock(c, "shardwake", { ttl: 30_000 });
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  const waiting = b.acquire({ wait: 20_000 });
+  const channel = "respite:lock:{shardwake}:wake";
+  const owner = await cluster.ownerOf(keySlot(channel));
+  await until(
+    "the waiter's SSUBSCRIBE",
+    async () => await subscribers(owner, channel) === 1,
+  );
+  for (const n of cluster.nodes) {
+    assert.equal(
+      await subscribers(n, channel, false),
+      0,
+      "no classic SUBSCRIBE",
+    );
+    if (n !== owner) assert.equal(await subscribers(n, channel), 0);
+  }
+  const released = Date.now();
+  await a.release();
+  assert.equal(await waiting, true);
+  assert.ok(
+    Date.now() - released < 1_000,
+    `woke after ${Date.now() - released} ms (a 30 s TTL)`,
+  );
+  await b.release();
+});
+
+test("a sharded subscription follows its slot: migrated, Redis ends it, it is made again on the new owner (onResubscribed), and a lock waiter is still woken", async () => {
+  const warnings: string[] = [];
+  await using c = await connectCluster(cluster.urls[0], {
+    logger: { warn: (m) => void warnings.push(m) },
+  });
+  const name = "shardmove";
+  const channel = `respite:lock:{${name}}:wake`;
+  const slot = keySlot(channel);
+  const source = await cluster.ownerOf(slot);
+  const target = cluster.nodes.find((n) => n !== source)!;
+  // A plain subscription, to see the callbacks.
+  const got: string[] = [];
+  let resubscribed = 0;
+  const unsubscribe = await c.subscribe(channel, (m) => got.push(m), {
+    onResubscribed: () => resubscribed++,
+  });
+  // And a lock waiter on the same slot.
+  const a = new Lock(c, name, { ttl: 30_000 });
+  const b = new Lock(c, name, { ttl: 30_000 });
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  const waiting = b.acquire({ wait: 20_000 });
+  await until(
+    "both subscribed on the source",
+    async () => await subscribers(source, channel) === 1,
+  );
+  const list = await source.client.command(["CLIENT", "LIST"]) as string;
+  const subscriberId = /^id=(\d+) .* ssub=1 /m.exec(list)?.[1];
+  assert.ok(subscriberId !== undefined, list);
+  await migrateSlot(cluster, slot, target);
+  await until(
+    "resubscribed on the new owner",
+    async () => resubscribed === 1 && await subscribers(target, channel) === 1,
+  );
+  assert.equal(await subscribers(source, channel), 0);
+  assert.ok(c.stats.resubscribes >= 1);
+  await target.client.command(["SPUBLISH", channel, "hello"]);
+  await until("the message on the new owner", () => got.includes("hello"));
+  const released = Date.now();
+  await a.release(); // the lock key moved with its slot
+  assert.equal(await waiting, true);
+  assert.ok(
+    Date.now() - released < 1_000,
+    `woke after ${Date.now() - released} ms (a 30 s TTL)`,
+  );
+  await b.release();
+  await unsubscribe();
+  await until(
+    "unsubscribed",
+    async () => await subscribers(target, channel) === 0,
+  );
+  // Redis's sunsubscribe was read as such: not as a stray reply that drops
+  // the subscriber connection (and reconnects to find MOVED).
+  assert.notEqual(
+    await source.client.command(["CLIENT", "LIST", "ID", subscriberId]),
+    "",
+    "the subscriber connection to the old owner was dropped",
+  );
+  assert.deepEqual(warnings.filter((w) => !w.includes("not cached")), []);
 });
 
 test("cached on the cluster client computes once for concurrent calls", async () => {
@@ -187,7 +304,9 @@ test("the cached stampede across 4 processes on the cluster: one computation for
       assert.ok(Date.now() - t0 < 30_000, "workers did not start");
       await new Promise((r) => setTimeout(r, 20));
     }
-    await redis.send("PUBLISH", `${ns}go`, "go");
+    // The workers' subscribe is sharded (Redis 7): SPUBLISH reaches them.
+    assert.equal(redis.shardedPubSub, true);
+    await redis.send("SPUBLISH", `${ns}go`, "go");
     const values = new Set<string>();
     let calls = 0;
     for (const p of procs) {

@@ -87,6 +87,14 @@ export interface CommandSurface {
    */
   masters?(): Promise<CommandSurface[]>;
   /**
+   * `true` on a client whose wake-ups go by sharded pub/sub (a Redis 7+
+   * cluster, `connectCluster`): scripts then wake waiters with `SPUBLISH`,
+   * which only the shard owning the channel's slot carries, instead of
+   * `PUBLISH`, which every node of a cluster forwards to every other.
+   * `subscribe` must then subscribe with SSUBSCRIBE.
+   */
+  readonly shardedPubSub?: boolean;
+  /**
    * Set only by an adapter whose client cannot be woken by pub/sub: the
    * longest a waiter sleeps before it looks at Redis again (ms).
    */

@@ -305,7 +305,8 @@ export class RedisClient {
    * @param channel The channel name.
    * @param listener Called with each message.
    * @param options `onResubscribed`: called each time the channel was
-   *   subscribed again after a reconnect.
+   *   subscribed again after a reconnect; `sharded` (SSUBSCRIBE) and
+   *   `onServerUnsubscribed`: see {@linkcode SubscribeOptions}.
    * @returns A function that removes this listener (and unsubscribes when it
    *   was the channel's last).
    *
@@ -330,6 +331,15 @@ export class RedisClient {
     checkFunction("listener", listener);
     if (options?.onResubscribed !== undefined) {
       checkFunction("options.onResubscribed", options.onResubscribed);
+    }
+    if (options?.sharded !== undefined) {
+      checkBoolean("options.sharded", options.sharded);
+    }
+    if (options?.onServerUnsubscribed !== undefined) {
+      checkFunction(
+        "options.onServerUnsubscribed",
+        options.onServerUnsubscribed,
+      );
     }
     if (this.#closing) throw new TypeError("subscribe() on a closed client");
     checkRequest(this); // else it would open a subscriber socket for another request

@@ -131,7 +131,9 @@ export class Inbox {
       if (reply === NEED_MORE) break;
       if (reply instanceof Push) {
         const kind = String(reply.data[0]);
-        if (
+        if (subscriber && this.#serverUnsubscribe(kind, reply.data)) {
+          this.#hooks.onMessage?.(kind, reply.data);
+        } else if (
           subscriber && !MESSAGE_KINDS.has(kind) &&
           kind.endsWith("subscribe")
         ) {
@@ -145,13 +147,26 @@ export class Inbox {
       }
       if (
         subscriber && Array.isArray(reply) &&
-        MESSAGE_KINDS.has(String(reply[0]))
+        (MESSAGE_KINDS.has(String(reply[0])) ||
+          this.#serverUnsubscribe(String(reply[0]), reply))
       ) {
         this.#hooks.onMessage?.(String(reply[0]), reply);
         continue;
       }
       if (!this.#reply(reply)) return;
     }
+  }
+
+  /**
+   * Whether a `sunsubscribe` is Redis ending a sharded subscription on its
+   * own (the channel's slot moved to another shard), not the reply to our
+   * SUNSUBSCRIBE of that channel, which would be the command waiting first.
+   */
+  #serverUnsubscribe(kind: string, data: Reply[]): boolean {
+    if (kind !== "sunsubscribe") return false;
+    const p = this.inflight.peek();
+    return p === undefined || p.name.toUpperCase() !== "SUNSUBSCRIBE" ||
+      String(p.args?.[1]) !== String(data[1]);
   }
 
   #reply(reply: Reply): boolean {

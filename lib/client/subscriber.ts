@@ -9,7 +9,7 @@
 
 import { ChannelTable } from "./channels.ts";
 import { Connection } from "./connection.ts";
-import { ConnectionError } from "../errors.ts";
+import { ConnectionError, ReplyError } from "../errors.ts";
 import type { ResolvedOptions } from "./options.ts";
 
 /**
@@ -43,16 +43,69 @@ export interface SubscribeOptions {
    * Redis again. The listener gets no message for it.
    */
   onResubscribed?: () => void;
+  /**
+   * Sharded pub/sub (Redis 7+): SSUBSCRIBE instead of SUBSCRIBE, so the
+   * listener gets what `SPUBLISH` sends on the channel (classic `PUBLISH`
+   * does not reach it). On a cluster, subscribe on the node that owns the
+   * channel's slot: `connectCluster`'s `subscribe` does that itself.
+   */
+  sharded?: boolean;
+  /**
+   * With `sharded`: called when Redis ended the subscription on its own,
+   * which it does when the channel's slot moved to another shard (it sends
+   * `sunsubscribe`). The listener gets nothing more here; remove it and
+   * subscribe where the slot went.
+   */
+  onServerUnsubscribed?: () => void;
+}
+
+/** One table of channels: classic (SUBSCRIBE) or sharded (SSUBSCRIBE). */
+interface Kind {
+  readonly table: ChannelTable<MessageListener>;
+  /** Per channel, the `onResubscribed` callbacks of its subscriptions. */
+  readonly resubscribed: Map<string, Set<() => void>>;
+  /** Per channel, the `onServerUnsubscribed` callbacks (sharded only). */
+  readonly ended: Map<string, Set<() => void>>;
+  readonly subscribe: string;
+  readonly unsubscribe: string;
+}
+
+function kind(subscribe: string, unsubscribe: string): Kind {
+  return {
+    table: new ChannelTable<MessageListener>(),
+    resubscribed: new Map(),
+    ended: new Map(),
+    subscribe,
+    unsubscribe,
+  };
+}
+
+/** Adds `cb` to `map`'s set for `channel`; returns what removes it again. */
+function addTo(
+  map: Map<string, Set<() => void>>,
+  channel: string,
+  cb: (() => void) | undefined,
+): () => void {
+  if (cb === undefined) return () => {};
+  // Its own function, so one callback given twice is called twice.
+  const own = () => cb();
+  let set = map.get(channel);
+  if (set === undefined) map.set(channel, set = new Set());
+  set.add(own);
+  return () => {
+    const current = map.get(channel);
+    if (current?.delete(own) && current.size === 0) map.delete(channel);
+  };
 }
 
 /** The subscriptions of one client, on one shared subscriber connection. */
 export class Subscriber {
   readonly #options: ResolvedOptions;
   #connection: Promise<Connection> | null = null;
-  /** The listeners, and each channel's SUBSCRIBE/UNSUBSCRIBE in order. */
-  readonly #table = new ChannelTable<MessageListener>();
-  /** Per channel, the `onResubscribed` callbacks of its subscriptions. */
-  #resubscribed = new Map<string, Set<() => void>>();
+  /** Classic channels: the listeners, and each channel's operations in order. */
+  readonly #classic = kind("SUBSCRIBE", "UNSUBSCRIBE");
+  /** Sharded channels (SSUBSCRIBE), kept apart: another namespace in Redis. */
+  readonly #sharded = kind("SSUBSCRIBE", "SUNSUBSCRIBE");
 
   /**
    * Nothing is opened until the first subscription.
@@ -65,7 +118,7 @@ export class Subscriber {
 
   /** Number of channels subscribed to. */
   get channels(): number {
-    return this.#table.size;
+    return this.#classic.table.size + this.#sharded.table.size;
   }
 
   /**
@@ -74,7 +127,8 @@ export class Subscriber {
    *
    * @param channel The channel name.
    * @param listener Called with each message.
-   * @param options `onResubscribed`, called after each resubscribe.
+   * @param options `onResubscribed`, called after each resubscribe;
+   *   `sharded` and `onServerUnsubscribed`.
    * @returns A function that removes this listener (and unsubscribes when it
    *   was the channel's last).
    */
@@ -83,36 +137,29 @@ export class Subscriber {
     listener: MessageListener,
     options?: SubscribeOptions,
   ): Promise<() => Promise<void>> {
-    // Its own function, so one callback given twice is called twice.
-    const cb = options?.onResubscribed;
-    const onResubscribed = cb === undefined ? undefined : () => cb();
-    const addCallback = () => {
-      if (onResubscribed === undefined) return;
-      let cbs = this.#resubscribed.get(channel);
-      if (cbs === undefined) this.#resubscribed.set(channel, cbs = new Set());
-      cbs.add(onResubscribed);
-    };
-    const dropCallback = () => {
-      if (onResubscribed === undefined) return;
-      const cbs = this.#resubscribed.get(channel);
-      if (cbs?.delete(onResubscribed) && cbs.size === 0) {
-        this.#resubscribed.delete(channel);
-      }
-    };
-    addCallback();
-    return await this.#table.add(channel, listener, {
+    const k = options?.sharded === true ? this.#sharded : this.#classic;
+    const dropResubscribed = addTo(
+      k.resubscribed,
+      channel,
+      options?.onResubscribed,
+    );
+    const dropEnded = addTo(k.ended, channel, options?.onServerUnsubscribed);
+    return await k.table.add(channel, listener, {
       subscribe: async () => {
         const sub = await this.#subscriberConnection();
-        await sub.send(["SUBSCRIBE", channel]);
+        await sub.send([k.subscribe, channel]);
       },
       unsubscribe: async () => {
         if (this.#connection === null) return;
         const sub = await this.#connection;
         if (sub.status === "ready" || sub.status === "reconnecting") {
-          await sub.send(["UNSUBSCRIBE", channel]);
+          await sub.send([k.unsubscribe, channel]);
         }
       },
-      dropped: dropCallback,
+      dropped: () => {
+        dropResubscribed();
+        dropEnded();
+      },
     });
   }
 
@@ -134,11 +181,17 @@ export class Subscriber {
    * @returns Resolves once the subscriber connection is closed.
    */
   async close(timeout: number, deadline: number): Promise<void> {
-    this.#table.clear();
-    this.#resubscribed.clear();
+    for (const k of [this.#classic, this.#sharded]) {
+      k.table.clear();
+      k.resubscribed.clear();
+      k.ended.clear();
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      Promise.allSettled(this.#table.pending()),
+      Promise.allSettled([
+        ...this.#classic.table.pending(),
+        ...this.#sharded.table.pending(),
+      ]),
       new Promise<void>((r) => timer = setTimeout(r, timeout)),
     ]);
     clearTimeout(timer);
@@ -164,13 +217,55 @@ export class Subscriber {
     this.#connection?.then((c) => c.reroute(where, reason), () => {});
   }
 
+  /** Subscribes `channel` again after a reconnect, and says so. */
+  #subscribeAgain(sub: Connection, k: Kind, channel: string): void {
+    sub.send([k.subscribe, channel]).then(() => {
+      // Subscribed again: what was published meanwhile is lost, so tell the
+      // waiters to look again.
+      this.#call(k.resubscribed, channel);
+    }, (err) => {
+      // Lost with the connection again: the next reconnect subscribes
+      // again, so that is no loss worth a warning.
+      if (err instanceof ConnectionError) return;
+      if (k === this.#sharded && err instanceof ReplyError) {
+        // The slot moved while the connection was down (MOVED): for whoever
+        // subscribed it, as if Redis had ended the subscription itself.
+        this.#call(k.ended, channel);
+        return;
+      }
+      this.#options.logger.warn(
+        `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
+      );
+    });
+  }
+
+  /** Calls the callbacks `map` has for `channel`; what they throw is logged. */
+  #call(map: Map<string, Set<() => void>>, channel: string): void {
+    const cbs = map.get(channel);
+    for (const cb of cbs === undefined ? [] : [...cbs]) {
+      try {
+        cb();
+      } catch (err) {
+        this.#options.logger.warn(
+          `respite: a subscription callback on ${channel} threw: ${err}`,
+        );
+      }
+    }
+  }
+
   #subscriberConnection(): Promise<Connection> {
     if (this.#connection === null) {
       this.#connection = Connection.open(this.#options, {
-        onMessage: (_kind, data) => {
+        onMessage: (kind, data) => {
           const channel = String(data[data.length - 2]);
+          if (kind === "sunsubscribe") {
+            // Redis ended a sharded subscription: the slot moved.
+            this.#call(this.#sharded.ended, String(data[1]));
+            return;
+          }
           const message = String(data[data.length - 1]);
-          const set = this.#table.listeners.get(channel);
+          const k = kind === "smessage" ? this.#sharded : this.#classic;
+          const set = k.table.listeners.get(channel);
           if (set === undefined) return;
           for (const l of [...set]) {
             try {
@@ -188,28 +283,10 @@ export class Subscriber {
           // own SUBSCRIBE.)
           if (!reconnected || this.#connection === null) return;
           void this.#connection.then((sub) => {
-            for (const channel of this.#table.listeners.keys()) {
-              sub.send(["SUBSCRIBE", channel]).then(() => {
-                // Subscribed again: what was published meanwhile is lost,
-                // so tell the waiters to look again.
-                const cbs = this.#resubscribed.get(channel);
-                for (const cb of cbs === undefined ? [] : [...cbs]) {
-                  try {
-                    cb();
-                  } catch (err) {
-                    this.#options.logger.warn(
-                      `respite: an onResubscribed callback on ${channel} threw: ${err}`,
-                    );
-                  }
-                }
-              }, (err) => {
-                // Lost with the connection again: the next reconnect
-                // subscribes again, so that is no loss worth a warning.
-                if (err instanceof ConnectionError) return;
-                this.#options.logger.warn(
-                  `respite: could not subscribe again to ${channel} after a reconnect: ${err}`,
-                );
-              });
+            for (const k of [this.#classic, this.#sharded]) {
+              for (const channel of k.table.listeners.keys()) {
+                this.#subscribeAgain(sub, k, channel);
+              }
             }
           });
         },

@@ -3,10 +3,13 @@
  * master, each command routed by the slot of its keys, MOVED/ASK followed,
  * TRYAGAIN/CLUSTERDOWN retried with backoff, a bounded number of times.
  *
- * Work in progress (issue 10): `subscribe` uses classic SUBSCRIBE on the
- * master owning the channel's slot (classic PUBLISH reaches every node of a
- * cluster, so wake-ups work); sharded pub/sub and re-subscription after a
- * slot move are not done yet.
+ * Pub/sub is sharded on Redis 7+ (CLUSTER SHARDS answered): `subscribe`
+ * sends SSUBSCRIBE to the master owning the channel's slot, scripts wake
+ * waiters with SPUBLISH (`shardedPubSub`), and when the slot moves (Redis
+ * ends the subscription with `sunsubscribe`, or a resubscribe after a
+ * reconnect meets MOVED) the channel is subscribed again on its new owner and
+ * `onResubscribed` says that messages may have been missed meanwhile. On an
+ * older cluster, classic SUBSCRIBE and PUBLISH (which every node forwards).
  *
  * @module
  */
@@ -51,6 +54,8 @@ export interface ClusterStats {
   clusterdown: number;
   /** Slot map reads (the first one included). */
   refreshes: number;
+  /** Sharded subscriptions moved to the new owner of their slot. */
+  resubscribes: number;
 }
 
 function seedOptions(seed: ClusterSeed): Partial<ConnectOptions> {
@@ -96,7 +101,9 @@ export class ClusterClient {
     tryagain: 0,
     clusterdown: 0,
     refreshes: 0,
+    resubscribes: 0,
   };
+  #sharded = false;
   #map: SlotMap = [];
   #nodes = new Map<NodeAddress, Promise<RedisClient>>();
   #base: ConnectOptions;
@@ -125,6 +132,14 @@ export class ClusterClient {
   /** `"ready"` while open, `"closed"` after `close()`. */
   get status(): ConnectionStatus {
     return this.#closed ? "closed" : "ready";
+  }
+
+  /**
+   * Whether wake-ups go by sharded pub/sub (SPUBLISH/SSUBSCRIBE): on a
+   * Redis 7+ cluster.
+   */
+  get shardedPubSub(): boolean {
+    return this.#sharded;
   }
 
   /** Where warnings go (the seed client's logger). */
@@ -161,8 +176,11 @@ export class ClusterClient {
               await client.command(["CLUSTER", "SHARDS"]),
               splitAddress(address).hostname,
             );
+            // CLUSTER SHARDS and sharded pub/sub both came with Redis 7.
+            this.#sharded = true;
           } catch (err) {
             if (!(err instanceof ReplyError)) throw err;
+            this.#sharded = false;
             map = parseSlots(
               await client.command(["CLUSTER", "SLOTS"]),
               splitAddress(address).hostname,
@@ -301,12 +319,16 @@ export class ClusterClient {
   }
 
   /**
-   * Subscribes on the master owning `channel`'s slot (classic SUBSCRIBE for
-   * now; classic PUBLISH reaches every node).
+   * Subscribes `listener` to `channel` on the master owning the channel's
+   * slot: SSUBSCRIBE on Redis 7+ (see {@linkcode ClusterClient.shardedPubSub}),
+   * followed to the slot's new owner when it moves, with `onResubscribed`
+   * called once it is subscribed there; classic SUBSCRIBE otherwise.
    *
    * @param channel The channel.
    * @param listener Called with each message.
-   * @param options `onResubscribed`.
+   * @param options `onResubscribed`: called each time the channel was
+   *   subscribed again (after a reconnect, or on the slot's new owner), as
+   *   messages may have been missed meanwhile.
    * @returns A function that removes the listener.
    */
   async subscribe(
@@ -314,9 +336,107 @@ export class ClusterClient {
     listener: (message: string, channel: string) => void,
     options?: { onResubscribed?: () => void },
   ): Promise<() => Promise<void>> {
-    const address = this.#map[keySlot(channel)] ?? this.#anyMaster();
-    const client = await this.#node(address);
-    return await client.subscribe(channel, listener, options);
+    if (typeof channel !== "string" || channel.length === 0) {
+      throw new TypeError("subscribe: channel must be a non-empty string");
+    }
+    if (typeof listener !== "function") {
+      throw new TypeError("subscribe: listener must be a function");
+    }
+    const onResubscribed = options?.onResubscribed;
+    if (onResubscribed !== undefined && typeof onResubscribed !== "function") {
+      throw new TypeError(
+        "subscribe: options.onResubscribed must be a function",
+      );
+    }
+    const slot = keySlot(channel);
+    if (!this.#sharded) {
+      const client = await this.#node(this.#map[slot] ?? this.#anyMaster());
+      return await client.subscribe(channel, listener, options);
+    }
+    let removed = false;
+    /** Removes the listener from the node it is subscribed on now. */
+    let current: (() => Promise<void>) | null = null;
+    /** Moves so far: a subscription made for an older one is dropped. */
+    let moves = 0;
+    const attach = async (): Promise<void> => {
+      const move = moves;
+      let last: unknown;
+      for (let tries = 0; tries <= this.#max; tries++) {
+        const address = this.#map[slot] ?? this.#anyMaster();
+        const client = await this.#node(address);
+        try {
+          const unsubscribe = await client.subscribe(channel, listener, {
+            sharded: true,
+            onResubscribed,
+            onServerUnsubscribed: moved,
+          });
+          if (removed || move !== moves) await unsubscribe();
+          else current = unsubscribe;
+          return;
+        } catch (err) {
+          if (!(err instanceof ReplyError)) throw err;
+          last = err;
+          if (err.code === "MOVED") {
+            this.stats.moved++;
+            this.#map[slot] = err.message.split(" ")[2];
+          } else if (
+            err.code === "TRYAGAIN" || err.code === "CLUSTERDOWN" ||
+            err.code === "LOADING"
+          ) {
+            await sleep(Math.min(10 * 2 ** tries, 500));
+            await this._refresh().catch(() => {});
+          } else throw err;
+        }
+      }
+      throw new ClusterError(
+        `SSUBSCRIBE ${channel}: gave up after ${this.#max} tries`,
+        { cause: last },
+      );
+    };
+    // Redis ended the subscription (the slot moved): drop the listener
+    // there, subscribe on the new owner, then say messages may be lost.
+    const moved = () => {
+      if (removed || this.#closed) return;
+      const old = current;
+      current = null;
+      old?.().catch(() => {});
+      this.stats.resubscribes++;
+      const move = ++moves;
+      const again = async (attempt: number): Promise<void> => {
+        if (removed || this.#closed || move !== moves) return;
+        try {
+          await this._refresh().catch(() => {});
+          await attach();
+          if (move !== moves) return; // a later move goes on from here
+        } catch (err) {
+          if (attempt === 0) {
+            this.#logger.warn(
+              `respite: could not subscribe ${channel} on its slot's new owner yet (${
+                err instanceof Error ? err.message : err
+              }); trying again`,
+            );
+          }
+          await sleep(Math.min(100 * 2 ** attempt, 2_000));
+          return await again(attempt + 1);
+        }
+        try {
+          onResubscribed?.();
+        } catch (err) {
+          this.#logger.warn(
+            `respite: an onResubscribed callback on ${channel} threw: ${err}`,
+          );
+        }
+      };
+      void again(0);
+    };
+    await attach();
+    return async () => {
+      if (removed) return;
+      removed = true;
+      const u = current;
+      current = null;
+      await u?.();
+    };
   }
 
   /** One client per master, for SCANs that must visit every master. */
