@@ -328,6 +328,107 @@ test("the cached stampede across 4 processes on the cluster: one computation for
   }
 });
 
+test(
+  "3 processes contend for a lock while its slot migrates there and back: MOVED, ASK and TRYAGAIN all met, the count exact, no overlapping holds, one token per acquisition",
+  async () => {
+    const p = `respite:mig${Date.now()}:`;
+    const lockKey = `${p}lock:{mutex}`;
+    const slot = keySlot(lockKey);
+    assert.equal(keySlot(`${p}{mutex}:counter`), slot);
+    await redis.send("SET", `${lockKey}:fence`, String(2 ** 52));
+    const procs = 3;
+    const cycles = 150;
+    const worker = fileURLToPath(
+      new URL("./fixtures/lock_worker.ts", import.meta.url),
+    );
+    const workers = Array.from({ length: procs }, (_, i) => {
+      const [cmd, args] = runArgs(worker, [
+        "mutex",
+        cluster.urls[i],
+        p,
+        String(cycles),
+        `w${i}`,
+        "cluster",
+      ]);
+      return spawn(cmd, args);
+    });
+    try {
+      const counter = () => redis.send("GET", `${p}{mutex}:counter`);
+      await until(
+        "the workers to start",
+        async () => Number(await counter() ?? 0) >= 10,
+      );
+      const home = await cluster.ownerOf(slot);
+      const away = cluster.nodes.find((n) => n !== home)!;
+      const pause = () => new Promise<void>((r) => setTimeout(r, 40));
+      for (const target of [away, home]) {
+        // Slowly, so that the workers meet each half-migrated state.
+        await migrateSlot(cluster, slot, target, {
+          afterMark: pause,
+          afterKey: pause,
+          beforeNode: pause,
+        });
+        // Progress on the new owner: every worker's next commands meet
+        // MOVED there (ASK does not change a client's map).
+        const at = Number(await counter());
+        await until(
+          "progress after the migration",
+          async () =>
+            Number(await counter()) >= Math.min(at + 10, procs * cycles),
+        );
+      }
+      const results = [];
+      for (const w of workers) {
+        assert.equal(await w.exited, 0, await w.stderr());
+        results.push(
+          JSON.parse((await w.stdout()).trim().split("\n").pop()!) as {
+            id: string;
+            intervals: [number, number, number][];
+            stats: { moved: number; ask: number; tryagain: number };
+          },
+        );
+      }
+      assert.equal(Number(await counter()), procs * cycles);
+      const all: [number, number, number, string][] = [];
+      const met = { moved: 0, ask: 0, tryagain: 0 };
+      for (const { id, intervals, stats } of results) {
+        assert.equal(intervals.length, cycles);
+        for (const [s, e, f] of intervals) all.push([s, e, f, id]);
+        met.moved += stats.moved;
+        met.ask += stats.ask;
+        met.tryagain += stats.tryagain;
+      }
+      assert.ok(
+        met.moved > 0 && met.ask > 0 && met.tryagain > 0,
+        `redirections met: ${JSON.stringify(met)}`,
+      );
+      all.sort((a, b) => a[0] - b[0]);
+      for (let i = 1; i < all.length; i++) {
+        const [prevStart, prevEnd, prevFence, prevId] = all[i - 1];
+        const [start, , fence, id] = all[i];
+        assert.ok(
+          prevEnd <= start,
+          `hold ${prevId} [${prevStart}, ${prevEnd}] overlaps ${id} from ${start}`,
+        );
+        assert.ok(fence > prevFence, `fence ${fence} after ${prevFence}`);
+      }
+      assert.equal(
+        Number(await redis.send("GET", `${lockKey}:fence`)),
+        2 ** 52 + procs * cycles,
+      );
+      assert.equal(await redis.send("EXISTS", lockKey), 0);
+      console.log(
+        `slot migrated away and back under ${procs} processes × ${cycles} cycles: ${
+          JSON.stringify(met)
+        }`,
+      );
+    } finally {
+      for (const w of workers) w.kill("SIGKILL");
+    }
+  },
+  { timeout: 90_000 },
+);
+
 test("unreachable seeds give a ClusterError without the password", async () => {
   await assert.rejects(
     connectCluster("redis://:s3cret@127.0.0.1:1"),
