@@ -6,18 +6,24 @@
  * - Bun (child process, `bench_client_bun.ts`): respite vs Bun's built-in
  *   `RedisClient`.
  * - `redis-benchmark` as the ceiling.
+ * - Cluster rows (Deno): respite's `connectCluster` vs ioredis's `Cluster`
+ *   on a throwaway 3-master Redis Cluster (the benchmark keys hash to one
+ *   master, so this measures each client's routing on top of its pipeline;
+ *   `--no-cluster` leaves them out).
  *
  * Every measurement is repeated for several rounds with the clients
  * interleaved; the table shows medians in ops/s and ratios against ioredis
  * (Deno) and Bun's client (Bun).
  *
- * Usage: deno task bench:client [--json] [--rounds N] [--seq N] [--batches N] [--no-bun]
+ * Usage: deno task bench:client [--json] [--rounds N] [--seq N] [--batches N] [--no-bun] [--no-cluster]
  * With REDIS_URL set, that server is used instead of a throwaway one.
  */
 
-import { Redis as IORedis } from "ioredis";
+import { Cluster as IOCluster, Redis as IORedis } from "ioredis";
 import { createClient } from "redis";
 import { connect } from "../lib/client/client.ts";
+import { connectCluster } from "../lib/cluster/client.ts";
+import { startCluster, type TestCluster } from "../testing/cluster.ts";
 import { startRedis } from "../testing/redis.ts";
 import {
   type BenchClient,
@@ -53,6 +59,7 @@ const plan: BenchPlan = {
 };
 const wantJson = flag("--json");
 const withBun = !flag("--no-bun");
+const withCluster = !flag("--no-cluster");
 const log = (s: string) => console.error(s);
 
 const external = Deno.env.get("REDIS_URL");
@@ -60,6 +67,7 @@ const server = external ? null : await startRedis();
 const url = external ?? server!.url;
 const { hostname, port } = new URL(url);
 const started = Date.now();
+const cluster: TestCluster | null = withCluster ? await startCluster() : null;
 
 try {
   const admin = await connect(url);
@@ -106,6 +114,28 @@ try {
     },
     raw,
   ];
+  if (cluster !== null) {
+    const rc = await connectCluster(cluster.urls[0]);
+    const ic = new IOCluster(
+      cluster.nodes.map((n) => ({ host: "127.0.0.1", port: n.port })),
+      { lazyConnect: true },
+    );
+    await ic.connect();
+    await rc.send("SET", GET_KEY, VALUE);
+    denoClients.splice(denoClients.length - 1, 0, {
+      name: "respite (cluster)",
+      get: (k) => rc.send("GET", k),
+      set: (k, v) => rc.send("SET", k, v),
+      close: () => rc.close(),
+    }, {
+      name: "ioredis Cluster",
+      get: (k) => ic.get(k),
+      set: (k, v) => ic.set(k, v),
+      close: async () => {
+        await ic.quit();
+      },
+    });
+  }
   let deno: BenchResult[];
   try {
     deno = await runBench(
@@ -211,6 +241,13 @@ try {
     byName(deno, "respite"),
     byName(deno, "node-redis"),
   );
+  if (cluster !== null) {
+    ratioRow(
+      "respite / ioredis, cluster (Deno)",
+      byName(deno, "respite (cluster)"),
+      byName(deno, "ioredis Cluster"),
+    );
+  }
   ratioRow(
     "respite / Deno.conn ping-pong",
     byName(deno, "respite"),
@@ -277,6 +314,7 @@ try {
   }
 } finally {
   await server?.stop();
+  await cluster?.stop();
 }
 
 async function redisBenchmark(

@@ -30,14 +30,20 @@
  * redis-servers (the first is the single-node server). Their "calls" and
  * "requests" columns count the first node only (each node sees the same).
  *
+ * Cluster columns: respite's `Lock` on `connectCluster`, redlock v4 and
+ * redis-semaphore's `Mutex` on one ioredis `Cluster` client each, on a
+ * throwaway 3-master Redis Cluster; their calls and requests are summed
+ * over the three masters (each lock lives on one).
+ *
  * Usage: deno task bench:lock [--rounds N] [--seconds S]
  * With REDIS_URL set, that server is used instead of a throwaway one.
  */
 
-import { Redis as IORedis } from "ioredis";
+import { Cluster as IOCluster, Redis as IORedis } from "ioredis";
 import Redlock from "redlock";
 import { Mutex } from "redis-semaphore";
-import { connect, Lock } from "../mod.ts";
+import { connect, connectCluster, Lock } from "../mod.ts";
+import { startCluster } from "../testing/cluster.ts";
 import { commandCalls, startRedis } from "../testing/redis.ts";
 
 function option(name: string, fallback: number): number {
@@ -66,6 +72,8 @@ interface Contender {
   };
   /** Commands the library runs inside its own Lua scripts (not requests). */
   scriptInner: string[];
+  /** Where its commands are counted (default: the single-node server). */
+  count?: () => Promise<Map<string, number>>;
 }
 
 const external = Deno.env.get("REDIS_URL");
@@ -85,6 +93,24 @@ const respiteNodes = [
 ];
 const ioNodes = [ioA, ...extra.map((s) => new IORedis(s.url))];
 
+// A throwaway 3-master cluster for the cluster columns.
+const cluster = await startCluster();
+const respiteCluster = await connectCluster(cluster.urls[0]);
+const seeds = cluster.nodes.map((n) => ({ host: "127.0.0.1", port: n.port }));
+const ioCluster = new IOCluster(seeds);
+const ioClusterB = new IOCluster(seeds);
+const redlockCluster = new Redlock([ioCluster as never], { retryCount: -1 });
+/** Commands counted over every master of the cluster. */
+async function clusterCalls(): Promise<Map<string, number>> {
+  const sum = new Map<string, number>();
+  for (const n of cluster.nodes) {
+    for (const [cmd, k] of await commandCalls(n.client)) {
+      sum.set(cmd, (sum.get(cmd) ?? 0) + k);
+    }
+  }
+  return sum;
+}
+
 function respiteQuorum(n: number): Contender {
   return {
     name: `respite Lock N=${n}`,
@@ -97,7 +123,16 @@ function respiteQuorum(n: number): Contender {
         release: () => lock.release(),
       };
     },
-    scriptInner: ["set", "incr", "pttl", "get", "del", "publish", "pexpire"],
+    scriptInner: [
+      "set",
+      "incr",
+      "time",
+      "pttl",
+      "get",
+      "del",
+      "publish",
+      "pexpire",
+    ],
   };
 }
 
@@ -133,7 +168,16 @@ const contenders: Contender[] = [
         release: () => lock.release(),
       };
     },
-    scriptInner: ["set", "incr", "pttl", "get", "del", "publish", "pexpire"],
+    scriptInner: [
+      "set",
+      "incr",
+      "time",
+      "pttl",
+      "get",
+      "del",
+      "publish",
+      "pexpire",
+    ],
   },
   {
     name: "redlock v4",
@@ -164,6 +208,61 @@ const contenders: Contender[] = [
       };
     },
     scriptInner: ["get", "del"],
+  },
+  {
+    name: "respite Lock (cluster)",
+    holder(resource) {
+      const lock = new Lock(respiteCluster, resource, { ttl: TTL });
+      return {
+        acquire: async () => {
+          if (!await lock.acquire()) throw new Error("not acquired");
+        },
+        release: () => lock.release(),
+      };
+    },
+    scriptInner: [
+      "set",
+      "incr",
+      "time",
+      "pttl",
+      "get",
+      "del",
+      "spublish",
+      "pexpire",
+    ],
+    count: clusterCalls,
+  },
+  {
+    name: "redlock v4 (cluster)",
+    holder(resource) {
+      let held: { unlock(): Promise<unknown> } | null = null;
+      return {
+        acquire: async () => {
+          held = await redlockCluster.lock(resource, TTL);
+        },
+        release: async () => {
+          await held!.unlock();
+          held = null;
+        },
+      };
+    },
+    scriptInner: ["exists", "set", "get", "del"],
+    count: clusterCalls,
+  },
+  {
+    name: "redis-semaphore Mutex (cluster)",
+    holder(resource) {
+      const mutex = new Mutex(ioClusterB as never, resource, {
+        lockTimeout: TTL,
+        acquireTimeout: 60_000,
+      });
+      return {
+        acquire: () => mutex.acquire(),
+        release: () => mutex.release(),
+      };
+    },
+    scriptInner: ["get", "del"],
+    count: clusterCalls,
   },
   respiteQuorum(3),
   redlockQuorum(3),
@@ -262,7 +361,8 @@ async function contended(
     await h.acquire();
     await h.release();
   }
-  const before = await commandCalls(admin);
+  const count = c.count ?? (() => commandCalls(admin));
+  const before = await count();
   const t0 = performance.now();
   const workers = holders.map(async (h, i) => {
     while (!stop) {
@@ -286,7 +386,7 @@ async function contended(
   const counted = acquisitions;
   const countedHandoffs = handoffs;
   const t1 = performance.now();
-  const after = await commandCalls(admin);
+  const after = await count();
   await Promise.all(workers); // drain: each worker finishes its wait
   const d = delta(before, after);
   let calls = 0;
@@ -378,7 +478,7 @@ try {
     "× redlock (same N)",
     "contended handoffs/s",
     "× redlock (same N)",
-    "× redis-semaphore",
+    "× redis-semaphore (same servers)",
     "contended acquisitions/s",
     "top worker",
     "Redis calls/acq (incl. inside Lua)",
@@ -386,8 +486,10 @@ try {
   ]];
   for (const c of contenders) {
     const r = results.get(c.name)!;
-    const nm = / N=\d+$/.exec(c.name)?.[0];
+    // Compared with the peer on the same servers: N nodes, or the cluster.
+    const nm = / (N=\d+|\(cluster\))$/.exec(c.name)?.[0];
     const rl = nm ? results.get(`redlock v4${nm}`)! : rl1;
+    const sem = results.get(`redis-semaphore Mutex${nm ?? ""}`) ?? rs;
     rows.push([
       c.name,
       median(r.u).toFixed(0),
@@ -396,7 +498,7 @@ try {
       (median(r.p) / median(rl.p)).toFixed(2),
       median(r.h).toFixed(0),
       (median(r.h) / median(rl.h)).toFixed(2),
-      (median(r.h) / median(rs.h)).toFixed(2),
+      (median(r.h) / median(sem.h)).toFixed(2),
       median(r.c).toFixed(0),
       `${(median(r.top) * 100).toFixed(0)}%`,
       median(r.calls).toFixed(2),
@@ -437,4 +539,8 @@ try {
   ioB.disconnect();
   await server?.stop();
   for (const s of extra) await s.stop();
+  await respiteCluster.close();
+  ioCluster.disconnect();
+  ioClusterB.disconnect();
+  await cluster.stop();
 }

@@ -12,6 +12,10 @@
  *    (one caller awaiting each read) and 100 (100 such callers), in this
  *    process: ops/s, median over the rounds, and the ratio to bentocache.
  *
+ * "respite (cluster)" is `cached` on `connectCluster`, on a throwaway
+ * 3-master Redis Cluster (its hit-path ratio is to bentocache on the single
+ * server).
+ *
  * Usage: deno task bench:stampede [--processes 4] [--callers 50]
  *          [--compute 200] [--rounds 3] [--ops 20000]
  * With REDIS_URL set, that server is used instead of a throwaway one.
@@ -21,11 +25,24 @@ import { BentoCache, bentostore } from "bentocache";
 import { redisDriver } from "bentocache/drivers/redis";
 import { createCache } from "async-cache-dedupe";
 import { Redis as IORedis } from "ioredis";
-import { cached, connect, type RedisClient } from "../mod.ts";
+import {
+  cached,
+  type ClusterClient,
+  connect,
+  connectCluster,
+  type RedisClient,
+} from "../mod.ts";
+import { startCluster } from "../testing/cluster.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 
-const LIBS = ["respite", "cache-aside", "bentocache", "async-cache-dedupe"];
+const LIBS = [
+  "respite",
+  "respite (cluster)",
+  "cache-aside",
+  "bentocache",
+  "async-cache-dedupe",
+];
 type Lib = typeof LIBS[number];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (s: string) => console.error(s);
@@ -59,28 +76,36 @@ function ioredis(url: string): IORedis {
   return new IORedis(url, { lazyConnect: false, enableOfflineQueue: true });
 }
 
-/** The four contenders, each with its own connection(s). */
-async function makeGetters(url: string): Promise<Record<Lib, Getter>> {
-  const redis = await connect(url);
-  const respiteFns = new Map<
+/** respite's `cached` on `redis`, one cached function per key. */
+function respiteGetter(redis: RedisClient | ClusterClient): Getter {
+  const fns = new Map<
     string,
     ReturnType<typeof cached<[() => Promise<unknown>], unknown>>
   >();
-  const respite: Getter = {
+  return {
     get(key, compute) {
-      let f = respiteFns.get(key);
+      let f = fns.get(key);
       if (f === undefined) {
         f = cached((c: () => Promise<unknown>) => c(), {
           redis,
           key,
           ttl: 600_000,
         });
-        respiteFns.set(key, f);
+        fns.set(key, f);
       }
       return f(compute);
     },
     close: () => redis.close(),
   };
+}
+
+/** The contenders, each with its own connection(s). */
+async function makeGetters(
+  url: string,
+  clusterUrl: string,
+): Promise<Record<Lib, Getter>> {
+  const respite = respiteGetter(await connect(url));
+  const respiteCluster = respiteGetter(await connectCluster(clusterUrl));
   const plain = await connect(url);
   const cacheAside: Getter = {
     async get(key, compute) {
@@ -129,6 +154,7 @@ async function makeGetters(url: string): Promise<Record<Lib, Getter>> {
   };
   return {
     respite,
+    "respite (cluster)": respiteCluster,
     "cache-aside": cacheAside,
     bentocache,
     "async-cache-dedupe": asyncCacheDedupe,
@@ -139,12 +165,13 @@ async function makeGetters(url: string): Promise<Record<Lib, Getter>> {
 
 async function worker(
   url: string,
+  clusterUrl: string,
   ns: string,
   callers: number,
   computeMs: number,
 ) {
   const control = await connect(url);
-  const getters = await makeGetters(url);
+  const getters = await makeGetters(url, clusterUrl);
   const queue: string[] = [];
   let wake: (() => void) | null = null;
   const unsubscribe = await control.subscribe(`${ns}go`, (msg) => {
@@ -208,6 +235,7 @@ function table(head: string[], rows: string[][]): string {
 async function stampede(
   redis: RedisClient,
   url: string,
+  clusterUrl: string,
   ns: string,
   P: number,
   C: number,
@@ -222,6 +250,7 @@ async function stampede(
       const [cmd, args] = runArgs(self, [
         "--worker",
         url,
+        clusterUrl,
         ns,
         String(C),
         String(D),
@@ -290,11 +319,12 @@ async function stampede(
 
 async function hitPath(
   url: string,
+  clusterUrl: string,
   ns: string,
   ops: number,
   rounds: number,
 ): Promise<string> {
-  const getters = await makeGetters(url);
+  const getters = await makeGetters(url, clusterUrl);
   const KEYS = 1_000;
   const keys = Array.from({ length: KEYS }, (_, i) => `${ns}hit:${i}`);
   const value = { id: 1, name: "a cached row", tags: ["x", "y", "z"], n: 3.14 };
@@ -364,6 +394,7 @@ async function main() {
   const rounds = option("rounds", 3);
   const ops = option("ops", 20_000);
   const server = await sharedRedis();
+  const cluster = await startCluster();
   const ns = `respite:bench:stampede:${Date.now()}:`;
   const redis = await connect(server.url);
   try {
@@ -376,11 +407,20 @@ async function main() {
     log(
       `stampede: ${P} processes × ${C} callers, cold key, compute ${D} ms, ${rounds} rounds (+1 warm-up)`,
     );
-    const a = await stampede(redis, server.url, ns, P, C, D, rounds);
+    const a = await stampede(
+      redis,
+      server.url,
+      cluster.urls[0],
+      ns,
+      P,
+      C,
+      D,
+      rounds,
+    );
     log(
       `hit path: 1,000 warm keys, ${ops} reads per round, ${rounds} rounds (+1 warm-up)`,
     );
-    const b = await hitPath(server.url, ns, ops, rounds);
+    const b = await hitPath(server.url, cluster.urls[0], ns, ops, rounds);
     console.log(
       `\nStampede: ${P} processes × ${C} concurrent callers, cold key, compute D = ${D} ms (medians of ${rounds} rounds)\n`,
     );
@@ -410,12 +450,13 @@ async function main() {
     } while (cursor !== "0");
     await redis.close();
     await server.stop();
+    await cluster.stop();
   }
 }
 
 if (Deno.args[0] === "--worker") {
-  const [, url, ns, callers, computeMs] = Deno.args;
-  await worker(url, ns, Number(callers), Number(computeMs));
+  const [, url, clusterUrl, ns, callers, computeMs] = Deno.args;
+  await worker(url, clusterUrl, ns, Number(callers), Number(computeMs));
 } else {
   await main();
 }

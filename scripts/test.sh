@@ -34,7 +34,7 @@ step "deno publish --dry-run"
 deno publish --dry-run --allow-dirty 2>&1 | tail -n 3
 
 step "deno test: documentation examples (against a throwaway redis-server)"
-deno run -A scripts/with_redis.ts -- deno test -A --doc --permit-no-files mod.ts lib/
+deno run -A scripts/with_redis.ts --cluster -- deno test -A --doc --permit-no-files mod.ts lib/
 
 step "deno test: tests/"
 deno test -A tests/

@@ -464,12 +464,18 @@ export class ClusterClient {
  * Connects to a Redis Cluster through any of `seeds` and reads its slot map.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import assert from "node:assert/strict";
- * import { connectCluster } from "@respite/respite";
- * await using cluster = await connectCluster(["redis://127.0.0.1:7000"]);
+ * import process from "node:process";
+ * import { connectCluster, Lock } from "@respite/respite";
+ * // Any node of the cluster is a seed (the doc tests start one).
+ * const seed = process.env.REDIS_CLUSTER_URL ?? "redis://127.0.0.1:7000";
+ * await using cluster = await connectCluster([seed]);
  * await cluster.send("SET", "{user1}.a", "1");
  * assert.equal(await cluster.send("GET", "{user1}.a"), "1");
+ * const lock = new Lock(cluster, "nightly-report"); // one slot: {nightly-report}
+ * assert.equal(await lock.acquire({ wait: 0 }), true);
+ * await lock.release();
  * ```
  *
  * @param seeds URLs or `{ host, port }`; one reachable seed is enough.
