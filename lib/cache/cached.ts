@@ -33,7 +33,7 @@ import {
 } from "./entry.ts";
 import { CacheStore, type Generation } from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
-import { CachedTimeoutError } from "../errors.ts";
+import { CachedTimeoutError, CodecError } from "../errors.ts";
 import { checkRequest } from "../client/client.ts";
 import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import { checkClient } from "../lock/options.ts";
@@ -69,7 +69,7 @@ class Cache<A extends unknown[], T> {
     this.events = new CacheEvents(options);
     this.entries = new EntryCodec<T>(
       options,
-      (k, err) => this.events.report(k, err, "decode"),
+      (k, err, phase) => this.events.report(k, err, phase),
     );
   }
 
@@ -369,9 +369,24 @@ class Cache<A extends unknown[], T> {
       background,
     });
     try {
-      const encoded = this.entries.encodeValue(k, value, createdAt, delta);
-      if (encoded !== null && gen !== null) {
-        await this.write(k, encoded.stored, encoded.px, gen, store);
+      const why = value === undefined || value === null
+        ? null
+        : this.entries.invalid(value);
+      if (why !== null) {
+        // Returned to its caller, but never written for others to read.
+        this.events.report(
+          k,
+          new CodecError(
+            `cached(): the computed value for key "${k}" ${why}; it was not written`,
+            { key: k },
+          ),
+          "validate",
+        );
+      } else {
+        const encoded = this.entries.encodeValue(k, value, createdAt, delta);
+        if (encoded !== null && gen !== null) {
+          await this.write(k, encoded.stored, encoded.px, gen, store);
+        }
       }
     } finally {
       if (lock !== null) await this.release(lock, k);
@@ -492,6 +507,29 @@ class Cache<A extends unknown[], T> {
       }
       return await this.fill(k, args, null, "refresh", minCreatedAt, store);
     });
+  }
+
+  async set(args: A, value: T, redis: unknown): Promise<void> {
+    const k = this.keyOf(args);
+    const store = this.storeFor(redis);
+    if (value === undefined || value === null) {
+      if (!this.options.cacheNullish) {
+        throw new TypeError(
+          `set(): the value for key "${k}" is ${value}, which this cached function does not store (cacheNullish is off); use invalidate() to remove the entry`,
+        );
+      }
+    } else {
+      const why = this.entries.invalid(value);
+      if (why !== null) {
+        throw new TypeError(`set(): the value for key "${k}" ${why}`);
+      }
+    }
+    const encoded = this.entries.encodeValue(k, value, Date.now(), 0);
+    if (encoded === null) return; // unreachable: nullish checked above
+    // Calls that join a lookup from now on see the new value.
+    this.flights.forget(store.flightKey(k));
+    await store.set(k, encoded.stored, encoded.px);
+    this.entries.written(k);
   }
 
   async invalidate(args: A, redis: unknown): Promise<void> {
@@ -629,6 +667,16 @@ function bound<A extends unknown[], T>(
       const surface = checkClient(client);
       checkRequest(surface);
       return bound(cache, surface);
+    },
+    set: (args: A, value: T): Promise<void> => {
+      if (!Array.isArray(args)) {
+        return Promise.reject(
+          new TypeError(
+            "set() takes the arguments as an array, then the value",
+          ),
+        );
+      }
+      return cache.set(args, value, redis);
     },
     invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
     refresh: (...args: A): Promise<T> => cache.refresh(args, redis),

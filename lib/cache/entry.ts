@@ -203,8 +203,10 @@ export interface EntryOptions<T> {
   codec: Codec<T>;
   /** The key prefix (only for messages). */
   prefix: string;
-  /** How long a value stays fresh (ms). */
-  ttl: number;
+  /** How long a value stays fresh (ms), checked. */
+  ttl: (value: T) => number;
+  /** Checks a value before it is used or written, or `null`. */
+  validate: ((value: T) => boolean) | null;
   /** The most the fresh time is shortened by, at random (ms). */
   jitter: number;
   /** The stale-while-revalidate window after freshness (ms). */
@@ -229,31 +231,63 @@ export interface EntryOptions<T> {
  */
 export class EntryCodec<T> {
   readonly #options: EntryOptions<T>;
-  readonly #report: (key: string, err: CodecError) => void;
+  readonly #report: (
+    key: string,
+    err: CodecError,
+    phase: "decode" | "validate",
+  ) => void;
   /** The last undecodable value reported per key, so one is reported once. */
   readonly #reported = new Map<string, string>();
 
   /**
    * @param options The cache's options.
-   * @param report Told of each undecodable value (once per stored value).
+   * @param report Told of each undecodable value (once per stored value),
+   *   and of each that fails the `validate` option (`phase`).
    */
   constructor(
     options: EntryOptions<T>,
-    report: (key: string, err: CodecError) => void,
+    report: (
+      key: string,
+      err: CodecError,
+      phase: "decode" | "validate",
+    ) => void,
   ) {
     this.#options = options;
     this.#report = report;
   }
 
   /** Reports an undecodable entry, once per stored value. */
-  #corrupt(k: string, stored: string | Uint8Array, err: CodecError): void {
+  #corrupt(
+    k: string,
+    stored: string | Uint8Array,
+    err: CodecError,
+    phase: "decode" | "validate" = "decode",
+  ): void {
     const text = typeof stored === "string"
       ? stored
       : new TextDecoder().decode(stored);
     if (this.#reported.get(k) === text) return;
     if (this.#reported.size >= 1_000) this.#reported.clear();
     this.#reported.set(k, text);
-    this.#report(k, err);
+    this.#report(k, err, phase);
+  }
+
+  /**
+   * Why `value` fails the `validate` option (`null`: it passes, or there is
+   * none). A validator that throws fails it.
+   */
+  invalid(value: T): string | null {
+    const validate = this.#options.validate;
+    if (validate === null) return null;
+    try {
+      return validate(value) === true
+        ? null
+        : "failed the validate option (it returned false)";
+    } catch (err) {
+      return `failed the validate option (it threw: ${
+        (err as Error)?.message ?? err
+      })`;
+    }
   }
 
   /** An entry was written at `k`: a corrupt value there is gone. */
@@ -322,6 +356,21 @@ export class EntryCodec<T> {
           value = codec.binary === true
             ? codec.decode(raw.payload as Uint8Array)
             : codec.decode(raw.payload as string);
+          const why = this.invalid(value);
+          if (why !== null) {
+            this.#corrupt(
+              k,
+              stored,
+              new CodecError(
+                `The value at ${
+                  cacheEntryKey(k, this.#options.prefix)
+                } ${why}; treated as a miss and will be overwritten`,
+                { key: k },
+              ),
+              "validate",
+            );
+            return null;
+          }
         }
       }
       return {
@@ -387,8 +436,12 @@ export class EntryCodec<T> {
       }
     }
     const now = Date.now();
-    const fresh = o.ttl -
-      (o.jitter > 0 ? Math.floor(o.random() * (o.jitter + 1)) : 0);
+    const ttl = o.ttl(value); // throws a RangeError for a bad result
+    // A jitter below a fixed ttl is checked up front; a ttl function's
+    // result may be shorter: the jitter then leaves at least 1 ms.
+    const jitter = Math.min(o.jitter, ttl - 1);
+    const fresh = ttl -
+      (jitter > 0 ? Math.floor(o.random() * (jitter + 1)) : 0);
     const freshUntil = now + fresh;
     const staleUntil = freshUntil + o.staleWhileRevalidate;
     const keep = fresh + Math.max(o.staleWhileRevalidate, o.staleIfError);

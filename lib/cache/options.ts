@@ -67,12 +67,21 @@ export interface CachedErrorEvent extends CachedEvent {
   /**
    * Where it happened: `"redis"` (unreachable or failing: the call failed
    * open), `"decode"` (an entry could not be decoded: treated as a miss),
-   * `"write"` (the value could not be stored), `"lock"` (the lock could not
+   * `"validate"` (a value failed the `validate` option: a miss read from
+   * Redis, or a computed value not written), `"write"` (the value could not be stored), `"lock"` (the lock could not
    * be released), `"refresh"` (a background refresh failed), `"stale"` (the
    * function failed and a stale value was served instead), `"hook"` (another
    * hook threw).
    */
-  phase: "redis" | "decode" | "write" | "lock" | "refresh" | "stale" | "hook";
+  phase:
+    | "redis"
+    | "decode"
+    | "validate"
+    | "write"
+    | "lock"
+    | "refresh"
+    | "stale"
+    | "hook";
 }
 
 /**
@@ -130,8 +139,14 @@ export interface CachedOptions<A extends unknown[], T> {
    * without parameters: its name is the key.
    */
   key?: string | ((...args: A) => string);
-  /** How long a value stays fresh: a positive integer. */
-  ttl: number;
+  /**
+   * How long a value stays fresh: a positive integer of ms, or a function of
+   * the value that returns one, so one cached function can keep some values
+   * longer than others (`(p) => p.kind === "price" ? 300_000 : 3_600_000`).
+   * A function's result is checked at each write: one that is not a positive
+   * integer rejects the call with a `RangeError`, and nothing is written.
+   */
+  ttl: number | ((value: T) => number);
   /**
    * After `ttl`, serve the stale value at once for this long while one caller
    * in the whole fleet refreshes it in the background (default 0: off).
@@ -154,6 +169,15 @@ export interface CachedOptions<A extends unknown[], T> {
    * written together do not expire together (default 0). Must be below `ttl`.
    */
   jitter?: number;
+  /**
+   * Checks a value read from Redis before it is used (like cachified's
+   * `checkValue`): when it returns `false` (or throws), the entry counts as a
+   * miss, the `error` hook is told (`phase: "validate"`) and the value is
+   * never returned; the call computes as on any miss. A computed value that
+   * fails is returned to its caller but not written. For entries written by
+   * an older version of the app, or by another service.
+   */
+  validate?: (value: T) => boolean;
   /** Cache `null` and `undefined` results too (default `false`: return them without caching). */
   cacheNullish?: boolean;
   /**
@@ -281,6 +305,38 @@ export interface CachedFunction<A extends unknown[], T> {
    */
   with(redis: RedisLike): CachedFunction<A, T>;
   /**
+   * Stores a value computed elsewhere (write-through), for example right
+   * after the database row it caches was updated: encoded like a computed
+   * value, fresh for `ttl` from now, and waiters in every process are woken
+   * with it. A computation already running for the entry (in any process)
+   * does not overwrite it.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { cached, connect } from "@respite/respite";
+   * await using redis = await connect();
+   * let runs = 0;
+   * const price = cached(async (sku: string) => {
+   *   runs++; // stands for a database read
+   *   return { sku, cents: 100 };
+   * }, { redis, key: (sku) => `doc:price:${sku}`, ttl: 60_000 });
+   * // After an UPDATE in the database, store the new row at once:
+   * await price.set(["a1"], { sku: "a1", cents: 120 });
+   * assert.deepEqual(await price("a1"), { sku: "a1", cents: 120 });
+   * assert.equal(runs, 0);
+   * await price.invalidate("a1");
+   * ```
+   *
+   * @param args The arguments that name the entry, as an array.
+   * @param value The value to store.
+   * @returns Resolves once Redis has it.
+   * @throws {TypeError} A nullish value without `cacheNullish`, or one
+   *   that fails `validate`: nothing is written.
+   * @throws {CodecError} When the codec cannot encode it: nothing is written.
+   */
+  set(args: A, value: T): Promise<void>;
+  /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
    *
@@ -326,7 +382,10 @@ export interface CachedFunction<A extends unknown[], T> {
 export interface ResolvedCacheOptions<A extends unknown[], T> {
   redis: CommandSurface | undefined;
   key: (args: A) => string;
-  ttl: number;
+  /** The fresh time of a value (checked). */
+  ttl: (value: T) => number;
+  /** The `validate` option, or `null`. */
+  validate: ((value: T) => boolean) | null;
   staleWhileRevalidate: number;
   staleIfError: number;
   beta: number;
@@ -372,6 +431,7 @@ const KNOWN = [
   "redis",
   "key",
   "ttl",
+  "validate",
   "wait",
   "logger",
   ...Object.keys(DEFAULTS),
@@ -383,6 +443,19 @@ function window(name: keyof typeof DEFAULTS, value: unknown): number {
   return value === undefined
     ? DEFAULTS[name] as number
     : checkMs(name, value, 0);
+}
+
+/**
+ * The `ttl` option as a function of the value: a number is checked now, a
+ * function's result at each write.
+ */
+function ttlOption<T>(ttl: unknown): (value: T) => number {
+  if (typeof ttl === "function") {
+    const f = ttl as (value: T) => unknown;
+    return (value) => checkMs("the ttl function's result", f(value));
+  }
+  const ms = checkMs("ttl", ttl);
+  return () => ms;
 }
 
 /**
@@ -447,15 +520,15 @@ export function resolveCacheOptions<A extends unknown[], T>(
   // Optional: without it, each call gives its client (checked per call).
   const redis = o.redis === undefined ? undefined : checkClient(o.redis);
   const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
-  const ttl = checkMs("ttl", o.ttl);
+  const ttl = ttlOption<T>(o.ttl);
   const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
   if (typeof beta !== "number") fail("beta", "a number", beta);
   if (!Number.isFinite(beta) || beta < 0) {
     fail("beta", "a finite number >= 0 (0 turns XFetch off)", beta, RangeError);
   }
   const jitter = window("jitter", o.jitter);
-  if (jitter >= ttl) {
-    fail("jitter", `less than ttl (${ttl} ms)`, jitter, RangeError);
+  if (typeof o.ttl === "number" && jitter >= o.ttl) {
+    fail("jitter", `less than ttl (${o.ttl} ms)`, jitter, RangeError);
   }
   const lockTtl = o.lockTtl === undefined
     ? DEFAULTS.lockTtl
@@ -490,6 +563,9 @@ export function resolveCacheOptions<A extends unknown[], T>(
     redis,
     key,
     ttl,
+    validate: o.validate === undefined
+      ? null
+      : checkFunction<(value: T) => boolean>("validate", o.validate),
     staleWhileRevalidate: window(
       "staleWhileRevalidate",
       o.staleWhileRevalidate,

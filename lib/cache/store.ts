@@ -62,6 +62,19 @@ redis.call('DEL', KEYS[1])
 return 1`,
 );
 
+// Write-through: KEYS[1] entry, KEYS[2] its invalidation marker; ARGV[1]
+// stored entry, ARGV[2] px, ARGV[3] a new random marker, ARGV[4] the marker's
+// lifetime (ms), ARGV[5] wake channel, ARGV[6] the wake message. A new marker,
+// as invalidate() writes: a computation that started before (and read the
+// old one) does not overwrite the value set here; waiters are woken with it.
+const SET_SCRIPT = new Script(
+  "CACHE_SET_SCRIPT",
+  `redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1`,
+);
+
 /** Shortest lifetime of an invalidation marker (ms); it is 2 × `lockTtl` above this. */
 const MARKER_MIN_MS = 1_000;
 /** Entries up to this many characters travel with the wake-up; larger ones are read with GET. */
@@ -73,6 +86,7 @@ const NOT_RAW = {};
 export const CACHE_SCRIPTS: readonly Script[] = [
   WRITE_SCRIPT,
   INVALIDATE_SCRIPT,
+  SET_SCRIPT,
 ];
 
 /** What GET returns for an entry: text, bytes (binary codecs) or nothing. */
@@ -298,6 +312,33 @@ export class CacheStore {
       INVALIDATE_SCRIPT.run(this.redis, {
         keys: [keys.entry, keys.marker],
         args: [marker, this.markerTtl],
+        logger: this.#o.logger,
+        signal,
+      })
+    );
+  }
+
+  /**
+   * Writes an entry computed elsewhere (write-through) with a new
+   * invalidation marker, so no computation already running overwrites it,
+   * and wakes the entry's waiters with it.
+   */
+  async set(k: string, stored: string | Uint8Array, px: number): Promise<void> {
+    const keys = cacheKeys(k, this.#o.prefix);
+    const marker = toHex(crypto.getRandomValues(new Uint8Array(12)));
+    await this.timed((signal) =>
+      SET_SCRIPT.run(this.redis, {
+        keys: [keys.entry, keys.marker],
+        args: [
+          stored,
+          Math.max(1, Math.round(px)),
+          marker,
+          this.markerTtl,
+          keys.lock.wake,
+          typeof stored === "string" && stored.length <= PUBLISH_MAX
+            ? stored
+            : WAKE_WRITTEN,
+        ],
         logger: this.#o.logger,
         signal,
       })

@@ -1,0 +1,264 @@
+/**
+ * The caching patterns beyond cache-aside: write-through (`set`), a ttl that
+ * depends on the value, and `validate` for values read from Redis. Clients on
+ * separate connections stand in for separate processes.
+ */
+import assert from "node:assert/strict";
+import {
+  cached,
+  type CachedErrorEvent,
+  CodecError,
+  connect,
+  type RedisClient,
+} from "../mod.ts";
+import { sharedRedis } from "../testing/redis.ts";
+import { sleep, teardown, test } from "./_harness.ts";
+
+const server = await sharedRedis();
+const url = server.url;
+let n = 0;
+const key = (s: string) => `test:patterns:${Date.now()}:${n++}:${s}`;
+
+async function until(cond: () => boolean | Promise<boolean>, what: string) {
+  const deadline = Date.now() + 5_000;
+  while (!await cond()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+test("set(): the value is served without computing, in every process, fresh for ttl from the write", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  const k = key("set");
+  let runs = 0;
+  const make = (redis: RedisClient) =>
+    cached(async (id: number) => {
+      runs++;
+      return { id, v: "computed" };
+    }, { redis, key: (id) => `${k}:${id}`, ttl: 60_000 });
+  const fa = make(a);
+  const fb = make(b);
+  const before = Date.now();
+  await fa.set([1], { id: 1, v: "set" });
+  assert.deepEqual(await fb(1), { id: 1, v: "set" });
+  assert.deepEqual(await fa(1), { id: 1, v: "set" });
+  assert.equal(runs, 0);
+  const entry = await fb.peek(1);
+  assert.equal(entry?.kind, "value");
+  assert.ok(entry!.fresh);
+  assert.ok(entry!.createdAt >= before && entry!.createdAt <= Date.now());
+  assert.ok(entry!.freshUntil - entry!.createdAt <= 60_000);
+  assert.ok(entry!.freshUntil - entry!.createdAt >= 59_000);
+  const pttl = await a.send<number>("PTTL", fa.redisKey(1));
+  assert.ok(pttl > 59_000 && pttl <= 60_000, `PTTL ${pttl}`);
+  // A second set replaces the value at once.
+  await fb.set([1], { id: 1, v: "set again" });
+  assert.deepEqual(await fa(1), { id: 1, v: "set again" });
+  assert.equal(runs, 0);
+});
+
+test("set() while another process computes: its waiters get the set value at once, and the older computation does not overwrite it", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  await using c = await connect(url);
+  const k = key("race");
+  const gate = Promise.withResolvers<void>();
+  let started = false;
+  const leader = cached(async () => {
+    started = true;
+    await gate.promise; // a slow read of the old row
+    return "old";
+  }, { redis: a, key: k, ttl: 60_000 });
+  const waiter = cached(async () => "computed by the waiter", {
+    redis: b,
+    key: k,
+    ttl: 60_000,
+    wait: 30_000,
+  });
+  const writer = cached(async () => "unused", {
+    redis: c,
+    key: k,
+    ttl: 60_000,
+  });
+  const leading = leader();
+  await until(() => started, "the leader to compute");
+  const t0 = Date.now();
+  const waiting = waiter();
+  await sleep(50); // the waiter is subscribed and sleeping
+  await writer.set([], "new");
+  assert.equal(await waiting, "new", "woken with the set value");
+  assert.ok(Date.now() - t0 < 1_000, "woken, not timed out");
+  gate.resolve();
+  assert.equal(await leading, "old", "the leader's caller gets its own result");
+  // ...which was not written over the newer value.
+  assert.equal(await waiter(), "new");
+  assert.equal((await writer.peek())?.kind, "value");
+  assert.equal(
+    (await writer.peek() as { value: string }).value,
+    "new",
+  );
+});
+
+test("set() with bad input rejects and writes nothing", async () => {
+  await using redis = await connect(url);
+  const k = key("bad");
+  const f = cached(async (id: number) => ({ id, big: 0 as unknown }), {
+    redis,
+    key: (id) => `${k}:${id}`,
+    ttl: 60_000,
+    validate: (v) => typeof v.id === "number",
+  });
+  await assert.rejects(f.set(1 as never, { id: 1, big: 0 }), TypeError);
+  await assert.rejects(f.set([1], undefined as never), TypeError);
+  await assert.rejects(f.set([1], null as never), TypeError);
+  await assert.rejects(
+    f.set([1], { id: 1, big: 10n }), // JSON cannot hold a BigInt
+    CodecError,
+  );
+  await assert.rejects(f.set([1], { id: "1" as never, big: 0 }), TypeError);
+  assert.equal(await redis.send("EXISTS", f.redisKey(1)), 0);
+  // With cacheNullish, null is a value like any other.
+  const g = cached(async () => 1 as number | null, {
+    redis,
+    key: `${k}:nullish`,
+    ttl: 60_000,
+    cacheNullish: true,
+  });
+  await g.set([], null);
+  assert.equal(await g(), null);
+  await g.invalidate();
+});
+
+test("ttl as a function of the value: each entry is fresh for its own ttl; a bad result rejects and writes nothing", async () => {
+  await using redis = await connect(url);
+  const k = key("ttlfn");
+  const f = cached(
+    async (kind: string) => ({ kind }),
+    {
+      redis,
+      key: (kind) => `${k}:${kind}`,
+      ttl: (v) => v.kind === "price" ? 5_000 : 3_600_000,
+      jitter: 4_000,
+      random: () => 0.999, // the most jitter
+    },
+  );
+  await f("price");
+  await f("profile");
+  const price = (await f.peek("price"))!;
+  const profile = (await f.peek("profile"))!;
+  // 5 s less a jitter of up to 4 s; 1 h less up to 4 s.
+  const pf = price.freshUntil - price.createdAt;
+  const rf = profile.freshUntil - profile.createdAt;
+  assert.ok(pf >= 900 && pf <= 5_000 + 50, `price fresh for ${pf} ms`);
+  assert.ok(
+    rf >= 3_596_000 - 50 && rf <= 3_600_000 + 50,
+    `profile fresh for ${rf} ms`,
+  );
+  const pp = await redis.send<number>("PTTL", f.redisKey("price"));
+  const rp = await redis.send<number>("PTTL", f.redisKey("profile"));
+  assert.ok(pp <= 5_000, `price PTTL ${pp}`);
+  assert.ok(rp > 3_000_000, `profile PTTL ${rp}`);
+  // A jitter larger than a short ttl leaves at least 1 ms.
+  const short = cached(async () => "v", {
+    redis,
+    key: `${k}:short`,
+    ttl: () => 2,
+    jitter: 1_000,
+    random: () => 0.999,
+  });
+  assert.equal(await short(), "v");
+  for (const bad of [0, -1, 1.5, Number.NaN, "60000", Infinity]) {
+    const g = cached(async () => "v", {
+      redis,
+      key: `${k}:bad`,
+      ttl: () => bad as number,
+    });
+    await assert.rejects(
+      g(),
+      (e: unknown) => e instanceof RangeError || e instanceof TypeError,
+    );
+    await assert.rejects(
+      g.set([], "v"),
+      (e: unknown) => e instanceof RangeError || e instanceof TypeError,
+    );
+    assert.equal(await redis.send("EXISTS", g.redisKey()), 0, String(bad));
+  }
+  // A fixed ttl is still checked up front, and a jitter against it.
+  assert.throws(
+    () => cached(async () => 1, { redis, key: k, ttl: 0 }),
+    RangeError,
+  );
+  assert.throws(
+    () => cached(async () => 1, { redis, key: k, ttl: 100, jitter: 100 }),
+    RangeError,
+  );
+  assert.throws(
+    () => cached(async () => 1, { redis, key: k, ttl: "1" as never }),
+    TypeError,
+  );
+});
+
+test("validate: a stored value that fails it is a miss (reported once, never returned), a computed one that fails is returned but not written", async () => {
+  await using redis = await connect(url);
+  await using other = await connect(url);
+  const k = key("validate");
+  const errors: CachedErrorEvent[] = [];
+  let runs = 0;
+  let next: unknown = { version: 2, name: "fresh" };
+  const f = cached(async () => {
+    runs++;
+    return next as { version: number; name: string };
+  }, {
+    redis,
+    key: k,
+    ttl: 60_000,
+    validate: (v) => v?.version === 2,
+    hooks: { error: (e) => void errors.push(e) },
+  });
+  // An entry of an older app version, written by another process.
+  const old = cached(async () => ({ version: 1, name: "old" }), {
+    redis: other,
+    key: k,
+    ttl: 60_000,
+  });
+  await old();
+  for (let i = 0; i < 3; i++) {
+    // The old entry is replaced at the first call, so later ones hit.
+    assert.deepEqual(await f(), { version: 2, name: "fresh" });
+  }
+  assert.equal(runs, 1);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].phase, "validate");
+  assert.match(String(errors[0].error), /validate/);
+  // A computed value that fails: returned, not written, reported.
+  await f.invalidate();
+  next = { version: 3, name: "unexpected" };
+  assert.deepEqual(await f(), next);
+  assert.equal(await redis.send("EXISTS", f.redisKey()), 0);
+  assert.equal(errors.length, 2);
+  assert.equal(errors[1].phase, "validate");
+  // A validator that throws fails the value.
+  const t = cached(async () => ({ version: 1 }), {
+    redis,
+    key: `${k}:throws`,
+    ttl: 60_000,
+    validate: () => {
+      throw new Error("schema mismatch");
+    },
+  });
+  assert.deepEqual(await t(), { version: 1 });
+  assert.equal(await redis.send("EXISTS", t.redisKey()), 0);
+  assert.throws(
+    () =>
+      cached(async () => 1, {
+        redis,
+        key: k,
+        ttl: 1_000,
+        validate: "yes" as never,
+      }),
+    TypeError,
+  );
+});
+
+teardown(() => server.stop());
