@@ -183,6 +183,8 @@ export type {
   CachedHooks,
   CachedOptions,
   CachedWaitEvent,
+  CachedWarmOptions,
+  CachedWarmResult,
 } from "./lib/cache/options.ts";
 export {
   type BinaryCodec,

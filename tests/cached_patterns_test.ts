@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   cached,
   type CachedErrorEvent,
+  type CachedWarmResult,
   CodecError,
   connect,
   type RedisClient,
@@ -259,6 +260,72 @@ test("validate: a stored value that fails it is a miss (reported once, never ret
       }),
     TypeError,
   );
+});
+
+test("warm(): missing and stale entries are filled, fresh ones skipped; two processes warming at once and a caller compute each key once", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  await using c = await connect(url);
+  const k = key("warm");
+  const runs = new Map<number, number>();
+  const make = (redis: RedisClient) =>
+    cached(async (id: number) => {
+      runs.set(id, (runs.get(id) ?? 0) + 1);
+      await sleep(30);
+      if (id === 13) throw new Error("no row 13");
+      return { id };
+    }, {
+      redis,
+      key: (id) => `${k}:${id}`,
+      ttl: 60_000,
+      staleWhileRevalidate: 60_000,
+    });
+  const fa = make(a);
+  const fb = make(b);
+  const fc = make(c);
+  // 0 is fresh; 1 is stale (written with an old entry's metadata).
+  await fa(0);
+  await fa.set([1], { id: 1 });
+  const staleEntry = (await a.send<string>("GET", fa.redisKey(1)))
+    .replace(/^rsp1 (\d+) (\d+) (\d+) /, (_, c, d) => `rsp1 ${c} ${d} 1 `);
+  await a.send("SET", fa.redisKey(1), staleEntry, "PX", 60_000);
+  assert.equal((await fa.peek(1))?.fresh, false);
+  runs.clear();
+  const list = Array.from({ length: 20 }, (_, i) => [i] as [number]);
+  const [ra, rb] = await Promise.all([
+    fa.warm(list, { concurrency: 4 }),
+    fb.warm(list, { concurrency: 7 }),
+    ...list.map(([id]) => fc(id).catch(() => null)),
+  ]) as [CachedWarmResult, CachedWarmResult];
+  for (let id = 1; id < 20; id++) {
+    // A failure is not cached: its lock is released and a waiter tries.
+    if (id === 13) continue;
+    assert.equal(runs.get(id), 1, `key ${id} computed ${runs.get(id)} times`);
+  }
+  assert.equal(runs.get(0), undefined, "the fresh key was not computed");
+  for (const r of [ra, rb]) {
+    assert.equal(r.fresh + r.filled + r.failed.length, 20);
+    assert.ok(r.fresh >= 1);
+  }
+  assert.deepEqual(ra.failed.map((f) => f.args), [[13]]);
+  assert.match(String(ra.failed[0].error), /no row 13/);
+  for (let id = 0; id < 20; id++) {
+    if (id !== 13) assert.equal((await fa.peek(id))?.fresh, true, `key ${id}`);
+  }
+  // Everything fresh now: a second warm computes nothing.
+  runs.clear();
+  const again = await fb.warm(list.filter(([id]) => id !== 13));
+  assert.deepEqual([again.fresh, again.filled, again.failed], [19, 0, []]);
+  assert.equal(runs.size, 0);
+  // Bad input is refused before anything is sent.
+  await assert.rejects(fa.warm([1, 2] as never), TypeError);
+  await assert.rejects(fa.warm("x" as never), TypeError);
+  await assert.rejects(fa.warm(list, { concurrency: 0 }), RangeError);
+  await assert.rejects(fa.warm(list, { concurrency: 1.5 }), RangeError);
+  await assert.rejects(fa.warm(list, { parallel: 2 } as never), TypeError);
+  await assert.rejects(fa.warm(list, { signal: {} as never }), TypeError);
+  const aborted = AbortSignal.abort(new Error("stop"));
+  await assert.rejects(fa.warm(list, { signal: aborted }), /stop/);
 });
 
 teardown(() => server.stop());

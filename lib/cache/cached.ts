@@ -18,6 +18,8 @@ import {
   type CachedEntryInfo,
   type CachedFunction,
   type CachedOptions,
+  type CachedWarmOptions,
+  type CachedWarmResult,
   CacheEvents,
   resolveCacheOptions,
   type ResolvedCacheOptions,
@@ -46,6 +48,8 @@ import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CachedCallOptions}. */
 const CALL_OPTIONS: readonly string[] = ["signal", "redis"];
+/** The keys of {@linkcode CachedWarmOptions}. */
+const WARM_OPTIONS: readonly string[] = ["concurrency", "signal"];
 
 /** The state and the flows behind one cached function. */
 class Cache<A extends unknown[], T> {
@@ -509,6 +513,70 @@ class Cache<A extends unknown[], T> {
     });
   }
 
+  async warm(
+    argsList: readonly A[],
+    options: CachedWarmOptions | undefined,
+    redis: unknown,
+  ): Promise<CachedWarmResult> {
+    const list = argsList; // before Array.isArray narrows it to any[]
+    if (
+      !Array.isArray(argsList) ||
+      !argsList.every((a: unknown) => Array.isArray(a))
+    ) {
+      throw new TypeError(
+        "warm() takes a list of argument arrays, e.g. [[1], [2]]",
+      );
+    }
+    const { concurrency = 8, signal } = checkOptions(
+      "warm() option",
+      options ?? {},
+      WARM_OPTIONS,
+    );
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError(
+        `warm(): concurrency must be an integer >= 1 (got ${concurrency})`,
+      );
+    }
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError("warm(): signal must be an AbortSignal");
+    }
+    const store = this.storeFor(redis);
+    const keys = list.map((args) => this.keyOf(args)); // all checked first
+    const result: CachedWarmResult = { fresh: 0, filled: 0, failed: [] };
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length) {
+        signal?.throwIfAborted();
+        const i = next++;
+        const args = list[i];
+        const k = keys[i];
+        try {
+          const e = this.entries.decode(k, await store.read(k));
+          if (e !== null && Date.now() < e.freshUntil) {
+            result.fresh++;
+            continue;
+          }
+          // Missing or stale: compute under the entry's lock, or wait for
+          // whoever holds it; the leader looks once more before computing.
+          const prev = e !== null && e.kind !== "error" ? e : null;
+          await this.flights.run(
+            store.flightKey(k),
+            () => this.fill(k, args, prev, "refresh", 0, store),
+          );
+          result.filled++;
+        } catch (error) {
+          result.failed.push({ args, error });
+          this.events.report(k, error, "refresh");
+        }
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, list.length) }, worker),
+    );
+    signal?.throwIfAborted();
+    return result;
+  }
+
   async set(args: A, value: T, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
@@ -678,6 +746,10 @@ function bound<A extends unknown[], T>(
       }
       return cache.set(args, value, redis);
     },
+    warm: (
+      argsList: readonly A[],
+      options?: CachedWarmOptions,
+    ): Promise<CachedWarmResult> => cache.warm(argsList, options, redis),
     invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
     refresh: (...args: A): Promise<T> => cache.refresh(args, redis),
     peek: (...args: A): Promise<CachedEntry<T> | null> =>

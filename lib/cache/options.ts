@@ -244,6 +244,27 @@ export interface CachedCallOptions {
   redis?: RedisLike;
 }
 
+/** Options of {@linkcode CachedFunction.warm}. */
+export interface CachedWarmOptions {
+  /** How many keys are looked at or computed at once (default 8). */
+  concurrency?: number;
+  /** Stops warming: keys not started yet are left, and it rejects with the reason. */
+  signal?: AbortSignal;
+}
+
+/** What {@linkcode CachedFunction.warm} did. */
+export interface CachedWarmResult {
+  /** Keys that were fresh already: nothing was computed for them. */
+  fresh: number;
+  /**
+   * Keys that were missing or stale and are fresh now: computed here, or by
+   * another process whose value this one waited for.
+   */
+  filled: number;
+  /** Keys whose computation failed (reported to the `error` hook), with their errors. */
+  failed: { args: unknown[]; error: unknown }[];
+}
+
 /** An entry's metadata, as `peek()` shows it. */
 export interface CachedEntryInfo {
   /** When the value's computation started (Unix ms). */
@@ -336,6 +357,43 @@ export interface CachedFunction<A extends unknown[], T> {
    * @throws {CodecError} When the codec cannot encode it: nothing is written.
    */
   set(args: A, value: T): Promise<void>;
+  /**
+   * Fills the entries of `argsList` that are missing or stale, and skips the
+   * fresh ones: for a deploy or a cold start. Each key is computed once in
+   * the fleet, as a call would be (another process warming or calling at
+   * the same time waits for the same computation); a stale value is
+   * recomputed rather than served.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { cached, connect } from "@respite/respite";
+   * await using redis = await connect();
+   * let runs = 0;
+   * const report = cached(async (day: string) => {
+   *   runs++;
+   *   return { day, total: 42 };
+   * }, { redis, key: (day) => `doc:report:${day}`, ttl: 60_000 });
+   * await report.invalidate("mon");
+   * await report.invalidate("tue");
+   * await report("mon"); // already cached: warm() skips it
+   * const done = await report.warm([["mon"], ["tue"]], { concurrency: 4 });
+   * assert.deepEqual([done.fresh, done.filled, done.failed.length], [1, 1, 0]);
+   * assert.equal(runs, 2);
+   * await report.invalidate("mon");
+   * await report.invalidate("tue");
+   * ```
+   *
+   * @param argsList The arguments of each entry to warm.
+   * @param options `concurrency` (default 8) and `signal`.
+   * @returns How many were fresh, how many were filled, and which failed.
+   * @throws {TypeError} For a list that is not an array of argument arrays,
+   *   or bad options (before anything is sent).
+   */
+  warm(
+    argsList: readonly A[],
+    options?: CachedWarmOptions,
+  ): Promise<CachedWarmResult>;
   /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
