@@ -17,6 +17,7 @@
  * | `<prefix>cache:{<key>}` | string: an encoded entry | the write script | fresh + stale window (PX) |
  * | `<prefix>cache:inv:{<key>}` | string: a random marker | invalidate | 2 × `lockTtl`, at least 1 s |
  * | `<prefix>cache:lock:{<key>}` (and `:fence`, `:wake`) | the entry's lock | the computing caller | the lease |
+ * | `<prefix>cache:tag:{<tag>}` | set: the cache keys of a tag | a computing caller with `tags`, `set()` | its entries' longest lifetime (PX) |
  *
  * ## The wake-channel protocol
  *
@@ -144,6 +145,21 @@ export function cacheKeys(
     marker: `${prefix}cache:inv:{${key}}`,
     lock: lockKeys(key, cacheLockPrefix(prefix)),
   };
+}
+
+/**
+ * The set of the cache keys that carry `tag` (the `tags` option of
+ * `cached`): `<prefix>cache:tag:{<tag>}`, in the tag's own slot.
+ *
+ * @param tag The tag.
+ * @param prefix The key prefix (default `respite:`).
+ * @returns The tag set's key.
+ */
+export function cacheTagKey(
+  tag: string,
+  prefix: string = DEFAULT_PREFIX,
+): string {
+  return `${prefix}cache:tag:{${tag}}`;
 }
 
 /**

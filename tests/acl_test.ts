@@ -54,6 +54,10 @@ export const RESPITE_COMMANDS = [
   "zrange",
   "zrangebyscore",
   "zremrangebyscore",
+  // cached()'s tags: a set per tag, filled on a miss, read by invalidateTag.
+  "sadd",
+  "sscan",
+  "srem",
   // Pub/sub, on the client's subscriber connection:
   "subscribe", // waiting for a lock or a cached() value; redis.subscribe()
   "unsubscribe", // when the last waiter on a channel is gone; unsubscribe()
@@ -117,6 +121,9 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   zrange: ["Semaphore, waiting until released"],
   zrangebyscore: ["Semaphore, waiting until released"],
   zremrangebyscore: ["Semaphore, waiting until released"],
+  sadd: ["cached: tags"],
+  sscan: ["cached: tags"],
+  srem: ["cached: tags"],
   subscribe: [
     "redis.subscribe",
     "Lock.acquire, waiting until released",
@@ -495,6 +502,26 @@ const FEATURES = {
     assert.equal(await f(), 2);
     s.check();
     await c.admin.send("DEL", f.redisKey());
+  },
+  async "cached: tags"(c: Ctx) {
+    await using r = await c.open();
+    const s = strictHooks();
+    let runs = 0;
+    const tag = uniq("tag");
+    const f = cached(() => ++runs, {
+      redis: r,
+      key: uniq("tagged"),
+      ttl: 60_000,
+      failOpen: false,
+      hooks: s.hooks,
+      tags: () => [tag],
+    });
+    assert.equal(await f(), 1);
+    assert.equal(await f.invalidateTag(tag), 1);
+    assert.equal(await c.admin.send("EXISTS", f.redisKey()), 0);
+    assert.equal(await f(), 2);
+    s.check();
+    await f.invalidateTag(tag);
   },
   async "cached: refresh"(c: Ctx) {
     await using r = await c.open();

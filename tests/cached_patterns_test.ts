@@ -49,7 +49,7 @@ test("set(): the value is served without computing, in every process, fresh for 
   assert.equal(entry?.kind, "value");
   assert.ok(entry!.fresh);
   assert.ok(entry!.createdAt >= before && entry!.createdAt <= Date.now());
-  assert.ok(entry!.freshUntil - entry!.createdAt <= 60_000);
+  assert.ok(entry!.freshUntil - entry!.createdAt <= 60_050); // ms ticks
   assert.ok(entry!.freshUntil - entry!.createdAt >= 59_000);
   const pttl = await a.send<number>("PTTL", fa.redisKey(1));
   assert.ok(pttl > 59_000 && pttl <= 60_000, `PTTL ${pttl}`);
@@ -326,6 +326,93 @@ test("warm(): missing and stale entries are filled, fresh ones skipped; two proc
   await assert.rejects(fa.warm(list, { signal: {} as never }), TypeError);
   const aborted = AbortSignal.abort(new Error("stop"));
   await assert.rejects(fa.warm(list, { signal: aborted }), /stop/);
+});
+
+test("tags: invalidateTag removes every entry of a tag, in every cached function of the prefix and every process, and leaves other tags alone", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  const k = key("tags");
+  let runs = 0;
+  const orders = cached(async (user: number, page: number) => {
+    runs++;
+    return { user, page };
+  }, {
+    redis: a,
+    key: (user, page) => `${k}:orders:${user}:${page}`,
+    ttl: 60_000,
+    tags: (user) => [`${k}:user:${user}`, `${k}:all`],
+  });
+  const profile = cached(async (user: number) => {
+    runs++;
+    return { user };
+  }, {
+    redis: b,
+    key: (user) => `${k}:profile:${user}`,
+    ttl: 60_000,
+    tags: (user) => [`${k}:user:${user}`],
+  });
+  for (const page of [1, 2, 3]) await orders(7, page);
+  await orders(8, 1);
+  await profile(7);
+  await profile(8);
+  assert.equal(runs, 6);
+  const tagSet = `respite:cache:tag:{${k}:user:7}`;
+  assert.equal(await a.send("SCARD", tagSet), 4);
+  const pttl = await a.send<number>("PTTL", tagSet);
+  assert.ok(pttl >= 60_000, `the tag set outlives its entries: ${pttl}`);
+  // From the other process's function: all four entries of user 7 go.
+  assert.equal(await profile.invalidateTag(`${k}:user:7`), 4);
+  assert.equal(await a.send("EXISTS", tagSet), 0);
+  for (const page of [1, 2, 3]) {
+    assert.equal(await a.send("EXISTS", orders.redisKey(7, page)), 0);
+  }
+  assert.equal(await a.send("EXISTS", profile.redisKey(7)), 0);
+  assert.equal(await a.send("EXISTS", orders.redisKey(8, 1)), 1);
+  assert.equal(await a.send("EXISTS", profile.redisKey(8)), 1);
+  await orders(7, 1);
+  await orders(8, 1); // a hit
+  assert.equal(runs, 7);
+  assert.equal(await orders.invalidateTag(`${k}:nothing`), 0);
+  assert.equal(await orders.invalidateTag(`${k}:all`), 4); // 3 of 7, 1 of 8
+  await assert.rejects(orders.invalidateTag(""), TypeError);
+  await assert.rejects(orders.invalidateTag(1 as never), TypeError);
+});
+
+test("tags: a computation running when invalidateTag comes does not write; a bad tags result rejects before anything is sent", async () => {
+  await using a = await connect(url);
+  const k = key("tagrace");
+  const gate = Promise.withResolvers<void>();
+  let started = false;
+  let version = 1;
+  const f = cached(async () => {
+    const seen = version;
+    started = true;
+    await gate.promise;
+    return { seen };
+  }, { redis: a, key: `${k}:e`, ttl: 60_000, tags: () => [`${k}:t`] });
+  const running = f();
+  await until(() => started, "the computation");
+  version = 2; // the data changes, then the tag is invalidated
+  assert.equal(await f.invalidateTag(`${k}:t`), 1);
+  gate.resolve();
+  assert.deepEqual(await running, { seen: 1 });
+  assert.equal(await a.send("EXISTS", f.redisKey()), 0, "not written");
+  const bad = (tags: unknown) =>
+    cached(async () => 1, {
+      redis: a,
+      key: `${k}:bad`,
+      ttl: 60_000,
+      tags: () => tags as string[],
+    });
+  for (const tags of ["x", [""], [1], ["}x"], null]) {
+    await assert.rejects(bad(tags)(), TypeError, JSON.stringify(tags));
+  }
+  assert.equal(await a.send("EXISTS", `respite:cache:{${k}:bad}`), 0);
+  assert.throws(
+    () =>
+      cached(async () => 1, { redis: a, key: k, ttl: 1, tags: [] as never }),
+    TypeError,
+  );
 });
 
 teardown(() => server.stop());

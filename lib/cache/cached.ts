@@ -122,6 +122,9 @@ class Cache<A extends unknown[], T> {
     let store: CacheStore;
     try {
       k = this.keyOf(args);
+      // A bad tags result is the caller's TypeError, before anything is
+      // sent (on a miss it would otherwise look like a Redis failure).
+      this.options.tags?.(args);
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
         throw new TypeError("signal must be an AbortSignal");
       }
@@ -253,6 +256,7 @@ class Cache<A extends unknown[], T> {
     }
     let gen: Generation | null = null;
     try {
+      await this.joinTags(k, args, store);
       gen = await store.readGeneration(k);
     } catch (err) {
       this.events.report(k, err, "redis"); // computed, but not written
@@ -281,6 +285,7 @@ class Cache<A extends unknown[], T> {
   ): Promise<T> {
     let stored, gen;
     try {
+      await this.joinTags(k, args, store);
       ({ stored, gen } = await store.readAsLeader(k));
     } catch (err) {
       await this.release(lock, k);
@@ -390,6 +395,12 @@ class Cache<A extends unknown[], T> {
         const encoded = this.entries.encodeValue(k, value, createdAt, delta);
         if (encoded !== null && gen !== null) {
           await this.write(k, encoded.stored, encoded.px, gen, store);
+          if (this.options.maxEntryMs === null && this.options.tags !== null) {
+            // A ttl function: the tag sets now live as long as this entry.
+            await this.joinTags(k, args, store, encoded.px).catch((err) =>
+              this.events.report(k, err, "write")
+            );
+          }
         }
       }
     } finally {
@@ -482,6 +493,7 @@ class Cache<A extends unknown[], T> {
       }
       let stored, gen;
       try {
+        await this.joinTags(k, args, store);
         ({ stored, gen } = await store.readAsLeader(k));
       } catch (err) {
         await this.release(lock, k);
@@ -503,6 +515,7 @@ class Cache<A extends unknown[], T> {
 
   async refresh(args: A, redis: unknown): Promise<T> {
     const k = this.keyOf(args);
+    this.options.tags?.(args); // checked before anything is sent
     const store = this.storeFor(redis);
     return await this.refreshes.run(store.flightKey(k), async () => {
       const minCreatedAt = Date.now();
@@ -541,7 +554,10 @@ class Cache<A extends unknown[], T> {
       throw new TypeError("warm(): signal must be an AbortSignal");
     }
     const store = this.storeFor(redis);
-    const keys = list.map((args) => this.keyOf(args)); // all checked first
+    const keys = list.map((args) => { // all checked first
+      this.options.tags?.(args);
+      return this.keyOf(args);
+    });
     const result: CachedWarmResult = { fresh: 0, filled: 0, failed: [] };
     let next = 0;
     const worker = async () => {
@@ -579,6 +595,7 @@ class Cache<A extends unknown[], T> {
 
   async set(args: A, value: T, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
+    this.options.tags?.(args); // checked before anything is sent
     const store = this.storeFor(redis);
     if (value === undefined || value === null) {
       if (!this.options.cacheNullish) {
@@ -596,8 +613,60 @@ class Cache<A extends unknown[], T> {
     if (encoded === null) return; // unreachable: nullish checked above
     // Calls that join a lookup from now on see the new value.
     this.flights.forget(store.flightKey(k));
+    await this.joinTags(k, args, store, encoded.px);
     await store.set(k, encoded.stored, encoded.px);
     this.entries.written(k);
+  }
+
+  /**
+   * Adds `k` to its tags' sets before its generation is read (so an
+   * `invalidateTag` from then on finds it and changes the marker its write
+   * needs), kept for as long as an entry can live: `px` when known, else
+   * the longest entry of a fixed `ttl`, else 2 × `lockTtl` (a ttl function:
+   * the write adds it again with the entry's own lifetime).
+   */
+  async joinTags(
+    k: string,
+    args: A,
+    store: CacheStore,
+    px?: number,
+  ): Promise<void> {
+    const tagsOf = this.options.tags;
+    if (tagsOf === null) return;
+    const tags = tagsOf(args);
+    if (tags.length === 0) return;
+    const o = this.options;
+    await store.addToTags(
+      k,
+      tags,
+      px ?? (o.maxEntryMs ?? 0) + 2 * o.lockTtl,
+    );
+  }
+
+  async invalidateTag(tag: string, redis: unknown): Promise<number> {
+    if (typeof tag !== "string" || tag.length === 0) {
+      throw new TypeError(
+        `invalidateTag(): the tag must be a non-empty string (got ${
+          typeof tag === "string" ? '""' : typeof tag
+        })`,
+      );
+    }
+    const store = this.storeFor(redis);
+    let n = 0;
+    for await (const members of store.tagMembers(tag)) {
+      for (let i = 0; i < members.length; i += 16) {
+        const batch = members.slice(i, i + 16);
+        await Promise.all(batch.map((k) => {
+          this.flights.forget(store.flightKey(k));
+          return store.invalidate(k);
+        }));
+      }
+      // Only what was invalidated leaves the set: entries that joined since
+      // stay for the next invalidateTag.
+      await store.removeFromTag(tag, members);
+      n += members.length;
+    }
+    return n;
   }
 
   async invalidate(args: A, redis: unknown): Promise<void> {
@@ -751,6 +820,8 @@ function bound<A extends unknown[], T>(
       options?: CachedWarmOptions,
     ): Promise<CachedWarmResult> => cache.warm(argsList, options, redis),
     invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
+    invalidateTag: (tag: string): Promise<number> =>
+      cache.invalidateTag(tag, redis),
     refresh: (...args: A): Promise<T> => cache.refresh(args, redis),
     peek: (...args: A): Promise<CachedEntry<T> | null> =>
       cache.peek(args, redis),

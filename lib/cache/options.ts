@@ -178,6 +178,16 @@ export interface CachedOptions<A extends unknown[], T> {
    * an older version of the app, or by another service.
    */
   validate?: (value: T) => boolean;
+  /**
+   * The tags of a call's entry, as a function of its arguments (a group of
+   * entries to invalidate together: `(id) => [`user:${id}`]`). Tags are
+   * shared by every cached function with the same `prefix`;
+   * {@linkcode CachedFunction.invalidateTag} invalidates all of a tag's
+   * entries across the fleet. Each tag is a set of its cache keys in Redis,
+   * in the tag's own cluster slot; an entry joins it before its value is
+   * computed, which costs one more round trip per tag on a miss.
+   */
+  tags?: (...args: A) => readonly string[];
   /** Cache `null` and `undefined` results too (default `false`: return them without caching). */
   cacheNullish?: boolean;
   /**
@@ -395,6 +405,41 @@ export interface CachedFunction<A extends unknown[], T> {
     options?: CachedWarmOptions,
   ): Promise<CachedWarmResult>;
   /**
+   * Invalidates every entry that carries `tag` (see the `tags` option), in
+   * every cached function with this one's `prefix`, across the fleet: each
+   * as {@linkcode CachedFunction.invalidate} does (a computation already
+   * running for it does not write), in O(entries of the tag), with no SCAN
+   * of the keyspace; on a cluster each entry is invalidated on its own slot.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { cached, connect } from "@respite/respite";
+   * await using redis = await connect();
+   * let runs = 0;
+   * const orders = cached(async (user: number, page: number) => {
+   *   runs++;
+   *   return { user, page };
+   * }, {
+   *   redis,
+   *   key: (user, page) => `doc:orders:${user}:${page}`,
+   *   ttl: 60_000,
+   *   tags: (user) => [`doc:user:${user}`],
+   * });
+   * await orders(7, 1);
+   * await orders(7, 2);
+   * assert.equal(await orders.invalidateTag("doc:user:7"), 2);
+   * await orders(7, 1); // computed again
+   * assert.equal(runs, 3);
+   * await orders.invalidateTag("doc:user:7");
+   * ```
+   *
+   * @param tag The tag.
+   * @returns How many entries of the tag were invalidated.
+   * @throws {TypeError} For a tag that is not a non-empty string.
+   */
+  invalidateTag(tag: string): Promise<number>;
+  /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
    *
@@ -444,6 +489,10 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
   ttl: (value: T) => number;
   /** The `validate` option, or `null`. */
   validate: ((value: T) => boolean) | null;
+  /** The tags of a call (checked), or `null` without the option. */
+  tags: ((args: A) => string[]) | null;
+  /** The longest an entry of a fixed `ttl` lives in Redis (ms), or `null` for a ttl function. */
+  maxEntryMs: number | null;
   staleWhileRevalidate: number;
   staleIfError: number;
   beta: number;
@@ -490,6 +539,7 @@ const KNOWN = [
   "key",
   "ttl",
   "validate",
+  "tags",
   "wait",
   "logger",
   ...Object.keys(DEFAULTS),
@@ -501,6 +551,28 @@ function window(name: keyof typeof DEFAULTS, value: unknown): number {
   return value === undefined
     ? DEFAULTS[name] as number
     : checkMs(name, value, 0);
+}
+
+/** The `tags` option, its results checked at each call. */
+function tagsOption<A extends unknown[]>(
+  tags: unknown,
+): ((args: A) => string[]) | null {
+  if (tags === undefined) return null;
+  const f = checkFunction<(...args: A) => unknown>("tags", tags);
+  return (args) => {
+    const got = f(...args);
+    if (!Array.isArray(got)) {
+      fail("the tags function's result", "an array of strings", got);
+    }
+    const list = [...new Set(got as unknown[])];
+    for (const tag of list) {
+      if (typeof tag !== "string" || tag.length === 0) {
+        fail("a tag", "a non-empty string", tag);
+      }
+      checkHashTag("a tag", tag as string);
+    }
+    return list as string[];
+  };
 }
 
 /**
@@ -624,6 +696,13 @@ export function resolveCacheOptions<A extends unknown[], T>(
     validate: o.validate === undefined
       ? null
       : checkFunction<(value: T) => boolean>("validate", o.validate),
+    tags: tagsOption<A>(o.tags),
+    maxEntryMs: typeof o.ttl === "number"
+      ? o.ttl + Math.max(
+        window("staleWhileRevalidate", o.staleWhileRevalidate),
+        window("staleIfError", o.staleIfError),
+      )
+      : null,
     staleWhileRevalidate: window(
       "staleWhileRevalidate",
       o.staleWhileRevalidate,

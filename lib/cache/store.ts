@@ -28,6 +28,7 @@ import {
   cacheEntryKey,
   cacheKeys,
   cacheLockPrefix,
+  cacheTagKey,
   WAKE_WRITTEN,
 } from "../keys.ts";
 import { Lock } from "../lock/lock.ts";
@@ -75,6 +76,17 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1`,
 );
 
+// KEYS[1] a tag set; ARGV[1] a cache key that carries the tag, ARGV[2] the
+// least lifetime (ms) the set must have now (it never shortens it).
+const TAG_ADD_SCRIPT = new Script(
+  "CACHE_TAG_SCRIPT",
+  `redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1`,
+);
+
 /** Shortest lifetime of an invalidation marker (ms); it is 2 × `lockTtl` above this. */
 const MARKER_MIN_MS = 1_000;
 /** Entries up to this many characters travel with the wake-up; larger ones are read with GET. */
@@ -87,6 +99,7 @@ export const CACHE_SCRIPTS: readonly Script[] = [
   WRITE_SCRIPT,
   INVALIDATE_SCRIPT,
   SET_SCRIPT,
+  TAG_ADD_SCRIPT,
 ];
 
 /** What GET returns for an entry: text, bytes (binary codecs) or nothing. */
@@ -342,6 +355,59 @@ export class CacheStore {
         logger: this.#o.logger,
         signal,
       })
+    );
+  }
+
+  /**
+   * Adds `k` to the set of each of `tags`, keeping each set at least `ms`
+   * longer (one script per tag: each set lives in its tag's slot).
+   */
+  async addToTags(
+    k: string,
+    tags: readonly string[],
+    ms: number,
+  ): Promise<void> {
+    await Promise.all(
+      tags.map((tag) =>
+        this.timed((signal) =>
+          TAG_ADD_SCRIPT.run(this.redis, {
+            keys: [cacheTagKey(tag, this.#o.prefix)],
+            args: [k, Math.max(1, Math.round(ms))],
+            logger: this.#o.logger,
+            signal,
+          })
+        )
+      ),
+    );
+  }
+
+  /**
+   * The cache keys in `tag`'s set, a batch at a time (SSCAN: no command
+   * blocks Redis for a large tag).
+   */
+  async *tagMembers(tag: string): AsyncGenerator<string[]> {
+    const key = cacheTagKey(tag, this.#o.prefix);
+    let cursor = "0";
+    do {
+      const [next, members] = await this.timed((signal) =>
+        this.redis.command<[string, string[]]>(
+          ["SSCAN", key, cursor, "COUNT", 200],
+          { timeout: this.#o.timeout, signal },
+        )
+      );
+      cursor = String(next);
+      if (members.length > 0) yield members;
+    } while (cursor !== "0");
+  }
+
+  /** Removes `members` from `tag`'s set (members added since stay). */
+  async removeFromTag(tag: string, members: readonly string[]): Promise<void> {
+    if (members.length === 0) return;
+    await this.timed((signal) =>
+      this.redis.command(
+        ["SREM", cacheTagKey(tag, this.#o.prefix), ...members],
+        { timeout: this.#o.timeout, signal },
+      )
     );
   }
 
