@@ -222,6 +222,36 @@ test("cached on the cluster client computes once for concurrent calls", async ()
   assert.ok(results.every((r) => r.answer === 42));
 });
 
+test("cached tags on the cluster: invalidateTag clears a tag's entries spread over every master, each on its own slot", async () => {
+  let runs = 0;
+  const f = cached(async (i: number) => {
+    runs++;
+    return { i };
+  }, {
+    redis,
+    key: (i) => `cl-tagged:${i}`,
+    ttl: 60_000,
+    tags: (i) => [i % 2 === 0 ? "cl-even" : "cl-odd"],
+  });
+  for (let i = 0; i < 30; i++) await f(i);
+  const owners = new Set<ClusterNode>();
+  for (let i = 0; i < 30; i += 2) {
+    owners.add(await cluster.ownerOf(keySlot(f.redisKey(i))));
+  }
+  assert.equal(owners.size, 3, "the even entries live on every master");
+  assert.equal(await f.invalidateTag("cl-even"), 15);
+  for (let i = 0; i < 30; i++) {
+    assert.equal(
+      await redis.send("EXISTS", f.redisKey(i)),
+      i % 2 === 0 ? 0 : 1,
+    );
+  }
+  for (let i = 0; i < 30; i++) await f(i);
+  assert.equal(runs, 45);
+  assert.equal(await f.invalidateTag("cl-odd"), 15);
+  assert.equal(await f.invalidateTag("cl-even"), 15);
+});
+
 test("Lock.resetAll clears lock keys on every master", async () => {
   const locks = Array.from(
     { length: 30 },
