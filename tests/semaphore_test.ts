@@ -321,6 +321,128 @@ test("withSemaphore: bounded concurrency, not-acquired error", async () => {
   assert.equal(await none(), 1);
 });
 
+/** Commands run inside Lua between two INFO commandstats readings. */
+function insideLua(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): number {
+  // Requests: the scripts, the subscription, and the test's own reads.
+  const sent = new Set(["evalsha", "eval", "subscribe", "info", "zcount"]);
+  let n = 0;
+  for (const [cmd, calls] of after) {
+    if (!sent.has(cmd)) n += calls - (before.get(cmd) ?? 0);
+  }
+  return n;
+}
+
+test("Lua work per acquisition: 9 commands uncontended, 9 for a handover, 6 to queue", async () => {
+  await using r = await connect(url);
+  await using admin = await connect(url);
+  const p = prefix();
+  const a = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const b = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const c = new Semaphore(r, "s", { limit: 1, prefix: p });
+  await a.acquire(); // scripts loaded
+  await a.release();
+  let before = await commandCalls(admin);
+  for (let i = 0; i < 10; i++) {
+    await a.acquire();
+    await a.release();
+  }
+  let after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 90, "acquire 4 + release 5");
+  const queue = `${p}sem:{s}:queue`;
+  const queued = (n: number) => async () =>
+    await admin.send("ZCOUNT", queue, "-inf", "+inf") === n;
+  // c keeps the subscription up, so b queues on its first try.
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  const cGot = c.acquire({ wait: 10_000 });
+  await until("c queued", 2_000, queued(1));
+  before = await commandCalls(admin);
+  const bGot = b.acquire({ wait: 10_000 });
+  await until("b queued", 2_000, queued(2));
+  after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 6, "a queuing try");
+  before = after;
+  await a.release();
+  assert.equal(await cGot, true);
+  after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 9, "a release handing a permit");
+  assert.equal((after.get("publish") ?? 0) - (before.get("publish") ?? 0), 1);
+  await c.release();
+  assert.equal(await bGot, true);
+  await b.release();
+});
+
+test("a dead ticket at the head of the line is dropped there, never handed a permit", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const key = (k: string) => `${p}sem:{s}:${k}`;
+  const holder = new Semaphore(r, "s", { limit: 1, prefix: p });
+  assert.equal(await holder.acquire({ wait: 0 }), true);
+  // A waiter that crashed in line long ago: first in line, ticket run out.
+  const dead = "5000:dead:crashed";
+  await r.send("ZADD", key("queue"), 0, dead);
+  await r.send("ZADD", key("tickets"), 1, dead);
+  const waiter = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const got = waiter.acquire({ wait: 5_000 });
+  await until(
+    "queued behind it",
+    2_000,
+    async () => await r.send("ZCARD", key("queue")) === 2,
+  );
+  const t0 = performance.now();
+  await holder.release();
+  assert.equal(await got, true);
+  // Handed by the release (the waiter's own next look is 1 s away).
+  const took = performance.now() - t0;
+  assert.ok(took < 500, `took ${took} ms`);
+  assert.equal(await r.send("ZSCORE", key("holders"), dead), null);
+  assert.equal(await r.send("ZCARD", key("holders")), 1);
+  assert.equal(await r.send("ZCARD", key("queue")), 0);
+  assert.equal(await r.send("ZCARD", key("tickets")), 0);
+  await waiter.release();
+  assert.equal(await r.send("ZCARD", key("holders")), 0);
+});
+
+test("free permits go to the live waiters in line first, in batches, skipping dead ones", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const key = (k: string) => `${p}sem:{s}:${k}`;
+  const [secs] = await r.send<[string, string]>("TIME");
+  const later = Number(secs) * 1000 + 60_000;
+  // 1200 waiters in line (every 100th one dead), none holding yet: more
+  // than one batch (1000) for a script to hand.
+  const queue: (string | number)[] = [], tickets: (string | number)[] = [];
+  const live: string[] = [];
+  for (let i = 0; i < 1200; i++) {
+    const token = `5000:w${i}:fake`;
+    queue.push(i + 1, token);
+    tickets.push(i % 100 === 0 ? 1 : later, token);
+    if (i % 100 !== 0) live.push(token);
+  }
+  await r.send("ZADD", key("queue"), ...queue);
+  await r.send("ZADD", key("tickets"), ...tickets);
+  await r.send("SET", key("seq"), 1200);
+  const limit = 1500;
+  const s = new Semaphore(r, "s", { limit, prefix: p });
+  // Its one try (no queuing) hands 1188 permits, then takes one itself.
+  assert.equal(await s.acquire({ wait: 0 }), true);
+  const holders = await r.send<string[]>("ZRANGE", key("holders"), 0, -1);
+  assert.equal(holders.length, live.length + 1);
+  assert.deepEqual(
+    holders.filter((h) => h.endsWith(":fake")).sort(),
+    [...live].sort(),
+  );
+  assert.equal(await r.send("ZCARD", key("queue")), 0);
+  assert.equal(await r.send("ZCARD", key("tickets")), 0);
+  await s.release();
+  // With the line all served, the permits left are taken straight away.
+  const t = new Semaphore(r, "s", { limit, prefix: p });
+  assert.equal(await t.acquire({ wait: 0 }), true);
+  await t.release();
+});
+
 teardown(async () => {
   await server.stop();
 });

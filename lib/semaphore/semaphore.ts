@@ -188,7 +188,7 @@ export class Semaphore {
       // without queuing, subscribe, and then queue.
       const early = waiters?.ready === true;
       queued = early;
-      let r = await this.#try(token, early ? TICKET_TTL : 0, both);
+      let r = await this.#try(token, early ? TICKET_TTL : 0, false, both);
       if (r.acquired) return true;
       if (waiters === undefined) return false;
       if (!early) {
@@ -196,7 +196,7 @@ export class Semaphore {
           ? abortable(waiters.subscribed(), both)
           : waiters.subscribed());
         queued = true;
-        r = await this.#try(token, TICKET_TTL, both);
+        r = await this.#try(token, TICKET_TTL, false, both);
         if (r.acquired) return true;
       }
       for (;;) {
@@ -212,7 +212,7 @@ export class Semaphore {
         ) {
           return true;
         }
-        r = await this.#try(token, TICKET_TTL, both);
+        r = await this.#try(token, TICKET_TTL, true, both);
         if (r.acquired) return true;
       }
     } catch (err) {
@@ -239,6 +239,7 @@ export class Semaphore {
   async #try(
     token: string,
     ticketTtl: number,
+    again: boolean,
     signal: AbortSignal | undefined,
   ): Promise<
     { acquired: boolean; sent: number; now: number; firstExpiry: number }
@@ -251,6 +252,7 @@ export class Semaphore {
       this.ttl,
       this.limit,
       ticketTtl,
+      again,
       { logger: this.#logger, signal },
     );
     if (r.acquired) {
