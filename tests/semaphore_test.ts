@@ -335,13 +335,15 @@ function insideLua(
   return n;
 }
 
-test("Lua work per acquisition: 9 commands uncontended, 9 for a handover, 6 to queue", async () => {
+test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a permit over (8 and no PUBLISH to a waiter on the releasing client)", async () => {
   await using r = await connect(url);
+  await using r2 = await connect(url);
   await using admin = await connect(url);
   const p = prefix();
   const a = new Semaphore(r, "s", { limit: 1, prefix: p });
   const b = new Semaphore(r, "s", { limit: 1, prefix: p });
-  const c = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const c = new Semaphore(r2, "s", { limit: 1, prefix: p });
+  const d = new Semaphore(r, "s", { limit: 1, prefix: p });
   await a.acquire(); // scripts loaded
   await a.release();
   let before = await commandCalls(admin);
@@ -354,24 +356,95 @@ test("Lua work per acquisition: 9 commands uncontended, 9 for a handover, 6 to q
   const queue = `${p}sem:{s}:queue`;
   const queued = (n: number) => async () =>
     await admin.send("ZCOUNT", queue, "-inf", "+inf") === n;
-  // c keeps the subscription up, so b queues on its first try.
+  const published = () =>
+    (after.get("publish") ?? 0) - (before.get("publish") ?? 0);
   assert.equal(await a.acquire({ wait: 0 }), true);
   const cGot = c.acquire({ wait: 10_000 });
   await until("c queued", 2_000, queued(1));
+  // d keeps r's subscription up, so b queues on its first try.
+  const dGot = d.acquire({ wait: 10_000 });
+  await until("d queued", 2_000, queued(2));
   before = await commandCalls(admin);
   const bGot = b.acquire({ wait: 10_000 });
-  await until("b queued", 2_000, queued(2));
+  await until("b queued", 2_000, queued(3));
   after = await commandCalls(admin);
   assert.equal(insideLua(before, after), 6, "a queuing try");
+  // a (on r) hands its permit to c, on another client: published.
   before = after;
   await a.release();
   assert.equal(await cGot, true);
   after = await commandCalls(admin);
   assert.equal(insideLua(before, after), 9, "a release handing a permit");
-  assert.equal((after.get("publish") ?? 0) - (before.get("publish") ?? 0), 1);
+  assert.equal(published(), 1);
   await c.release();
+  assert.equal(await dGot, true);
+  // d (on r) hands its permit to b, on r too: in the reply, not published.
+  before = await commandCalls(admin);
+  await d.release();
   assert.equal(await bGot, true);
+  after = await commandCalls(admin);
+  assert.equal(
+    insideLua(before, after),
+    8,
+    "a release handing a permit on its client",
+  );
+  assert.equal(published(), 0);
   await b.release();
+  assert.equal(await admin.send("ZCARD", `${p}sem:{s}:holders`), 0);
+});
+
+test("a waiter on the releasing client is woken by the release's reply: FIFO with other clients' waiters kept, each woken once", async () => {
+  await using r = await connect(url);
+  await using r2 = await connect(url);
+  await using admin = await connect(url);
+  const p = prefix();
+  const limit = 2;
+  const queue = `${p}sem:{s}:queue`;
+  const holders = [0, 1].map(() => new Semaphore(r, "s", { limit, prefix: p }));
+  for (const h of holders) assert.equal(await h.acquire({ wait: 0 }), true);
+  // In line, alternating clients: r, r2, r, r2.
+  const order: string[] = [];
+  const waiters = [r, r2, r, r2].map((c, i) => {
+    const s = new Semaphore(c, "s", { limit, prefix: p, id: `w${i}` });
+    return { s, name: `w${i}` };
+  });
+  const holding = async () =>
+    (await admin.send<string[]>("ZRANGE", `${p}sem:{s}:holders`, 0, -1))
+      .map((t) => t.split(":").pop()).sort();
+  const got: Promise<void>[] = [];
+  for (const [i, w] of waiters.entries()) {
+    got.push(
+      w.s.acquire({ wait: 10_000 }).then((ok) => {
+        assert.equal(ok, true);
+        order.push(w.name);
+      }),
+    );
+    await until(
+      `${w.name} queued`,
+      2_000,
+      async () => await admin.send("ZCARD", queue) === i + 1,
+    );
+  }
+  const before = await commandCalls(admin);
+  // Both permits at once (the second holder released on the same tick).
+  const t0 = performance.now();
+  await Promise.all(holders.map((h) => h.release()));
+  await until("two woken", 2_000, () => Promise.resolve(order.length === 2));
+  const took = performance.now() - t0;
+  assert.ok(took < 500, `woken after ${took} ms`); // not by a 1 s look
+  // The first two in line hold the permits (in whichever order they heard).
+  assert.deepEqual([...order].sort(), ["w0", "w1"]);
+  assert.deepEqual(await holding(), ["w0", "w1"]);
+  const after = await commandCalls(admin);
+  // w0 (on r) from the reply; w1 (on r2) by the one PUBLISH.
+  assert.equal((after.get("publish") ?? 0) - (before.get("publish") ?? 0), 1);
+  for (const w of waiters.slice(0, 2)) await w.s.release();
+  await Promise.all(got);
+  assert.deepEqual(order.slice(2).sort(), ["w2", "w3"]);
+  assert.deepEqual(await holding(), ["w2", "w3"]);
+  for (const w of waiters.slice(2)) await w.s.release();
+  assert.equal(await admin.send("ZCARD", `${p}sem:{s}:holders`), 0);
+  assert.equal(await admin.send("ZCARD", queue), 0);
 });
 
 test("a dead ticket at the head of the line is dropped there, never handed a permit", async () => {

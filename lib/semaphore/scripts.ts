@@ -14,11 +14,14 @@ import { Script } from "../script.ts";
 import type { CompareResult, SendOptions } from "../lock/scripts.ts";
 
 // Tokens are "<ttl>:<random>:<id>": a permit handed to a waiter gets the
-// waiter's own ttl. Both scripts below hand free permits to the first live
-// waiters in line themselves (ZPOPMIN off the queue, ZADD to holders), and
-// publish "<server ms> <token> ..." on the wake channel: a waiter that reads
-// its token holds a permit without asking again. Nothing is published when
-// nobody waits.
+// waiter's own ttl. A waiting token's random part starts with the tag of
+// its client's waiters (lib/semaphore/waiters.ts). Both scripts below hand
+// free permits to the first live waiters in line themselves (ZPOPMIN off the
+// queue, ZADD to holders), and publish "<server ms> <token> ..." on the wake
+// channel: a waiter that reads its token holds a permit without asking
+// again. A release returns, rather than publishes, the tokens that carry the
+// releasing client's tag: that client wakes them from the reply. Nothing is
+// published when nobody (elsewhere) waits.
 //
 // Cost, in commands run inside Lua: every redis.call is O(1) or O(log n) in
 // the holders or the queue (times the permits handed); nothing scans the
@@ -39,8 +42,8 @@ const SEM_ACQUIRE_SCRIPT = new Script(
   "SEM_ACQUIRE_SCRIPT",
   `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function hand(free)
-  local given = {}
+local function hand(free, tag)
+  local given, near, far = {}, {}, {}
   while free > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[2], math.min(free, 1000))
     if #popped == 0 then break end
@@ -51,18 +54,24 @@ local function hand(free)
     local add = {}
     for i, h in ipairs(heads) do
       if alive[i] and tonumber(alive[i]) > now then
-        add[#add + 1] = now + tonumber(string.match(h, '^(%d+):'))
+        local ttl = string.match(h, '^(%d+):')
+        add[#add + 1] = now + tonumber(ttl)
         add[#add + 1] = h
         given[#given + 1] = h
+        if tag ~= '' and string.sub(h, #ttl + 2, #ttl + 1 + #tag) == tag then
+          near[#near + 1] = h
+        else
+          far[#far + 1] = h
+        end
         free = free - 1
       end
     end
     if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
   end
-  if #given > 0 then
-    redis.call('PUBLISH', ARGV[5], now .. ' ' .. table.concat(given, ' '))
+  if #far > 0 then
+    redis.call('PUBLISH', ARGV[5], now .. ' ' .. table.concat(far, ' '))
   end
-  return given
+  return given, near
 end
 if ARGV[6] == '1' then
   local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -79,7 +88,7 @@ if n >= limit then
   end
 end
 if n < limit then
-  local given = hand(limit - n)
+  local given = hand(limit - n, '')
   for _, h in ipairs(given) do
     if h == ARGV[1] then return {1, now, now + tonumber(ARGV[2])} end
   end
@@ -99,15 +108,17 @@ return {0, now, tonumber(first[2]) - now}`,
 );
 
 // KEYS: holders, queue, tickets. ARGV[1] token, ARGV[2] limit, ARGV[3] wake
-// channel. Removes the token from the holders (or from the line: a waiter
-// that gives up leaves with this too), then hands free permits to the first
-// live waiters. 1 released, -1 not a holder (expired, or never).
+// channel, ARGV[4] the releasing client's waiters' tag ("" if none).
+// Removes the token from the holders (or from the line: a waiter that gives
+// up leaves with this too), then hands free permits to the first live
+// waiters. Returns {1 released or -1 not a holder (expired, or never),
+// server ms, the tokens handed a permit that carry the tag...}.
 const SEM_RELEASE_SCRIPT = new Script(
   "SEM_RELEASE_SCRIPT",
   `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function hand(free)
-  local given = {}
+local function hand(free, tag)
+  local given, near, far = {}, {}, {}
   while free > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[2], math.min(free, 1000))
     if #popped == 0 then break end
@@ -118,18 +129,24 @@ local function hand(free)
     local add = {}
     for i, h in ipairs(heads) do
       if alive[i] and tonumber(alive[i]) > now then
-        add[#add + 1] = now + tonumber(string.match(h, '^(%d+):'))
+        local ttl = string.match(h, '^(%d+):')
+        add[#add + 1] = now + tonumber(ttl)
         add[#add + 1] = h
         given[#given + 1] = h
+        if tag ~= '' and string.sub(h, #ttl + 2, #ttl + 1 + #tag) == tag then
+          near[#near + 1] = h
+        else
+          far[#far + 1] = h
+        end
         free = free - 1
       end
     end
     if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
   end
-  if #given > 0 then
-    redis.call('PUBLISH', ARGV[3], now .. ' ' .. table.concat(given, ' '))
+  if #far > 0 then
+    redis.call('PUBLISH', ARGV[3], now .. ' ' .. table.concat(far, ' '))
   end
-  return given
+  return given, near
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local r = 1
@@ -139,9 +156,13 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
     redis.call('ZREM', KEYS[3], ARGV[1])
   end
 end
+local out = {r, now}
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-if free > 0 then hand(free) end
-return r`,
+if free > 0 then
+  local _, near = hand(free, ARGV[4])
+  for _, h in ipairs(near) do out[#out + 1] = h end
+end
+return out`,
 );
 
 // KEYS: holders. ARGV[1] token, ARGV[2] ttl (ms). 1 extended, -1 not a
@@ -211,24 +232,40 @@ export async function semAcquireScript(
     : { acquired: false, now: r[1], firstExpiry: r[2] };
 }
 
+/** What a release found, and the permits it handed to the caller's waiters. */
+export interface SemReleaseResult {
+  /** `"ok"`: the token held a permit; `"expired"`: it did not (any more). */
+  result: CompareResult;
+  /** The server's time when the script ran (ms). */
+  now: number;
+  /** Tokens carrying the caller's tag that now hold a permit (not published). */
+  near: string[];
+}
+
 /**
  * Gives a permit back (or a ticket: a waiter leaving the line) and hands
- * free permits to the first waiters.
+ * free permits to the first waiters; those whose token carries `tag` (the
+ * caller's own waiters; `""`: none) are returned instead of published.
  */
 export async function semReleaseScript(
   redis: CommandSurface,
   keys: SemaphoreKeys,
   token: string,
   limit: number,
+  tag: string,
   options: SendOptions = {},
-): Promise<CompareResult> {
-  const r = await SEM_RELEASE_SCRIPT.run<number>(redis, {
+): Promise<SemReleaseResult> {
+  const r = await SEM_RELEASE_SCRIPT.run<(number | string)[]>(redis, {
     keys: [keys.holders, keys.queue, keys.tickets],
-    args: [token, limit, keys.wake],
+    args: [token, limit, keys.wake, tag],
     logger: options.logger,
     signal: options.signal,
   });
-  return r === 1 ? "ok" : "expired";
+  return {
+    result: r[0] === 1 ? "ok" : "expired",
+    now: r[1] as number,
+    near: r.slice(2) as string[],
+  };
 }
 
 /** Sets a holder's expiry to `ttl` ms from now if it still holds a permit. */
