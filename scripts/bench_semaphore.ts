@@ -20,6 +20,12 @@
  * - inside Lua: every other command (what the scripts ran).
  * - all: the two together.
  *
+ * "hold measured" is the mean time a holder actually spent in its
+ * `setTimeout` hold (Deno's timers fire late, by how much depends on what
+ * else wakes the event loop), so that 3 / rate − hold is what each library
+ * adds per acquisition. "max holders" counts holders in this process
+ * between acquire and release (at a zero hold that is synchronous: 1).
+ *
  * Peer configuration: redis-semaphore's defaults but for the timeouts —
  * `retryInterval` 10 ms (its default: a refused acquire tries again every
  * 10 ms), `lockTimeout` 10 s (the same lease as respite's `ttl`),
@@ -138,6 +144,8 @@ interface Measure {
   inside: number;
   all: number;
   scripts: number;
+  /** The mean time a holder actually spent in its hold (timer lateness included). */
+  held: number;
 }
 
 async function contended(
@@ -150,6 +158,7 @@ async function contended(
   let acquisitions = 0;
   let inside = 0;
   let most = 0;
+  let heldMs = 0, holds = 0;
   const perWorker = new Array(WORKERS).fill(0);
   const holders = Array.from({ length: WORKERS }, () => c.holder(resource));
   for (const h of holders) { // warm up
@@ -168,7 +177,12 @@ async function contended(
         acquisitions++;
         perWorker[i]++;
       }
-      if (hold > 0) await sleep(hold);
+      if (hold > 0) {
+        const h0 = performance.now();
+        await sleep(hold);
+        heldMs += performance.now() - h0;
+        holds++;
+      }
       inside--;
       await h.release();
     }
@@ -206,6 +220,7 @@ async function contended(
     inside: insideLua / counted,
     all: (requests + insideLua) / counted,
     scripts: scripts / counted,
+    held: holds === 0 ? 0 : heldMs / holds,
   };
 }
 
@@ -251,6 +266,7 @@ try {
     "inside Lua/acq",
     "× redis-semaphore",
     "all commands/acq",
+    "hold measured",
     "max holders",
     "top worker",
   ]];
@@ -274,6 +290,7 @@ try {
         insideLuaRatio: ratio((m) => m.inside),
         allPerAcquisition: med((m) => m.all),
         scriptsPerAcquisition: med((m) => m.scripts),
+        heldMs: med((m) => m.held),
         maxHolders: Math.max(...ms.map((m) => m.most)),
         topWorkerShare: med((m) => m.top),
         rounds: ms,
@@ -289,6 +306,7 @@ try {
         s.insideLuaPerAcquisition.toFixed(2),
         s.insideLuaRatio.toFixed(2),
         s.allPerAcquisition.toFixed(2),
+        `${s.heldMs.toFixed(2)} ms`,
         String(s.maxHolders),
         `${(s.topWorkerShare * 100).toFixed(0)}%`,
       ]);
