@@ -327,7 +327,14 @@ function insideLua(
   after: Map<string, number>,
 ): number {
   // Requests: the scripts, the subscription, and the test's own reads.
-  const sent = new Set(["evalsha", "eval", "subscribe", "info", "zcount"]);
+  const sent = new Set([
+    "evalsha",
+    "eval",
+    "subscribe",
+    "unsubscribe",
+    "info",
+    "zcount",
+  ]);
   let n = 0;
   for (const [cmd, calls] of after) {
     if (!sent.has(cmd)) n += calls - (before.get(cmd) ?? 0);
