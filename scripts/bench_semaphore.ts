@@ -1,20 +1,44 @@
 /**
  * Semaphore benchmark: respite's `Semaphore` vs redis-semaphore 5.8.0's
- * `Semaphore` (on ioredis), in this Deno process, against one throwaway
- * redis-server, in one run, interleaved rounds (the order rotates), medians.
+ * `Semaphore` (on ioredis 6.0.0), in this Deno process, against one
+ * throwaway redis-server, in one run: interleaved rounds (the order of the
+ * libraries rotates each round), medians.
  *
  * 20 concurrent workers on one semaphore of limit 3, each in a loop:
- * acquire, hold 1 ms (`setTimeout(1)`), release. Reports acquisitions/s and
- * Redis commands per acquisition from `INFO commandstats` deltas over the
- * window: all calls (commands run inside Lua included, as Redis counts
- * them), and requests (what the client sent: calls minus the commands the
- * library's own Lua scripts run). Each library shares one client among its
- * workers. redis-semaphore polls every 10 ms (its default `retryInterval`);
- * it waits up to 60 s (`acquireTimeout`) so no worker gives up. respite's
- * waiters are woken by the release.
+ * acquire, hold, release. Two rows: a zero hold (release at once: the
+ * semaphore's own overhead) and a 5 ms hold (`setTimeout(5)`: the work a
+ * semaphore exists to bound). Each library shares one client among its 20
+ * workers, with a 10 s lease and no renewal within a round.
  *
- * Usage: deno task bench:semaphore [--rounds N] [--seconds S]
- * With REDIS_URL set, that server is used instead of a throwaway one.
+ * Per acquisition, from `INFO commandstats` deltas over the window (as Redis
+ * counts them, commands run inside Lua included):
+ * - requests: the commands the library's client sent. respite sends only
+ *   EVALSHA/EVAL (its scripts) and SUBSCRIBE/UNSUBSCRIBE (its wake-ups);
+ *   redis-semaphore sends EVALSHA/EVAL (acquire, refresh) and ZREM (its
+ *   release). ioredis's own count of the commands it sent is checked
+ *   against this (the run fails if they differ by more than 1%).
+ * - inside Lua: every other command (what the scripts ran).
+ * - all: the two together.
+ *
+ * "hold measured" is the mean time a holder actually spent in its
+ * `setTimeout` hold (Deno's timers fire late, by how much depends on what
+ * else wakes the event loop), so that 3 / rate − hold is what each library
+ * adds per acquisition. "max holders" counts holders in this process
+ * between acquire and release (at a zero hold that is synchronous: 1).
+ *
+ * Peer configuration: redis-semaphore's defaults but for the timeouts —
+ * `retryInterval` 10 ms (its default: a refused acquire tries again every
+ * 10 ms), `lockTimeout` 10 s (the same lease as respite's `ttl`),
+ * `acquireTimeout` 60 s (so no worker gives up), `refreshInterval` its
+ * default 0.8 × lockTimeout (8 s: never reached by a hold). respite:
+ * `ttl` 10 s, `autoRenew` off (its default); its waiters are woken by the
+ * release that hands them a permit.
+ *
+ * Usage: deno task bench:semaphore [--rounds N] [--seconds S] [--json]
+ * (defaults: 7 rounds of 2 s per row and library). The table goes to
+ * stdout; with --json, one JSON document (every round's figures and the
+ * medians) goes to stdout and the table to stderr. With REDIS_URL set, that
+ * server is used instead of a throwaway one.
  */
 
 import { Redis as IORedis } from "ioredis";
@@ -30,13 +54,16 @@ function option(name: string, fallback: number): number {
   return n;
 }
 
-const ROUNDS = option("--rounds", 5);
+const ROUNDS = option("--rounds", 7);
 const SECONDS = option("--seconds", 2);
+const JSON_OUT = Deno.args.includes("--json");
 const WORKERS = 20;
 const LIMIT = 3;
-const HOLD_MS = 1;
+const HOLDS = [0, 5];
 const TTL = 10_000;
+const RETRY_INTERVAL = 10;
 const log = (s: string) => console.error(s);
+const table = JSON_OUT ? log : (s: string) => console.log(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Contender {
@@ -45,8 +72,10 @@ interface Contender {
     acquire(): Promise<void>;
     release(): Promise<void>;
   };
-  /** Commands the library runs inside its own Lua scripts (not requests). */
-  scriptInner: string[];
+  /** The commands its client sends (the rest run inside its Lua scripts). */
+  requests: string[];
+  /** The client's own count of the commands it sent, if it keeps one. */
+  sentByClient?: () => number;
 }
 
 const external = Deno.env.get("REDIS_URL");
@@ -55,10 +84,21 @@ const url = external ?? server!.url;
 const admin = await connect(url);
 const respite = await connect(url);
 const io = new IORedis(url);
+// ioredis sends every command through sendCommand (scripts included).
+let ioSent = 0;
+{
+  const send = io.sendCommand.bind(io);
+  io.sendCommand = ((...args: Parameters<typeof send>) => {
+    ioSent++;
+    return send(...args);
+  }) as typeof io.sendCommand;
+}
 
+const RESPITE = "respite Semaphore";
+const PEER = "redis-semaphore Semaphore";
 const contenders: Contender[] = [
   {
-    name: "respite Semaphore",
+    name: RESPITE,
     holder(resource) {
       const s = new Semaphore(respite, resource, { limit: LIMIT, ttl: TTL });
       return {
@@ -68,35 +108,23 @@ const contenders: Contender[] = [
         release: () => s.release(),
       };
     },
-    scriptInner: [
-      "time",
-      "zremrangebyscore",
-      "zrangebyscore",
-      "zrem",
-      "zcard",
-      "zrank",
-      "zadd",
-      "zrange",
-      "publish",
-      "incr",
-      "zscore",
-      "exists",
-    ],
+    requests: ["evalsha", "eval", "subscribe", "unsubscribe"],
   },
   {
-    name: "redis-semaphore Semaphore",
+    name: PEER,
     holder(resource) {
       const s = new RsSemaphore(io, resource, LIMIT, {
         lockTimeout: TTL,
         acquireTimeout: 60_000,
+        retryInterval: RETRY_INTERVAL,
       });
       return {
         acquire: () => s.acquire(),
         release: () => s.release(),
       };
     },
-    // Its release is a ZREM the client sends: not inside Lua.
-    scriptInner: ["zremrangebyscore", "zcard", "zadd", "pexpire", "zscore"],
+    requests: ["evalsha", "eval", "zrem"],
+    sentByClient: () => ioSent,
   },
 ];
 
@@ -107,12 +135,30 @@ function median(xs: number[]): number {
     : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-async function contended(c: Contender, round: number) {
-  const resource = `respite-bench:sem:${c.name}:${round}`;
+interface Measure {
+  rate: number;
+  acquisitions: number;
+  most: number;
+  top: number;
+  requests: number;
+  inside: number;
+  all: number;
+  scripts: number;
+  /** The mean time a holder actually spent in its hold (timer lateness included). */
+  held: number;
+}
+
+async function contended(
+  c: Contender,
+  hold: number,
+  round: number,
+): Promise<Measure> {
+  const resource = `respite-bench:sem:${c.name}:${hold}:${round}`;
   let stop = false;
   let acquisitions = 0;
   let inside = 0;
   let most = 0;
+  let heldMs = 0, holds = 0;
   const perWorker = new Array(WORKERS).fill(0);
   const holders = Array.from({ length: WORKERS }, () => c.holder(resource));
   for (const h of holders) { // warm up
@@ -120,6 +166,7 @@ async function contended(c: Contender, round: number) {
     await h.release();
   }
   const before = await commandCalls(admin);
+  const sent0 = c.sentByClient?.();
   const t0 = performance.now();
   const workers = holders.map(async (h, i) => {
     while (!stop) {
@@ -130,7 +177,12 @@ async function contended(c: Contender, round: number) {
         acquisitions++;
         perWorker[i]++;
       }
-      await sleep(HOLD_MS);
+      if (hold > 0) {
+        const h0 = performance.now();
+        await sleep(hold);
+        heldMs += performance.now() - h0;
+        holds++;
+      }
       inside--;
       await h.release();
     }
@@ -139,106 +191,172 @@ async function contended(c: Contender, round: number) {
   stop = true;
   const counted = acquisitions;
   const t1 = performance.now();
+  const sent1 = c.sentByClient?.();
   const after = await commandCalls(admin);
   await Promise.all(workers);
-  let calls = 0, requests = 0;
+  let requests = 0, insideLua = 0, scripts = 0;
   for (const [cmd, n] of after) {
-    if (cmd === "info") continue;
+    if (cmd === "info") continue; // the admin's own readings
     const k = n - (before.get(cmd) ?? 0);
     if (k <= 0) continue;
-    calls += k;
-    if (!c.scriptInner.includes(cmd)) requests += k;
+    if (c.requests.includes(cmd)) requests += k;
+    else insideLua += k;
+    if (cmd === "evalsha" || cmd === "eval") scripts += k;
   }
-  return {
-    rate: counted / ((t1 - t0) / 1000),
-    top: Math.max(...perWorker) / counted,
-    most,
-    calls: calls / counted,
-    requests: requests / counted,
-  };
-}
-
-type Row = {
-  rate: number[];
-  top: number[];
-  most: number[];
-  calls: number[];
-  requests: number[];
-};
-const results = new Map<string, Row>();
-for (const c of contenders) {
-  results.set(c.name, { rate: [], top: [], most: [], calls: [], requests: [] });
-}
-const serverVersion = String(
-  /redis_version:(\S+)/.exec(await admin.send<string>("INFO", "server"))?.[1],
-);
-log(
-  `Deno ${Deno.version.deno}, redis-server ${serverVersion} at ${url}; ` +
-    `${ROUNDS} rounds, ${WORKERS} workers, limit ${LIMIT}, ${HOLD_MS} ms hold`,
-);
-try {
-  for (let round = 0; round < ROUNDS; round++) {
-    const k = round % contenders.length;
-    for (const c of [...contenders.slice(k), ...contenders.slice(0, k)]) {
-      const r = results.get(c.name)!;
-      const m = await contended(c, round);
-      r.rate.push(m.rate);
-      r.top.push(m.top);
-      r.most.push(m.most);
-      r.calls.push(m.calls);
-      r.requests.push(m.requests);
-      log(
-        `round ${round + 1} ${c.name}: ${m.rate.toFixed(0)} acquisitions/s, ` +
-          `max ${m.most} holders, top worker ${(m.top * 100).toFixed(0)}%, ` +
-          `${m.calls.toFixed(2)} calls and ${
-            m.requests.toFixed(2)
-          } requests per acquisition`,
+  if (sent0 !== undefined && sent1 !== undefined) {
+    const sent = sent1 - sent0;
+    if (Math.abs(sent - requests) > Math.max(2, requests * 0.01)) {
+      throw new Error(
+        `${c.name}: its client sent ${sent} commands, Redis counted ${requests} requests`,
       );
     }
   }
-  const rs = results.get("redis-semaphore Semaphore")!;
+  return {
+    rate: counted / ((t1 - t0) / 1000),
+    acquisitions: counted,
+    most,
+    top: Math.max(...perWorker) / counted,
+    requests: requests / counted,
+    inside: insideLua / counted,
+    all: (requests + insideLua) / counted,
+    scripts: scripts / counted,
+    held: holds === 0 ? 0 : heldMs / holds,
+  };
+}
+
+const serverVersion = String(
+  /redis_version:(\S+)/.exec(await admin.send<string>("INFO", "server"))?.[1],
+);
+const key = (name: string, hold: number) => `${name}@${hold}`;
+const results = new Map<string, Measure[]>();
+for (const hold of HOLDS) {
+  for (const c of contenders) results.set(key(c.name, hold), []);
+}
+const setup = `${WORKERS} workers, limit ${LIMIT}, ttl ${TTL} ms; ` +
+  `redis-semaphore retryInterval ${RETRY_INTERVAL} ms`;
+log(
+  `Deno ${Deno.version.deno}, redis-server ${serverVersion} at ${url}; ` +
+    `${ROUNDS} rounds of ${SECONDS} s, holds ${HOLDS.join("/")} ms; ${setup}`,
+);
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const hold of HOLDS) {
+      const k = round % contenders.length;
+      for (const c of [...contenders.slice(k), ...contenders.slice(0, k)]) {
+        const m = await contended(c, hold, round);
+        results.get(key(c.name, hold))!.push(m);
+        log(
+          `round ${round + 1}, hold ${hold} ms, ${c.name}: ` +
+            `${m.rate.toFixed(0)} acquisitions/s, max ${m.most} holders, ` +
+            `top worker ${(m.top * 100).toFixed(0)}%, per acquisition ` +
+            `${m.requests.toFixed(2)} requests + ${
+              m.inside.toFixed(2)
+            } inside Lua = ${m.all.toFixed(2)}`,
+        );
+      }
+    }
+  }
   const rows: string[][] = [[
+    "hold",
     "library",
     "acquisitions/s",
     "× redis-semaphore",
+    "requests/acq",
+    "× redis-semaphore",
+    "inside Lua/acq",
+    "× redis-semaphore",
+    "all commands/acq",
+    "hold measured",
     "max holders",
     "top worker",
-    "Redis calls/acq (incl. inside Lua)",
-    "requests/acq",
-    "requests × redis-semaphore",
   ]];
-  for (const c of contenders) {
-    const r = results.get(c.name)!;
-    rows.push([
-      c.name,
-      median(r.rate).toFixed(0),
-      (median(r.rate) / median(rs.rate)).toFixed(2),
-      String(Math.max(...r.most)),
-      `${(median(r.top) * 100).toFixed(0)}%`,
-      median(r.calls).toFixed(2),
-      median(r.requests).toFixed(2),
-      (median(r.requests) / median(rs.requests)).toFixed(2),
-    ]);
+  const summary: Record<string, unknown>[] = [];
+  for (const hold of HOLDS) {
+    const peer = results.get(key(PEER, hold))!;
+    for (const c of contenders) {
+      const ms = results.get(key(c.name, hold))!;
+      // Ratios: the median of each round's ratio (both ran in that round).
+      const ratio = (f: (m: Measure) => number) =>
+        median(ms.map((m, i) => f(m) / f(peer[i])));
+      const med = (f: (m: Measure) => number) => median(ms.map(f));
+      const s = {
+        hold,
+        library: c.name,
+        acquisitionsPerSecond: med((m) => m.rate),
+        rateRatio: ratio((m) => m.rate),
+        requestsPerAcquisition: med((m) => m.requests),
+        requestsRatio: ratio((m) => m.requests),
+        insideLuaPerAcquisition: med((m) => m.inside),
+        insideLuaRatio: ratio((m) => m.inside),
+        allPerAcquisition: med((m) => m.all),
+        scriptsPerAcquisition: med((m) => m.scripts),
+        heldMs: med((m) => m.held),
+        maxHolders: Math.max(...ms.map((m) => m.most)),
+        topWorkerShare: med((m) => m.top),
+        rounds: ms,
+      };
+      summary.push(s);
+      rows.push([
+        `${hold} ms`,
+        c.name,
+        s.acquisitionsPerSecond.toFixed(0),
+        s.rateRatio.toFixed(2),
+        s.requestsPerAcquisition.toFixed(2),
+        s.requestsRatio.toFixed(2),
+        s.insideLuaPerAcquisition.toFixed(2),
+        s.insideLuaRatio.toFixed(2),
+        s.allPerAcquisition.toFixed(2),
+        `${s.heldMs.toFixed(2)} ms`,
+        String(s.maxHolders),
+        `${(s.topWorkerShare * 100).toFixed(0)}%`,
+      ]);
+    }
   }
   const widths = rows[0].map((_, i) =>
     Math.max(...rows.map((r) => r[i].length))
   );
   const line = (r: string[]) =>
     "| " + r.map((s, i) =>
-      i === 0 ? s.padEnd(widths[i]) : s.padStart(widths[i])
+      i <= 1 ? s.padEnd(widths[i]) : s.padStart(widths[i])
     ).join(" | ") + " |";
-  console.log(
+  table(
     `Semaphore benchmark, Deno ${Deno.version.deno}, redis-server ${serverVersion}, ` +
-      `medians of ${ROUNDS} rounds of ${SECONDS} s; ${WORKERS} workers, limit ${LIMIT}, ${HOLD_MS} ms hold`,
+      `medians of ${ROUNDS} interleaved rounds of ${SECONDS} s; ${setup}; ` +
+      `ratios: median of per-round ratios`,
   );
-  console.log(line(rows[0]));
-  console.log(
+  table(line(rows[0]));
+  table(
     "|" + widths.map((w, i) =>
-      (i === 0 ? "-" : "").padEnd(w + 1, "-") + (i === 0 ? "-" : ":")
+      (i <= 1 ? "-" : "").padEnd(w + 1, "-") + (i <= 1 ? "-" : ":")
     ).join("|") + "|",
   );
   for (const r of rows.slice(1)) {
-    console.log(line(r));
+    table(line(r));
+  }
+  if (JSON_OUT) {
+    console.log(JSON.stringify(
+      {
+        benchmark: "semaphore",
+        date: new Date().toISOString(),
+        deno: Deno.version.deno,
+        redis: serverVersion,
+        rounds: ROUNDS,
+        seconds: SECONDS,
+        workers: WORKERS,
+        limit: LIMIT,
+        ttl: TTL,
+        holds: HOLDS,
+        peer: {
+          library: "redis-semaphore 5.8.0 on ioredis 6.0.0",
+          retryInterval: RETRY_INTERVAL,
+          lockTimeout: TTL,
+          acquireTimeout: 60_000,
+        },
+        results: summary,
+      },
+      null,
+      2,
+    ));
   }
 } finally {
   await respite.close();

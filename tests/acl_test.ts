@@ -52,8 +52,9 @@ export const RESPITE_COMMANDS = [
   "zcard",
   "zscore",
   "zrange",
-  "zrangebyscore",
   "zremrangebyscore",
+  "zpopmin",
+  "zmscore",
   // cached()'s tags: a set per tag, filled on a miss, read by invalidateTag.
   "sadd",
   "sscan",
@@ -117,10 +118,11 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   zadd: ["Semaphore, waiting until released"],
   zrem: ["Semaphore, waiting until released"],
   zcard: ["Semaphore, waiting until released"],
-  zscore: ["Semaphore, waiting until released"],
+  zscore: ["Semaphore.extend"],
   zrange: ["Semaphore, waiting until released"],
-  zrangebyscore: ["Semaphore, waiting until released"],
   zremrangebyscore: ["Semaphore, waiting until released"],
+  zpopmin: ["Semaphore, waiting until released"],
+  zmscore: ["Semaphore, waiting until released"],
   sadd: ["cached: tags"],
   sscan: ["cached: tags"],
   srem: ["cached: tags"],
@@ -243,6 +245,13 @@ const FEATURES = {
     }
     assert.equal(await waiting, true);
     await b.release();
+  },
+  async "Semaphore.extend"(c: Ctx) {
+    await using r = await c.open();
+    const s = new Semaphore(r, uniq("sem"), { limit: 1, ttl: 5_000 });
+    assert.equal(await s.acquire({ wait: 0 }), true);
+    await s.extend(10_000);
+    await s.release();
   },
   async "connect"(c: Ctx) {
     await using r = await c.open();

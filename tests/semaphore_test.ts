@@ -321,6 +321,208 @@ test("withSemaphore: bounded concurrency, not-acquired error", async () => {
   assert.equal(await none(), 1);
 });
 
+/** Commands run inside Lua between two INFO commandstats readings. */
+function insideLua(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): number {
+  // Requests: the scripts, the subscription, and the test's own reads.
+  const sent = new Set([
+    "evalsha",
+    "eval",
+    "subscribe",
+    "unsubscribe",
+    "info",
+    "zcount",
+  ]);
+  let n = 0;
+  for (const [cmd, calls] of after) {
+    if (!sent.has(cmd)) n += calls - (before.get(cmd) ?? 0);
+  }
+  return n;
+}
+
+test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a permit over (8 and no PUBLISH to a waiter on the releasing client)", async () => {
+  await using r = await connect(url);
+  await using r2 = await connect(url);
+  await using admin = await connect(url);
+  const p = prefix();
+  const a = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const b = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const c = new Semaphore(r2, "s", { limit: 1, prefix: p });
+  const d = new Semaphore(r, "s", { limit: 1, prefix: p });
+  await a.acquire(); // scripts loaded
+  await a.release();
+  let before = await commandCalls(admin);
+  for (let i = 0; i < 10; i++) {
+    await a.acquire();
+    await a.release();
+  }
+  let after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 90, "acquire 4 + release 5");
+  const queue = `${p}sem:{s}:queue`;
+  const queued = (n: number) => async () =>
+    await admin.send("ZCOUNT", queue, "-inf", "+inf") === n;
+  const published = () =>
+    (after.get("publish") ?? 0) - (before.get("publish") ?? 0);
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  const cGot = c.acquire({ wait: 10_000 });
+  await until("c queued", 2_000, queued(1));
+  // d keeps r's subscription up, so b queues on its first try.
+  const dGot = d.acquire({ wait: 10_000 });
+  await until("d queued", 2_000, queued(2));
+  before = await commandCalls(admin);
+  const bGot = b.acquire({ wait: 10_000 });
+  await until("b queued", 2_000, queued(3));
+  after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 6, "a queuing try");
+  // a (on r) hands its permit to c, on another client: published.
+  before = after;
+  await a.release();
+  assert.equal(await cGot, true);
+  after = await commandCalls(admin);
+  assert.equal(insideLua(before, after), 9, "a release handing a permit");
+  assert.equal(published(), 1);
+  await c.release();
+  assert.equal(await dGot, true);
+  // d (on r) hands its permit to b, on r too: in the reply, not published.
+  before = await commandCalls(admin);
+  await d.release();
+  assert.equal(await bGot, true);
+  after = await commandCalls(admin);
+  assert.equal(
+    insideLua(before, after),
+    8,
+    "a release handing a permit on its client",
+  );
+  assert.equal(published(), 0);
+  await b.release();
+  assert.equal(await admin.send("ZCARD", `${p}sem:{s}:holders`), 0);
+});
+
+test("a waiter on the releasing client is woken by the release's reply: FIFO with other clients' waiters kept, each woken once", async () => {
+  await using r = await connect(url);
+  await using r2 = await connect(url);
+  await using admin = await connect(url);
+  const p = prefix();
+  const limit = 2;
+  const queue = `${p}sem:{s}:queue`;
+  const holders = [0, 1].map(() => new Semaphore(r, "s", { limit, prefix: p }));
+  for (const h of holders) assert.equal(await h.acquire({ wait: 0 }), true);
+  // In line, alternating clients: r, r2, r, r2.
+  const order: string[] = [];
+  const waiters = [r, r2, r, r2].map((c, i) => {
+    const s = new Semaphore(c, "s", { limit, prefix: p, id: `w${i}` });
+    return { s, name: `w${i}` };
+  });
+  const holding = async () =>
+    (await admin.send<string[]>("ZRANGE", `${p}sem:{s}:holders`, 0, -1))
+      .map((t) => t.split(":").pop()).sort();
+  const got: Promise<void>[] = [];
+  for (const [i, w] of waiters.entries()) {
+    got.push(
+      w.s.acquire({ wait: 10_000 }).then((ok) => {
+        assert.equal(ok, true);
+        order.push(w.name);
+      }),
+    );
+    await until(
+      `${w.name} queued`,
+      2_000,
+      async () => await admin.send("ZCARD", queue) === i + 1,
+    );
+  }
+  const before = await commandCalls(admin);
+  // Both permits at once (the second holder released on the same tick).
+  const t0 = performance.now();
+  await Promise.all(holders.map((h) => h.release()));
+  await until("two woken", 2_000, () => Promise.resolve(order.length === 2));
+  const took = performance.now() - t0;
+  assert.ok(took < 500, `woken after ${took} ms`); // not by a 1 s look
+  // The first two in line hold the permits (in whichever order they heard).
+  assert.deepEqual([...order].sort(), ["w0", "w1"]);
+  assert.deepEqual(await holding(), ["w0", "w1"]);
+  const after = await commandCalls(admin);
+  // w0 (on r) from the reply; w1 (on r2) by the one PUBLISH.
+  assert.equal((after.get("publish") ?? 0) - (before.get("publish") ?? 0), 1);
+  for (const w of waiters.slice(0, 2)) await w.s.release();
+  await Promise.all(got);
+  assert.deepEqual(order.slice(2).sort(), ["w2", "w3"]);
+  assert.deepEqual(await holding(), ["w2", "w3"]);
+  for (const w of waiters.slice(2)) await w.s.release();
+  assert.equal(await admin.send("ZCARD", `${p}sem:{s}:holders`), 0);
+  assert.equal(await admin.send("ZCARD", queue), 0);
+});
+
+test("a dead ticket at the head of the line is dropped there, never handed a permit", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const key = (k: string) => `${p}sem:{s}:${k}`;
+  const holder = new Semaphore(r, "s", { limit: 1, prefix: p });
+  assert.equal(await holder.acquire({ wait: 0 }), true);
+  // A waiter that crashed in line long ago: first in line, ticket run out.
+  const dead = "5000:dead:crashed";
+  await r.send("ZADD", key("queue"), 0, dead);
+  await r.send("ZADD", key("tickets"), 1, dead);
+  const waiter = new Semaphore(r, "s", { limit: 1, prefix: p });
+  const got = waiter.acquire({ wait: 5_000 });
+  await until(
+    "queued behind it",
+    2_000,
+    async () => await r.send("ZCARD", key("queue")) === 2,
+  );
+  const t0 = performance.now();
+  await holder.release();
+  assert.equal(await got, true);
+  // Handed by the release (the waiter's own next look is 1 s away).
+  const took = performance.now() - t0;
+  assert.ok(took < 500, `took ${took} ms`);
+  assert.equal(await r.send("ZSCORE", key("holders"), dead), null);
+  assert.equal(await r.send("ZCARD", key("holders")), 1);
+  assert.equal(await r.send("ZCARD", key("queue")), 0);
+  assert.equal(await r.send("ZCARD", key("tickets")), 0);
+  await waiter.release();
+  assert.equal(await r.send("ZCARD", key("holders")), 0);
+});
+
+test("free permits go to the live waiters in line first, in batches, skipping dead ones", async () => {
+  await using r = await connect(url);
+  const p = prefix();
+  const key = (k: string) => `${p}sem:{s}:${k}`;
+  const [secs] = await r.send<[string, string]>("TIME");
+  const later = Number(secs) * 1000 + 60_000;
+  // 1200 waiters in line (every 100th one dead), none holding yet: more
+  // than one batch (1000) for a script to hand.
+  const queue: (string | number)[] = [], tickets: (string | number)[] = [];
+  const live: string[] = [];
+  for (let i = 0; i < 1200; i++) {
+    const token = `5000:w${i}:fake`;
+    queue.push(i + 1, token);
+    tickets.push(i % 100 === 0 ? 1 : later, token);
+    if (i % 100 !== 0) live.push(token);
+  }
+  await r.send("ZADD", key("queue"), ...queue);
+  await r.send("ZADD", key("tickets"), ...tickets);
+  await r.send("SET", key("seq"), 1200);
+  const limit = 1500;
+  const s = new Semaphore(r, "s", { limit, prefix: p });
+  // Its one try (no queuing) hands 1188 permits, then takes one itself.
+  assert.equal(await s.acquire({ wait: 0 }), true);
+  const holders = await r.send<string[]>("ZRANGE", key("holders"), 0, -1);
+  assert.equal(holders.length, live.length + 1);
+  assert.deepEqual(
+    holders.filter((h) => h.endsWith(":fake")).sort(),
+    [...live].sort(),
+  );
+  assert.equal(await r.send("ZCARD", key("queue")), 0);
+  assert.equal(await r.send("ZCARD", key("tickets")), 0);
+  await s.release();
+  // With the line all served, the permits left are taken straight away.
+  const t = new Semaphore(r, "s", { limit, prefix: p });
+  assert.equal(await t.acquire({ wait: 0 }), true);
+  await t.release();
+});
+
 teardown(async () => {
   await server.stop();
 });

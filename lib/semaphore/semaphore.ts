@@ -21,8 +21,9 @@ import {
   checkName,
   checkTtl,
 } from "../lock/options.ts";
+import type { CompareResult } from "../lock/scripts.ts";
 import type { Logger } from "../validate.ts";
-import { waitersOf } from "./waiters.ts";
+import { waitersIfAny, waitersOf } from "./waiters.ts";
 import { checkSemaphoreOptions, type SemaphoreOptions } from "./options.ts";
 import {
   semAcquireScript,
@@ -47,7 +48,8 @@ const WAIT_RAN_OUT = Symbol("wait ran out");
  * the server's clock), and takes a permit when one is free and no earlier
  * waiter is in line. A waiter queues a ticket (FIFO across processes) and
  * sleeps until a release publishes its ticket on the semaphore's wake
- * channel (releases publish only when someone waits), or until the first
+ * channel (releases publish only when someone waits; a release sent on the
+ * waiter's own client wakes it from its reply instead), or until the first
  * holder's lease would run out. A crashed holder's permit comes back at its
  * TTL; an abandoned ticket expires after 3 s.
  *
@@ -174,12 +176,16 @@ export class Semaphore {
       ? deadline(wait, () => WAIT_RAN_OUT, signal)
       : undefined;
     const both = d?.signal ?? signal;
-    const token = `${this.ttl}:${randomHex128()}:${this.id}`;
     let granted: number | null = null;
     let queued = false;
     const waiters = wait === 0
       ? undefined
       : waitersOf(this.#redis, this.keys.wake);
+    // A waiter's token carries its waiters' tag: a release on this client
+    // hands it a permit in its reply, not by PUBLISH.
+    const token = `${this.ttl}:${
+      waiters?.tag ?? ""
+    }${randomHex128()}:${this.id}`;
     // Listening before any try that queues: a permit handed to this token
     // later is never missed while the subscription is up.
     const unlisten = waiters?.listen(token, (at) => granted ??= at);
@@ -188,7 +194,7 @@ export class Semaphore {
       // without queuing, subscribe, and then queue.
       const early = waiters?.ready === true;
       queued = early;
-      let r = await this.#try(token, early ? TICKET_TTL : 0, both);
+      let r = await this.#try(token, early ? TICKET_TTL : 0, false, both);
       if (r.acquired) return true;
       if (waiters === undefined) return false;
       if (!early) {
@@ -196,7 +202,7 @@ export class Semaphore {
           ? abortable(waiters.subscribed(), both)
           : waiters.subscribed());
         queued = true;
-        r = await this.#try(token, TICKET_TTL, both);
+        r = await this.#try(token, TICKET_TTL, false, both);
         if (r.acquired) return true;
       }
       for (;;) {
@@ -212,7 +218,7 @@ export class Semaphore {
         ) {
           return true;
         }
-        r = await this.#try(token, TICKET_TTL, both);
+        r = await this.#try(token, TICKET_TTL, true, both);
         if (r.acquired) return true;
       }
     } catch (err) {
@@ -224,9 +230,7 @@ export class Semaphore {
       this.#acquiring = false;
       if (queued && this.#holding === null) {
         // Leave the line, and give back a permit handed over meanwhile.
-        void semReleaseScript(this.#redis, this.keys, token, this.limit, {
-          logger: this.#logger,
-        }).catch(() => {});
+        this.#releaseToken(token).catch(() => {});
       }
     }
   }
@@ -239,6 +243,7 @@ export class Semaphore {
   async #try(
     token: string,
     ticketTtl: number,
+    again: boolean,
     signal: AbortSignal | undefined,
   ): Promise<
     { acquired: boolean; sent: number; now: number; firstExpiry: number }
@@ -251,6 +256,7 @@ export class Semaphore {
       this.ttl,
       this.limit,
       ticketTtl,
+      again,
       { logger: this.#logger, signal },
     );
     if (r.acquired) {
@@ -258,12 +264,29 @@ export class Semaphore {
         return { acquired: true, sent, now: r.now, firstExpiry: 0 };
       }
       // Came back too late to trust: give it back, and look again.
-      void semReleaseScript(this.#redis, this.keys, token, this.limit, {
-        logger: this.#logger,
-      }).catch(() => {});
+      this.#releaseToken(token).catch(() => {});
       return { acquired: false, sent, now: r.now, firstExpiry: 1 };
     }
     return { acquired: false, sent, now: r.now, firstExpiry: r.firstExpiry };
+  }
+
+  /**
+   * Gives `token`'s permit back (or takes it out of the line), and wakes
+   * from the reply the waiters on this client it handed a permit to (the
+   * script publishes only the others).
+   */
+  async #releaseToken(token: string): Promise<CompareResult> {
+    const w = waitersIfAny(this.#redis, this.keys.wake);
+    const r = await semReleaseScript(
+      this.#redis,
+      this.keys,
+      token,
+      this.limit,
+      w?.tag ?? "",
+      { logger: this.#logger },
+    );
+    if (r.near.length > 0) w?.grant(r.now, r.near);
+    return r.result;
   }
 
   /**
@@ -313,13 +336,7 @@ export class Semaphore {
     if (h === null) throw this.#notHeld("not-acquired", "release");
     h.release();
     this.#holding = null;
-    const r = await semReleaseScript(
-      this.#redis,
-      this.keys,
-      h.value,
-      this.limit,
-      { logger: this.#logger },
-    );
+    const r = await this.#releaseToken(h.value);
     if (r !== "ok") {
       h.lose("expired", "release() found its permit expired");
       throw this.#notHeld("expired", "release");

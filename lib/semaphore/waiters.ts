@@ -1,13 +1,17 @@
 /**
  * The waiters of one semaphore on one client: one subscription to its wake
  * channel (lib/wake.ts), shared by every waiting `Semaphore` object of the
- * process, which reads the tokens each message hands a permit to.
+ * process, which reads the tokens each message hands a permit to. Their
+ * tokens carry this object's random tag, so that a release sent on the
+ * same client gets the permits it hands to them in its reply (and wakes
+ * them with {@linkcode Waiters.grant}) instead of publishing them.
  *
  * @module
  */
 
 import type { CommandSurface } from "../adapters/surface.ts";
 import { wakeableSleep } from "../async.ts";
+import { randomHex128 } from "../hex.ts";
 import { Wake } from "../wake.ts";
 
 /** One semaphore's waiters on one client. */
@@ -16,6 +20,8 @@ export class Waiters {
   readonly wake: Wake;
   /** Whether Redis confirmed the subscription (and it is still open). */
   ready = false;
+  /** Starts the random part of its waiters' tokens (64 random bits, hex). */
+  readonly tag: string = randomHex128().slice(0, 16);
   #refs = 0;
   #granted = new Map<string, (at: number) => void>();
   /** Each sleeping waiter's wake-up, by token. */
@@ -33,15 +39,22 @@ export class Waiters {
     // "<server ms> <token> <token> ...": each token now holds a permit.
     this.wake = new Wake(redis, channel, (message) => {
       const parts = message.split(" ");
-      const at = Number(parts[0]);
-      for (let i = 1; i < parts.length; i++) {
-        this.#granted.get(parts[i])?.(at);
-        this.#sleepers.get(parts[i])?.();
-      }
+      this.grant(Number(parts[0]), parts, 1);
     }, () => {
       // Messages may have been missed: every waiter looks again.
       for (const wake of [...this.#sleepers.values()]) wake();
     });
+  }
+
+  /**
+   * Tells the waiters of `tokens` (from index `from`) that they hold a
+   * permit since `at` (server ms), and wakes them. Other tokens are ignored.
+   */
+  grant(at: number, tokens: readonly string[], from = 0): void {
+    for (let i = from; i < tokens.length; i++) {
+      this.#granted.get(tokens[i])?.(at);
+      this.#sleepers.get(tokens[i])?.();
+    }
   }
 
   /** Subscribes (once), resolving when Redis confirmed it. */
@@ -85,6 +98,14 @@ export class Waiters {
 }
 
 const all = new WeakMap<CommandSurface, Map<string, Waiters>>();
+
+/** The waiters of `channel` on `redis` if any wait, else `undefined`. */
+export function waitersIfAny(
+  redis: CommandSurface,
+  channel: string,
+): Waiters | undefined {
+  return all.get(redis)?.get(channel);
+}
 
 /** The waiters of the semaphore whose wake channel is `channel`, on `redis`. */
 export function waitersOf(redis: CommandSurface, channel: string): Waiters {
