@@ -8,7 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
+import {
+  connect,
+  Lock,
+  LockNotAcquiredError,
+  LockNotHeldError,
+  withLock,
+} from "../mod.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 import { sharedRedis, startRedis } from "../testing/redis.ts";
 import { preloadScripts } from "../testing/scripts.ts";
@@ -273,6 +279,57 @@ test("hooks: renewalFailed when a renewal gets no answer (writes paused), then t
     await r.close();
     await own.stop();
   }
+});
+
+test("hooks: an async hook that rejects is logged like one that throws (no unhandled rejection); each hook runs once per event", async () => {
+  const warnings: string[] = [];
+  await using r = await connect({
+    url: server.url,
+    logger: { warn: (m) => void warnings.push(m) },
+  });
+  await preloadScripts(r);
+  const p = prefix();
+  const calls: string[] = [];
+  const lock = new Lock(r, "async-hooks", {
+    prefix: p,
+    ttl: 300,
+    autoRenew: true,
+    hooks: {
+      acquired: async () => {
+        calls.push("acquired");
+        await Promise.resolve();
+        throw new Error("async acquired bug");
+      },
+      released: () => {
+        calls.push("released");
+        return Promise.reject(new Error("async released bug"));
+      },
+      lost: async () => {
+        calls.push("lost");
+        await new Promise((res) => setTimeout(res, 10));
+        throw new Error("async lost bug");
+      },
+    },
+  });
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  assert.equal(lock.held, true, "the lock is unharmed");
+  await lock.release();
+  assert.equal(await lock.locked(), false);
+  // Lost (a renewal finds another holder's token), then released by hand:
+  // "lost" once, and no second event for the release that finds it taken.
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  await r.send("SET", lock.keys.key, "someone else", "PX", 5_000);
+  await until("the loss is noticed", 3_000, () => calls.includes("lost"));
+  await assert.rejects(lock.release(), LockNotHeldError);
+  await new Promise((res) => setTimeout(res, 50)); // the rejections settle
+  assert.deepEqual(calls, ["acquired", "released", "acquired", "lost"]);
+  assert.deepEqual(warnings.filter((w) => w.includes("hook")), [
+    "respite: the Lock async-hooks acquired hook rejected: Error: async acquired bug",
+    "respite: the Lock async-hooks released hook rejected: Error: async released bug",
+    "respite: the Lock async-hooks acquired hook rejected: Error: async acquired bug",
+    "respite: the Lock async-hooks lost hook rejected: Error: async lost bug",
+  ]);
+  await Lock.reset(r, "async-hooks", { prefix: p });
 });
 
 test("hooks must be an object of known callbacks", () => {

@@ -70,7 +70,8 @@ export interface LockOptions {
   releaseOnSignal?: boolean;
   /**
    * Callbacks for observability, called as respite notices each event (a
-   * hook that throws is reported to the logger and otherwise ignored):
+   * hook that throws, or an async one that rejects, is reported to the
+   * logger and otherwise ignored):
    * `acquired` (with the ms waited and the fence), `released` (with the ms
    * held; `kept` for a `release({ keep: true })`), `lost` (with the
    * {@linkcode LockLostError} and its reason, once the loss is noticed: a
