@@ -62,8 +62,11 @@ export interface LockOptions {
    * For scripts (Deno, Bun, Node): while the lock is held, SIGINT or SIGTERM
    * releases it, then ends the process as the signal would have (exit 130
    * or 143) — unless the app has its own `process.on` listener for that
-   * signal, which then decides (the lock is released all the same). The
-   * listeners are removed when the holding ends. Default `false`: Ctrl-C
+   * signal, which then decides (the lock is released all the same). Locks
+   * held at once share one listener per signal: a signal releases every one
+   * of them, and the process ends once all the releases have settled (each
+   * waits for Redis at most for its lease left, as `release()` does). The
+   * listeners are removed when the last holding ends. Default `false`: Ctrl-C
    * leaves the lock to expire at its TTL. Where there is no `process`
    * (Workers), nothing is watched.
    */
