@@ -269,4 +269,33 @@ test("connectSentinel: every sentinel unreachable for a while, then back: a comm
   assert.equal(await admin.send("GET", "sentinel:back"), "1");
 });
 
+test("connectSentinel: a bad sentinel address is a TypeError that never shows a password; a user name or password in one is refused (use sentinelPassword)", async () => {
+  for (
+    const a of [
+      "redis://:hunter2-pw@[bad",
+      "redis://:hunter2-pw@127.0.0.1:99999",
+      "user:hunter2-pw@host:26379",
+    ]
+  ) {
+    await assert.rejects(connectSentinel([a], { name }), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.doesNotMatch(e.message, /hunter2/);
+      return true;
+    });
+  }
+  for (
+    const a of [
+      `redis://:hunter2-pw@${sentinels[0]}`,
+      `redis://someone@${sentinels[0]}`,
+    ]
+  ) {
+    await assert.rejects(connectSentinel([a], { name }), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.match(e.message, /sentinelPassword/);
+      assert.doesNotMatch(e.message, /hunter2/);
+      return true;
+    });
+  }
+});
+
 teardown(() => setup.stop());

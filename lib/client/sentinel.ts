@@ -213,10 +213,19 @@ function parseAddress(a: unknown): { hostname: string; port: number } {
       }
     })();
     if (u === null || u.hostname === "") {
+      // An "@" may follow a password: then the address is not shown.
       throw new TypeError(
         `connectSentinel: bad sentinel address ${
-          JSON.stringify(a)
+          a.includes("@")
+            ? '(not shown: it has an "@", maybe after a password)'
+            : JSON.stringify(a)
         } (expected "host:port")`,
+      );
+    }
+    if (u.username !== "" || u.password !== "") {
+      // Ignoring them in silence would connect without them.
+      throw new TypeError(
+        "connectSentinel: a sentinel address takes no user name or password (not shown); give the sentinels' credentials as sentinelUsername and sentinelPassword",
       );
     }
     hostname = u.hostname.replace(/^\[|\]$/g, "");
