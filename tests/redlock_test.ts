@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { connect, Lock, LockLostError, withLock } from "../mod.ts";
+import {
+  connect,
+  Lock,
+  LockLostError,
+  TimeoutError,
+  withLock,
+} from "../mod.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
 import { sleep, teardown, test as harnessTest, until } from "./_harness.ts";
@@ -89,13 +95,18 @@ test(
   { timeout: 60_000 },
 );
 
-async function paused<T>(idx: number[], f: () => Promise<T>): Promise<T> {
+async function paused<T>(
+  idx: number[],
+  f: () => Promise<T>,
+  ms = 2_000,
+): Promise<T> {
   const admins = await Promise.all(idx.map((i) => connect(servers[i].url)));
   try {
-    for (const a of admins) await a.send("CLIENT", "PAUSE", 2_000, "ALL");
+    for (const a of admins) await a.send("CLIENT", "PAUSE", ms, "ALL");
     return await f();
   } finally {
-    // The admin connection is paused too; UNPAUSE is allowed while paused.
+    // The admin connection is paused too: on Redis 7.0 its UNPAUSE waits
+    // until the pause ends by itself (ms after PAUSE).
     for (const a of admins) await a.send("CLIENT", "UNPAUSE");
     for (const a of admins) await a.close();
   }
@@ -222,6 +233,88 @@ test(
     }
   },
   { timeout: 120_000 },
+);
+
+test(
+  "a majority paused past a renewal: renewalFailed (a TimeoutError), not a loss; renewed once they answer; extend() meanwhile rejects with the TimeoutError and the lock stays held",
+  async () => {
+    const p = prefix();
+    const events: string[] = [];
+    const failures: unknown[] = [];
+    await using lock = new Lock(clients, "blip", {
+      prefix: p,
+      ttl: 1_500,
+      autoRenew: true,
+      hooks: {
+        lost: (e) => events.push(`lost ${e.reason}`),
+        renewalFailed: (e) => failures.push(e.error),
+      },
+    });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    await paused([0, 1, 2], async () => {
+      // The first renewal is due at 500 ms; paused for 900 ms it fails,
+      // and so do its retries, well within the 1500 ms lease.
+      await until("a renewal failed", 2_000, () => failures.length > 0);
+      await assert.rejects(lock.extend(), TimeoutError);
+      assert.equal(lock.held, true, "still within its lease");
+    }, 900);
+    assert.ok(failures[0] instanceof TimeoutError, String(failures[0]));
+    assert.match(String(failures[0]), /only 2 of 5 nodes answered/);
+    await sleep(1_500); // past the first lease: renewed after the pause
+    assert.equal(lock.held, true, "renewed once a quorum answered");
+    assert.deepEqual(events, []);
+    await lock.extend();
+    await lock.release();
+  },
+  { timeout: 30_000 },
+);
+
+test(
+  "release with no node answering rejects with a TimeoutError, not a lost lock; withLock then returns fn's result and warns (single-node parity)",
+  async () => {
+    const p = prefix();
+    const events: string[] = [];
+    const lock = new Lock(clients, "gone", {
+      prefix: p,
+      ttl: 800,
+      hooks: { lost: (e) => events.push(`lost ${e.reason}`) },
+    });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    await paused([0, 1, 2, 3, 4], async () => {
+      await assert.rejects(lock.release(), (e: unknown) => {
+        assert.ok(e instanceof TimeoutError, String(e));
+        assert.match(e.message, /only 0 of 5 nodes answered/);
+        return true;
+      });
+    });
+    assert.equal(lock.held, false);
+    assert.deepEqual(events, [], "not reported lost");
+    const warnings: string[] = [];
+    const admins = await Promise.all(servers.map((s) => connect(s.url)));
+    try {
+      const r = await withLock(async () => {
+        for (const a of admins) await a.send("CLIENT", "PAUSE", 2_000, "ALL");
+        return 7;
+      }, {
+        redis: clients,
+        name: "gone2",
+        prefix: p,
+        ttl: 800,
+        logger: { warn: (m) => void warnings.push(m) },
+      })();
+      assert.equal(r, 7);
+    } finally {
+      for (const a of admins) await a.send("CLIENT", "UNPAUSE");
+      for (const a of admins) await a.close();
+    }
+    assert.ok(
+      warnings.some((w) =>
+        /releasing lock gone2 failed .*TimeoutError/.test(w)
+      ),
+      warnings.join("\n"),
+    );
+  },
+  { timeout: 30_000 },
 );
 
 // Destructive: kills servers. Runs last.
