@@ -317,6 +317,83 @@ test(
   { timeout: 30_000 },
 );
 
+test(
+  "a minority frozen (SIGSTOP): release returns at once, not after the lease left; another holder gets the lock",
+  async () => {
+    const p = prefix();
+    servers[4].signal("SIGSTOP");
+    try {
+      const lock = new Lock(clients, "frozen", { prefix: p, ttl: 5_000 });
+      assert.equal(await lock.acquire({ wait: 0 }), true);
+      const t = performance.now();
+      await lock.release();
+      const took = performance.now() - t;
+      assert.ok(took < 1_000, `release took ${Math.round(took)} ms`);
+      const other = new Lock(clients, "frozen", { prefix: p, ttl: 5_000 });
+      assert.equal(await other.acquire({ wait: 0 }), true);
+      await other.release();
+    } finally {
+      servers[4].signal("SIGCONT");
+    }
+    // The frozen node runs what it was sent once thawed: nothing stays.
+    await until(
+      "no key left on the thawed node",
+      3_000,
+      async () => await clients[4].send("EXISTS", `${p}lock:{frozen}`) === 0,
+    );
+  },
+  { timeout: 30_000 },
+);
+
+test(
+  "multi-process exclusivity with two of five nodes frozen mid-run: exact count, no overlap",
+  async () => {
+    const p = prefix();
+    const procs = 3, cycles = 20;
+    const urls = servers.map((s) => s.url).join(",");
+    const ws = Array.from({ length: procs }, (_, i) => {
+      const [cmd, argv] = runArgs(worker, [urls, p, String(cycles), `w${i}`]);
+      return spawn(cmd, argv);
+    });
+    let results;
+    try {
+      await until(
+        "the workers are under way",
+        30_000,
+        async () =>
+          Number(await clients[0].send("GET", `${p}counter`) ?? 0) >= 3,
+      );
+      servers[3].signal("SIGSTOP");
+      servers[4].signal("SIGSTOP");
+      results = await Promise.all(ws.map(async (w) => {
+        const code = await w.exited;
+        const out = await w.stdout();
+        if (code !== 0) {
+          throw new Error(`worker ${code}: ${out}${await w.stderr()}`);
+        }
+        return JSON.parse(out.trim().split("\n").pop()!);
+      }));
+    } finally {
+      servers[3].signal("SIGCONT");
+      servers[4].signal("SIGCONT");
+      for (const w of ws) w.kill("SIGKILL");
+    }
+    assert.equal(
+      Number(await clients[0].send("GET", `${p}counter`)),
+      procs * cycles,
+    );
+    const all: Array<[number, number]> = [];
+    for (const { intervals } of results) {
+      for (const [s, e] of intervals) all.push([s, e]);
+    }
+    all.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < all.length; i++) {
+      assert.ok(all[i - 1][1] <= all[i][0], `overlap at ${i}`);
+    }
+  },
+  { timeout: 120_000 },
+);
+
 // Destructive: kills servers. Runs last.
 test(
   "extend and auto-renew survive two nodes killed; a third killed loses the lock (signal aborts with LockLostError)",

@@ -33,32 +33,47 @@ export type QuorumTry =
 /**
  * Runs `run` on every node with one shared timeout of `ms` (one timer per
  * step, not per node): each node's value, or `undefined` when it did not
- * answer in time or failed.
+ * answer in time or failed. `enough`, checked at each answer, ends the wait
+ * early (the nodes still out count as not answering): a node that is frozen
+ * or down then costs nothing once the outcome is known. Those nodes' commands
+ * are not aborted then (one not yet written would never be sent): they run
+ * on, until they settle or the timeout aborts them.
  */
-async function onAll<T>(
+function onAll<T>(
   nodes: readonly CommandSurface[],
   ms: number,
   outer: AbortSignal | undefined,
   run: (node: CommandSurface, signal: AbortSignal) => Promise<T>,
   errors?: unknown[],
+  enough?: (rs: readonly (T | undefined)[]) => boolean,
 ): Promise<(T | undefined)[]> {
   const c = new AbortController();
   const timer = setTimeout(() => c.abort(), ms);
   const signal = outer === undefined
     ? c.signal
     : AbortSignal.any([c.signal, outer]);
-  try {
-    return await Promise.all(
-      nodes.map((n) =>
-        run(n, signal).catch((err) => {
-          errors?.push(err);
-          return undefined;
-        })
-      ),
-    );
-  } finally {
+  const rs: (T | undefined)[] = nodes.map(() => undefined);
+  let done = false;
+  const { promise, resolve } = Promise.withResolvers<(T | undefined)[]>();
+  Promise.all(
+    nodes.map((n, i) =>
+      run(n, signal).then((r) => {
+        if (done) return;
+        rs[i] = r;
+        if (enough?.(rs)) {
+          done = true;
+          resolve([...rs]);
+        }
+      }, (err) => {
+        if (!done) errors?.push(err);
+      })
+    ),
+  ).finally(() => {
     clearTimeout(timer);
-  }
+    done = true;
+    resolve([...rs]);
+  });
+  return promise;
 }
 
 /**
@@ -212,12 +227,19 @@ export class Quorum {
   > {
     const keys = this.#keys, logger = this.#logger;
     const errors: unknown[] = [];
+    // Done once a quorum answered and one of them deleted it: no need to
+    // wait out `wait` (the lease left) for a node that is frozen or down,
+    // whose key expires on its own.
+    const quorum = this.quorum;
     const rs = await onAll(
       this.nodes,
       wait,
       undefined,
       (n, s) => unlockScript(n, keys, value, { logger, signal: s }),
       errors,
+      (rs) =>
+        rs.includes("ok") &&
+        rs.filter((r) => r !== undefined).length >= quorum,
     );
     if (rs.some((r) => r === "ok")) return "ok";
     const answered = rs.filter((r) => r !== undefined).length;
