@@ -363,6 +363,46 @@ test("a bad NAME or --prefix, --ttl/--grace longer than a timer can wait, an opt
   assert.equal(after.stdout, "--ttl 0 -- --json\n");
 });
 
+test("with a password in REDIS_URL: status --json, a run, and Redis killed mid-run (exit with the lost code once the lease runs out); the password never shows", async () => {
+  const own = await startRedis({ args: ["--requirepass", "s3cret-pw"] });
+  const url = `redis://:s3cret-pw@127.0.0.1:${own.port}`;
+  try {
+    const name = uniq("pw");
+    const status = await run(["status", name, "--json"], { REDIS_URL: url });
+    assert.equal(status.code, 1, status.stderr);
+    assert.equal(JSON.parse(status.stdout).held, false);
+    const refused = await run(["status", name, "--json"], {
+      REDIS_URL: `redis://:wrong-s3cret@127.0.0.1:${own.port}`,
+    });
+    assert.equal(refused.code, 69);
+    assert.match(refused.stderr, /cannot reach Redis/);
+    assert.doesNotMatch(refused.stderr + refused.stdout, /s3cret/);
+    const mark = join(dir, `${name}.started`);
+    const p = cli([
+      "lock",
+      name,
+      "--ttl",
+      "600",
+      "--json",
+      "--",
+      "sh",
+      "-c",
+      `trap 'exit 0' TERM; touch '${mark}'; while :; do sleep 0.05; done`,
+    ], { REDIS_URL: url });
+    await until("the command started", 10_000, () => exists(mark));
+    const t0 = performance.now();
+    await own.stop();
+    assert.equal(await p.exited, 76);
+    const took = performance.now() - t0;
+    assert.ok(took < 5_000, `stopped after ${Math.round(took)} ms`);
+    const out = (await p.stdout()) + (await p.stderr());
+    assert.match(out, /was lost/);
+    assert.doesNotMatch(out + status.stdout + status.stderr, /s3cret-pw/);
+  } finally {
+    await own.stop();
+  }
+});
+
 teardown(async () => {
   await admin.close();
   await server.stop();
