@@ -28,6 +28,8 @@ export interface SentinelSetup {
   sentinelPorts: number[];
   /** "127.0.0.1:port" of each sentinel. */
   sentinels: string[];
+  /** Sends a signal to every sentinel process (SIGSTOP freezes them). */
+  signalSentinels(sig: "SIGSTOP" | "SIGCONT" | "SIGKILL"): void;
   /** Stops the sentinels and the servers, and removes the temp dirs. */
   stop(): Promise<void>;
 }
@@ -42,6 +44,7 @@ export async function startSentinels(
   const servers: RedisServer[] = [];
   const stop = async () => {
     for (const p of procs) {
+      p.kill("SIGCONT");
       p.kill("SIGKILL");
       await p.exited;
     }
@@ -116,7 +119,10 @@ export async function startSentinels(
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    return { name, servers, sentinelPorts, sentinels, stop };
+    const signalSentinels = (sig: "SIGSTOP" | "SIGCONT" | "SIGKILL") => {
+      for (const p of procs) p.kill(sig);
+    };
+    return { name, servers, sentinelPorts, sentinels, signalSentinels, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, Lock } from "../mod.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
-import { startRedis } from "../testing/redis.ts";
+import { connectionsReceived, startRedis } from "../testing/redis.ts";
 import { sleep, teardown, test, until } from "./_harness.ts";
 
 const server = await startRedis();
@@ -283,6 +283,124 @@ test("bad arguments exit 64 with a one-line reason and change nothing; --help pr
   assert.equal(closed.code, 69);
   assert.match(closed.stderr, /cannot reach Redis/);
   assert.doesNotMatch(closed.stderr + closed.stdout, /s3cret-pw/);
+});
+
+test("a bad NAME or --prefix, --ttl/--grace longer than a timer can wait, an option given twice, a malformed URL: exit 64 before connecting (no crash), nothing written, no password; options after -- are the command's", async () => {
+  const name = uniq("bad2");
+  const before = await admin.send<number>("DBSIZE");
+  const connected = await connectionsReceived(admin);
+  for (
+    const [args, reason] of [
+      [["lock", "", "--", "true"], /lock name must be a non-empty string/],
+      [["lock", "}x", "--", "true"], /must not start with '\}'/],
+      [["status", ""], /lock name must be a non-empty string/],
+      [["reset", "}x"], /must not start with '\}'/],
+      [["lock", name, "--prefix", "a{b", "--", "true"], /prefix must be/],
+      [
+        ["lock", name, "--ttl", "3000000000", "--", "true"],
+        /--ttl must be at most 2147483647 ms/,
+      ],
+      [
+        ["lock", name, "--grace", "3000000000", "--", "true"],
+        /--grace must be at most 2147483647 ms/,
+      ],
+      [
+        ["lock", name, "--ttl", "100", "--ttl", "200", "--", "true"],
+        /--ttl given more than once/,
+      ],
+      [
+        ["lock", name, "--keep", "--keep", "--", "true"],
+        /--keep given more than once/,
+      ],
+      [["status", name, "--json", "--json"], /--json given more than once/],
+      [["lock", name, "--ttl", "-5", "--", "true"], /whole number/],
+      [["lock", name, "--wait", "NaN", "--", "true"], /whole number/],
+      [["lock", name, "--wait", "1e3", "--", "true"], /whole number/],
+    ] as [string[], RegExp][]
+  ) {
+    const r = await run(args);
+    assert.equal(r.code, 64, `${args.join(" ")}: ${r.stderr}`);
+    const lines = errLines(r.stderr);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], reason);
+    assert.equal(r.stdout, "");
+  }
+  for (
+    const url of [
+      "redis://:s3cret-pw@127.0.0.1:99999",
+      "redis://:s3cret-pw@[bad",
+      "http://:s3cret-pw@127.0.0.1:6379",
+    ]
+  ) {
+    for (
+      const r of [
+        await run(["status", name], { REDIS_URL: url }),
+        await run(["lock", name, "--url", url, "--", "true"]),
+      ]
+    ) {
+      assert.equal(r.code, 64, `${url}: ${r.stderr}`);
+      assert.match(r.stderr, /bad Redis URL/);
+      assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/);
+    }
+  }
+  assert.equal(await admin.send("DBSIZE"), before, "nothing written");
+  assert.equal(await connectionsReceived(admin), connected, "none connected");
+  // After --, everything is the command's, options included.
+  const after = await run([
+    "lock",
+    name,
+    "--",
+    "sh",
+    "-c",
+    'echo "$@"',
+    "sh",
+    "--ttl",
+    "0",
+    "--",
+    "--json",
+  ]);
+  assert.equal(after.code, 0, after.stderr);
+  assert.equal(after.stdout, "--ttl 0 -- --json\n");
+});
+
+test("with a password in REDIS_URL: status --json, a run, and Redis killed mid-run (exit with the lost code once the lease runs out); the password never shows", async () => {
+  const own = await startRedis({ args: ["--requirepass", "s3cret-pw"] });
+  const url = `redis://:s3cret-pw@127.0.0.1:${own.port}`;
+  try {
+    const name = uniq("pw");
+    const status = await run(["status", name, "--json"], { REDIS_URL: url });
+    assert.equal(status.code, 1, status.stderr);
+    assert.equal(JSON.parse(status.stdout).held, false);
+    const refused = await run(["status", name, "--json"], {
+      REDIS_URL: `redis://:wrong-s3cret@127.0.0.1:${own.port}`,
+    });
+    assert.equal(refused.code, 69);
+    assert.match(refused.stderr, /cannot reach Redis/);
+    assert.doesNotMatch(refused.stderr + refused.stdout, /s3cret/);
+    const mark = join(dir, `${name}.started`);
+    const p = cli([
+      "lock",
+      name,
+      "--ttl",
+      "600",
+      "--json",
+      "--",
+      "sh",
+      "-c",
+      `trap 'exit 0' TERM; touch '${mark}'; while :; do sleep 0.05; done`,
+    ], { REDIS_URL: url });
+    await until("the command started", 10_000, () => exists(mark));
+    const t0 = performance.now();
+    await own.stop();
+    assert.equal(await p.exited, 76);
+    const took = performance.now() - t0;
+    assert.ok(took < 5_000, `stopped after ${Math.round(took)} ms`);
+    const out = (await p.stdout()) + (await p.stderr());
+    assert.match(out, /was lost/);
+    assert.doesNotMatch(out + status.stdout + status.stderr, /s3cret-pw/);
+  } finally {
+    await own.stop();
+  }
 });
 
 teardown(async () => {

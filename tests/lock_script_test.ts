@@ -7,8 +7,15 @@
  * own listener decide).
  */
 import assert from "node:assert/strict";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { connect, Lock, LockNotAcquiredError, withLock } from "../mod.ts";
+import {
+  connect,
+  Lock,
+  LockNotAcquiredError,
+  LockNotHeldError,
+  withLock,
+} from "../mod.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 import { sharedRedis, startRedis } from "../testing/redis.ts";
 import { preloadScripts } from "../testing/scripts.ts";
@@ -112,11 +119,13 @@ const WORKER = fileURLToPath(
 
 /** Starts the signal worker; resolves once it holds the lock (or is ready). */
 async function signalWorker(
-  mode: "hold" | "own" | "released" | "withLock",
+  mode: "hold" | "own" | "released" | "withLock" | "two" | "many" | "short",
+  url = server.url,
+  url2?: string,
 ): Promise<{ proc: Proc; name: string; key: string }> {
   const name = `signals:${mode}:${Date.now()}:${Math.random()}`;
   const key = new Lock(redis, name).keys.key;
-  const [cmd, args] = runArgs(WORKER, [server.url, name, mode]);
+  const [cmd, args] = runArgs(WORKER, [url, name, mode, ...url2 ? [url2] : []]);
   const proc = spawn(cmd, args);
   workers.add(proc);
   proc.exited.then(() => workers.delete(proc), () => workers.delete(proc));
@@ -126,7 +135,9 @@ async function signalWorker(
     async () => await redis.send("EXISTS", `${name}:ready`) === 1,
   );
   await redis.send("DEL", `${name}:ready`);
-  if (mode !== "released") assert.equal(await redis.send("EXISTS", key), 1);
+  if (mode !== "released" && mode !== "two" && mode !== "many") {
+    assert.equal(await redis.send("EXISTS", key), 1);
+  }
   return { proc, name, key };
 }
 
@@ -157,6 +168,92 @@ test("releaseOnSignal: the listeners go with the holding (after release, SIGTERM
   const w = await signalWorker("released");
   w.proc.kill("SIGTERM");
   assert.equal(await w.proc.exited, "SIGTERM");
+});
+
+test("releaseOnSignal: locks held at once share one listener per signal (no pile-up, no leak warning); none is left once they end, however many acquire/release rounds", async () => {
+  await using r = await connect(server.url);
+  const p = prefix();
+  const count = () => [
+    process.listenerCount("SIGINT"),
+    process.listenerCount("SIGTERM"),
+  ];
+  const base = count();
+  const locks = Array.from(
+    { length: 20 },
+    (_, i) => new Lock(r, `many:${i}`, { prefix: p, releaseOnSignal: true }),
+  );
+  for (const l of locks) assert.equal(await l.acquire({ wait: 0 }), true);
+  assert.deepEqual(count(), [base[0] + 1, base[1] + 1], "one each");
+  for (const l of locks) await l.release();
+  assert.deepEqual(count(), base, "none left");
+  const one = new Lock(r, "again", { prefix: p, releaseOnSignal: true });
+  for (let i = 0; i < 30; i++) {
+    assert.equal(await one.acquire({ wait: 0 }), true);
+    await one.release();
+  }
+  // A holding that ends lost removes its listeners too.
+  assert.equal(await one.acquire({ wait: 0 }), true);
+  await Lock.reset(r, "again", { prefix: p });
+  await assert.rejects(one.release(), LockNotHeldError);
+  assert.deepEqual(count(), base, "none left after 30 rounds and a loss");
+});
+
+test("releaseOnSignal: two locks held (on two servers, the first one's release slow) and many locks: SIGTERM/SIGINT releases every one before the exit", async () => {
+  const slow = await startRedis();
+  try {
+    await using admin2 = await connect(slow.url);
+    const w = await signalWorker("two", server.url, slow.url);
+    const keyA = new Lock(admin2, `${w.name}:a`).keys.key;
+    const keyB = new Lock(redis, `${w.name}:b`).keys.key;
+    assert.equal(await admin2.send("EXISTS", keyA), 1);
+    assert.equal(await redis.send("EXISTS", keyB), 1);
+    // The first lock's release waits 600 ms on its server.
+    await admin2.send("CLIENT", "PAUSE", "600", "WRITE");
+    w.proc.kill("SIGTERM");
+    assert.equal(await w.proc.exited, 143, await w.proc.stderr());
+    assert.equal(await redis.send("EXISTS", keyB), 0, "b released");
+    assert.equal(await admin2.send("EXISTS", keyA), 0, "a released too");
+  } finally {
+    await slow.stop();
+  }
+  const m = await signalWorker("many");
+  m.proc.kill("SIGINT" as "SIGTERM");
+  assert.equal(await m.proc.exited, 130);
+  assert.doesNotMatch(await m.proc.stderr(), /MaxListeners|leak/);
+  for (let i = 0; i < 20; i++) {
+    const key = new Lock(redis, `${m.name}:${i}`).keys.key;
+    assert.equal(await redis.send("EXISTS", key), 0, `${i} released`);
+  }
+});
+
+test("releaseOnSignal with Redis gone: the release fails, is reported, and the script still exits 143 within the lease", async () => {
+  const own = await startRedis();
+  let w;
+  try {
+    await using r = await connect({ url: own.url, logger: null });
+    const name = `signals:gone:${Date.now()}`;
+    const [cmd, args] = runArgs(WORKER, [own.url, name, "short"]);
+    const proc = spawn(cmd, args);
+    workers.add(proc);
+    w = proc;
+    await until(
+      "the short worker is ready",
+      20_000,
+      async () => await r.send("EXISTS", `${name}:ready`) === 1,
+    );
+  } finally {
+    await own.stop();
+  }
+  const t0 = performance.now();
+  w.kill("SIGTERM");
+  assert.equal(await w.exited, 143);
+  const took = performance.now() - t0;
+  assert.ok(took < 4_000, `exited after ${Math.round(took)} ms`);
+  assert.match(
+    await w.stderr(),
+    /releasing lock signals:gone:\d+ on SIGTERM failed/,
+  );
+  workers.delete(w);
 });
 
 test("releaseOnSignal must be a boolean", () => {
@@ -273,6 +370,57 @@ test("hooks: renewalFailed when a renewal gets no answer (writes paused), then t
     await r.close();
     await own.stop();
   }
+});
+
+test("hooks: an async hook that rejects is logged like one that throws (no unhandled rejection); each hook runs once per event", async () => {
+  const warnings: string[] = [];
+  await using r = await connect({
+    url: server.url,
+    logger: { warn: (m) => void warnings.push(m) },
+  });
+  await preloadScripts(r);
+  const p = prefix();
+  const calls: string[] = [];
+  const lock = new Lock(r, "async-hooks", {
+    prefix: p,
+    ttl: 300,
+    autoRenew: true,
+    hooks: {
+      acquired: async () => {
+        calls.push("acquired");
+        await Promise.resolve();
+        throw new Error("async acquired bug");
+      },
+      released: () => {
+        calls.push("released");
+        return Promise.reject(new Error("async released bug"));
+      },
+      lost: async () => {
+        calls.push("lost");
+        await new Promise((res) => setTimeout(res, 10));
+        throw new Error("async lost bug");
+      },
+    },
+  });
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  assert.equal(lock.held, true, "the lock is unharmed");
+  await lock.release();
+  assert.equal(await lock.locked(), false);
+  // Lost (a renewal finds another holder's token), then released by hand:
+  // "lost" once, and no second event for the release that finds it taken.
+  assert.equal(await lock.acquire({ wait: 0 }), true);
+  await r.send("SET", lock.keys.key, "someone else", "PX", 5_000);
+  await until("the loss is noticed", 3_000, () => calls.includes("lost"));
+  await assert.rejects(lock.release(), LockNotHeldError);
+  await new Promise((res) => setTimeout(res, 50)); // the rejections settle
+  assert.deepEqual(calls, ["acquired", "released", "acquired", "lost"]);
+  assert.deepEqual(warnings.filter((w) => w.includes("hook")), [
+    "respite: the Lock async-hooks acquired hook rejected: Error: async acquired bug",
+    "respite: the Lock async-hooks released hook rejected: Error: async released bug",
+    "respite: the Lock async-hooks acquired hook rejected: Error: async acquired bug",
+    "respite: the Lock async-hooks lost hook rejected: Error: async lost bug",
+  ]);
+  await Lock.reset(r, "async-hooks", { prefix: p });
 });
 
 test("hooks must be an object of known callbacks", () => {

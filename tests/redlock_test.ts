@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { connect, Lock, LockLostError, withLock } from "../mod.ts";
+import {
+  connect,
+  Lock,
+  LockLostError,
+  TimeoutError,
+  withLock,
+} from "../mod.ts";
 import { type RedisServer, startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
 import { sleep, teardown, test as harnessTest, until } from "./_harness.ts";
@@ -89,13 +95,18 @@ test(
   { timeout: 60_000 },
 );
 
-async function paused<T>(idx: number[], f: () => Promise<T>): Promise<T> {
+async function paused<T>(
+  idx: number[],
+  f: () => Promise<T>,
+  ms = 2_000,
+): Promise<T> {
   const admins = await Promise.all(idx.map((i) => connect(servers[i].url)));
   try {
-    for (const a of admins) await a.send("CLIENT", "PAUSE", 2_000, "ALL");
+    for (const a of admins) await a.send("CLIENT", "PAUSE", ms, "ALL");
     return await f();
   } finally {
-    // The admin connection is paused too; UNPAUSE is allowed while paused.
+    // The admin connection is paused too: on Redis 7.0 its UNPAUSE waits
+    // until the pause ends by itself (ms after PAUSE).
     for (const a of admins) await a.send("CLIENT", "UNPAUSE");
     for (const a of admins) await a.close();
   }
@@ -214,6 +225,165 @@ test(
     const all: Array<[number, number]> = [];
     for (const { intervals } of results) {
       assert.equal(intervals.length, cycles);
+      for (const [s, e] of intervals) all.push([s, e]);
+    }
+    all.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < all.length; i++) {
+      assert.ok(all[i - 1][1] <= all[i][0], `overlap at ${i}`);
+    }
+  },
+  { timeout: 120_000 },
+);
+
+test(
+  "a majority paused past a renewal: renewalFailed (a TimeoutError), not a loss; renewed once they answer; extend() meanwhile rejects with the TimeoutError and the lock stays held",
+  async () => {
+    const p = prefix();
+    const events: string[] = [];
+    const failures: unknown[] = [];
+    await using lock = new Lock(clients, "blip", {
+      prefix: p,
+      ttl: 1_500,
+      autoRenew: true,
+      hooks: {
+        lost: (e) => events.push(`lost ${e.reason}`),
+        renewalFailed: (e) => failures.push(e.error),
+      },
+    });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    await paused([0, 1, 2], async () => {
+      // The first renewal is due at 500 ms; paused for 900 ms it fails,
+      // and so do its retries, well within the 1500 ms lease.
+      await until("a renewal failed", 2_000, () => failures.length > 0);
+      await assert.rejects(lock.extend(), TimeoutError);
+      assert.equal(lock.held, true, "still within its lease");
+    }, 900);
+    assert.ok(failures[0] instanceof TimeoutError, String(failures[0]));
+    assert.match(String(failures[0]), /only 2 of 5 nodes answered/);
+    await sleep(1_500); // past the first lease: renewed after the pause
+    assert.equal(lock.held, true, "renewed once a quorum answered");
+    assert.deepEqual(events, []);
+    await lock.extend();
+    await lock.release();
+  },
+  { timeout: 30_000 },
+);
+
+test(
+  "release with no node answering rejects with a TimeoutError, not a lost lock; withLock then returns fn's result and warns (single-node parity)",
+  async () => {
+    const p = prefix();
+    const events: string[] = [];
+    const lock = new Lock(clients, "gone", {
+      prefix: p,
+      ttl: 800,
+      hooks: { lost: (e) => events.push(`lost ${e.reason}`) },
+    });
+    assert.equal(await lock.acquire({ wait: 0 }), true);
+    await paused([0, 1, 2, 3, 4], async () => {
+      await assert.rejects(lock.release(), (e: unknown) => {
+        assert.ok(e instanceof TimeoutError, String(e));
+        assert.match(e.message, /only 0 of 5 nodes answered/);
+        return true;
+      });
+    });
+    assert.equal(lock.held, false);
+    assert.deepEqual(events, [], "not reported lost");
+    const warnings: string[] = [];
+    const admins = await Promise.all(servers.map((s) => connect(s.url)));
+    try {
+      const r = await withLock(async () => {
+        for (const a of admins) await a.send("CLIENT", "PAUSE", 2_000, "ALL");
+        return 7;
+      }, {
+        redis: clients,
+        name: "gone2",
+        prefix: p,
+        ttl: 800,
+        logger: { warn: (m) => void warnings.push(m) },
+      })();
+      assert.equal(r, 7);
+    } finally {
+      for (const a of admins) await a.send("CLIENT", "UNPAUSE");
+      for (const a of admins) await a.close();
+    }
+    assert.ok(
+      warnings.some((w) =>
+        /releasing lock gone2 failed .*TimeoutError/.test(w)
+      ),
+      warnings.join("\n"),
+    );
+  },
+  { timeout: 30_000 },
+);
+
+test(
+  "a minority frozen (SIGSTOP): release returns at once, not after the lease left; another holder gets the lock",
+  async () => {
+    const p = prefix();
+    servers[4].signal("SIGSTOP");
+    try {
+      const lock = new Lock(clients, "frozen", { prefix: p, ttl: 5_000 });
+      assert.equal(await lock.acquire({ wait: 0 }), true);
+      const t = performance.now();
+      await lock.release();
+      const took = performance.now() - t;
+      assert.ok(took < 1_000, `release took ${Math.round(took)} ms`);
+      const other = new Lock(clients, "frozen", { prefix: p, ttl: 5_000 });
+      assert.equal(await other.acquire({ wait: 0 }), true);
+      await other.release();
+    } finally {
+      servers[4].signal("SIGCONT");
+    }
+    // The frozen node runs what it was sent once thawed: nothing stays.
+    await until(
+      "no key left on the thawed node",
+      3_000,
+      async () => await clients[4].send("EXISTS", `${p}lock:{frozen}`) === 0,
+    );
+  },
+  { timeout: 30_000 },
+);
+
+test(
+  "multi-process exclusivity with two of five nodes frozen mid-run: exact count, no overlap",
+  async () => {
+    const p = prefix();
+    const procs = 3, cycles = 20;
+    const urls = servers.map((s) => s.url).join(",");
+    const ws = Array.from({ length: procs }, (_, i) => {
+      const [cmd, argv] = runArgs(worker, [urls, p, String(cycles), `w${i}`]);
+      return spawn(cmd, argv);
+    });
+    let results;
+    try {
+      await until(
+        "the workers are under way",
+        30_000,
+        async () =>
+          Number(await clients[0].send("GET", `${p}counter`) ?? 0) >= 3,
+      );
+      servers[3].signal("SIGSTOP");
+      servers[4].signal("SIGSTOP");
+      results = await Promise.all(ws.map(async (w) => {
+        const code = await w.exited;
+        const out = await w.stdout();
+        if (code !== 0) {
+          throw new Error(`worker ${code}: ${out}${await w.stderr()}`);
+        }
+        return JSON.parse(out.trim().split("\n").pop()!);
+      }));
+    } finally {
+      servers[3].signal("SIGCONT");
+      servers[4].signal("SIGCONT");
+      for (const w of ws) w.kill("SIGKILL");
+    }
+    assert.equal(
+      Number(await clients[0].send("GET", `${p}counter`)),
+      procs * cycles,
+    );
+    const all: Array<[number, number]> = [];
+    for (const { intervals } of results) {
       for (const [s, e] of intervals) all.push([s, e]);
     }
     all.sort((a, b) => a[0] - b[0]);

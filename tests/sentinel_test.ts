@@ -221,4 +221,81 @@ test("sentinels with a password of their own: sentinelPassword is used for them 
   }
 });
 
+test("connectSentinel: close() while the client asks frozen sentinels for the master settles at once and leaves no socket or timer behind", async () => {
+  const r = await connectSentinel(sentinels, {
+    name,
+    logger: null,
+    connectTimeout: 1_000,
+    reconnect: { minDelay: 20, maxDelay: 50 },
+  });
+  const id = await r.send<number>("CLIENT", "ID");
+  await using admin = await connect({ port: r.info.port, logger: null });
+  setup.signalSentinels("SIGSTOP");
+  try {
+    // The master connection drops: the reconnect asks the (frozen) sentinels.
+    await admin.send("CLIENT", "KILL", "ID", String(id));
+    await sleep(150);
+    const t0 = performance.now();
+    await r.close();
+    const took = performance.now() - t0;
+    assert.ok(took < 500, `close() took ${Math.round(took)} ms`);
+  } finally {
+    setup.signalSentinels("SIGCONT");
+  }
+  // Deno's sanitizers check that nothing of the search is left running.
+});
+
+test("connectSentinel: every sentinel unreachable for a while, then back: a command sent meanwhile runs once they answer", async () => {
+  await using r = await connectSentinel(sentinels, {
+    name,
+    logger: null,
+    connectTimeout: 300,
+    reconnect: { minDelay: 20, maxDelay: 100 },
+  });
+  const id = await r.send<number>("CLIENT", "ID");
+  await using admin = await connect({ port: r.info.port, logger: null });
+  setup.signalSentinels("SIGSTOP");
+  let pending;
+  try {
+    await admin.send("CLIENT", "KILL", "ID", String(id));
+    await sleep(100);
+    pending = r.send("SET", "sentinel:back", "1");
+    pending.catch(() => {});
+    await sleep(1_000); // several searches fail meanwhile
+  } finally {
+    setup.signalSentinels("SIGCONT");
+  }
+  assert.equal(await within(pending, 10_000, "the queued SET"), "OK");
+  assert.equal(await admin.send("GET", "sentinel:back"), "1");
+});
+
+test("connectSentinel: a bad sentinel address is a TypeError that never shows a password; a user name or password in one is refused (use sentinelPassword)", async () => {
+  for (
+    const a of [
+      "redis://:hunter2-pw@[bad",
+      "redis://:hunter2-pw@127.0.0.1:99999",
+      "user:hunter2-pw@host:26379",
+    ]
+  ) {
+    await assert.rejects(connectSentinel([a], { name }), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.doesNotMatch(e.message, /hunter2/);
+      return true;
+    });
+  }
+  for (
+    const a of [
+      `redis://:hunter2-pw@${sentinels[0]}`,
+      `redis://someone@${sentinels[0]}`,
+    ]
+  ) {
+    await assert.rejects(connectSentinel([a], { name }), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.match(e.message, /sentinelPassword/);
+      assert.doesNotMatch(e.message, /hunter2/);
+      return true;
+    });
+  }
+});
+
 teardown(() => setup.stop());

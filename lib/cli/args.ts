@@ -5,6 +5,10 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../async.ts";
+import { checkPrefix } from "../keys.ts";
+import { checkName } from "../lock/options.ts";
+
 /** Exit codes of `respite lock` that are not the command's own. */
 export const EXIT = {
   /** Bad arguments (sysexits' EX_USAGE). */
@@ -94,7 +98,8 @@ Common options:
   --prefix P        the key prefix (default respite:)
   --json            print one JSON object
 
-Other exit codes: 64 bad arguments, 69 Redis unreachable or refused.`;
+Other exit codes: 64 bad arguments (or a malformed Redis URL), 69 Redis
+unreachable or refused.`;
 
 const NUMBER_FLAGS = {
   "--ttl": "ttl",
@@ -125,9 +130,15 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   const command = dash === -1 ? [] : rest.slice(dash + 1);
   let name: string | undefined;
   const out: Record<string, unknown> = { json: false, keep: false };
+  const seen = new Set<string>();
   for (let i = 0; i < flags.length; i++) {
     const a = flags[i];
     if (a === "--help" || a === "-h") return { kind: "help" };
+    if (a.startsWith("-")) {
+      // Which one would win is a guess the caller should not have to make.
+      if (seen.has(a)) throw new UsageError(`${a} given more than once`);
+      seen.add(a);
+    }
     if (a === "--json") {
       out.json = true;
     } else if (a === "--keep" && kind === "lock") {
@@ -156,6 +167,10 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     }
   }
   if (name === undefined) throw new UsageError(`${kind} needs a lock NAME`);
+  // The library's own checks, here, so that a bad NAME or --prefix is a
+  // usage error found before anything connects (not a crash after).
+  usage(() => checkName(name));
+  if (out.prefix !== undefined) usage(() => checkPrefix(out.prefix));
   const common: CommonArgs = {
     name,
     url: out.url as string | undefined,
@@ -168,6 +183,14 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   }
   const ttl = (out.ttl as number | undefined) ?? 30_000;
   if (ttl < 1) throw new UsageError("--ttl must be at least 1 ms");
+  // A timer cannot wait longer: a longer one would fire at once (a lease
+  // renewed in a loop, the command SIGKILLed with no grace at all).
+  for (const f of ["ttl", "grace"] as const) {
+    const v = out[f] as number | undefined;
+    if (v !== undefined && v > MAX_TIMER_MS) {
+      throw new UsageError(`--${f} must be at most ${MAX_TIMER_MS} ms`);
+    }
+  }
   for (const f of ["busyCode", "lostCode"] as const) {
     const v = out[f] as number | undefined;
     if (v !== undefined && v > 255) {
@@ -188,6 +211,18 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     id: out.id as string | undefined,
     command,
   };
+}
+
+/** Runs a library check, turning its TypeError/RangeError into a UsageError. */
+function usage(check: () => unknown): void {
+  try {
+    check();
+  } catch (err) {
+    if (err instanceof TypeError || err instanceof RangeError) {
+      throw new UsageError(err.message);
+    }
+    throw err;
+  }
 }
 
 function number(flag: string, v: string | undefined): number {

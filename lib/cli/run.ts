@@ -50,6 +50,15 @@ export async function runCli(rt: CliRuntime): Promise<number> {
       url === undefined ? { logger: logTo(rt) } : { url, logger: logTo(rt) },
     );
   } catch (err) {
+    if (err instanceof TypeError || err instanceof RangeError) {
+      // A malformed --url or REDIS_URL (the message never shows a password).
+      rt.err(
+        `respite: bad Redis URL (--url or REDIS_URL): ${
+          message(err)
+        } (respite --help for usage)`,
+      );
+      return EXIT.usage;
+    }
     rt.err(`respite: cannot reach Redis: ${message(err)}`);
     return EXIT.unavailable;
   }

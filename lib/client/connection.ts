@@ -673,13 +673,27 @@ export class Connection {
         : await runtimeConnector(o.connector);
     }
     // Ends the attempt: its connect timeout, or close() (see #abortAttempt).
-    // A resolved target (Sentinel) is asked again at every attempt.
-    const target = o.target === undefined
-      ? { hostname: o.hostname, port: o.port }
-      : await o.target.resolve();
+    // A resolved target (Sentinel) is asked again at every attempt; close()
+    // stops that search too.
+    let target: { hostname: string; port: number };
+    if (o.target === undefined) {
+      target = { hostname: o.hostname, port: o.port };
+    } else {
+      const searching = new AbortController();
+      this.#abortAttempt = (err) => searching.abort(err);
+      try {
+        target = await o.target.resolve(searching.signal);
+      } finally {
+        this.#abortAttempt = null;
+      }
+    }
     this.#where = `${target.hostname}:${target.port}`;
     const limit = new AttemptLimit(o.connectTimeout, this.#where);
     this.#abortAttempt = limit.stop;
+    const given = o.attemptSignal;
+    const giveUp = () => limit.stop(given!.reason);
+    if (given?.aborted) giveUp();
+    else given?.addEventListener("abort", giveUp, { once: true });
     let transport: Transport | null = null;
     try {
       transport = await dial(
@@ -707,6 +721,7 @@ export class Connection {
         },
       );
     } catch (err) {
+      given?.removeEventListener("abort", giveUp);
       this.#abortAttempt = null;
       throw err;
     }
@@ -731,6 +746,7 @@ export class Connection {
       throw err;
     } finally {
       limit.end();
+      given?.removeEventListener("abort", giveUp);
       this.#abortAttempt = null;
     }
   }

@@ -174,11 +174,20 @@ export interface ResolvedOptions {
    * handshake also sends ROLE and refuses a server that is not a master.
    */
   target?: Target;
+  /**
+   * Internal (connectSentinel's short-lived sentinel connections): gives up
+   * a connection attempt when it aborts, as its connect timeout would.
+   */
+  attemptSignal?: AbortSignal;
 }
 
 /** Where a connection goes, found again at each (re)connect. Internal. */
 export interface Target {
-  resolve(): Promise<{ hostname: string; port: number }>;
+  /**
+   * Where to connect now; `signal` aborts when the client is closed
+   * meanwhile (stop looking, leave nothing open).
+   */
+  resolve(signal: AbortSignal): Promise<{ hostname: string; port: number }>;
   master: boolean;
 }
 

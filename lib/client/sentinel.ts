@@ -110,22 +110,37 @@ export async function connectSentinel(
       logger: null,
     });
 
-  /** Asks each sentinel in turn; the first answer wins. */
-  const ask = async (): Promise<{ hostname: string; port: number }> => {
+  /**
+   * Asks each sentinel in turn; the first answer wins. `signal` (the client
+   * closed meanwhile) stops the search at once, and the sentinel connection
+   * it had open is closed before this settles.
+   */
+  const ask = async (
+    signal?: AbortSignal,
+  ): Promise<{ hostname: string; port: number }> => {
     const why: string[] = [];
     for (const a of addrs) {
+      signal?.throwIfAborted();
       let c: RedisClient | undefined;
       try {
-        c = await openClient({ ...sentinelOptions(a), reconnect: false });
-        const r = await c.send("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name);
+        c = await openClient({
+          ...sentinelOptions(a),
+          reconnect: false,
+          attemptSignal: signal,
+        });
+        const r = await c.command(
+          ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name],
+          { signal },
+        );
         if (Array.isArray(r) && r.length === 2) {
           return { hostname: String(r[0]), port: Number(r[1]) };
         }
         why.push(`${a.hostname}:${a.port}: no master named "${name}"`);
       } catch (err) {
+        signal?.throwIfAborted();
         why.push(`${a.hostname}:${a.port}: ${(err as Error).message}`);
       } finally {
-        void c?.close({ timeout: 0 }).catch(() => {});
+        await c?.close({ timeout: 0 }).catch(() => {});
       }
     }
     throw new ConnectionError(
@@ -135,8 +150,8 @@ export async function connectSentinel(
   let current = "";
   const target: Target = {
     master: true,
-    resolve: async () => {
-      const t = await ask();
+    resolve: async (signal) => {
+      const t = await ask(signal);
       current = `${t.hostname}:${t.port}`;
       return t;
     },
@@ -158,6 +173,12 @@ export async function connectSentinel(
       ? { minDelay: 100, maxDelay: 2_000, maxRetries: Infinity }
       : master.reconnect,
   }).catch(() => null);
+  // A search the watcher started (below) stops when the client closes.
+  const closing = new AbortController();
+  closeWith(client, () => {
+    closing.abort(new ConnectionError("The Sentinel client was closed"));
+    return Promise.resolve();
+  });
   if (watcher !== null) {
     closeWith(client, () => watcher.close({ timeout: 0 }));
     const switched = (message: string) => {
@@ -169,7 +190,7 @@ export async function connectSentinel(
     await watcher.subscribe("+switch-master", switched, {
       // The watcher was away: a switch may have been missed. Ask again.
       onResubscribed: () => {
-        ask().then((t) => {
+        ask(closing.signal).then((t) => {
           if (`${t.hostname}:${t.port}` !== current) {
             reroute(client, `${name} moved to ${t.hostname}:${t.port}`);
           }
@@ -192,10 +213,19 @@ function parseAddress(a: unknown): { hostname: string; port: number } {
       }
     })();
     if (u === null || u.hostname === "") {
+      // An "@" may follow a password: then the address is not shown.
       throw new TypeError(
         `connectSentinel: bad sentinel address ${
-          JSON.stringify(a)
+          a.includes("@")
+            ? '(not shown: it has an "@", maybe after a password)'
+            : JSON.stringify(a)
         } (expected "host:port")`,
+      );
+    }
+    if (u.username !== "" || u.password !== "") {
+      // Ignoring them in silence would connect without them.
+      throw new TypeError(
+        "connectSentinel: a sentinel address takes no user name or password (not shown); give the sentinels' credentials as sentinelUsername and sentinelPassword",
       );
     }
     hostname = u.hostname.replace(/^\[|\]$/g, "");

@@ -460,20 +460,39 @@ export class Lock {
     });
   }
 
-  /** Calls hook `name`; one that throws is reported to the logger. */
+  /**
+   * Calls hook `name`; one that throws, or an async one whose promise
+   * rejects (an unhandled rejection would end the process), is reported to
+   * the logger.
+   */
   #emit<K extends keyof LockHooks>(
     name: K,
     event: Parameters<NonNullable<LockHooks[K]>>[0],
   ): void {
-    const hook = this.#hooks[name] as ((e: typeof event) => void) | undefined;
+    const hook = this.#hooks[name] as
+      | ((e: typeof event) => unknown)
+      | undefined;
     if (hook === undefined) return;
-    try {
-      hook(event);
-    } catch (err) {
+    const report = (how: string, err: unknown) => {
       const logger = this.#logger === undefined
         ? this.#redis.logger
         : this.#logger;
-      logger?.warn(`respite: the Lock ${this.name} ${name} hook threw: ${err}`);
+      logger?.warn(
+        `respite: the Lock ${this.name} ${name} hook ${how}: ${err}`,
+      );
+    };
+    let r: unknown;
+    try {
+      r = hook(event);
+    } catch (err) {
+      report("threw", err);
+      return;
+    }
+    if (
+      r !== null && typeof r === "object" &&
+      typeof (r as PromiseLike<unknown>).then === "function"
+    ) {
+      Promise.resolve(r).catch((err) => report("rejected", err));
     }
   }
 

@@ -62,15 +62,19 @@ export interface LockOptions {
    * For scripts (Deno, Bun, Node): while the lock is held, SIGINT or SIGTERM
    * releases it, then ends the process as the signal would have (exit 130
    * or 143) — unless the app has its own `process.on` listener for that
-   * signal, which then decides (the lock is released all the same). The
-   * listeners are removed when the holding ends. Default `false`: Ctrl-C
+   * signal, which then decides (the lock is released all the same). Locks
+   * held at once share one listener per signal: a signal releases every one
+   * of them, and the process ends once all the releases have settled (each
+   * waits for Redis at most for its lease left, as `release()` does). The
+   * listeners are removed when the last holding ends. Default `false`: Ctrl-C
    * leaves the lock to expire at its TTL. Where there is no `process`
    * (Workers), nothing is watched.
    */
   releaseOnSignal?: boolean;
   /**
    * Callbacks for observability, called as respite notices each event (a
-   * hook that throws is reported to the logger and otherwise ignored):
+   * hook that throws, or an async one that rejects, is reported to the
+   * logger and otherwise ignored):
    * `acquired` (with the ms waited and the fence), `released` (with the ms
    * held; `kept` for a `release({ keep: true })`), `lost` (with the
    * {@linkcode LockLostError} and its reason, once the loss is noticed: a

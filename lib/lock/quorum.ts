@@ -10,6 +10,7 @@
 
 import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
+import { TimeoutError } from "../errors.ts";
 import type { Logger } from "../validate.ts";
 import { leaseMargin } from "./lease.ts";
 import {
@@ -32,26 +33,68 @@ export type QuorumTry =
 /**
  * Runs `run` on every node with one shared timeout of `ms` (one timer per
  * step, not per node): each node's value, or `undefined` when it did not
- * answer in time or failed.
+ * answer in time or failed. `enough`, checked at each answer, ends the wait
+ * early (the nodes still out count as not answering): a node that is frozen
+ * or down then costs nothing once the outcome is known. Those nodes' commands
+ * are not aborted then (one not yet written would never be sent): they run
+ * on, until they settle or the timeout aborts them.
  */
-async function onAll<T>(
+function onAll<T>(
   nodes: readonly CommandSurface[],
   ms: number,
   outer: AbortSignal | undefined,
   run: (node: CommandSurface, signal: AbortSignal) => Promise<T>,
+  errors?: unknown[],
+  enough?: (rs: readonly (T | undefined)[]) => boolean,
 ): Promise<(T | undefined)[]> {
   const c = new AbortController();
   const timer = setTimeout(() => c.abort(), ms);
   const signal = outer === undefined
     ? c.signal
     : AbortSignal.any([c.signal, outer]);
-  try {
-    return await Promise.all(
-      nodes.map((n) => run(n, signal).catch(() => undefined)),
-    );
-  } finally {
+  const rs: (T | undefined)[] = nodes.map(() => undefined);
+  let done = false;
+  const { promise, resolve } = Promise.withResolvers<(T | undefined)[]>();
+  Promise.all(
+    nodes.map((n, i) =>
+      run(n, signal).then((r) => {
+        if (done) return;
+        rs[i] = r;
+        if (enough?.(rs)) {
+          done = true;
+          resolve([...rs]);
+        }
+      }, (err) => {
+        if (!done) errors?.push(err);
+      })
+    ),
+  ).finally(() => {
     clearTimeout(timer);
-  }
+    done = true;
+    resolve([...rs]);
+  });
+  return promise;
+}
+
+/**
+ * A step that too few nodes answered to decide it: what a single node's
+ * lock reports as a `TimeoutError` (no answer), not as a lost lock.
+ */
+function tooFewAnswers(
+  step: string,
+  key: string,
+  answered: number,
+  nodes: number,
+  quorum: number,
+  ms: number,
+  errors: unknown[],
+): TimeoutError {
+  return new TimeoutError(
+    `${step} the lock ${key}: only ${answered} of ${nodes} nodes answered within ${
+      Math.round(ms)
+    } ms, fewer than could decide it (a quorum is ${quorum})`,
+    errors.length > 0 ? { cause: errors[0] } : undefined,
+  );
 }
 
 /** The quorum backend: the nodes, their quorum and the per-node timeout. */
@@ -129,8 +172,13 @@ export class Quorum {
 
   /**
    * Compare-and-PEXPIRE on every node: `"ok"` with a quorum answered within
-   * the new lease's validity, else `"expired"` (or `"held-by-other"` when
-   * the majority of answers said so).
+   * the new lease's validity; `"expired"` (or `"held-by-other"` when a
+   * quorum of answers said so) when the answers rule a quorum out even if
+   * every node that did not answer had said "ok", or a quorum came too late.
+   * Otherwise — too few answers to tell, nodes paused or unreachable —
+   * it rejects with a `TimeoutError`, as a single node's lock does when its
+   * node does not answer: a renewal is then retried while the lease runs
+   * (and the loss, if it comes, says "unreachable").
    */
   async pexpire(
     value: string,
@@ -139,35 +187,73 @@ export class Quorum {
   ): Promise<CompareResult> {
     const keys = this.#keys, logger = this.#logger;
     const sent = performance.now();
+    const errors: unknown[] = [];
     const rs = await onAll(
       this.nodes,
       this.nodeTimeout,
       signal,
       (n, s) => extendScript(n, keys, value, ttl, { logger, signal: s }),
+      errors,
     );
     signal?.throwIfAborted();
     const ok = rs.filter((r) => r === "ok").length;
     const validity = ttl - (performance.now() - sent) - leaseMargin(ttl);
     if (ok >= this.quorum && validity > 0) return "ok";
+    const unanswered = rs.filter((r) => r === undefined).length;
+    if (ok < this.quorum && ok + unanswered >= this.quorum) {
+      throw tooFewAnswers(
+        "Extending",
+        keys.key,
+        rs.length - unanswered,
+        rs.length,
+        this.quorum,
+        this.nodeTimeout,
+        errors,
+      );
+    }
     const other = rs.filter((r) => r === "held-by-other").length;
     return other >= this.quorum ? "held-by-other" : "expired";
   }
 
   /**
    * Compare-and-delete on every node (each waits at most `wait` ms):
-   * `"ok"` when any node deleted it, else what most answers said.
+   * `"ok"` when any node deleted it; else, when a quorum answered, what
+   * they said (`"held-by-other"` if any did); else a `TimeoutError`: too
+   * few answers to tell a lost lock from unreachable nodes (a single
+   * node's release that gets no answer rejects alike).
    */
   async unlock(value: string, wait = this.nodeTimeout * 4): Promise<
     CompareResult
   > {
     const keys = this.#keys, logger = this.#logger;
+    const errors: unknown[] = [];
+    // Done once a quorum answered and one of them deleted it: no need to
+    // wait out `wait` (the lease left) for a node that is frozen or down,
+    // whose key expires on its own.
+    const quorum = this.quorum;
     const rs = await onAll(
       this.nodes,
       wait,
       undefined,
       (n, s) => unlockScript(n, keys, value, { logger, signal: s }),
+      errors,
+      (rs) =>
+        rs.includes("ok") &&
+        rs.filter((r) => r !== undefined).length >= quorum,
     );
     if (rs.some((r) => r === "ok")) return "ok";
+    const answered = rs.filter((r) => r !== undefined).length;
+    if (answered < this.quorum) {
+      throw tooFewAnswers(
+        "Releasing",
+        keys.key,
+        answered,
+        rs.length,
+        this.quorum,
+        wait,
+        errors,
+      );
+    }
     const other = rs.filter((r) => r === "held-by-other").length;
     return other > 0 ? "held-by-other" : "expired";
   }
