@@ -283,6 +283,19 @@ test("bad arguments exit 64 with a one-line reason and change nothing; --help pr
   assert.equal(closed.code, 69);
   assert.match(closed.stderr, /cannot reach Redis/);
   assert.doesNotMatch(closed.stderr + closed.stdout, /s3cret-pw/);
+  // A URL given where a word was expected is quoted without its password.
+  for (
+    const args of [
+      ["status", name, "redis://:s3cret-pw@127.0.0.1:6379"],
+      ["status", name, "--url=redis://u:s3cret-pw@h:1"],
+      ["lock", name, "redis://:s3cret-pw@h", "--", "true"],
+    ]
+  ) {
+    const r = await run(args);
+    assert.equal(r.code, 64, r.stderr);
+    assert.equal(errLines(r.stderr).length, 1, r.stderr);
+    assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/, args.join(" "));
+  }
 });
 
 test("a bad NAME or --prefix, --ttl/--grace longer than a timer can wait, an option given twice, a malformed URL: exit 64 before connecting (no crash), nothing written, no password; options after -- are the command's", async () => {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { redact } from "../adapters/common.ts";
 import { MAX_TIMER_MS } from "../async.ts";
 import { checkPrefix } from "../keys.ts";
 import { checkName } from "../lock/options.ts";
@@ -21,9 +22,16 @@ export const EXIT = {
   lost: 76,
 } as const;
 
-/** A bad command line: exit {@linkcode EXIT.usage} with this one-line reason. */
+/**
+ * A bad command line: exit {@linkcode EXIT.usage} with this one-line reason.
+ * The reason may quote an argument: a URL's `user:password@` is left out.
+ */
 export class UsageError extends Error {
   override name = "UsageError";
+  /** @param message The reason (credentials in URLs are removed). */
+  constructor(message: string) {
+    super(redact(message));
+  }
 }
 
 /** Flags common to every subcommand. */
