@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   type BinaryCodec,
   cached,
+  type CachedErrorEvent,
   CachedFailureError,
   CodecError,
   connect,
@@ -469,6 +470,45 @@ test("hooks: hit, stale, miss, compute with duration; a throwing hook is reporte
   assert.ok(durations.every((d) => d >= 35 && d < 1_000), `${durations}`);
   assert.deepEqual(errors.map((e) => e.phase), ["hook"]);
   await f.invalidate();
+});
+
+test("an async hook that rejects is reported like one that throws (to the error hook, else the logger), never an unhandled rejection", async () => {
+  await using redis = await connect(url);
+  const errors: CachedErrorEvent[] = [];
+  const warnings: string[] = [];
+  const f = cached(async () => "v", {
+    redis,
+    key: key("asynchook"),
+    ttl: 60_000,
+    hooks: {
+      miss: async () => {
+        await sleep(1);
+        throw new Error("an async metrics hook failed");
+      },
+      error: (e) => void errors.push(e),
+    },
+  });
+  assert.equal(await f(), "v");
+  await sleep(20);
+  assert.deepEqual(errors.map((e) => e.phase), ["hook"]);
+  assert.match(String(errors[0].error), /async metrics hook/);
+  const g = cached(async () => "w", {
+    redis,
+    key: key("asyncerrorhook"),
+    ttl: 60_000,
+    logger: { warn: (m) => void warnings.push(m) },
+    hooks: { error: () => Promise.reject(new Error("the error hook too")) },
+  });
+  // A decode failure is an error event: its async hook rejects.
+  await redis.send("SET", g.redisKey(), "junk");
+  assert.equal(await g(), "w");
+  await sleep(20);
+  assert.ok(
+    warnings.some((w) => w.includes("error hook threw") && w.includes("too")),
+    warnings.join("\n"),
+  );
+  await f.invalidate();
+  await g.invalidate();
 });
 
 test("signal: an aborted caller stops waiting at once; the shared computation goes on", async () => {

@@ -776,9 +776,7 @@ export class CacheEvents {
     const hooks = this.hooks;
     const hook = hooks[name] as ((e: CachedEvent) => void) | undefined;
     if (hook === undefined) return;
-    try {
-      hook(event);
-    } catch (err) {
+    const failed = (err: unknown) => {
       if (name !== "error" && hooks.error !== undefined) {
         this.emit("error", { key: event.key, error: err, phase: "hook" });
       } else {
@@ -787,6 +785,14 @@ export class CacheEvents {
           : this.#logger;
         logger?.warn(`respite: the cached() ${name} hook threw: ${err}`);
       }
+    };
+    try {
+      const r = hook(event) as unknown;
+      // An async hook's rejection is a throw too, not an unhandled
+      // rejection (which ends a Deno or Node process).
+      if (r instanceof Promise) r.catch(failed);
+    } catch (err) {
+      failed(err);
     }
   }
 
