@@ -172,6 +172,7 @@ export {
   type WithSemaphoreOptions,
 } from "./lib/semaphore/with_semaphore.ts";
 export { cached } from "./lib/cache/cached.ts";
+export type { MemoryStats } from "./lib/cache/memory.ts";
 export type {
   CachedCallOptions,
   CachedComputeEvent,

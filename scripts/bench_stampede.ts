@@ -12,6 +12,9 @@
  *    (one caller awaiting each read) and 100 (100 such callers), in this
  *    process: ops/s, median over the rounds, and the ratio to bentocache.
  *
+ * "respite (memory)" is `cached` with its in-process tier (`memory`), kept
+ * coherent by CLIENT TRACKING; "bentocache (memory+redis)" is bentocache
+ * with its memory L1 in front of the same Redis L2 (no bus: one process).
  * "respite (cluster)" is `cached` on `connectCluster`, on a throwaway
  * 3-master Redis Cluster (its hit-path ratio is to bentocache on the single
  * server).
@@ -23,6 +26,7 @@
 
 import { BentoCache, bentostore } from "bentocache";
 import { redisDriver } from "bentocache/drivers/redis";
+import { memoryDriver } from "bentocache/drivers/memory";
 import { createCache } from "async-cache-dedupe";
 import { Redis as IORedis } from "ioredis";
 import {
@@ -38,9 +42,11 @@ import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 
 const LIBS = [
   "respite",
+  "respite (memory)",
   "respite (cluster)",
   "cache-aside",
   "bentocache",
+  "bentocache (memory+redis)",
   "async-cache-dedupe",
 ];
 type Lib = typeof LIBS[number];
@@ -77,7 +83,10 @@ function ioredis(url: string): IORedis {
 }
 
 /** respite's `cached` on `redis`, one cached function per key. */
-function respiteGetter(redis: RedisClient | ClusterClient): Getter {
+function respiteGetter(
+  redis: RedisClient | ClusterClient,
+  memory?: { maxEntries: number },
+): Getter {
   const fns = new Map<
     string,
     ReturnType<typeof cached<[() => Promise<unknown>], unknown>>
@@ -90,6 +99,7 @@ function respiteGetter(redis: RedisClient | ClusterClient): Getter {
           redis,
           key,
           ttl: 600_000,
+          memory,
         });
         fns.set(key, f);
       }
@@ -105,6 +115,9 @@ async function makeGetters(
   clusterUrl: string,
 ): Promise<Record<Lib, Getter>> {
   const respite = respiteGetter(await connect(url));
+  const respiteMemory = respiteGetter(await connect(url), {
+    maxEntries: 10_000,
+  });
   const respiteCluster = respiteGetter(await connectCluster(clusterUrl));
   const plain = await connect(url);
   const cacheAside: Getter = {
@@ -152,8 +165,27 @@ async function makeGetters(
       await Promise.resolve();
     },
   };
+  const bentoMemConn = ioredis(url);
+  const bentoMem = new BentoCache({
+    default: "tiered",
+    stores: {
+      tiered: bentostore()
+        .useL1Layer(memoryDriver({ maxItems: 10_000 }))
+        .useL2Layer(redisDriver({ connection: bentoMemConn })),
+    },
+  });
+  const bentocacheMemory: Getter = {
+    get: (key, compute) =>
+      bentoMem.getOrSet({ key, factory: () => compute(), ttl: 600_000 }),
+    close: async () => {
+      await bentoMem.disconnectAll();
+      bentoMemConn.disconnect();
+    },
+  };
   return {
     respite,
+    "respite (memory)": respiteMemory,
+    "bentocache (memory+redis)": bentocacheMemory,
     "respite (cluster)": respiteCluster,
     "cache-aside": cacheAside,
     bentocache,
@@ -374,15 +406,29 @@ async function hitPath(
     for (const g of Object.values(getters)) await g.close();
   }
   const bento = results.bentocache;
+  const bentoMem = results["bentocache (memory+redis)"];
+  const own = results.respite;
   const rows = Object.entries(results).map(([lib, r]) => [
     lib,
     r[1].toFixed(0),
     `${(r[1] / bento[1]).toFixed(2)}×`,
+    `${(r[1] / bentoMem[1]).toFixed(2)}×`,
+    `${(r[1] / own[1]).toFixed(2)}×`,
     r[100].toFixed(0),
     `${(r[100] / bento[100]).toFixed(2)}×`,
+    `${(r[100] / bentoMem[100]).toFixed(2)}×`,
   ]);
   return table(
-    ["library", "c=1 ops/s", "vs bento", "c=100 ops/s", "vs bento"],
+    [
+      "library",
+      "c=1 ops/s",
+      "vs bento",
+      "vs bento mem+redis",
+      "vs respite (Redis)",
+      "c=100 ops/s",
+      "vs bento",
+      "vs bento mem+redis",
+    ],
     rows,
   );
 }

@@ -83,6 +83,12 @@ export const OPTIONAL_COMMANDS = ["config|get", "ping"] as const;
 export const ALWAYS_ALLOWED = ["auth", "hello"] as const;
 
 /**
+ * Sent only with `cached`'s `memory` option, on the tracking connection's
+ * handshake: `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{`.
+ */
+export const MEMORY_TIER_COMMANDS = ["client|tracking"] as const;
+
+/**
  * Sent only by the cluster client (`connectCluster`): reading the slot map,
  * following an ASK redirection, and sharded pub/sub on Redis 7+ (waiters
  * SSUBSCRIBE, the scripts' wake-ups SPUBLISH in place of PUBLISH).
@@ -962,6 +968,11 @@ const NOT_COMMANDS = new Set([
   "SIGTERM",
   "SIGHUP",
   "SIGKILL",
+  // CLIENT TRACKING's arguments (the memory tier's handshake).
+  "TRACKING",
+  "ON",
+  "BCAST",
+  "PREFIX",
 ]);
 
 test("every command name in lib/ is listed (keep RESPITE_COMMANDS and the README current)", () => {
@@ -973,6 +984,7 @@ test("every command name in lib/ is listed (keep RESPITE_COMMANDS and the README
       ...OPTIONAL_COMMANDS,
       ...ALWAYS_ALLOWED,
       ...CLUSTER_COMMANDS,
+      ...MEMORY_TIER_COMMANDS,
     ].map((
       c,
     ) => c.split("|")[0].toUpperCase()),

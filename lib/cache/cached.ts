@@ -44,6 +44,8 @@ import type { Lock } from "../lock/lock.ts";
 import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
 import { FailOpenLog } from "./fail_open_log.ts";
+import { type MemoryStats, MemoryTier } from "./memory.ts";
+import { type Tracker, trackerFor } from "./tracking.ts";
 import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CachedCallOptions}. */
@@ -63,6 +65,13 @@ class Cache<A extends unknown[], T> {
   readonly refreshes = new Singleflight<T>();
   readonly background = new Map<string, Promise<void>>();
   readonly failOpenLog = new FailOpenLog();
+  /** The memory tier per store (`null`: the store's client cannot track). */
+  readonly tiers = new WeakMap<
+    CacheStore,
+    { tier: MemoryTier; tracker: Tracker } | null
+  >();
+  /** The memory tier was refused for a client: warned once. */
+  warnedNoTier = false;
 
   constructor(
     fn: (...args: A) => T | Promise<T>,
@@ -140,6 +149,33 @@ class Cache<A extends unknown[], T> {
     );
   }
 
+  /** The memory tier for `store`, made on first use; `null` without one. */
+  tierFor(store: CacheStore): { tier: MemoryTier; tracker: Tracker } | null {
+    const m = this.options.memory;
+    if (m === null) return null;
+    let t = this.tiers.get(store);
+    if (t === undefined) {
+      const tracker = trackerFor(store.redis, this.options.prefix);
+      if (tracker === null) {
+        t = null;
+        if (!this.warnedNoTier) {
+          this.warnedNoTier = true;
+          (this.options.logger === undefined
+            ? store.redis.logger
+            : this.options.logger)?.warn(
+              "respite: cached()'s memory tier needs a client from respite's connect() (it tracks keys on a connection of its own); it is off for this client",
+            );
+        }
+      } else {
+        const tier = new MemoryTier(m.maxEntries, m.maxBytes);
+        tracker.add(tier);
+        t = { tier, tracker };
+      }
+      this.tiers.set(store, t);
+    }
+    return t;
+  }
+
   /**
    * One lookup, shared by the concurrent calls for `k` in this process on
    * the same Redis server (`store.flightKey`), with whichever of their
@@ -149,17 +185,34 @@ class Cache<A extends unknown[], T> {
     if (!store.ready) {
       return await this.failOpen(k, args, store.notReady(), store);
     }
+    const mem = this.options.memory === null ? null : this.tierFor(store);
     let stored;
-    try {
-      stored = await store.readFast(k);
-    } catch (err) {
-      return await this.failOpen(k, args, err, store);
+    let epoch = -1;
+    let fromMemory = false;
+    if (mem !== null && mem.tracker.usable()) {
+      stored = mem.tier.get(store.entryKey(k), Date.now());
+      fromMemory = stored !== null;
+      epoch = mem.tracker.epoch;
     }
-    const e = this.entries.decode(k, stored);
+    if (!fromMemory) {
+      try {
+        stored = await store.readFast(k);
+      } catch (err) {
+        return await this.failOpen(k, args, err, store);
+      }
+    }
+    const e = this.entries.decode(k, stored ?? null);
     const now = Date.now();
     if (e !== null) {
       const o = this.options;
       if (now < e.freshUntil) {
+        if (
+          !fromMemory && mem !== null && epoch === mem.tracker.epoch &&
+          mem.tracker.usable()
+        ) {
+          // No invalidation came while the read was out: keep it.
+          mem.tier.put(store.entryKey(k), stored!, e.freshUntil);
+        }
         if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
         if (e.kind === "error") throw failureOf(k, e);
         if (o.beta > 0 && xfetchEarly(e, now, o.beta, o.random)) {
@@ -784,7 +837,7 @@ function bound<A extends unknown[], T>(
   redis: CommandSurface | undefined,
 ): CachedFunction<A, T> {
   const call = (...args: A): Promise<T> => cache.call(args, undefined, redis);
-  return Object.assign(call, {
+  const fn = Object.assign(call, {
     get: (args: A, opts?: CachedCallOptions): Promise<T> => {
       if (!Array.isArray(args)) {
         return Promise.reject(
@@ -829,6 +882,16 @@ function bound<A extends unknown[], T>(
       cacheEntryKey(cache.keyOf(args), cache.options.prefix),
     idle: (): Promise<void> => cache.idle(),
   });
+  // A getter (Object.assign would copy its value once).
+  return Object.defineProperty(fn, "memory", {
+    get(): MemoryStats | null {
+      const r = redis ?? cache.options.redis;
+      if (r === undefined) return null;
+      const store = cache.stores.get(r);
+      const t = store === undefined ? undefined : cache.tiers.get(store);
+      return t?.tier.stats ?? null;
+    },
+  }) as CachedFunction<A, T>;
 }
 
 /** Checks the options of one call: `signal` and `redis`, nothing else. */

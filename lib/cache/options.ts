@@ -14,6 +14,7 @@ import {
 import { checkCodec, type Codec, jsonCodec } from "./codec.ts";
 import type { CachedFailureError } from "../errors.ts";
 import { checkHashTag, checkPrefix, DEFAULT_PREFIX } from "../keys.ts";
+import type { MemoryStats } from "./memory.ts";
 import {
   checkBoolean,
   checkFunction,
@@ -188,6 +189,24 @@ export interface CachedOptions<A extends unknown[], T> {
    * computed, which costs one more round trip per tag on a miss.
    */
   tags?: (...args: A) => readonly string[];
+  /**
+   * An in-process tier in front of Redis: a bounded LRU per process (and per
+   * Redis server) of fresh entries, so a hit on it costs no I/O. Kept
+   * coherent by Redis itself (`CLIENT TRACKING` in broadcast mode on a
+   * connection of its own, one per client and prefix): any change of an
+   * entry's key in Redis — a respite write or `invalidate()`, a `DEL` or
+   * `SET` from anywhere, an expiry, a `FLUSHDB` — drops it here too, as soon
+   * as the invalidation arrives. While that connection is down the tier is
+   * flushed and bypassed. An entry is never served past its own freshness,
+   * and a stale one always comes from Redis. Each hit decodes the stored
+   * form again: callers never share one object. Only with respite's own
+   * clients from `connect()` on Redis 6+; with any other client (and on a
+   * cluster client) the tier is off and a warning says so once. For
+   * long-lived processes: on Cloudflare Workers, where each request has its
+   * own client, leave it off (each request would open a tracking connection
+   * for an empty tier).
+   */
+  memory?: { maxEntries: number; maxBytes?: number };
   /** Cache `null` and `undefined` results too (default `false`: return them without caching). */
   cacheNullish?: boolean;
   /**
@@ -479,6 +498,12 @@ export interface CachedFunction<A extends unknown[], T> {
    * @returns Resolves when idle.
    */
   idle(): Promise<void>;
+  /**
+   * The memory tier's figures on the `redis` option's client (see the
+   * `memory` option), or `null` without a tier there (no `memory` option,
+   * not yet used, or a client that cannot track).
+   */
+  readonly memory: MemoryStats | null;
 }
 
 /** Options after checks and defaults. */
@@ -489,6 +514,8 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
   ttl: (value: T) => number;
   /** The `validate` option, or `null`. */
   validate: ((value: T) => boolean) | null;
+  /** The memory tier's bounds, or `null` without one. */
+  memory: { maxEntries: number; maxBytes: number } | null;
   /** The tags of a call (checked), or `null` without the option. */
   tags: ((args: A) => string[]) | null;
   /** The longest an entry of a fixed `ttl` lives in Redis (ms), or `null` for a ttl function. */
@@ -540,6 +567,7 @@ const KNOWN = [
   "ttl",
   "validate",
   "tags",
+  "memory",
   "wait",
   "logger",
   ...Object.keys(DEFAULTS),
@@ -551,6 +579,31 @@ function window(name: keyof typeof DEFAULTS, value: unknown): number {
   return value === undefined
     ? DEFAULTS[name] as number
     : checkMs(name, value, 0);
+}
+
+/** The `memory` option, checked. */
+function memoryOption(
+  memory: unknown,
+): { maxEntries: number; maxBytes: number } | null {
+  if (memory === undefined) return null;
+  if (memory === null || typeof memory !== "object") {
+    fail("memory", "an object: { maxEntries, maxBytes? }", memory);
+  }
+  checkKnown("memory option", memory as object, ["maxEntries", "maxBytes"]);
+  const m = memory as { maxEntries?: unknown; maxBytes?: unknown };
+  const int = (name: string, v: unknown): number => {
+    if (typeof v !== "number") fail(name, "a number", v);
+    if (!Number.isSafeInteger(v) || (v as number) < 1) {
+      fail(name, "a whole number >= 1", v, RangeError);
+    }
+    return v as number;
+  };
+  return {
+    maxEntries: int("memory.maxEntries", m.maxEntries),
+    maxBytes: m.maxBytes === undefined
+      ? Number.MAX_SAFE_INTEGER
+      : int("memory.maxBytes", m.maxBytes),
+  };
 }
 
 /** The `tags` option, its results checked at each call. */
@@ -697,6 +750,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
       ? null
       : checkFunction<(value: T) => boolean>("validate", o.validate),
     tags: tagsOption<A>(o.tags),
+    memory: memoryOption(o.memory),
     maxEntryMs: typeof o.ttl === "number"
       ? o.ttl + Math.max(
         window("staleWhileRevalidate", o.staleWhileRevalidate),

@@ -63,6 +63,8 @@ let foreign: (client: RedisClient) => boolean;
 export let reroute: (client: RedisClient, reason: string) => void;
 /** Set by RedisClient's static block: also close `other` when `client` closes. */
 export let closeWith: (client: RedisClient, other: () => Promise<void>) => void;
+/** Internal (lib/cache/tracking.ts): a client's resolved options. */
+export let optionsOf: (client: RedisClient) => ResolvedOptions;
 
 /**
  * A Redis client over one auto-pipelined connection. Every command issued in
@@ -95,6 +97,7 @@ export class RedisClient {
   static {
     foreign = (client) => client.#conn.foreignRequest;
     closeWith = (client, other) => client.#closeAlso.push(other);
+    optionsOf = (client) => client.#conn.options;
     reroute = (client, reason) => {
       client.#conn.reroute(null, reason);
       client.#subscriber.reroute(null, reason);

@@ -62,6 +62,12 @@ export async function handshake(
   // sentinels' answer may be a moment old): ROLE says so, or the attempt fails
   // and the reconnect asks the sentinels again.
   if (o.target?.master) steps.push({ args: ["ROLE"], what: "ROLE" });
+  if (o.trackingPrefix !== undefined) {
+    steps.push({
+      args: ["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", o.trackingPrefix],
+      what: "CLIENT TRACKING",
+    });
+  }
   if (steps.length === 0) return;
   const encoder = new CommandEncoder();
   const replies: Promise<Reply>[] = [];

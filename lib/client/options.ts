@@ -179,6 +179,14 @@ export interface ResolvedOptions {
    * a connection attempt when it aborts, as its connect timeout would.
    */
   attemptSignal?: AbortSignal;
+  /**
+   * Internal (`cached`'s memory tier, lib/cache/tracking.ts): the handshake
+   * also turns on server-assisted client-side caching in broadcast mode for
+   * keys starting with this prefix (`CLIENT TRACKING ON BCAST PREFIX`), so
+   * after every reconnect too. Needs RESP3: the invalidations then arrive on
+   * this connection as pushes (`onPush`).
+   */
+  trackingPrefix?: string;
 }
 
 /** Where a connection goes, found again at each (re)connect. Internal. */

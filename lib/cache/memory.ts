@@ -1,0 +1,134 @@
+/**
+ * `cached`'s in-process memory tier: a bounded LRU of stored entries (the
+ * text or bytes Redis holds, not the decoded value), kept coherent by a
+ * {@linkcode Tracker}. A hit decodes the stored form again, so every caller
+ * gets its own copy and no caller's mutation reaches another.
+ *
+ * @module
+ */
+
+import type { Stored } from "./store.ts";
+
+/** One remembered entry. */
+interface Remembered {
+  stored: string | Uint8Array;
+  /** The entry's own freshness (Unix ms): never served past it. */
+  freshUntil: number;
+  bytes: number;
+}
+
+/**
+ * What a cached function's memory tier holds and did (`fn.memory`; see the
+ * `memory` option of `cached`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cached, connect, type MemoryStats } from "@respite/respite";
+ * await using redis = await connect();
+ * const rate = cached(async () => ({ eur: 1.08 }), {
+ *   redis,
+ *   key: "doc:rate",
+ *   ttl: 60_000,
+ *   memory: { maxEntries: 1_000 },
+ * });
+ * await rate.invalidate();
+ * await rate(); // computed
+ * const stats: MemoryStats | null = rate.memory;
+ * assert.ok(stats !== null && stats.entries <= 1);
+ * await rate.invalidate();
+ * ```
+ */
+export interface MemoryStats {
+  /** Entries held now. */
+  entries: number;
+  /** Bytes of their stored forms. */
+  bytes: number;
+  /** Calls answered from memory. */
+  hits: number;
+  /** Entries dropped because Redis said their key changed. */
+  invalidations: number;
+  /** Times every entry was dropped (tracking lost or back, `FLUSHDB`). */
+  flushes: number;
+}
+
+/** A bounded LRU of one cached function's entries on one Redis server. */
+export class MemoryTier {
+  readonly #max: number;
+  readonly #maxBytes: number;
+  readonly #map = new Map<string, Remembered>();
+  #bytes = 0;
+  readonly stats: MemoryStats = {
+    entries: 0,
+    bytes: 0,
+    hits: 0,
+    invalidations: 0,
+    flushes: 0,
+  };
+
+  /**
+   * @param maxEntries The most entries held.
+   * @param maxBytes The most bytes of stored forms held.
+   */
+  constructor(maxEntries: number, maxBytes: number) {
+    this.#max = maxEntries;
+    this.#maxBytes = maxBytes;
+  }
+
+  /** The stored form of `entryKey` if it is fresh at `now`, else `null`. */
+  get(entryKey: string, now: number): Stored {
+    const r = this.#map.get(entryKey);
+    if (r === undefined) return null;
+    if (now >= r.freshUntil) {
+      this.#drop(entryKey, r);
+      return null;
+    }
+    // Most recently used last.
+    this.#map.delete(entryKey);
+    this.#map.set(entryKey, r);
+    this.stats.hits++;
+    return r.stored;
+  }
+
+  /** Remembers a fresh entry read from Redis. */
+  put(entryKey: string, stored: string | Uint8Array, freshUntil: number): void {
+    const bytes = stored.length;
+    if (bytes > this.#maxBytes) return;
+    const old = this.#map.get(entryKey);
+    if (old !== undefined) this.#drop(entryKey, old);
+    this.#map.set(entryKey, { stored, freshUntil, bytes });
+    this.#bytes += bytes;
+    while (this.#map.size > this.#max || this.#bytes > this.#maxBytes) {
+      const [k, r] = this.#map.entries().next().value!;
+      this.#drop(k, r);
+    }
+    this.#sync();
+  }
+
+  /** Drops `entryKey` (Redis said it changed). */
+  delete(entryKey: string): void {
+    const r = this.#map.get(entryKey);
+    if (r === undefined) return;
+    this.#drop(entryKey, r);
+    this.stats.invalidations++;
+  }
+
+  /** Drops everything. */
+  clear(): void {
+    if (this.#map.size > 0) this.stats.flushes++;
+    this.#map.clear();
+    this.#bytes = 0;
+    this.#sync();
+  }
+
+  #drop(k: string, r: Remembered): void {
+    this.#map.delete(k);
+    this.#bytes -= r.bytes;
+    this.#sync();
+  }
+
+  #sync(): void {
+    this.stats.entries = this.#map.size;
+    this.stats.bytes = this.#bytes;
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Coherence for `cached`'s in-process memory tier, from Redis itself:
+ * server-assisted client-side caching (`CLIENT TRACKING`) in broadcast mode.
+ *
+ * One tracker per respite client and key prefix opens a connection of its
+ * own (RESP3), whose handshake — after every reconnect too — sends
+ * `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{`. From then on Redis
+ * pushes an `invalidate` message on it for every change of an entry key under
+ * that prefix, whoever made it: a respite write or `invalidate()`, a `DEL`
+ * from `redis-cli`, an expiry, an eviction, a `FLUSHDB` (a `null` key list:
+ * everything). The shared command connection is untouched: its replies are
+ * matched as before, and reads need no `CLIENT CACHING` dance.
+ *
+ * Broadcast rather than default tracking: Redis keeps no per-key reader
+ * table (no server memory per tracked key, and no per-read bookkeeping in
+ * the client), at the price of telling every tracker of every change under
+ * the prefix, read by it or not.
+ *
+ * The tier may be used only while the tracker's connection is up and
+ * tracking: when it is lost, invalidations may be missed, so every tier is
+ * flushed, bypassed until the connection is back (its handshake has turned
+ * tracking on again), and flushed again then (Redis's own rule for tracking
+ * clients). A read that was in flight while an invalidation arrived is not
+ * kept ({@linkcode Tracker.epoch}).
+ *
+ * @module
+ */
+
+import { closeWith, optionsOf, RedisClient } from "../client/client.ts";
+import { Connection } from "../client/connection.ts";
+import type { CommandSurface } from "../adapters/surface.ts";
+import { Push } from "../resp/decoder.ts";
+import type { MemoryTier } from "./memory.ts";
+
+/** The trackers of each client, by key prefix. */
+const trackers = new WeakMap<RedisClient, Map<string, Tracker>>();
+
+/**
+ * The tracker for `redis` and `prefix`, opened on first use; `null` for a
+ * client that is not respite's own (no memory tier: see `memory` in
+ * `cached`'s options).
+ */
+export function trackerFor(
+  redis: CommandSurface,
+  prefix: string,
+): Tracker | null {
+  if (!(redis instanceof RedisClient)) return null;
+  let byPrefix = trackers.get(redis);
+  if (byPrefix === undefined) trackers.set(redis, byPrefix = new Map());
+  let t = byPrefix.get(prefix);
+  if (t === undefined) {
+    t = new Tracker(redis, prefix);
+    byPrefix.set(prefix, t);
+    const tracker = t;
+    closeWith(redis, () => tracker.close());
+  }
+  return t;
+}
+
+/** One tracking connection, and the memory tiers it keeps coherent. */
+export class Tracker {
+  readonly #tiers = new Set<MemoryTier>();
+  #conn: Connection | null = null;
+  #opening: Promise<void> | null = null;
+  #closed = false;
+  /** Invalidations, flushes and losses so far; a read started before one is not kept. */
+  #epoch = 0;
+  /** Whether the tiers were flushed since the connection was last seen down. */
+  #flushedForLoss = false;
+  readonly #redis: RedisClient;
+  readonly #prefix: string;
+
+  /**
+   * @param redis The client whose options the tracking connection copies.
+   * @param prefix The key prefix whose entries are tracked.
+   */
+  constructor(redis: RedisClient, prefix: string) {
+    this.#redis = redis;
+    this.#prefix = prefix;
+  }
+
+  /** Counts invalidations, flushes and losses: see {@linkcode Tracker}. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Adds a tier to keep coherent (and opens the connection, once). */
+  add(tier: MemoryTier): void {
+    this.#tiers.add(tier);
+    this.#open();
+  }
+
+  /**
+   * Whether the tiers may serve now: the connection is up and tracking.
+   * When it is not, every tier is flushed (once per loss).
+   */
+  usable(): boolean {
+    if (this.#conn?.status === "closed") this.#conn = null; // gave up: reopen
+    const up = this.#conn !== null && this.#conn.status === "ready";
+    if (!up) {
+      if (!this.#flushedForLoss) this.#flushAll();
+      this.#flushedForLoss = true;
+      this.#open();
+    }
+    return up;
+  }
+
+  #open(): void {
+    if (this.#closed || this.#conn !== null || this.#opening !== null) return;
+    const base = optionsOf(this.#redis);
+    this.#opening = Connection.open({
+      ...base,
+      protocol: 3,
+      name: base.name === undefined
+        ? "respite-tracking"
+        : `${base.name}-tracking`,
+      trackingPrefix: `${this.#prefix}cache:{`,
+      onPush: (push) => this.#onPush(push),
+      // Nothing is queued on it: a lost connection is simply reopened.
+      queueWhileReconnecting: false,
+      idleCheck: false,
+    }, {
+      onReady: (reconnected) => {
+        // Back, and tracking again: what was missed while it was down is
+        // gone from every tier.
+        if (reconnected) this.#flushAll();
+        this.#flushedForLoss = false;
+      },
+    }).then((conn) => {
+      this.#opening = null;
+      if (this.#closed) {
+        void conn.close(0);
+        return;
+      }
+      this.#conn = conn;
+      this.#flushedForLoss = false;
+    }, (err) => {
+      this.#opening = null;
+      // The tier stays bypassed; the next call tries again.
+      this.#redis.logger.warn(
+        `respite: cached()'s memory tier is off until its tracking connection opens: ${
+          err instanceof Error ? err.message : err
+        }`,
+      );
+    });
+  }
+
+  #onPush(push: Push): void {
+    if (String(push.data[0]) !== "invalidate") return;
+    this.#epoch++;
+    const keys = push.data[1];
+    if (!Array.isArray(keys)) {
+      this.#flushAll(); // FLUSHDB/FLUSHALL: a null key list
+      return;
+    }
+    for (const tier of this.#tiers) {
+      for (const k of keys) tier.delete(String(k));
+    }
+  }
+
+  #flushAll(): void {
+    this.#epoch++;
+    for (const tier of this.#tiers) tier.clear();
+  }
+
+  /** Closes the tracking connection (with its client). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#flushAll();
+    const c = this.#conn;
+    this.#conn = null;
+    await c?.close(0);
+  }
+}
