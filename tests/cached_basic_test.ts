@@ -476,7 +476,7 @@ test("an async hook that rejects is reported like one that throws (to the error 
   await using redis = await connect(url);
   const errors: CachedErrorEvent[] = [];
   const warnings: string[] = [];
-  const f = cached(async () => "v", {
+  const f = cached(() => "v", {
     redis,
     key: key("asynchook"),
     ttl: 60_000,
@@ -492,7 +492,7 @@ test("an async hook that rejects is reported like one that throws (to the error 
   await sleep(20);
   assert.deepEqual(errors.map((e) => e.phase), ["hook"]);
   assert.match(String(errors[0].error), /async metrics hook/);
-  const g = cached(async () => "w", {
+  const g = cached(() => "w", {
     redis,
     key: key("asyncerrorhook"),
     ttl: 60_000,

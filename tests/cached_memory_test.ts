@@ -28,7 +28,7 @@ function p99(xs: number[]): number {
 }
 
 const make = (redis: RedisClient, k: string, runs = { n: 0 }) =>
-  cached(async (id: number) => ({ id, at: ++runs.n, tags: ["a"] }), {
+  cached((id: number) => ({ id, at: ++runs.n, tags: ["a"] }), {
     redis,
     key: (id) => `${k}:${id}`,
     ttl: 60_000,
@@ -66,7 +66,7 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
   (a as { id: number }).id = 99;
   assert.deepEqual(await f(1), { id: 1, at: 1, tags: ["a"] });
   // Freshness: a 150 ms ttl is served from memory only within it.
-  const short = cached(async () => ({ at: Date.now() }), {
+  const short = cached(() => ({ at: Date.now() }), {
     redis,
     key: `${k}:short`,
     ttl: 150,
@@ -91,7 +91,7 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
   ) {
     assert.throws(
       () =>
-        cached(async () => 1, {
+        cached(() => 1, {
           redis,
           key: k,
           ttl: 1_000,
@@ -106,7 +106,7 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
 test("LRU bounds: maxEntries and maxBytes", async () => {
   await using redis = await connect(url);
   const k = key("lru");
-  const f = cached(async (id: number) => "x".repeat(id), {
+  const f = cached((id: number) => "x".repeat(id), {
     redis,
     key: (id) => `${k}:${id}`,
     ttl: 60_000,

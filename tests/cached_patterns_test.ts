@@ -34,7 +34,7 @@ test("set(): the value is served without computing, in every process, fresh for 
   const k = key("set");
   let runs = 0;
   const make = (redis: RedisClient) =>
-    cached(async (id: number) => {
+    cached((id: number) => {
       runs++;
       return { id, v: "computed" };
     }, { redis, key: (id) => `${k}:${id}`, ttl: 60_000 });
@@ -71,13 +71,13 @@ test("set() while another process computes: its waiters get the set value at onc
     await gate.promise; // a slow read of the old row
     return "old";
   }, { redis: a, key: k, ttl: 60_000 });
-  const waiter = cached(async () => "computed by the waiter", {
+  const waiter = cached(() => "computed by the waiter", {
     redis: b,
     key: k,
     ttl: 60_000,
     wait: 30_000,
   });
-  const writer = cached(async () => "unused", {
+  const writer = cached(() => "unused", {
     redis: c,
     key: k,
     ttl: 60_000,
@@ -104,7 +104,7 @@ test("set() while another process computes: its waiters get the set value at onc
 test("set() with bad input rejects and writes nothing", async () => {
   await using redis = await connect(url);
   const k = key("bad");
-  const f = cached(async (id: number) => ({ id, big: 0 as unknown }), {
+  const f = cached((id: number) => ({ id, big: 0 as unknown }), {
     redis,
     key: (id) => `${k}:${id}`,
     ttl: 60_000,
@@ -120,7 +120,7 @@ test("set() with bad input rejects and writes nothing", async () => {
   await assert.rejects(f.set([1], { id: "1" as never, big: 0 }), TypeError);
   assert.equal(await redis.send("EXISTS", f.redisKey(1)), 0);
   // With cacheNullish, null is a value like any other.
-  const g = cached(async () => 1 as number | null, {
+  const g = cached(() => 1 as number | null, {
     redis,
     key: `${k}:nullish`,
     ttl: 60_000,
@@ -135,7 +135,7 @@ test("ttl as a function of the value: each entry is fresh for its own ttl; a bad
   await using redis = await connect(url);
   const k = key("ttlfn");
   const f = cached(
-    async (kind: string) => ({ kind }),
+    (kind: string) => ({ kind }),
     {
       redis,
       key: (kind) => `${k}:${kind}`,
@@ -161,7 +161,7 @@ test("ttl as a function of the value: each entry is fresh for its own ttl; a bad
   assert.ok(pp <= 5_000, `price PTTL ${pp}`);
   assert.ok(rp > 3_000_000, `profile PTTL ${rp}`);
   // A jitter larger than a short ttl leaves at least 1 ms.
-  const short = cached(async () => "v", {
+  const short = cached(() => "v", {
     redis,
     key: `${k}:short`,
     ttl: () => 2,
@@ -170,7 +170,7 @@ test("ttl as a function of the value: each entry is fresh for its own ttl; a bad
   });
   assert.equal(await short(), "v");
   for (const bad of [0, -1, 1.5, Number.NaN, "60000", Infinity]) {
-    const g = cached(async () => "v", {
+    const g = cached(() => "v", {
       redis,
       key: `${k}:bad`,
       ttl: () => bad as number,
@@ -187,15 +187,15 @@ test("ttl as a function of the value: each entry is fresh for its own ttl; a bad
   }
   // A fixed ttl is still checked up front, and a jitter against it.
   assert.throws(
-    () => cached(async () => 1, { redis, key: k, ttl: 0 }),
+    () => cached(() => 1, { redis, key: k, ttl: 0 }),
     RangeError,
   );
   assert.throws(
-    () => cached(async () => 1, { redis, key: k, ttl: 100, jitter: 100 }),
+    () => cached(() => 1, { redis, key: k, ttl: 100, jitter: 100 }),
     RangeError,
   );
   assert.throws(
-    () => cached(async () => 1, { redis, key: k, ttl: "1" as never }),
+    () => cached(() => 1, { redis, key: k, ttl: "1" as never }),
     TypeError,
   );
 });
@@ -207,7 +207,7 @@ test("validate: a stored value that fails it is a miss (reported once, never ret
   const errors: CachedErrorEvent[] = [];
   let runs = 0;
   let next: unknown = { version: 2, name: "fresh" };
-  const f = cached(async () => {
+  const f = cached(() => {
     runs++;
     return next as { version: number; name: string };
   }, {
@@ -218,7 +218,7 @@ test("validate: a stored value that fails it is a miss (reported once, never ret
     hooks: { error: (e) => void errors.push(e) },
   });
   // An entry of an older app version, written by another process.
-  const old = cached(async () => ({ version: 1, name: "old" }), {
+  const old = cached(() => ({ version: 1, name: "old" }), {
     redis: other,
     key: k,
     ttl: 60_000,
@@ -240,7 +240,7 @@ test("validate: a stored value that fails it is a miss (reported once, never ret
   assert.equal(errors.length, 2);
   assert.equal(errors[1].phase, "validate");
   // A validator that throws fails the value.
-  const t = cached(async () => ({ version: 1 }), {
+  const t = cached(() => ({ version: 1 }), {
     redis,
     key: `${k}:throws`,
     ttl: 60_000,
@@ -252,7 +252,7 @@ test("validate: a stored value that fails it is a miss (reported once, never ret
   assert.equal(await redis.send("EXISTS", t.redisKey()), 0);
   assert.throws(
     () =>
-      cached(async () => 1, {
+      cached(() => 1, {
         redis,
         key: k,
         ttl: 1_000,
@@ -333,7 +333,7 @@ test("tags: invalidateTag removes every entry of a tag, in every cached function
   await using b = await connect(url);
   const k = key("tags");
   let runs = 0;
-  const orders = cached(async (user: number, page: number) => {
+  const orders = cached((user: number, page: number) => {
     runs++;
     return { user, page };
   }, {
@@ -342,7 +342,7 @@ test("tags: invalidateTag removes every entry of a tag, in every cached function
     ttl: 60_000,
     tags: (user) => [`${k}:user:${user}`, `${k}:all`],
   });
-  const profile = cached(async (user: number) => {
+  const profile = cached((user: number) => {
     runs++;
     return { user };
   }, {
@@ -398,7 +398,7 @@ test("tags: a computation running when invalidateTag comes does not write; a bad
   assert.deepEqual(await running, { seen: 1 });
   assert.equal(await a.send("EXISTS", f.redisKey()), 0, "not written");
   const bad = (tags: unknown) =>
-    cached(async () => 1, {
+    cached(() => 1, {
       redis: a,
       key: `${k}:bad`,
       ttl: 60_000,
@@ -409,8 +409,7 @@ test("tags: a computation running when invalidateTag comes does not write; a bad
   }
   assert.equal(await a.send("EXISTS", `respite:cache:{${k}:bad}`), 0);
   assert.throws(
-    () =>
-      cached(async () => 1, { redis: a, key: k, ttl: 1, tags: [] as never }),
+    () => cached(() => 1, { redis: a, key: k, ttl: 1, tags: [] as never }),
     TypeError,
   );
 });

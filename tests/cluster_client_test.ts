@@ -224,7 +224,7 @@ test("cached on the cluster client computes once for concurrent calls", async ()
 
 test("cached tags on the cluster: invalidateTag clears a tag's entries spread over every master, each on its own slot", async () => {
   let runs = 0;
-  const f = cached(async (i: number) => {
+  const f = cached((i: number) => {
     runs++;
     return { i };
   }, {

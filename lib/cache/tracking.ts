@@ -29,7 +29,7 @@
 import { closeWith, optionsOf, RedisClient } from "../client/client.ts";
 import { Connection } from "../client/connection.ts";
 import type { CommandSurface } from "../adapters/surface.ts";
-import { Push } from "../resp/decoder.ts";
+import type { Push } from "../resp/decoder.ts";
 import type { MemoryTier } from "./memory.ts";
 
 /** The trackers of each client, by key prefix. */
