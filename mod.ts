@@ -191,6 +191,7 @@ export {
   type BinaryCodec,
   type Codec,
   jsonCodec,
+  richJsonCodec,
   type TextCodec,
 } from "./lib/cache/codec.ts";
 export { Singleflight } from "./lib/cache/singleflight.ts";

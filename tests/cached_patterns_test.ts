@@ -10,7 +10,9 @@ import {
   type CachedWarmResult,
   CodecError,
   connect,
+  jsonCodec,
   type RedisClient,
+  richJsonCodec,
 } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { sleep, teardown, test } from "./_harness.ts";
@@ -412,6 +414,60 @@ test("tags: a computation running when invalidateTag comes does not write; a bad
     () => cached(() => 1, { redis: a, key: k, ttl: 1, tags: [] as never }),
     TypeError,
   );
+});
+
+test("richJsonCodec: Date, Map, Set, BigInt, NaN/Infinity and typed arrays come back as themselves on later hits, at any depth; a tag-shaped object is kept; a foreign tag is a reported miss", async () => {
+  await using redis = await connect(url);
+  const k = key("rich");
+  const value = {
+    at: new Date("2026-12-03T10:00:00.000Z"),
+    never: new Date(Number.NaN),
+    tags: new Set(["a", "b"]),
+    byId: new Map<unknown, unknown>([[1, { when: new Date(0) }], ["x", 2n]]),
+    big: -(2n ** 80n),
+    nums: [Number.NaN, Infinity, -Infinity, -0, 1.5],
+    bytes: new Uint8Array([0, 1, 254, 255]),
+    floats: new Float64Array([1.5, -2.25]),
+    wide: new BigInt64Array([-1n, 2n ** 62n]),
+    view: new Uint16Array(new Uint8Array([1, 0, 2, 0, 3, 0]).buffer, 2, 2),
+    tricky: { $rsp: "Date", v: "not a date" },
+    plain: { nested: [{ at: new Date(1) }] },
+  };
+  let runs = 0;
+  const f = cached(() => {
+    runs++;
+    return value;
+  }, { redis, key: k, ttl: 60_000, codec: richJsonCodec as never });
+  await f(); // computed
+  const hit = await f(); // decoded from Redis
+  assert.equal(runs, 1);
+  assert.ok(hit.at instanceof Date && hit.byId instanceof Map);
+  assert.deepEqual(hit, {
+    ...value,
+    nums: [Number.NaN, Infinity, -Infinity, 0, 1.5],
+  });
+  assert.deepEqual([...hit.view], [2, 3]);
+  // The plain JSON codec changes them: the reason to opt in.
+  const plain = jsonCodec.decode(jsonCodec.encode({ at: value.at })) as {
+    at: unknown;
+  };
+  assert.equal(typeof plain.at, "string");
+  // Refused as by JSON: cycles, functions.
+  const cyc: Record<string, unknown> = {};
+  cyc.self = cyc;
+  assert.throws(() => richJsonCodec.encode(cyc), TypeError);
+  assert.throws(() => richJsonCodec.encode(() => 1), TypeError);
+  // A foreign or malformed tag is not a value: a miss, reported.
+  for (
+    const bad of [
+      '{"$rsp":"Nope","v":1}',
+      '{"$rsp":"Map","v":3}',
+      '{"$rsp":"Float64Array","v":"AAA="}',
+    ]
+  ) {
+    assert.throws(() => richJsonCodec.decode(bad), Error, bad);
+  }
+  await f.invalidate();
 });
 
 teardown(() => server.stop());
