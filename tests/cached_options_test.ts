@@ -64,12 +64,16 @@ test("bad options throw TypeError or RangeError at cached() time, sending nothin
   for (const [what, f, o] of typeErrors) {
     assert.throws(bad(f, o), TypeError, what);
   }
-  // A named function without parameters is its own key.
+  // No key is a TypeError, also for a named function without parameters:
+  // its name would change under a minifier, splitting the fleet's cache.
   function dailyReport() {
     return "report";
   }
-  const report = cached(dailyReport, { redis, ttl: 1_000 });
-  assert.equal(report.redisKey(), "respite:cache:{dailyReport}");
+  assert.throws(
+    () => cached(dailyReport, { redis, ttl: 1_000 } as never),
+    (err: unknown) =>
+      err instanceof TypeError && /key.*minifier/.test(err.message),
+  );
   // Zero windows, beta 0, wait 0 and Infinity are fine.
   cached(fn, { ...base, staleWhileRevalidate: 0, beta: 0, wait: Infinity });
   cached(fn, { ...base, wait: 0, jitter: 999 });
@@ -90,7 +94,7 @@ test("bad options throw TypeError or RangeError at cached() time, sending nothin
   assert.equal(await redis.send("EXISTS", "respite:cache:{k}"), 0);
 });
 
-test("a static key (or a function's name as key) starting with '}' is a TypeError at cached() time, with the lock name check's reason; nothing is sent", async () => {
+test("a static key starting with '}' is a TypeError at cached() time, with the lock name check's reason; nothing is sent", async () => {
   await using redis = await connect(url);
   const before = await commandCalls(redis);
   let lockReason = "";
@@ -102,15 +106,11 @@ test("a static key (or a function's name as key) starting with '}' is a TypeErro
   }
   assert.match(lockReason, /^\(it would leave the .* hash tag .* empty\)/);
   const reason = lockReason.slice(0, lockReason.indexOf(")") + 1);
-  const named = () => "report";
-  Object.defineProperty(named, "name", { value: "}report" });
-  assert.equal(named.name, "}report");
   for (
     const [what, f, o] of [
       ["key '}'", () => "v", { key: "}" }],
       ["key '}x'", () => "v", { key: "}x" }],
       ["key '}}'", () => "v", { key: "}}" }],
-      ["function named '}report'", named, {}],
     ] as const
   ) {
     assert.throws(

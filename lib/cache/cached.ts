@@ -792,8 +792,8 @@ class Cache<A extends unknown[], T> {
  *   {@linkcode CachedOptions}.
  * @returns The cached function, with `get`, `invalidate`, `refresh`, `peek`,
  *   `redisKey` and `idle`.
- * @throws {TypeError} For a missing or mistyped option, or a missing `key`
- *   for a function with parameters.
+ * @throws {TypeError} For a missing or mistyped option (`key` included: it
+ *   is required, as a function's name changes under a minifier).
  * @throws {RangeError} For a `ttl` that is not a positive integer, a
  *   negative window, `beta` < 0, or `jitter` ≥ `ttl`.
  *

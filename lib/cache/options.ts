@@ -136,10 +136,11 @@ export interface CachedOptions<A extends unknown[], T> {
   redis?: RedisLike;
   /**
    * The cache key: a string, or a function of the call's arguments that
-   * returns one (non-empty). May be left out only for a named function
-   * without parameters: its name is the key.
+   * returns one (non-empty). Required: a key taken from the function's name
+   * would change when a bundler or minifier renames the function (two
+   * bundles of one app gave `{en}` and `{tn}`), splitting the fleet's cache.
    */
-  key?: string | ((...args: A) => string);
+  key: string | ((...args: A) => string);
   /**
    * How long a value stays fresh: a positive integer of ms, or a function of
    * the value that returns one, so one cached function can keep some values
@@ -642,26 +643,19 @@ function ttlOption<T>(ttl: unknown): (value: T) => number {
 }
 
 /**
- * The `key` option as a function of the arguments. A static key (or the
- * function's name) is checked now; a key function's result at each call.
+ * The `key` option as a function of the arguments. A static key is checked
+ * now; a key function's result at each call.
  */
-function keyOption<A extends unknown[]>(
-  fn: (...args: never[]) => unknown,
-  key: unknown,
-): (args: A) => string {
+function keyOption<A extends unknown[]>(key: unknown): (args: A) => string {
   if (key === undefined) {
-    if (fn.length > 0) {
-      fail(
-        "key",
-        "given for a function with parameters (a string, or a function of the arguments that returns one)",
-        key,
-      );
-    }
-    if (fn.name === "") fail("key", "given for an anonymous function", key);
-    const name = fn.name;
-    // The key is also the name of the entry's lock and its {<key>} hash tag.
-    checkHashTag("key (here the function's name)", name);
-    return () => name;
+    // Not the function's name: a bundler or minifier renames functions (two
+    // bundles of one app gave `en` and `tn`), and each name would be a cache
+    // of its own, computing again and never invalidated together.
+    fail(
+      "key",
+      "given: a string, or a function of the arguments that returns one (a key taken from the function's name would change when a bundler or minifier renames it, splitting the fleet's cache)",
+      key,
+    );
   }
   if (typeof key === "string") {
     const k = checkString("key", key, true);
@@ -702,7 +696,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
   const o = options as unknown as Record<string, unknown>;
   // Optional: without it, each call gives its client (checked per call).
   const redis = o.redis === undefined ? undefined : checkClient(o.redis);
-  const key = keyOption<A>(fn as (...args: never[]) => unknown, o.key);
+  const key = keyOption<A>(o.key);
   const ttl = ttlOption<T>(o.ttl);
   const beta = o.beta === undefined ? DEFAULTS.beta : o.beta;
   if (typeof beta !== "number") fail("beta", "a number", beta);
