@@ -243,7 +243,18 @@ const FEATURES = {
     const waiting = b.acquire({ wait: 5_000, signal: ac.signal });
     waiting.catch(() => {}); // awaited below, unless the release fails first
     try {
-      await sleep(20);
+      // b is in line before a releases, so the release hands the permit
+      // over (ZPOPMIN, ZMSCORE): a fixed sleep let a loaded machine release
+      // first, and b then took a free permit without those commands.
+      const queue = `respite:sem:{${name}}:queue`;
+      let settled = false;
+      waiting.then(() => settled = true, () => settled = true);
+      const deadline = Date.now() + 5_000;
+      while (!settled && await c.admin.send("ZCARD", queue) === 0) {
+        if (Date.now() > deadline) throw new Error("b never got in line");
+        await sleep(2);
+      }
+      if (settled) await waiting; // b failed (an ACL refusal): its error
       await a.release();
     } catch (err) {
       ac.abort(err);
