@@ -46,6 +46,7 @@ function onAll<T>(
   run: (node: CommandSurface, signal: AbortSignal) => Promise<T>,
   errors?: unknown[],
   enough?: (rs: readonly (T | undefined)[]) => boolean,
+  grace = 0,
 ): Promise<(T | undefined)[]> {
   const c = new AbortController();
   const timer = setTimeout(() => c.abort(), ms);
@@ -54,15 +55,25 @@ function onAll<T>(
     : AbortSignal.any([c.signal, outer]);
   const rs: (T | undefined)[] = nodes.map(() => undefined);
   let done = false;
+  let graceTimer: ReturnType<typeof setTimeout> | undefined;
   const { promise, resolve } = Promise.withResolvers<(T | undefined)[]>();
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(graceTimer);
+    resolve([...rs]);
+  };
   Promise.all(
     nodes.map((n, i) =>
       run(n, signal).then((r) => {
         if (done) return;
         rs[i] = r;
-        if (enough?.(rs)) {
-          done = true;
-          resolve([...rs]);
+        if (graceTimer === undefined && enough?.(rs)) {
+          // Decided: the others get `grace` ms more to answer (so that a
+          // responsive node's part is done when this returns), then they
+          // count as not answering.
+          if (grace <= 0) finish();
+          else graceTimer = setTimeout(finish, grace);
         }
       }, (err) => {
         if (!done) errors?.push(err);
@@ -70,8 +81,7 @@ function onAll<T>(
     ),
   ).finally(() => {
     clearTimeout(timer);
-    done = true;
-    resolve([...rs]);
+    finish();
   });
   return promise;
 }
@@ -227,9 +237,10 @@ export class Quorum {
   > {
     const keys = this.#keys, logger = this.#logger;
     const errors: unknown[] = [];
-    // Done once a quorum answered and one of them deleted it: no need to
-    // wait out `wait` (the lease left) for a node that is frozen or down,
-    // whose key expires on its own.
+    // Done once every node answered, or a quorum answered and one of them
+    // deleted it and the others had a short grace: no need to wait out
+    // `wait` (the lease left) for a node that is frozen or down, whose key
+    // expires on its own.
     const quorum = this.quorum;
     const rs = await onAll(
       this.nodes,
@@ -240,6 +251,9 @@ export class Quorum {
       (rs) =>
         rs.includes("ok") &&
         rs.filter((r) => r !== undefined).length >= quorum,
+      // A responsive node's delete is done when release() returns (its
+      // next holder finds it free); only a frozen or dead one is left.
+      Math.min(wait, Math.max(2 * this.nodeTimeout, 100)),
     );
     if (rs.some((r) => r === "ok")) return "ok";
     const answered = rs.filter((r) => r !== undefined).length;
