@@ -10,6 +10,7 @@ import { cached, connect, type RedisClient } from "../mod.ts";
 import { commandCalls, startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
 import { preloadScripts } from "../testing/scripts.ts";
+import { startFaultProxy } from "../testing/fault_proxy.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 // Our own server: a test flushes it.
@@ -233,6 +234,53 @@ test("outage: the tracking connection killed (CLIENT KILL), then a write: the ol
   await raw.send("DEL", fb.redisKey(1));
   await sleep(50);
   assert.notEqual((await fb(1)).at, fresh);
+});
+
+test("own writes: once set(), invalidate(), refresh() or invalidateTag() resolved, this process does not serve the value they replaced from memory, even while Redis's invalidation has not reached it (tracking connection stalled)", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using redis = await connect(proxy.url);
+    const k = key("own");
+    const runs = { n: 0 };
+    const f = cached((id: number) => ({ id, at: ++runs.n }), {
+      redis,
+      key: (id) => `${k}:${id}`,
+      ttl: 60_000,
+      memory: { maxEntries: 100 },
+      tags: (id) => [`${k}:tag:${id}`],
+    });
+    const remember = async () => {
+      const deadline = Date.now() + 5_000;
+      while ((f.memory?.entries ?? 0) < 1) {
+        assert.ok(Date.now() < deadline, "never remembered");
+        await f(1);
+        await sleep(1);
+      }
+      const hits = f.memory!.hits;
+      const v = await f(1);
+      assert.equal(f.memory!.hits, hits + 1, "served from memory");
+      return v.at;
+    };
+    await remember();
+    // Redis's invalidations for this process's own writes are held back.
+    proxy.stall("down", { only: "TRACKING" });
+    await f.set([1], { id: 1, at: -1 });
+    assert.equal((await f(1)).at, -1, "set()");
+    assert.equal(await remember(), -1);
+    await f.invalidate(1);
+    const computed = (await f(1)).at;
+    assert.ok(computed > 0, "invalidate()");
+    assert.equal(await remember(), computed);
+    const refreshed = (await f.refresh(1)).at;
+    assert.ok(refreshed > computed);
+    assert.equal((await f(1)).at, refreshed, "refresh()");
+    assert.equal(await remember(), refreshed);
+    assert.equal(await f.invalidateTag(`${k}:tag:1`), 1);
+    assert.ok((await f(1)).at > refreshed, "invalidateTag()");
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
 });
 
 test("processes: 3 workers with the tier; a plain DEL from here; none serves the old value after it reached them", async () => {

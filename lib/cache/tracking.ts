@@ -57,6 +57,23 @@ export function trackerFor(
   return t;
 }
 
+/**
+ * This process changed (or may have changed) `entryKey` under `prefix`
+ * through `redis`: every tier of that client and prefix drops it now, and a
+ * read in flight is not kept. Redis's invalidation for the change comes on
+ * the tracking connection, which may be later than the write's own reply:
+ * a caller that awaited `set()` or `invalidate()` must not be served the
+ * value it replaced.
+ */
+export function changedHere(
+  redis: CommandSurface,
+  prefix: string,
+  entryKey: string,
+): void {
+  if (!(redis instanceof RedisClient)) return;
+  trackers.get(redis)?.get(prefix)?.changed(entryKey);
+}
+
 /** One tracking connection, and the memory tiers it keeps coherent. */
 export class Tracker {
   readonly #tiers = new Set<MemoryTier>();
@@ -143,6 +160,12 @@ export class Tracker {
         }`,
       );
     });
+  }
+
+  /** Drops `entryKey` from every tier; see {@linkcode changedHere}. */
+  changed(entryKey: string): void {
+    this.#epoch++;
+    for (const tier of this.#tiers) tier.delete(entryKey);
   }
 
   #onPush(push: Push): void {
