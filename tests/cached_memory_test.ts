@@ -11,6 +11,7 @@ import { commandCalls, startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
 import { preloadScripts } from "../testing/scripts.ts";
 import { startFaultProxy } from "../testing/fault_proxy.ts";
+import { LIVE_MS, PING_EVERY_MS } from "../lib/cache/tracking.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 // Our own server: a test flushes it.
@@ -280,6 +281,63 @@ test("own writes: once set(), invalidate(), refresh() or invalidateTag() resolve
   } finally {
     proxy.resume();
     await proxy.close();
+  }
+});
+
+test("a tracking connection gone silent (its bytes held, the socket still open) is not trusted: a change made elsewhere is not served from memory for more than LIVE_MS", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using redis = await connect(proxy.url);
+    await using raw = await connect(url);
+    const k = key("silent");
+    const f = make(redis, k);
+    const deadline = Date.now() + 5_000;
+    while ((f.memory?.entries ?? 0) < 1) {
+      assert.ok(Date.now() < deadline, "never remembered");
+      await f(1);
+      await sleep(1);
+    }
+    const old = (await f(1)).at;
+    proxy.stall("down", { only: "TRACKING" });
+    await raw.send("DEL", f.redisKey(1)); // its invalidation is held
+    const t0 = performance.now();
+    while ((await f(1)).at === old) {
+      assert.ok(
+        performance.now() - t0 < LIVE_MS + 1_500,
+        "the old value is still served from memory",
+      );
+      await sleep(10);
+    }
+    const gone = performance.now() - t0;
+    assert.ok(gone >= LIVE_MS - PING_EVERY_MS - 50, `${gone} ms`);
+    assert.equal(f.memory!.hits > 0, true);
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
+});
+
+test("the server's idle timeout does not close the tracking connection (it PINGs): the tier is not flushed every `timeout` seconds", async () => {
+  await using redis = await connect(url);
+  await using raw = await connect(url);
+  const k = key("idle");
+  const f = make(redis, k);
+  await f(1);
+  await f(1);
+  assert.equal(f.memory!.entries, 1);
+  const ids = await trackingIds(raw);
+  await raw.send("CONFIG", "SET", "timeout", "1");
+  try {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3_500) {
+      await f(1);
+      await sleep(20);
+    }
+    assert.equal(f.memory!.flushes, 0, "flushed: the connection was closed");
+    assert.equal(f.memory!.entries, 1);
+    assert.deepEqual(await trackingIds(raw), ids, "the same connection");
+  } finally {
+    await raw.send("CONFIG", "SET", "timeout", "0");
   }
 });
 

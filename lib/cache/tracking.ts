@@ -23,6 +23,18 @@
  * clients). A read that was in flight while an invalidation arrived is not
  * kept ({@linkcode Tracker.epoch}).
  *
+ * A connection can also die without a word (a network path that drops
+ * packets, a NAT that forgets it) or be closed by the server's `timeout`
+ * (a tracking connection never sends anything on its own). So it sends a
+ * PING every {@linkcode PING_EVERY_MS}, which keeps it from looking idle
+ * to the server, and the tiers serve only while the reply to a PING sent
+ * less than {@linkcode LIVE_MS} ago has come back (the handshake counts as
+ * one): every invalidation Redis sent before answering it has then been
+ * read, since they travel on the same stream. A connection that stops
+ * answering is bypassed within `LIVE_MS` (its tiers are not flushed for
+ * that: what it sent before the next reply is read before the reply), and
+ * dropped and opened again by the connection's own health check.
+ *
  * @module
  */
 
@@ -31,6 +43,14 @@ import { Connection } from "../client/connection.ts";
 import type { CommandSurface } from "../adapters/surface.ts";
 import type { Push } from "../resp/decoder.ts";
 import type { MemoryTier } from "./memory.ts";
+
+/** How often the tracking connection sends a PING (ms). */
+export const PING_EVERY_MS = 500;
+/**
+ * The tiers serve only while a PING sent less than this long ago (ms) was
+ * answered: how long a silently dead tracking connection can go unnoticed.
+ */
+export const LIVE_MS = 1_500;
 
 /** The trackers of each client, by key prefix. */
 const trackers = new WeakMap<RedisClient, Map<string, Tracker>>();
@@ -84,6 +104,14 @@ export class Tracker {
   #epoch = 0;
   /** Whether the tiers were flushed since the connection was last seen down. */
   #flushedForLoss = false;
+  /**
+   * `performance.now()` of the latest PING sent (or handshake finished) on
+   * the current connection whose reply has been read: every invalidation
+   * Redis sent before then has been seen.
+   */
+  #proven = -Infinity;
+  #pinging = false;
+  #pinger: ReturnType<typeof setInterval> | undefined;
   readonly #redis: RedisClient;
   readonly #prefix: string;
 
@@ -118,8 +146,25 @@ export class Tracker {
       if (!this.#flushedForLoss) this.#flushAll();
       this.#flushedForLoss = true;
       this.#open();
+      return false;
     }
-    return up;
+    // Up, as far as the socket knows: but has it said anything lately?
+    return performance.now() - this.#proven < LIVE_MS;
+  }
+
+  #ping(): void {
+    const conn = this.#conn;
+    if (this.#pinging || conn === null || conn.status !== "ready") return;
+    this.#pinging = true;
+    const sent = performance.now();
+    conn.send(["PING"], { timeout: LIVE_MS * 4 }).then(() => {
+      if (conn === this.#conn && sent > this.#proven) this.#proven = sent;
+    }, () => {
+      // Lost or timed out: the connection's own health check and reconnect
+      // deal with it; meanwhile nothing is proven, so the tiers are bypassed.
+    }).finally(() => {
+      this.#pinging = false;
+    });
   }
 
   #open(): void {
@@ -142,6 +187,7 @@ export class Tracker {
         // gone from every tier.
         if (reconnected) this.#flushAll();
         this.#flushedForLoss = false;
+        this.#proven = performance.now();
       },
     }).then((conn) => {
       this.#opening = null;
@@ -151,6 +197,7 @@ export class Tracker {
       }
       this.#conn = conn;
       this.#flushedForLoss = false;
+      this.#pinger ??= setInterval(() => this.#ping(), PING_EVERY_MS);
     }, (err) => {
       this.#opening = null;
       // The tier stays bypassed; the next call tries again.
@@ -189,6 +236,8 @@ export class Tracker {
   /** Closes the tracking connection (with its client). */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#pinger);
+    this.#pinger = undefined;
     this.#flushAll();
     const c = this.#conn;
     this.#conn = null;
