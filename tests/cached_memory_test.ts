@@ -341,6 +341,64 @@ test("the server's idle timeout does not close the tracking connection (it PINGs
   }
 });
 
+test("a server that refuses the tracking connection (ACL without CLIENT TRACKING): the tier stays off, with one warning and one attempt, not one per call; values still right", async () => {
+  await using admin = await connect(url);
+  const user = `notrack${n++}`;
+  await admin.send(
+    "ACL",
+    "SETUSER",
+    user,
+    "on",
+    ">pw",
+    "~*",
+    "&*",
+    "+@all",
+    "-client",
+  );
+  try {
+    const lines: string[] = [];
+    await using redis = await connect({
+      url,
+      username: user,
+      password: "pw",
+      logger: { warn: (m) => lines.push(m) },
+    });
+    const k = key("refused");
+    const runs = { n: 0 };
+    const f = make(redis, k, runs);
+    const conns = async () =>
+      Number(
+        (await admin.send<string>("INFO", "stats")).match(
+          /total_connections_received:(\d+)/,
+        )![1],
+      );
+    const before = await conns();
+    for (let i = 0; i < 100; i++) await f(1);
+    await admin.send("DEL", f.redisKey(1));
+    assert.equal((await f(1)).at, 2, "recomputed: nothing served from memory");
+    assert.equal(f.memory!.hits, 0);
+    const tried = (await conns()) - before;
+    assert.ok(tried <= 2, `${tried} tracking connections tried`);
+    const warned = lines.filter((l) => l.includes("memory tier is off"));
+    assert.equal(warned.length, 1, warned.join("\n"));
+    assert.ok(!warned[0].includes("pw"), warned[0]);
+  } finally {
+    await admin.send("ACL", "DELUSER", user);
+  }
+});
+
+test("client.close() while the tracking connection is still opening: none is left open once it resolves", async () => {
+  await using admin = await connect(url);
+  for (let i = 0; i < 5; i++) {
+    const redis = await connect(url);
+    const f = make(redis, key("closing"));
+    const call = f(1); // opens the tracking connection
+    await redis.close();
+    await call.catch(() => {});
+    assert.deepEqual(await trackingIds(admin), [], `round ${i}`);
+  }
+});
+
 test("processes: 3 workers with the tier; a plain DEL from here; none serves the old value after it reached them", async () => {
   await using raw = await connect(url);
   const k = key("procs");

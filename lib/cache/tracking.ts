@@ -51,6 +51,8 @@ export const PING_EVERY_MS = 500;
  * answered: how long a silently dead tracking connection can go unnoticed.
  */
 export const LIVE_MS = 1_500;
+/** The longest wait before trying again to open a tracking connection that failed (ms). */
+export const RETRY_MAX_MS = 30_000;
 
 /** The trackers of each client, by key prefix. */
 const trackers = new WeakMap<RedisClient, Map<string, Tracker>>();
@@ -112,6 +114,9 @@ export class Tracker {
   #proven = -Infinity;
   #pinging = false;
   #pinger: ReturnType<typeof setInterval> | undefined;
+  /** Failed opens in a row: the next is not tried before `#retryAt`. */
+  #failures = 0;
+  #retryAt = -Infinity;
   readonly #redis: RedisClient;
   readonly #prefix: string;
 
@@ -169,6 +174,9 @@ export class Tracker {
 
   #open(): void {
     if (this.#closed || this.#conn !== null || this.#opening !== null) return;
+    // A server that refuses the tracking connection (no HELLO 3, an ACL
+    // without CLIENT TRACKING) is not asked again at every call.
+    if (performance.now() < this.#retryAt) return;
     const base = optionsOf(this.#redis);
     this.#opening = Connection.open({
       ...base,
@@ -191,21 +199,31 @@ export class Tracker {
       },
     }).then((conn) => {
       this.#opening = null;
-      if (this.#closed) {
-        void conn.close(0);
-        return;
-      }
+      if (this.#closed) return conn.close(0); // close() waits for it
+
       this.#conn = conn;
       this.#flushedForLoss = false;
+      if (this.#failures > 0) {
+        this.#failures = 0;
+        this.#redis.logger.warn(
+          "respite: cached()'s memory tier is on: its tracking connection is open",
+        );
+      }
       this.#pinger ??= setInterval(() => this.#ping(), PING_EVERY_MS);
     }, (err) => {
       this.#opening = null;
-      // The tier stays bypassed; the next call tries again.
-      this.#redis.logger.warn(
-        `respite: cached()'s memory tier is off until its tracking connection opens: ${
-          err instanceof Error ? err.message : err
-        }`,
-      );
+      // The tier stays bypassed; a call tries again after a backoff (1 s,
+      // doubling, at most RETRY_MAX_MS). One line until it works.
+      this.#failures++;
+      this.#retryAt = performance.now() +
+        Math.min(RETRY_MAX_MS, 1_000 * 2 ** (this.#failures - 1));
+      if (this.#failures === 1) {
+        this.#redis.logger.warn(
+          `respite: cached()'s memory tier is off until its tracking connection opens (tried again at most every ${
+            RETRY_MAX_MS / 1_000
+          } s; said once): ${err instanceof Error ? err.message : err}`,
+        );
+      }
     });
   }
 
@@ -241,6 +259,9 @@ export class Tracker {
     this.#flushAll();
     const c = this.#conn;
     this.#conn = null;
-    await c?.close(0);
+    // An open still under way closes what it opens, and is waited for: no
+    // tracking connection outlives its client's close().
+    const opening = this.#opening;
+    await Promise.all([c?.close(0), opening]);
   }
 }
