@@ -728,9 +728,8 @@ class Cache<A extends unknown[], T> {
           return store.invalidate(k).finally(() => this.changedHere(store, k));
         }));
       }
-      // Only what was invalidated leaves the set: entries that joined since
-      // stay for the next invalidateTag.
-      await store.removeFromTag(tag, members);
+      // The members stay (see `CacheStore.tagMembers`): they leave the set
+      // once their entries can no longer exist.
       n += members.length;
     }
     return n;
