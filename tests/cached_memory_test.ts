@@ -341,6 +341,33 @@ test("the server's idle timeout does not close the tracking connection (it PINGs
   }
 });
 
+test("memory hits need the tracking connection, not the command one: while the latter reconnects (the server's idle timeout closed it: hits sent nothing on it), they are still served, and nothing is computed here", async () => {
+  const lines: string[] = [];
+  await using redis = await connect({
+    url,
+    logger: { warn: (m) => lines.push(m) },
+  });
+  await using raw = await connect(url);
+  const k = key("idle-cmd");
+  const runs = { n: 0 };
+  const f = make(redis, k, runs);
+  await f(1);
+  await f(1);
+  assert.equal(f.memory!.entries, 1);
+  await raw.send("CONFIG", "SET", "timeout", "1");
+  try {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3_500) {
+      await f(1);
+      await sleep(5);
+    }
+  } finally {
+    await raw.send("CONFIG", "SET", "timeout", "0");
+  }
+  assert.equal(runs.n, 1, lines.join("\n"));
+  assert.deepEqual(lines.filter((l) => l.includes("failOpen")), []);
+});
+
 test("a server that refuses the tracking connection (ACL without CLIENT TRACKING): the tier stays off, with one warning and one attempt, not one per call; values still right", async () => {
   await using admin = await connect(url);
   const user = `notrack${n++}`;

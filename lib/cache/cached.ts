@@ -182,9 +182,9 @@ class Cache<A extends unknown[], T> {
    * clients the first of them gave.
    */
   async lookup(k: string, args: A, store: CacheStore): Promise<T> {
-    if (!store.ready) {
-      return await this.failOpen(k, args, store.notReady(), store);
-    }
+    // The memory tier first: its coherence comes from the tracking
+    // connection, not the command one, which may be reconnecting meanwhile
+    // (hits send nothing on it, so the server's idle timeout closes it).
     const mem = this.options.memory === null ? null : this.tierFor(store);
     let stored;
     let epoch = -1;
@@ -195,6 +195,9 @@ class Cache<A extends unknown[], T> {
       epoch = mem.tracker.epoch;
     }
     if (!fromMemory) {
+      if (!store.ready) {
+        return await this.failOpen(k, args, store.notReady(), store);
+      }
       try {
         stored = await store.readFast(k);
       } catch (err) {
