@@ -414,6 +414,39 @@ test("a server that refuses the tracking connection (ACL without CLIENT TRACKING
   }
 });
 
+test("an ACL without PING (optional for respite): the tracking connection's PINGs get NOPERM, which proves it alive all the same; the tier keeps serving", async () => {
+  await using admin = await connect(url);
+  const user = `noping${n++}`;
+  await admin.send(
+    "ACL",
+    "SETUSER",
+    user,
+    "on",
+    ">pw",
+    "~*",
+    "&*",
+    "+@all",
+    "-ping",
+  );
+  try {
+    await using redis = await connect({
+      url,
+      username: user,
+      password: "pw",
+      logger: null,
+    });
+    const f = make(redis, key("noping"));
+    await f(1);
+    await f(1);
+    await sleep(LIVE_MS + 2 * PING_EVERY_MS);
+    const hits = f.memory!.hits;
+    await f(1);
+    assert.equal(f.memory!.hits, hits + 1, "served from memory");
+  } finally {
+    await admin.send("ACL", "DELUSER", user);
+  }
+});
+
 test("client.close() while the tracking connection is still opening: none is left open once it resolves", async () => {
   await using admin = await connect(url);
   for (let i = 0; i < 5; i++) {

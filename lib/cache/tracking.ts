@@ -42,6 +42,7 @@ import { closeWith, optionsOf, RedisClient } from "../client/client.ts";
 import { Connection } from "../client/connection.ts";
 import type { CommandSurface } from "../adapters/surface.ts";
 import type { Push } from "../resp/decoder.ts";
+import { ReplyError } from "../errors.ts";
 import type { MemoryTier } from "./memory.ts";
 
 /** How often the tracking connection sends a PING (ms). */
@@ -162,9 +163,13 @@ export class Tracker {
     if (this.#pinging || conn === null || conn.status !== "ready") return;
     this.#pinging = true;
     const sent = performance.now();
-    conn.send(["PING"], { timeout: LIVE_MS * 4 }).then(() => {
+    const proved = () => {
       if (conn === this.#conn && sent > this.#proven) this.#proven = sent;
-    }, () => {
+    };
+    conn.send(["PING"], { timeout: LIVE_MS * 4 }).then(proved, (err) => {
+      // An error reply (NOPERM: an ACL without PING) is a reply all the
+      // same: everything sent before it has been read.
+      if (err instanceof ReplyError) return proved();
       // Lost or timed out: the connection's own health check and reconnect
       // deal with it; meanwhile nothing is proven, so the tiers are bypassed.
     }).finally(() => {
