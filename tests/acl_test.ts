@@ -83,7 +83,8 @@ export const ALWAYS_ALLOWED = ["auth", "hello"] as const;
 
 /**
  * Sent only with `cached`'s `memory` option, on the tracking connection's
- * handshake: `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{`.
+ * handshake: `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{` (and its
+ * PINGs, optional as above: NOPERM proves the connection alive as well).
  */
 export const MEMORY_TIER_COMMANDS = ["client|tracking"] as const;
 
