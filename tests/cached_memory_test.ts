@@ -105,6 +105,27 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
   }
 });
 
+test("a binary codec whose decode returns a view of the bytes (identity): a caller that changes them changes no other caller's value", async () => {
+  await using redis = await connect(url);
+  const k = key("bytes");
+  const f = cached((): Uint8Array => new Uint8Array([1, 2, 3]), {
+    redis,
+    key: k,
+    ttl: 60_000,
+    memory: { maxEntries: 10 },
+    codec: { binary: true, encode: (b) => b, decode: (b) => b },
+  });
+  await f(); // computed
+  const read = await f(); // read from Redis, and remembered
+  assert.equal(f.memory!.entries, 1);
+  read[0] = 99;
+  const hit = await f();
+  assert.equal(f.memory!.hits, 1);
+  assert.deepEqual([...hit], [1, 2, 3], "the remembered bytes were changed");
+  hit[1] = 98;
+  assert.deepEqual([...await f()], [1, 2, 3], "a hit's bytes are shared");
+});
+
 test("LRU bounds: maxEntries and maxBytes", async () => {
   await using redis = await connect(url);
   const k = key("lru");
