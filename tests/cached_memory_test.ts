@@ -12,7 +12,7 @@ import { runArgs, spawn } from "../testing/proc.ts";
 import { preloadScripts } from "../testing/scripts.ts";
 import { startFaultProxy } from "../testing/fault_proxy.ts";
 import { LIVE_MS, PING_EVERY_MS } from "../lib/cache/tracking.ts";
-import { sleep, teardown, test } from "./_harness.ts";
+import { isDeno, sleep, teardown, test } from "./_harness.ts";
 
 // Our own server: a test flushes it.
 const server = await startRedis();
@@ -478,6 +478,22 @@ test("client.close() while the tracking connection is still opening: none is lef
     await call.catch(() => {});
     assert.deepEqual(await trackingIds(admin), [], `round ${i}`);
   }
+});
+
+test("tiers of cached functions made and dropped (one per request) are left to the garbage collector: the tracker keeps none of them", async () => {
+  const worker = fileURLToPath(
+    new URL("./fixtures/memory_gc_worker.ts", import.meta.url),
+  );
+  const [cmd, args] = runArgs(worker, [url, key("gc")]);
+  if (isDeno) args.splice(1, 0, "--v8-flags=--expose-gc"); // after "run"
+  const p = spawn(cmd, args);
+  assert.equal(await p.exited, 0, await p.stderr());
+  const out = JSON.parse((await p.stdout()).trim().split("\n").pop()!) as {
+    before: number;
+    after: number;
+  };
+  assert.ok(out.before >= 1, JSON.stringify(out));
+  assert.ok(out.after <= 5, `${out.after} of 200 tiers still held`);
 });
 
 test("processes: 3 workers with the tier; a plain DEL from here; none serves the old value after it reached them", async () => {

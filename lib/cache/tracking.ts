@@ -99,7 +99,14 @@ export function changedHere(
 
 /** One tracking connection, and the memory tiers it keeps coherent. */
 export class Tracker {
-  readonly #tiers = new Set<MemoryTier>();
+  /**
+   * Held weakly: a cached function made and dropped (one per request, say)
+   * leaves its tier to the garbage collector, not here for good.
+   */
+  readonly #tiers = new Set<WeakRef<MemoryTier>>();
+  readonly #gone = new FinalizationRegistry<WeakRef<MemoryTier>>((ref) =>
+    this.#tiers.delete(ref)
+  );
   #conn: Connection | null = null;
   #opening: Promise<void> | null = null;
   #closed = false;
@@ -135,9 +142,27 @@ export class Tracker {
     return this.#epoch;
   }
 
+  /** How many tiers it keeps coherent now (collected ones left out). */
+  get tiers(): number {
+    let n = 0;
+    for (const _ of this.#live()) n++;
+    return n;
+  }
+
+  /** The tiers not collected; drops the collected ones on the way. */
+  *#live(): Generator<MemoryTier> {
+    for (const ref of this.#tiers) {
+      const tier = ref.deref();
+      if (tier === undefined) this.#tiers.delete(ref);
+      else yield tier;
+    }
+  }
+
   /** Adds a tier to keep coherent (and opens the connection, once). */
   add(tier: MemoryTier): void {
-    this.#tiers.add(tier);
+    const ref = new WeakRef(tier);
+    this.#tiers.add(ref);
+    this.#gone.register(tier, ref);
     this.#open();
   }
 
@@ -235,7 +260,7 @@ export class Tracker {
   /** Drops `entryKey` from every tier; see {@linkcode changedHere}. */
   changed(entryKey: string): void {
     this.#epoch++;
-    for (const tier of this.#tiers) tier.delete(entryKey);
+    for (const tier of this.#live()) tier.delete(entryKey);
   }
 
   #onPush(push: Push): void {
@@ -246,14 +271,14 @@ export class Tracker {
       this.#flushAll(); // FLUSHDB/FLUSHALL: a null key list
       return;
     }
-    for (const tier of this.#tiers) {
+    for (const tier of this.#live()) {
       for (const k of keys) tier.delete(String(k));
     }
   }
 
   #flushAll(): void {
     this.#epoch++;
-    for (const tier of this.#tiers) tier.clear();
+    for (const tier of this.#live()) tier.clear();
   }
 
   /** Closes the tracking connection (with its client). */
