@@ -17,7 +17,7 @@
  * | `<prefix>cache:{<key>}` | string: an encoded entry | the write script | fresh + stale window (PX) |
  * | `<prefix>cache:inv:{<key>}` | string: a random marker | invalidate | 2 × `lockTtl`, at least 1 s |
  * | `<prefix>cache:lock:{<key>}` (and `:fence`, `:wake`) | the entry's lock | the computing caller | the lease |
- * | `<prefix>cache:tag:{<tag>}` | set: the cache keys of a tag | a computing caller with `tags`, `set()` | its entries' longest lifetime (PX) |
+ * | `<prefix>cache:tag:{<tag>}` | sorted set: the cache keys of a tag, scored with the server time (ms) until which each entry may exist | a computing caller with `tags`, `set()` | its entries' longest lifetime (PX); members past their score are dropped |
  *
  * ## The wake-channel protocol
  *
@@ -148,7 +148,7 @@ export function cacheKeys(
 }
 
 /**
- * The set of the cache keys that carry `tag` (the `tags` option of
+ * The sorted set of the cache keys that carry `tag` (the `tags` option of
  * `cached`): `<prefix>cache:tag:{<tag>}`, in the tag's own slot.
  *
  * @param tag The tag.

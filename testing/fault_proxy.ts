@@ -19,7 +19,9 @@
  *   per piece.
  * - `stall(direction)`: bytes are held, both ways (or only `"up"`,
  *   client→server, or `"down"`, server→client), until `resume()`, which
- *   flushes them in order. Connections stay open.
+ *   flushes them in order. Connections stay open. With `{ only: word }`,
+ *   only the connections that sent a request with that argument (any case,
+ *   among its first 6), e.g. `"TRACKING"` for a tracking connection.
  * - `blackhole()`: bytes are discarded, both ways, with no FIN and no RST.
  *   Connections accepted while it is on are black-holed too. A connection
  *   that lost bytes stays black-holed until it closes, also after
@@ -105,8 +107,14 @@ export interface FaultProxy {
    * between pieces (see the module doc).
    */
   chunk(size: number | null, options?: { gapMs?: number }): void;
-  /** Holds all bytes, both ways (default) or one way, until `resume()`. */
-  stall(direction?: "both" | "up" | "down"): void;
+  /**
+   * Holds all bytes, both ways (default) or one way, until `resume()`;
+   * `only`: of the connections that sent that argument (see the module doc).
+   */
+  stall(
+    direction?: "both" | "up" | "down",
+    options?: { only?: string },
+  ): void;
   /** Discards all bytes, both ways, until `resume()` (see the module doc). */
   blackhole(): void;
   /** Ends the server→client direction of every current connection. */
@@ -296,6 +304,8 @@ interface Conn {
   replies: number;
   /** The leading arguments of each outstanding request, oldest first. */
   pending: string[][];
+  /** Every leading argument it sent (upper case), for `stall({ only })`. */
+  args: Set<string>;
   /** Black-holed: every byte is discarded until it closes. */
   dead: boolean;
   halfClosed: boolean;
@@ -348,8 +358,11 @@ export async function startFaultProxy(
   let chunkGap: number | undefined;
   let stalled = false;
   let stallWay: "both" | "up" | "down" = "both";
-  const held = (p: Pipe) =>
-    stalled && (stallWay === "both" || (stallWay === "up") === p.up);
+  let stallOnly: string | null = null;
+  const stalls = (c: Conn) =>
+    stalled && (stallOnly === null || c.args.has(stallOnly));
+  const held = (c: Conn, p: Pipe) =>
+    stalls(c) && (stallWay === "both" || (stallWay === "up") === p.up);
   let blackholed = false;
   let refusing = false;
   const s = {
@@ -394,7 +407,7 @@ export async function startFaultProxy(
     try {
       while (p.queue.length > 0) {
         if (c.closed || c.dead || p.discard) return discardQueue(p);
-        if (held(p)) return; // resume() pumps again
+        if (held(c, p)) return; // resume() pumps again
         const head = p.queue[0];
         const wait = head.at + latencyMs - performance.now();
         if (latencyMs > 0 && wait > 0) {
@@ -512,6 +525,7 @@ export async function startFaultProxy(
       requests: 0,
       replies: 0,
       pending: [],
+      args: new Set(),
       dead: blackholed,
       halfClosed: false,
       cut: false,
@@ -521,6 +535,7 @@ export async function startFaultProxy(
     conns.add(c);
     let frames = 0;
     const upCounter = new FrameCounter((_type, args) => {
+      for (const a of args) c.args.add(a.toUpperCase());
       if (
         !c.subscriber && args.length > 0 &&
         SUBSCRIBE.has(args[0].toUpperCase())
@@ -536,7 +551,7 @@ export async function startFaultProxy(
       s.requests++;
       // Sent into a held, black-holed or cut path: it will not be answered
       // (stall: not before resume()).
-      if (stalled || c.dead || c.cut) s.inFlightCut++;
+      if (stalls(c) || c.dead || c.cut) s.inFlightCut++;
     });
     const downCounter = new FrameCounter((type) => {
       if (type !== PUSH) frames++;
@@ -548,7 +563,7 @@ export async function startFaultProxy(
         s.bytesDiscarded += d.length;
         return;
       }
-      if (latencyMs > 0 || held(p)) s.chunksDelayed++;
+      if (latencyMs > 0 || held(c, p)) s.chunksDelayed++;
       p.queue.push({ bytes: d, at: performance.now(), frames });
       void pump(c, p);
     };
@@ -612,14 +627,20 @@ export async function startFaultProxy(
       chunkSize = size;
       chunkGap = gap;
     },
-    stall(direction: "both" | "up" | "down" = "both") {
+    stall(
+      direction: "both" | "up" | "down" = "both",
+      options: { only?: string } = {},
+    ) {
       if (!["both", "up", "down"].includes(direction)) {
         throw new TypeError('stall() takes "both", "up" or "down"');
       }
       if (stalled) return;
       stalled = true;
       stallWay = direction;
-      for (const c of conns) if (!c.dead) s.inFlightCut += outstanding(c);
+      stallOnly = options.only?.toUpperCase() ?? null;
+      for (const c of conns) {
+        if (!c.dead && stalls(c)) s.inFlightCut += outstanding(c);
+      }
     },
     blackhole() {
       blackholed = true;
@@ -658,6 +679,7 @@ export async function startFaultProxy(
       chunkSize = null;
       chunkGap = undefined;
       stalled = false;
+      stallOnly = null;
       blackholed = false;
       pumpAll();
     },

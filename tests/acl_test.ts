@@ -55,10 +55,9 @@ export const RESPITE_COMMANDS = [
   "zremrangebyscore",
   "zpopmin",
   "zmscore",
-  // cached()'s tags: a set per tag, filled on a miss, read by invalidateTag.
-  "sadd",
-  "sscan",
-  "srem",
+  // cached()'s tags: a sorted set per tag (zadd, zscore and
+  // zremrangebyscore in Lua, above), filled on a miss, read by invalidateTag.
+  "zscan",
   // Pub/sub, on the client's subscriber connection:
   "subscribe", // waiting for a lock or a cached() value; redis.subscribe()
   "unsubscribe", // when the last waiter on a channel is gone; unsubscribe()
@@ -84,7 +83,8 @@ export const ALWAYS_ALLOWED = ["auth", "hello"] as const;
 
 /**
  * Sent only with `cached`'s `memory` option, on the tracking connection's
- * handshake: `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{`.
+ * handshake: `CLIENT TRACKING ON BCAST PREFIX <prefix>cache:{` (and its
+ * PINGs, optional as above: NOPERM proves the connection alive as well).
  */
 export const MEMORY_TIER_COMMANDS = ["client|tracking"] as const;
 
@@ -119,19 +119,17 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   pexpire: ["Lock.extend"],
   publish: ["Lock.release", "Lock.reset", "cached: miss, then hit"],
   exists: ["Lock.locked"],
-  time: ["Lock.acquire"],
+  time: ["Lock.acquire", "cached: tags"],
   scan: ["Lock.resetAll"],
-  zadd: ["Semaphore, waiting until released"],
+  zadd: ["Semaphore, waiting until released", "cached: tags"],
   zrem: ["Semaphore, waiting until released"],
   zcard: ["Semaphore, waiting until released"],
-  zscore: ["Semaphore.extend"],
+  zscore: ["Semaphore.extend", "cached: tags"],
   zrange: ["Semaphore, waiting until released"],
-  zremrangebyscore: ["Semaphore, waiting until released"],
+  zremrangebyscore: ["Semaphore, waiting until released", "cached: tags"],
   zpopmin: ["Semaphore, waiting until released"],
   zmscore: ["Semaphore, waiting until released"],
-  sadd: ["cached: tags"],
-  sscan: ["cached: tags"],
-  srem: ["cached: tags"],
+  zscan: ["cached: tags"],
   subscribe: [
     "redis.subscribe",
     "Lock.acquire, waiting until released",

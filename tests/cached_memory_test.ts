@@ -10,7 +10,9 @@ import { cached, connect, type RedisClient } from "../mod.ts";
 import { commandCalls, startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
 import { preloadScripts } from "../testing/scripts.ts";
-import { sleep, teardown, test } from "./_harness.ts";
+import { startFaultProxy } from "../testing/fault_proxy.ts";
+import { LIVE_MS, PING_EVERY_MS } from "../lib/cache/tracking.ts";
+import { isDeno, sleep, teardown, test } from "./_harness.ts";
 
 // Our own server: a test flushes it.
 const server = await startRedis();
@@ -101,6 +103,27 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
       JSON.stringify(memory),
     );
   }
+});
+
+test("a binary codec whose decode returns a view of the bytes (identity): a caller that changes them changes no other caller's value", async () => {
+  await using redis = await connect(url);
+  const k = key("bytes");
+  const f = cached((): Uint8Array => new Uint8Array([1, 2, 3]), {
+    redis,
+    key: k,
+    ttl: 60_000,
+    memory: { maxEntries: 10 },
+    codec: { binary: true, encode: (b) => b, decode: (b) => b },
+  });
+  await f(); // computed
+  const read = await f(); // read from Redis, and remembered
+  assert.equal(f.memory!.entries, 1);
+  read[0] = 99;
+  const hit = await f();
+  assert.equal(f.memory!.hits, 1);
+  assert.deepEqual([...hit], [1, 2, 3], "the remembered bytes were changed");
+  hit[1] = 98;
+  assert.deepEqual([...await f()], [1, 2, 3], "a hit's bytes are shared");
 });
 
 test("LRU bounds: maxEntries and maxBytes", async () => {
@@ -233,6 +256,244 @@ test("outage: the tracking connection killed (CLIENT KILL), then a write: the ol
   await raw.send("DEL", fb.redisKey(1));
   await sleep(50);
   assert.notEqual((await fb(1)).at, fresh);
+});
+
+test("own writes: once set(), invalidate(), refresh() or invalidateTag() resolved, this process does not serve the value they replaced from memory, even while Redis's invalidation has not reached it (tracking connection stalled)", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using redis = await connect(proxy.url);
+    const k = key("own");
+    const runs = { n: 0 };
+    const f = cached((id: number) => ({ id, at: ++runs.n }), {
+      redis,
+      key: (id) => `${k}:${id}`,
+      ttl: 60_000,
+      memory: { maxEntries: 100 },
+      tags: (id) => [`${k}:tag:${id}`],
+    });
+    const remember = async () => {
+      const deadline = Date.now() + 5_000;
+      while ((f.memory?.entries ?? 0) < 1) {
+        assert.ok(Date.now() < deadline, "never remembered");
+        await f(1);
+        await sleep(1);
+      }
+      const hits = f.memory!.hits;
+      const v = await f(1);
+      assert.equal(f.memory!.hits, hits + 1, "served from memory");
+      return v.at;
+    };
+    await remember();
+    // Redis's invalidations for this process's own writes are held back.
+    proxy.stall("down", { only: "TRACKING" });
+    await f.set([1], { id: 1, at: -1 });
+    assert.equal((await f(1)).at, -1, "set()");
+    assert.equal(await remember(), -1);
+    await f.invalidate(1);
+    const computed = (await f(1)).at;
+    assert.ok(computed > 0, "invalidate()");
+    assert.equal(await remember(), computed);
+    const refreshed = (await f.refresh(1)).at;
+    assert.ok(refreshed > computed);
+    assert.equal((await f(1)).at, refreshed, "refresh()");
+    assert.equal(await remember(), refreshed);
+    assert.equal(await f.invalidateTag(`${k}:tag:1`), 1);
+    assert.ok((await f(1)).at > refreshed, "invalidateTag()");
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
+});
+
+test("a tracking connection gone silent (its bytes held, the socket still open) is not trusted: a change made elsewhere is not served from memory for more than LIVE_MS", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using redis = await connect(proxy.url);
+    await using raw = await connect(url);
+    const k = key("silent");
+    const f = make(redis, k);
+    const deadline = Date.now() + 5_000;
+    while ((f.memory?.entries ?? 0) < 1) {
+      assert.ok(Date.now() < deadline, "never remembered");
+      await f(1);
+      await sleep(1);
+    }
+    const old = (await f(1)).at;
+    proxy.stall("down", { only: "TRACKING" });
+    await raw.send("DEL", f.redisKey(1)); // its invalidation is held
+    const t0 = performance.now();
+    while ((await f(1)).at === old) {
+      assert.ok(
+        performance.now() - t0 < LIVE_MS + 1_500,
+        "the old value is still served from memory",
+      );
+      await sleep(10);
+    }
+    const gone = performance.now() - t0;
+    assert.ok(gone >= LIVE_MS - PING_EVERY_MS - 50, `${gone} ms`);
+    assert.equal(f.memory!.hits > 0, true);
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
+});
+
+test("the server's idle timeout does not close the tracking connection (it PINGs): the tier is not flushed every `timeout` seconds", async () => {
+  await using redis = await connect(url);
+  await using raw = await connect(url);
+  const k = key("idle");
+  const f = make(redis, k);
+  await f(1);
+  await f(1);
+  assert.equal(f.memory!.entries, 1);
+  const ids = await trackingIds(raw);
+  await raw.send("CONFIG", "SET", "timeout", "1");
+  try {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3_500) {
+      await f(1);
+      await sleep(20);
+    }
+    assert.equal(f.memory!.flushes, 0, "flushed: the connection was closed");
+    assert.equal(f.memory!.entries, 1);
+    assert.deepEqual(await trackingIds(raw), ids, "the same connection");
+  } finally {
+    await raw.send("CONFIG", "SET", "timeout", "0");
+  }
+});
+
+test("memory hits need the tracking connection, not the command one: while the latter reconnects (the server's idle timeout closed it: hits sent nothing on it), they are still served, and nothing is computed here", async () => {
+  const lines: string[] = [];
+  await using redis = await connect({
+    url,
+    logger: { warn: (m) => lines.push(m) },
+  });
+  await using raw = await connect(url);
+  const k = key("idle-cmd");
+  const runs = { n: 0 };
+  const f = make(redis, k, runs);
+  await f(1);
+  await f(1);
+  assert.equal(f.memory!.entries, 1);
+  await raw.send("CONFIG", "SET", "timeout", "1");
+  try {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3_500) {
+      await f(1);
+      await sleep(5);
+    }
+  } finally {
+    await raw.send("CONFIG", "SET", "timeout", "0");
+  }
+  assert.equal(runs.n, 1, lines.join("\n"));
+  assert.deepEqual(lines.filter((l) => l.includes("failOpen")), []);
+});
+
+test("a server that refuses the tracking connection (ACL without CLIENT TRACKING): the tier stays off, with one warning and one attempt, not one per call; values still right", async () => {
+  await using admin = await connect(url);
+  const user = `notrack${n++}`;
+  await admin.send(
+    "ACL",
+    "SETUSER",
+    user,
+    "on",
+    ">pw",
+    "~*",
+    "&*",
+    "+@all",
+    "-client",
+  );
+  try {
+    const lines: string[] = [];
+    await using redis = await connect({
+      url,
+      username: user,
+      password: "pw",
+      logger: { warn: (m) => lines.push(m) },
+    });
+    const k = key("refused");
+    const runs = { n: 0 };
+    const f = make(redis, k, runs);
+    const conns = async () =>
+      Number(
+        (await admin.send<string>("INFO", "stats")).match(
+          /total_connections_received:(\d+)/,
+        )![1],
+      );
+    const before = await conns();
+    for (let i = 0; i < 100; i++) await f(1);
+    await admin.send("DEL", f.redisKey(1));
+    assert.equal((await f(1)).at, 2, "recomputed: nothing served from memory");
+    assert.equal(f.memory!.hits, 0);
+    const tried = (await conns()) - before;
+    assert.ok(tried <= 2, `${tried} tracking connections tried`);
+    const warned = lines.filter((l) => l.includes("memory tier is off"));
+    assert.equal(warned.length, 1, warned.join("\n"));
+    assert.ok(!warned[0].includes("pw"), warned[0]);
+  } finally {
+    await admin.send("ACL", "DELUSER", user);
+  }
+});
+
+test("an ACL without PING (optional for respite): the tracking connection's PINGs get NOPERM, which proves it alive all the same; the tier keeps serving", async () => {
+  await using admin = await connect(url);
+  const user = `noping${n++}`;
+  await admin.send(
+    "ACL",
+    "SETUSER",
+    user,
+    "on",
+    ">pw",
+    "~*",
+    "&*",
+    "+@all",
+    "-ping",
+  );
+  try {
+    await using redis = await connect({
+      url,
+      username: user,
+      password: "pw",
+      logger: null,
+    });
+    const f = make(redis, key("noping"));
+    await f(1);
+    await f(1);
+    await sleep(LIVE_MS + 2 * PING_EVERY_MS);
+    const hits = f.memory!.hits;
+    await f(1);
+    assert.equal(f.memory!.hits, hits + 1, "served from memory");
+  } finally {
+    await admin.send("ACL", "DELUSER", user);
+  }
+});
+
+test("client.close() while the tracking connection is still opening: none is left open once it resolves", async () => {
+  await using admin = await connect(url);
+  for (let i = 0; i < 5; i++) {
+    const redis = await connect(url);
+    const f = make(redis, key("closing"));
+    const call = f(1); // opens the tracking connection
+    await redis.close();
+    await call.catch(() => {});
+    assert.deepEqual(await trackingIds(admin), [], `round ${i}`);
+  }
+});
+
+test("tiers of cached functions made and dropped (one per request) are left to the garbage collector: the tracker keeps none of them", async () => {
+  const worker = fileURLToPath(
+    new URL("./fixtures/memory_gc_worker.ts", import.meta.url),
+  );
+  const [cmd, args] = runArgs(worker, [url, key("gc")]);
+  if (isDeno) args.splice(1, 0, "--v8-flags=--expose-gc"); // after "run"
+  const p = spawn(cmd, args);
+  assert.equal(await p.exited, 0, await p.stderr());
+  const out = JSON.parse((await p.stdout()).trim().split("\n").pop()!) as {
+    before: number;
+    after: number;
+  };
+  assert.ok(out.before >= 1, JSON.stringify(out));
+  assert.ok(out.after <= 5, `${out.after} of 200 tiers still held`);
 });
 
 test("processes: 3 workers with the tier; a plain DEL from here; none serves the old value after it reached them", async () => {

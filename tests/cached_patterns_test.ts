@@ -15,6 +15,7 @@ import {
   richJsonCodec,
 } from "../mod.ts";
 import { sharedRedis } from "../testing/redis.ts";
+import { startFaultProxy } from "../testing/fault_proxy.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -359,12 +360,14 @@ test("tags: invalidateTag removes every entry of a tag, in every cached function
   await profile(8);
   assert.equal(runs, 6);
   const tagSet = `respite:cache:tag:{${k}:user:7}`;
-  assert.equal(await a.send("SCARD", tagSet), 4);
+  assert.equal(await a.send("ZCARD", tagSet), 4);
   const pttl = await a.send<number>("PTTL", tagSet);
   assert.ok(pttl >= 60_000, `the tag set outlives its entries: ${pttl}`);
   // From the other process's function: all four entries of user 7 go.
   assert.equal(await profile.invalidateTag(`${k}:user:7`), 4);
-  assert.equal(await a.send("EXISTS", tagSet), 0);
+  // Its keys stay until their entries' lifetime is over (see the test of a
+  // join racing an invalidateTag).
+  assert.equal(await a.send("ZCARD", tagSet), 4);
   for (const page of [1, 2, 3]) {
     assert.equal(await a.send("EXISTS", orders.redisKey(7, page)), 0);
   }
@@ -468,6 +471,93 @@ test("richJsonCodec: Date, Map, Set, BigInt, NaN/Infinity and typed arrays come 
     assert.throws(() => richJsonCodec.decode(bad), Error, bad);
   }
   await f.invalidate();
+});
+
+test("tags: a tag's set holds only the keys whose entries may still exist: a tag used for ever does not grow for ever", async () => {
+  await using a = await connect(url);
+  const k = key("tagbound");
+  const f = cached((i: number) => ({ i }), {
+    redis: a,
+    key: (i) => `${k}:${i}`,
+    ttl: 50,
+    tags: () => [`${k}:t`],
+  });
+  const tagKey = `respite:cache:tag:{${k}:t}`;
+  const size = async () =>
+    await a.send<string>("TYPE", tagKey) === "zset"
+      ? await a.send<number>("ZCARD", tagKey)
+      : await a.send<number>("SCARD", tagKey);
+  // A new key every 20 ms for 3 s: each entry lives 50 ms, but the tag is
+  // always in use, so its set never expires as a whole.
+  let i = 0;
+  const t0 = Date.now();
+  while (Date.now() - t0 < 3_000) {
+    await f.set([i], { i });
+    i++;
+    await sleep(20);
+  }
+  const held = await size();
+  // Kept: the keys of about the last 1.05 s (50 ms and the 1 s slack).
+  const perSecond = i / ((Date.now() - t0) / 1_000);
+  assert.ok(
+    held <= Math.ceil(perSecond * 1.05) + 5 && held < i / 2,
+    `${held} of ${i} keys still in the tag's set`,
+  );
+  await sleep(1_100);
+  await f.set([i], { i });
+  assert.equal(await size(), 1, "the expired keys were dropped");
+  assert.equal(await f.invalidateTag(`${k}:t`), 1);
+});
+
+test("tags: an invalidateTag that lands between a computation joining the tag and reading its marker does not drop the entry from the tag: the next invalidateTag still removes what that computation wrote", async () => {
+  // The computing process is 150 ms away (each way): its join reaches Redis
+  // 300 ms before its marker read does, and an invalidateTag from here
+  // runs in between.
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using far = await connect(proxy.url);
+    await using near = await connect(url);
+    const k = key("tagjoin");
+    let version = 1;
+    let runs = 0;
+    const opts = {
+      key: `${k}:e`,
+      ttl: 60_000,
+      tags: () => [`${k}:t`],
+    };
+    const fFar = cached(() => ({ version, run: ++runs }), {
+      ...opts,
+      redis: far,
+    });
+    const fNear = cached(() => ({ version, run: ++runs }), {
+      ...opts,
+      redis: near,
+    });
+    await fFar.invalidate(); // connections and scripts ready
+    proxy.latency(150);
+    const running = fFar();
+    const tagKey = `respite:cache:tag:{${k}:t}`;
+    await until(
+      async () => Number(await near.send("EXISTS", tagKey)) === 1,
+      "the far computation's join",
+    );
+    await fNear.invalidateTag(`${k}:t`); // nothing written yet
+    assert.deepEqual(await running, { version: 1, run: 1 });
+    proxy.resume();
+    // Written (its marker was read after that invalidateTag: fine, its data
+    // is newer than it).
+    assert.equal(await near.send("EXISTS", fNear.redisKey()), 1);
+    version = 2; // the data changes, then its tag is invalidated
+    await fNear.invalidateTag(`${k}:t`);
+    assert.deepEqual(
+      await fNear(),
+      { version: 2, run: 2 },
+      "the entry written before survived invalidateTag",
+    );
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
 });
 
 teardown(() => server.stop());

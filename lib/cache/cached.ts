@@ -45,7 +45,7 @@ import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
 import { FailOpenLog } from "./fail_open_log.ts";
 import { type MemoryStats, MemoryTier } from "./memory.ts";
-import { type Tracker, trackerFor } from "./tracking.ts";
+import { changedHere, type Tracker, trackerFor } from "./tracking.ts";
 import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CachedCallOptions}. */
@@ -182,9 +182,9 @@ class Cache<A extends unknown[], T> {
    * clients the first of them gave.
    */
   async lookup(k: string, args: A, store: CacheStore): Promise<T> {
-    if (!store.ready) {
-      return await this.failOpen(k, args, store.notReady(), store);
-    }
+    // The memory tier first: its coherence comes from the tracking
+    // connection, not the command one, which may be reconnecting meanwhile
+    // (hits send nothing on it, so the server's idle timeout closes it).
     const mem = this.options.memory === null ? null : this.tierFor(store);
     let stored;
     let epoch = -1;
@@ -195,6 +195,9 @@ class Cache<A extends unknown[], T> {
       epoch = mem.tracker.epoch;
     }
     if (!fromMemory) {
+      if (!store.ready) {
+        return await this.failOpen(k, args, store.notReady(), store);
+      }
       try {
         stored = await store.readFast(k);
       } catch (err) {
@@ -482,7 +485,17 @@ class Cache<A extends unknown[], T> {
       if (await store.write(k, stored, px, gen)) this.entries.written(k);
     } catch (err) {
       this.events.report(k, err, "write");
+    } finally {
+      this.changedHere(store, k);
     }
+  }
+
+  /**
+   * This process wrote (or tried to write) `k`: no memory tier of its client
+   * serves the value it held, even before Redis's invalidation arrives.
+   */
+  changedHere(store: CacheStore, k: string): void {
+    changedHere(store.redis, this.options.prefix, store.entryKey(k));
   }
 
   async release(lock: Lock, k: string): Promise<void> {
@@ -667,7 +680,11 @@ class Cache<A extends unknown[], T> {
     // Calls that join a lookup from now on see the new value.
     this.flights.forget(store.flightKey(k));
     await this.joinTags(k, args, store, encoded.px);
-    await store.set(k, encoded.stored, encoded.px);
+    try {
+      await store.set(k, encoded.stored, encoded.px);
+    } finally {
+      this.changedHere(store, k);
+    }
     this.entries.written(k);
   }
 
@@ -711,12 +728,11 @@ class Cache<A extends unknown[], T> {
         const batch = members.slice(i, i + 16);
         await Promise.all(batch.map((k) => {
           this.flights.forget(store.flightKey(k));
-          return store.invalidate(k);
+          return store.invalidate(k).finally(() => this.changedHere(store, k));
         }));
       }
-      // Only what was invalidated leaves the set: entries that joined since
-      // stay for the next invalidateTag.
-      await store.removeFromTag(tag, members);
+      // The members stay (see `CacheStore.tagMembers`): they leave the set
+      // once their entries can no longer exist.
       n += members.length;
     }
     return n;
@@ -726,7 +742,11 @@ class Cache<A extends unknown[], T> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
     this.flights.forget(store.flightKey(k));
-    await store.invalidate(k);
+    try {
+      await store.invalidate(k);
+    } finally {
+      this.changedHere(store, k);
+    }
   }
 
   async peek(args: A, redis: unknown): Promise<CachedEntry<T> | null> {

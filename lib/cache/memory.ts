@@ -87,7 +87,9 @@ export class MemoryTier {
     this.#map.delete(entryKey);
     this.#map.set(entryKey, r);
     this.stats.hits++;
-    return r.stored;
+    // Bytes are copied: a binary codec's decode may return a view of them
+    // (an identity codec does), which its caller may change.
+    return typeof r.stored === "string" ? r.stored : r.stored.slice();
   }
 
   /** Remembers a fresh entry read from Redis. */
@@ -96,7 +98,9 @@ export class MemoryTier {
     if (bytes > this.#maxBytes) return;
     const old = this.#map.get(entryKey);
     if (old !== undefined) this.#drop(entryKey, old);
-    this.#map.set(entryKey, { stored, freshUntil, bytes });
+    // A copy: the caller that read `stored` from Redis decodes it too.
+    const own = typeof stored === "string" ? stored : stored.slice();
+    this.#map.set(entryKey, { stored: own, freshUntil, bytes });
     this.#bytes += bytes;
     while (this.#map.size > this.#max || this.#bytes > this.#maxBytes) {
       const [k, r] = this.#map.entries().next().value!;

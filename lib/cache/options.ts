@@ -198,9 +198,12 @@ export interface CachedOptions<A extends unknown[], T> {
    * entry's key in Redis — a respite write or `invalidate()`, a `DEL` or
    * `SET` from anywhere, an expiry, a `FLUSHDB` — drops it here too, as soon
    * as the invalidation arrives. While that connection is down the tier is
-   * flushed and bypassed. An entry is never served past its own freshness,
-   * and a stale one always comes from Redis. Each hit decodes the stored
-   * form again: callers never share one object. Only with respite's own
+   * flushed and bypassed, and so it is while that connection has not
+   * answered a PING (it sends one every 500 ms) sent in the last 1.5 s.
+   * This process's own writes drop their key here at once. An entry is
+   * never served past its own freshness, and a stale one always comes from
+   * Redis. Each hit decodes the stored form again: callers never share one
+   * object. Only with respite's own
    * clients from `connect()` on Redis 6+; with any other client (and on a
    * cluster client) the tier is off and a warning says so once. For
    * long-lived processes: on Cloudflare Workers, where each request has its

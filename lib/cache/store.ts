@@ -76,16 +76,34 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1`,
 );
 
-// KEYS[1] a tag set; ARGV[1] a cache key that carries the tag, ARGV[2] the
-// least lifetime (ms) the set must have now (it never shortens it).
+// KEYS[1] a tag's sorted set: its cache keys, each scored with the server
+// time (ms) until which its entry may exist; ARGV[1] a cache key that carries
+// the tag, ARGV[2] how long (ms) from now its entry may exist. A score only
+// ever grows; members whose time has passed are dropped (so the set holds
+// only entries that may still exist, however long the tag lives); the set
+// lives at least as long as its longest member.
 const TAG_ADD_SCRIPT = new Script(
   "CACHE_TAG_SCRIPT",
-  `redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = tonumber(ARGV[2])
+local score = now + ms
+local had = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if had < score then
+  redis.call('ZADD', KEYS[1], string.format('%.0f', score), ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now))
+if redis.call('PTTL', KEYS[1]) < ms then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 1`,
 );
+
+/**
+ * Added to the lifetime a cache key joins its tag with (ms): the entry is
+ * written a round trip after the join, with the same lifetime from then.
+ */
+const TAG_SLACK_MS = 1_000;
 
 /** Shortest lifetime of an invalidation marker (ms); it is 2 × `lockTtl` above this. */
 const MARKER_MIN_MS = 1_000;
@@ -359,8 +377,9 @@ export class CacheStore {
   }
 
   /**
-   * Adds `k` to the set of each of `tags`, keeping each set at least `ms`
-   * longer (one script per tag: each set lives in its tag's slot).
+   * Adds `k` to the sorted set of each of `tags` for `ms` (and a little
+   * more) from now, dropping the members whose time has passed (one script
+   * per tag: each set lives in its tag's slot).
    */
   async addToTags(
     k: string,
@@ -372,7 +391,7 @@ export class CacheStore {
         this.timed((signal) =>
           TAG_ADD_SCRIPT.run(this.redis, {
             keys: [cacheTagKey(tag, this.#o.prefix)],
-            args: [k, Math.max(1, Math.round(ms))],
+            args: [k, Math.max(1, Math.round(ms)) + TAG_SLACK_MS],
             logger: this.#o.logger,
             signal,
           })
@@ -382,33 +401,27 @@ export class CacheStore {
   }
 
   /**
-   * The cache keys in `tag`'s set, a batch at a time (SSCAN: no command
-   * blocks Redis for a large tag).
+   * The cache keys in `tag`'s set, a batch at a time (ZSCAN: no command
+   * blocks Redis for a large tag). Nothing is removed from the set here:
+   * a computation that joined it just before an `invalidateTag` may read
+   * its marker just after, and write; removing its key would hide that
+   * entry from the next `invalidateTag`. Members leave by their lifetime.
    */
   async *tagMembers(tag: string): AsyncGenerator<string[]> {
     const key = cacheTagKey(tag, this.#o.prefix);
     let cursor = "0";
     do {
-      const [next, members] = await this.timed((signal) =>
+      const [next, flat] = await this.timed((signal) =>
         this.redis.command<[string, string[]]>(
-          ["SSCAN", key, cursor, "COUNT", 200],
+          ["ZSCAN", key, cursor, "COUNT", 200],
           { timeout: this.#o.timeout, signal },
         )
       );
       cursor = String(next);
+      const members: string[] = [];
+      for (let i = 0; i < flat.length; i += 2) members.push(String(flat[i]));
       if (members.length > 0) yield members;
     } while (cursor !== "0");
-  }
-
-  /** Removes `members` from `tag`'s set (members added since stay). */
-  async removeFromTag(tag: string, members: readonly string[]): Promise<void> {
-    if (members.length === 0) return;
-    await this.timed((signal) =>
-      this.redis.command(
-        ["SREM", cacheTagKey(tag, this.#o.prefix), ...members],
-        { timeout: this.#o.timeout, signal },
-      )
-    );
   }
 
   /** The entry's lock (not acquired). */

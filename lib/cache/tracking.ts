@@ -23,6 +23,18 @@
  * clients). A read that was in flight while an invalidation arrived is not
  * kept ({@linkcode Tracker.epoch}).
  *
+ * A connection can also die without a word (a network path that drops
+ * packets, a NAT that forgets it) or be closed by the server's `timeout`
+ * (a tracking connection never sends anything on its own). So it sends a
+ * PING every {@linkcode PING_EVERY_MS}, which keeps it from looking idle
+ * to the server, and the tiers serve only while the reply to a PING sent
+ * less than {@linkcode LIVE_MS} ago has come back (the handshake counts as
+ * one): every invalidation Redis sent before answering it has then been
+ * read, since they travel on the same stream. A connection that stops
+ * answering is bypassed within `LIVE_MS` (its tiers are not flushed for
+ * that: what it sent before the next reply is read before the reply), and
+ * dropped and opened again by the connection's own health check.
+ *
  * @module
  */
 
@@ -30,7 +42,18 @@ import { closeWith, optionsOf, RedisClient } from "../client/client.ts";
 import { Connection } from "../client/connection.ts";
 import type { CommandSurface } from "../adapters/surface.ts";
 import type { Push } from "../resp/decoder.ts";
+import { ReplyError } from "../errors.ts";
 import type { MemoryTier } from "./memory.ts";
+
+/** How often the tracking connection sends a PING (ms). */
+export const PING_EVERY_MS = 500;
+/**
+ * The tiers serve only while a PING sent less than this long ago (ms) was
+ * answered: how long a silently dead tracking connection can go unnoticed.
+ */
+export const LIVE_MS = 1_500;
+/** The longest wait before trying again to open a tracking connection that failed (ms). */
+export const RETRY_MAX_MS = 30_000;
 
 /** The trackers of each client, by key prefix. */
 const trackers = new WeakMap<RedisClient, Map<string, Tracker>>();
@@ -57,9 +80,33 @@ export function trackerFor(
   return t;
 }
 
+/**
+ * This process changed (or may have changed) `entryKey` under `prefix`
+ * through `redis`: every tier of that client and prefix drops it now, and a
+ * read in flight is not kept. Redis's invalidation for the change comes on
+ * the tracking connection, which may be later than the write's own reply:
+ * a caller that awaited `set()` or `invalidate()` must not be served the
+ * value it replaced.
+ */
+export function changedHere(
+  redis: CommandSurface,
+  prefix: string,
+  entryKey: string,
+): void {
+  if (!(redis instanceof RedisClient)) return;
+  trackers.get(redis)?.get(prefix)?.changed(entryKey);
+}
+
 /** One tracking connection, and the memory tiers it keeps coherent. */
 export class Tracker {
-  readonly #tiers = new Set<MemoryTier>();
+  /**
+   * Held weakly: a cached function made and dropped (one per request, say)
+   * leaves its tier to the garbage collector, not here for good.
+   */
+  readonly #tiers = new Set<WeakRef<MemoryTier>>();
+  readonly #gone = new FinalizationRegistry<WeakRef<MemoryTier>>((ref) =>
+    this.#tiers.delete(ref)
+  );
   #conn: Connection | null = null;
   #opening: Promise<void> | null = null;
   #closed = false;
@@ -67,6 +114,17 @@ export class Tracker {
   #epoch = 0;
   /** Whether the tiers were flushed since the connection was last seen down. */
   #flushedForLoss = false;
+  /**
+   * `performance.now()` of the latest PING sent (or handshake finished) on
+   * the current connection whose reply has been read: every invalidation
+   * Redis sent before then has been seen.
+   */
+  #proven = -Infinity;
+  #pinging = false;
+  #pinger: ReturnType<typeof setInterval> | undefined;
+  /** Failed opens in a row: the next is not tried before `#retryAt`. */
+  #failures = 0;
+  #retryAt = -Infinity;
   readonly #redis: RedisClient;
   readonly #prefix: string;
 
@@ -84,9 +142,27 @@ export class Tracker {
     return this.#epoch;
   }
 
+  /** How many tiers it keeps coherent now (collected ones left out). */
+  get tiers(): number {
+    let n = 0;
+    for (const _ of this.#live()) n++;
+    return n;
+  }
+
+  /** The tiers not collected; drops the collected ones on the way. */
+  *#live(): Generator<MemoryTier> {
+    for (const ref of this.#tiers) {
+      const tier = ref.deref();
+      if (tier === undefined) this.#tiers.delete(ref);
+      else yield tier;
+    }
+  }
+
   /** Adds a tier to keep coherent (and opens the connection, once). */
   add(tier: MemoryTier): void {
-    this.#tiers.add(tier);
+    const ref = new WeakRef(tier);
+    this.#tiers.add(ref);
+    this.#gone.register(tier, ref);
     this.#open();
   }
 
@@ -101,12 +177,36 @@ export class Tracker {
       if (!this.#flushedForLoss) this.#flushAll();
       this.#flushedForLoss = true;
       this.#open();
+      return false;
     }
-    return up;
+    // Up, as far as the socket knows: but has it said anything lately?
+    return performance.now() - this.#proven < LIVE_MS;
+  }
+
+  #ping(): void {
+    const conn = this.#conn;
+    if (this.#pinging || conn === null || conn.status !== "ready") return;
+    this.#pinging = true;
+    const sent = performance.now();
+    const proved = () => {
+      if (conn === this.#conn && sent > this.#proven) this.#proven = sent;
+    };
+    conn.send(["PING"], { timeout: LIVE_MS * 4 }).then(proved, (err) => {
+      // An error reply (NOPERM: an ACL without PING) is a reply all the
+      // same: everything sent before it has been read.
+      if (err instanceof ReplyError) return proved();
+      // Lost or timed out: the connection's own health check and reconnect
+      // deal with it; meanwhile nothing is proven, so the tiers are bypassed.
+    }).finally(() => {
+      this.#pinging = false;
+    });
   }
 
   #open(): void {
     if (this.#closed || this.#conn !== null || this.#opening !== null) return;
+    // A server that refuses the tracking connection (no HELLO 3, an ACL
+    // without CLIENT TRACKING) is not asked again at every call.
+    if (performance.now() < this.#retryAt) return;
     const base = optionsOf(this.#redis);
     this.#opening = Connection.open({
       ...base,
@@ -125,24 +225,42 @@ export class Tracker {
         // gone from every tier.
         if (reconnected) this.#flushAll();
         this.#flushedForLoss = false;
+        this.#proven = performance.now();
       },
     }).then((conn) => {
       this.#opening = null;
-      if (this.#closed) {
-        void conn.close(0);
-        return;
-      }
+      if (this.#closed) return conn.close(0); // close() waits for it
+
       this.#conn = conn;
       this.#flushedForLoss = false;
+      if (this.#failures > 0) {
+        this.#failures = 0;
+        this.#redis.logger.warn(
+          "respite: cached()'s memory tier is on: its tracking connection is open",
+        );
+      }
+      this.#pinger ??= setInterval(() => this.#ping(), PING_EVERY_MS);
     }, (err) => {
       this.#opening = null;
-      // The tier stays bypassed; the next call tries again.
-      this.#redis.logger.warn(
-        `respite: cached()'s memory tier is off until its tracking connection opens: ${
-          err instanceof Error ? err.message : err
-        }`,
-      );
+      // The tier stays bypassed; a call tries again after a backoff (1 s,
+      // doubling, at most RETRY_MAX_MS). One line until it works.
+      this.#failures++;
+      this.#retryAt = performance.now() +
+        Math.min(RETRY_MAX_MS, 1_000 * 2 ** (this.#failures - 1));
+      if (this.#failures === 1) {
+        this.#redis.logger.warn(
+          `respite: cached()'s memory tier is off until its tracking connection opens (tried again at most every ${
+            RETRY_MAX_MS / 1_000
+          } s; said once): ${err instanceof Error ? err.message : err}`,
+        );
+      }
     });
+  }
+
+  /** Drops `entryKey` from every tier; see {@linkcode changedHere}. */
+  changed(entryKey: string): void {
+    this.#epoch++;
+    for (const tier of this.#live()) tier.delete(entryKey);
   }
 
   #onPush(push: Push): void {
@@ -153,22 +271,27 @@ export class Tracker {
       this.#flushAll(); // FLUSHDB/FLUSHALL: a null key list
       return;
     }
-    for (const tier of this.#tiers) {
+    for (const tier of this.#live()) {
       for (const k of keys) tier.delete(String(k));
     }
   }
 
   #flushAll(): void {
     this.#epoch++;
-    for (const tier of this.#tiers) tier.clear();
+    for (const tier of this.#live()) tier.clear();
   }
 
   /** Closes the tracking connection (with its client). */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#pinger);
+    this.#pinger = undefined;
     this.#flushAll();
     const c = this.#conn;
     this.#conn = null;
-    await c?.close(0);
+    // An open still under way closes what it opens, and is waited for: no
+    // tracking connection outlives its client's close().
+    const opening = this.#opening;
+    await Promise.all([c?.close(0), opening]);
   }
 }

@@ -63,10 +63,12 @@ const SPECS: ReadonlyMap<string, KeySpec> = new Map<string, KeySpec>([
     "sadd",
     "srem",
     "smembers",
+    "sscan",
     "zadd",
     "zrem",
     "zrange",
     "zscore",
+    "zscan",
     "xadd",
   ].map((c): [string, KeySpec] => [c, FIRST]),
   ...["del", "unlink", "exists", "mget", "touch", "watch"].map(
