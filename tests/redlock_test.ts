@@ -396,6 +396,46 @@ test(
 
 // Destructive: kills servers. Runs last.
 test(
+  "a waiter is woken by the release with node 0 down (killed) or frozen (SIGSTOP): it subscribes on every node, not on node 0 alone",
+  async () => {
+    for (const how of ["killed", "frozen"] as const) {
+      const own = await Promise.all([0, 1, 2].map(() => startRedis()));
+      const cs = await Promise.all(
+        own.map((s) =>
+          connect({
+            url: s.url,
+            reconnect: { minDelay: 50, maxDelay: 200 },
+            connectTimeout: 300,
+            commandTimeout: 2_000,
+          })
+        ),
+      );
+      try {
+        if (how === "killed") await own[0].stop();
+        else own[0].signal("SIGSTOP");
+        const p = prefix();
+        const a = new Lock(cs, "w0", { prefix: p, ttl: 30_000 });
+        const b = new Lock(cs, "w0", { prefix: p, ttl: 30_000 });
+        assert.equal(await a.acquire({ wait: 0 }), true, how);
+        const waiting = b.acquire({ wait: 10_000 });
+        await sleep(300); // b tried, and sleeps until woken (30 s lease)
+        const released = performance.now();
+        await a.release();
+        assert.equal(await waiting, true, `${how}: b never got the lock`);
+        const ms = performance.now() - released;
+        assert.ok(ms < 1_500, `${how}: woken ${Math.round(ms)} ms after`);
+        await b.release();
+      } finally {
+        if (how === "frozen") own[0].signal("SIGCONT");
+        for (const c of cs) await c.close({ force: true }).catch(() => {});
+        for (const s of own) await s.stop().catch(() => {});
+      }
+    }
+  },
+  { timeout: 60_000 },
+);
+
+test(
   "extend and auto-renew survive two nodes killed; a third killed loses the lock (signal aborts with LockLostError)",
   async () => {
     const p = prefix();

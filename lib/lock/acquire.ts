@@ -53,12 +53,22 @@ export class Acquisition {
    * @param redis The lock's client.
    * @param keys The lock's keys (the queue is per key and client).
    * @param attempt One try.
+   * @param wakeVia What the wake subscription goes through (default `redis`).
    */
-  constructor(redis: CommandSurface, keys: LockKeys, attempt: Attempt) {
+  constructor(
+    redis: CommandSurface,
+    keys: LockKeys,
+    attempt: Attempt,
+    wakeVia: CommandSurface = redis,
+  ) {
     this.redis = redis;
     this.keys = keys;
     this.attempt = attempt;
+    this.#wakeVia = wakeVia;
   }
+
+  /** What the queue's wake subscription goes through (a quorum: every node). */
+  readonly #wakeVia: CommandSurface;
 
   /** Runs it: `true` once acquired, `false` when `wait` ran out. */
   async run(wait: number, signal: AbortSignal | undefined): Promise<boolean> {
@@ -109,7 +119,7 @@ export class Acquisition {
     until: number,
     signal: AbortSignal | undefined,
   ): Promise<boolean> {
-    const q = queueOf(this.redis, this.keys, true)!;
+    const q = queueOf(this.redis, this.keys, true, this.#wakeVia)!;
     const turn = Promise.withResolvers<void>();
     const waiter = () => turn.resolve();
     q.waiters.push(waiter);

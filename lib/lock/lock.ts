@@ -38,7 +38,7 @@ import {
 } from "./options.ts";
 import { Acquisition } from "./acquire.ts";
 import { queueOf } from "./queue.ts";
-import { defaultNodeTimeout, Quorum } from "./quorum.ts";
+import { defaultNodeTimeout, Quorum, wakeOnAll } from "./quorum.ts";
 import {
   acquireScript,
   cleanupTry,
@@ -109,6 +109,8 @@ export class Lock {
   #redis: CommandSurface;
   /** The quorum backend of a lock over an array of clients, else `null`. */
   #quorum: Quorum | null = null;
+  /** What waiters subscribe through: the client, or every node of a quorum. */
+  #wakeVia: CommandSurface;
   #logger: Logger | null | undefined;
   #holding: Holding | null = null;
   /** The `releaseOnSignal` option. */
@@ -158,6 +160,7 @@ export class Lock {
   ) {
     const nodes = Array.isArray(redis) ? checkNodes(redis) : null;
     this.#redis = nodes === null ? checkClient(redis as RedisLike) : nodes[0];
+    this.#wakeVia = nodes === null ? this.#redis : wakeOnAll(nodes);
     this.name = checkName(name);
     const o = checkLockOptions(options);
     const nt = (options as LockOptions).nodeTimeout;
@@ -350,6 +353,7 @@ export class Lock {
         this.#redis,
         this.keys,
         (s) => this.#attempt(s),
+        this.#wakeVia,
       ).run(wait, signal);
     } finally {
       this.#acquiring = false;

@@ -59,12 +59,14 @@ const queues = new WeakMap<CommandSurface, Map<string, WaitQueue>>();
 
 /**
  * The queue of the lock `keys` on `redis`: the existing one, else a new one
- * when `create`, else `undefined`.
+ * when `create` (its wake subscription made through `wakeVia`: all the nodes
+ * of a quorum lock), else `undefined`.
  */
 export function queueOf(
   redis: CommandSurface,
   keys: LockKeys,
   create: boolean,
+  wakeVia: CommandSurface = redis,
 ): WaitQueue | undefined {
   let byKey = queues.get(redis);
   let q = byKey?.get(keys.key);
@@ -74,7 +76,7 @@ export function queueOf(
     queues.set(redis, byKey);
   }
   const map = byKey;
-  const created: WaitQueue = new WaitQueue(redis, keys.wake, () => {
+  const created: WaitQueue = new WaitQueue(wakeVia, keys.wake, () => {
     if (map.get(keys.key) === created) map.delete(keys.key);
   });
   q = created;

@@ -107,6 +107,53 @@ function tooFewAnswers(
   );
 }
 
+/**
+ * What a quorum lock's waiters subscribe through: the wake channel on every
+ * node at once (a release publishes on each), confirmed as soon as one node
+ * confirmed it, so a node that is down, frozen or paused neither blocks nor
+ * fails the wait while others carry the wake-up (it was node 0 alone: with
+ * it down, a waiter never tried and failed at its `wait`). Only the wake
+ * path uses it: `subscribe`, and `status` (ready while any node is).
+ */
+export function wakeOnAll(nodes: readonly CommandSurface[]): CommandSurface {
+  return {
+    get status() {
+      return nodes.some((n) => n.status === "ready")
+        ? "ready"
+        : nodes[0].status;
+    },
+    get logger() {
+      return nodes[0].logger;
+    },
+    command: (args, options) => nodes[0].command(args, options),
+    subscribe(channel, listener, options) {
+      const { promise, resolve, reject } = Promise.withResolvers<
+        () => Promise<void>
+      >();
+      const removers: (() => Promise<void>)[] = [];
+      let removed = false;
+      let failed = 0;
+      let firstError: unknown;
+      const removeAll = async () => {
+        removed = true;
+        await Promise.allSettled(removers.splice(0).map((r) => r()));
+      };
+      for (const node of nodes) {
+        node.subscribe(channel, listener, options).then((remove) => {
+          // Confirmed by this node: the wait may go on.
+          if (removed) void remove().catch(() => {});
+          else removers.push(remove);
+          resolve(removeAll);
+        }, (err) => {
+          firstError ??= err;
+          if (++failed === nodes.length) reject(firstError);
+        });
+      }
+      return promise;
+    },
+  };
+}
+
 /** The quorum backend: the nodes, their quorum and the per-node timeout. */
 export class Quorum {
   /** The nodes' command surfaces. */
