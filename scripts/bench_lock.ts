@@ -111,11 +111,20 @@ async function clusterCalls(): Promise<Map<string, number>> {
   return sum;
 }
 
-function respiteQuorum(n: number): Contender {
+/** Commands respite's lock scripts run inside Redis (not requests). */
+const RESPITE_INNER = ["set", "incr", "time", "pttl", "get", "del", "pexpire"];
+
+/** respite's `Lock` on `redis` (a client, a cluster client, or N nodes). */
+function respiteLock(
+  name: string,
+  redis: ConstructorParameters<typeof Lock>[0],
+  publish: "publish" | "spublish",
+  count?: Contender["count"],
+): Contender {
   return {
-    name: `respite Lock N=${n}`,
+    name,
     holder(resource) {
-      const lock = new Lock(respiteNodes.slice(0, n), resource, { ttl: TTL });
+      const lock = new Lock(redis, resource, { ttl: TTL });
       return {
         acquire: async () => {
           if (!await lock.acquire()) throw new Error("not acquired");
@@ -123,23 +132,19 @@ function respiteQuorum(n: number): Contender {
         release: () => lock.release(),
       };
     },
-    scriptInner: [
-      "set",
-      "incr",
-      "time",
-      "pttl",
-      "get",
-      "del",
-      "publish",
-      "pexpire",
-    ],
+    scriptInner: [...RESPITE_INNER, publish],
+    count,
   };
 }
 
-function redlockQuorum(n: number): Contender {
-  const rl = new Redlock(ioNodes.slice(0, n), { retryCount: -1 });
+/** node-redlock v4 (`rl`, over its clients). */
+function redlockOf(
+  name: string,
+  rl: Redlock,
+  count?: Contender["count"],
+): Contender {
   return {
-    name: `redlock v4 N=${n}`,
+    name,
     holder(resource) {
       let held: { unlock(): Promise<unknown> } | null = null;
       return {
@@ -153,117 +158,53 @@ function redlockQuorum(n: number): Contender {
       };
     },
     scriptInner: ["exists", "set", "get", "del"],
+    count,
   };
 }
 
+/** redis-semaphore's `Mutex` on an ioredis client or cluster. */
+function mutexOn(
+  name: string,
+  io: IORedis | IOCluster,
+  count?: Contender["count"],
+): Contender {
+  return {
+    name,
+    holder(resource) {
+      const mutex = new Mutex(io as IORedis, resource, {
+        lockTimeout: TTL,
+        acquireTimeout: 60_000,
+      });
+      return {
+        acquire: () => mutex.acquire(),
+        release: () => mutex.release(),
+      };
+    },
+    scriptInner: ["get", "del"],
+    count,
+  };
+}
+
+const respiteQuorum = (n: number) =>
+  respiteLock(`respite Lock N=${n}`, respiteNodes.slice(0, n), "publish");
+const redlockQuorum = (n: number) =>
+  redlockOf(
+    `redlock v4 N=${n}`,
+    new Redlock(ioNodes.slice(0, n), { retryCount: -1 }),
+  );
+
 const contenders: Contender[] = [
-  {
-    name: "respite Lock",
-    holder(resource) {
-      const lock = new Lock(respite, resource, { ttl: TTL });
-      return {
-        acquire: async () => {
-          if (!await lock.acquire()) throw new Error("not acquired");
-        },
-        release: () => lock.release(),
-      };
-    },
-    scriptInner: [
-      "set",
-      "incr",
-      "time",
-      "pttl",
-      "get",
-      "del",
-      "publish",
-      "pexpire",
-    ],
-  },
-  {
-    name: "redlock v4",
-    holder(resource) {
-      let held: { unlock(): Promise<unknown> } | null = null;
-      return {
-        acquire: async () => {
-          held = await redlock.lock(resource, TTL);
-        },
-        release: async () => {
-          await held!.unlock();
-          held = null;
-        },
-      };
-    },
-    scriptInner: ["exists", "set", "get", "del"],
-  },
-  {
-    name: "redis-semaphore Mutex",
-    holder(resource) {
-      const mutex = new Mutex(ioB, resource, {
-        lockTimeout: TTL,
-        acquireTimeout: 60_000,
-      });
-      return {
-        acquire: () => mutex.acquire(),
-        release: () => mutex.release(),
-      };
-    },
-    scriptInner: ["get", "del"],
-  },
-  {
-    name: "respite Lock (cluster)",
-    holder(resource) {
-      const lock = new Lock(respiteCluster, resource, { ttl: TTL });
-      return {
-        acquire: async () => {
-          if (!await lock.acquire()) throw new Error("not acquired");
-        },
-        release: () => lock.release(),
-      };
-    },
-    scriptInner: [
-      "set",
-      "incr",
-      "time",
-      "pttl",
-      "get",
-      "del",
-      "spublish",
-      "pexpire",
-    ],
-    count: clusterCalls,
-  },
-  {
-    name: "redlock v4 (cluster)",
-    holder(resource) {
-      let held: { unlock(): Promise<unknown> } | null = null;
-      return {
-        acquire: async () => {
-          held = await redlockCluster.lock(resource, TTL);
-        },
-        release: async () => {
-          await held!.unlock();
-          held = null;
-        },
-      };
-    },
-    scriptInner: ["exists", "set", "get", "del"],
-    count: clusterCalls,
-  },
-  {
-    name: "redis-semaphore Mutex (cluster)",
-    holder(resource) {
-      const mutex = new Mutex(ioClusterB as never, resource, {
-        lockTimeout: TTL,
-        acquireTimeout: 60_000,
-      });
-      return {
-        acquire: () => mutex.acquire(),
-        release: () => mutex.release(),
-      };
-    },
-    scriptInner: ["get", "del"],
-    count: clusterCalls,
-  },
+  respiteLock("respite Lock", respite, "publish"),
+  redlockOf("redlock v4", redlock),
+  mutexOn("redis-semaphore Mutex", ioB),
+  respiteLock(
+    "respite Lock (cluster)",
+    respiteCluster,
+    "spublish",
+    clusterCalls,
+  ),
+  redlockOf("redlock v4 (cluster)", redlockCluster, clusterCalls),
+  mutexOn("redis-semaphore Mutex (cluster)", ioClusterB, clusterCalls),
   respiteQuorum(3),
   redlockQuorum(3),
   respiteQuorum(5),

@@ -112,6 +112,21 @@ const PUBLISH_MAX = 64 * 1024;
 const RAW = { raw: true };
 const NOT_RAW = {};
 
+/** A new random invalidation marker. */
+function newMarker(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(12)));
+}
+
+/**
+ * The message that wakes an entry's waiters: the entry itself when it is
+ * small text (they need no GET), else {@linkcode WAKE_WRITTEN}.
+ */
+function wakeMessage(stored: string | Uint8Array): string | Uint8Array {
+  return typeof stored === "string" && stored.length <= PUBLISH_MAX
+    ? stored
+    : WAKE_WRITTEN;
+}
+
 /** Every script a cached function runs (tests load them into a server ahead of use). */
 export const CACHE_SCRIPTS: readonly Script[] = [
   WRITE_SCRIPT,
@@ -321,9 +336,7 @@ export class CacheStore {
           Math.max(1, Math.round(px)),
           gen.marker,
           keys.lock.wake,
-          typeof stored === "string" && stored.length <= PUBLISH_MAX
-            ? stored
-            : WAKE_WRITTEN,
+          wakeMessage(stored),
         ],
         logger: this.#o.logger,
         signal,
@@ -338,7 +351,7 @@ export class CacheStore {
    */
   async invalidate(k: string): Promise<void> {
     const keys = cacheKeys(k, this.#o.prefix);
-    const marker = toHex(crypto.getRandomValues(new Uint8Array(12)));
+    const marker = newMarker();
     await this.timed((signal) =>
       INVALIDATE_SCRIPT.run(this.redis, {
         keys: [keys.entry, keys.marker],
@@ -356,7 +369,7 @@ export class CacheStore {
    */
   async set(k: string, stored: string | Uint8Array, px: number): Promise<void> {
     const keys = cacheKeys(k, this.#o.prefix);
-    const marker = toHex(crypto.getRandomValues(new Uint8Array(12)));
+    const marker = newMarker();
     await this.timed((signal) =>
       SET_SCRIPT.run(this.redis, {
         keys: [keys.entry, keys.marker],
@@ -366,9 +379,7 @@ export class CacheStore {
           marker,
           this.markerTtl,
           keys.lock.wake,
-          typeof stored === "string" && stored.length <= PUBLISH_MAX
-            ? stored
-            : WAKE_WRITTEN,
+          wakeMessage(stored),
         ],
         logger: this.#o.logger,
         signal,
