@@ -261,11 +261,32 @@ export function cleanupTry(
   ttl: number,
   logger: Logger | null | undefined,
 ): void {
+  resendUnanswered(
+    redis,
+    () => unlockScript(redis, keys, value, { logger }),
+    ttl,
+  );
+}
+
+/**
+ * Runs `send` in the background and, while it gets no answer ({@linkcode
+ * noAnswer}), runs it again at growing intervals (20 ms doubling to 500 ms),
+ * until `ttl` after its first failure; stops when the client is closed or an
+ * answer (any) came. For commands that are harmless to run twice: a
+ * compare-and-delete of a token of one's own.
+ *
+ * @param ttl How long after the first failure it is worth sending (ms).
+ */
+export function resendUnanswered(
+  redis: CommandSurface,
+  send: () => Promise<unknown>,
+  ttl: number,
+): void {
   let until = Infinity;
   let gap = 20;
-  const send = (): void => {
+  const once = (): void => {
     const sentAt = performance.now();
-    unlockScript(redis, keys, value, { logger }).catch((err) => {
+    send().catch((err) => {
       if (!noAnswer(redis, err)) return;
       const now = performance.now();
       if (until === Infinity) until = now + ttl;
@@ -273,13 +294,13 @@ export function cleanupTry(
       const wait = Math.min(gap - (now - sentAt), until - now);
       gap = Math.min(gap * 2, CLEANUP_MAX_GAP);
       if (wait <= 0) {
-        send();
+        once();
       } else {
-        unrefTimer(setTimeout(send, wait));
+        unrefTimer(setTimeout(once, wait));
       }
     });
   };
-  send();
+  once();
 }
 
 /**

@@ -17,11 +17,12 @@ import type { CompareResult, SendOptions } from "../lock/scripts.ts";
 // waiter's own ttl. A waiting token's random part starts with the tag of
 // its client's waiters (lib/semaphore/waiters.ts). Both scripts below hand
 // free permits to the first live waiters in line themselves (ZPOPMIN off the
-// queue, ZADD to holders), and publish "<server ms> <token> ..." on the wake
-// channel: a waiter that reads its token holds a permit without asking
-// again. A release returns, rather than publishes, the tokens that carry the
-// releasing client's tag: that client wakes them from the reply. Nothing is
-// published when nobody (elsewhere) waits.
+// queue, ZADD to holders), and publish "<server ms> <key> ..." on the wake
+// channel, each token by its key (`<ttl>:<hex>`, without the owner id,
+// which may hold spaces): a waiter that reads its key holds a permit
+// without asking again. A release returns, rather than publishes, the
+// tokens that carry the releasing client's tag: that client wakes them
+// from the reply. Nothing is published when nobody (elsewhere) waits.
 //
 // Cost, in commands run inside Lua: every redis.call is O(1) or O(log n) in
 // the holders or the queue (times the permits handed); nothing scans the
@@ -61,7 +62,7 @@ local function hand(free, tag)
         if tag ~= '' and string.sub(h, #ttl + 2, #ttl + 1 + #tag) == tag then
           near[#near + 1] = h
         else
-          far[#far + 1] = h
+          far[#far + 1] = string.match(h, '^%d+:%x+')
         end
         free = free - 1
       end
@@ -136,7 +137,7 @@ local function hand(free, tag)
         if tag ~= '' and string.sub(h, #ttl + 2, #ttl + 1 + #tag) == tag then
           near[#near + 1] = h
         else
-          far[#far + 1] = h
+          far[#far + 1] = string.match(h, '^%d+:%x+')
         end
         free = free - 1
       end

@@ -21,7 +21,11 @@ import {
   checkName,
   checkTtl,
 } from "../lock/options.ts";
-import type { CompareResult } from "../lock/scripts.ts";
+import {
+  type CompareResult,
+  noAnswer,
+  resendUnanswered,
+} from "../lock/scripts.ts";
 import type { Logger } from "../validate.ts";
 import { waitersIfAny, waitersOf } from "./waiters.ts";
 import { checkSemaphoreOptions, type SemaphoreOptions } from "./options.ts";
@@ -212,11 +216,13 @@ export class Semaphore {
           await waiters.sleep(token, sleep, both);
           sleep = until - performance.now();
         }
-        if (
-          granted !== null &&
-          this.#hold(token, r.sent, r.now, granted + this.ttl)
-        ) {
-          return true;
+        if (granted !== null) {
+          if (this.#hold(token, r.sent, r.now, granted + this.ttl)) {
+            return true;
+          }
+          // Handed too long ago to trust (the event loop was held up): the
+          // try below asks Redis, and a later handover is heard afresh.
+          granted = null;
         }
         r = await this.#try(token, TICKET_TTL, true, both);
         if (r.acquired) return true;
@@ -230,7 +236,7 @@ export class Semaphore {
       this.#acquiring = false;
       if (queued && this.#holding === null) {
         // Leave the line, and give back a permit handed over meanwhile.
-        this.#releaseToken(token).catch(() => {});
+        this.#giveBack(token);
       }
     }
   }
@@ -249,22 +255,31 @@ export class Semaphore {
     { acquired: boolean; sent: number; now: number; firstExpiry: number }
   > {
     const sent = performance.now();
-    const r = await semAcquireScript(
-      this.#redis,
-      this.keys,
-      token,
-      this.ttl,
-      this.limit,
-      ticketTtl,
-      again,
-      { logger: this.#logger, signal },
-    );
+    let r;
+    try {
+      r = await semAcquireScript(
+        this.#redis,
+        this.keys,
+        token,
+        this.ttl,
+        this.limit,
+        ticketTtl,
+        again,
+        { logger: this.#logger, signal },
+      );
+    } catch (err) {
+      // No answer (it may have run: taken a permit, or queued), aborted
+      // after it was written, or an error reply (a script that fails half
+      // way keeps what it did): give back whatever it may hold.
+      this.#giveBack(token);
+      throw err;
+    }
     if (r.acquired) {
       if (this.#hold(token, sent, r.now, r.expiry)) {
         return { acquired: true, sent, now: r.now, firstExpiry: 0 };
       }
       // Came back too late to trust: give it back, and look again.
-      this.#releaseToken(token).catch(() => {});
+      this.#giveBack(token);
       return { acquired: false, sent, now: r.now, firstExpiry: 1 };
     }
     return { acquired: false, sent, now: r.now, firstExpiry: r.firstExpiry };
@@ -287,6 +302,20 @@ export class Semaphore {
     );
     if (r.near.length > 0) w?.grant(r.now, r.near);
     return r.result;
+  }
+
+  /**
+   * Gives `token`'s permit or ticket back in the background, sent again
+   * while it gets no answer (for up to the lease and its margin after the
+   * first failure: by then a permit it held has run out anyway). Running
+   * it twice is harmless: a token that holds nothing is left alone.
+   */
+  #giveBack(token: string): void {
+    resendUnanswered(
+      this.#redis,
+      () => this.#releaseToken(token),
+      this.ttl + leaseMargin(this.ttl),
+    );
   }
 
   /**
@@ -318,7 +347,10 @@ export class Semaphore {
 
   /**
    * Gives the permit back and wakes the next waiters. Rejects with
-   * `LockNotHeldError` when not held, or when Redis found it expired.
+   * `LockNotHeldError` when not held, or when Redis found it expired. When
+   * Redis does not answer (connection lost, timed out), rejects with that
+   * error and sends the release again in the background until it is
+   * answered, so the permit comes back without waiting out its TTL.
    *
    * @example
    * ```ts
@@ -336,7 +368,15 @@ export class Semaphore {
     if (h === null) throw this.#notHeld("not-acquired", "release");
     h.release();
     this.#holding = null;
-    const r = await this.#releaseToken(h.value);
+    let r;
+    try {
+      r = await this.#releaseToken(h.value);
+    } catch (err) {
+      // No answer: it may not have run. Sent again in the background (a
+      // second run is harmless), so the permit does not wait out its TTL.
+      if (noAnswer(this.#redis, err)) this.#giveBack(h.value);
+      throw err;
+    }
     if (r !== "ok") {
       h.lose("expired", "release() found its permit expired");
       throw this.#notHeld("expired", "release");

@@ -36,7 +36,8 @@ export class Waiters {
   ) {
     this.#table = table;
     this.#channel = channel;
-    // "<server ms> <token> <token> ...": each token now holds a permit.
+    // "<server ms> <key> <key> ...": each token now holds a permit
+    // (tokens by their keys: an owner id may hold spaces).
     this.wake = new Wake(redis, channel, (message) => {
       const parts = message.split(" ");
       this.grant(Number(parts[0]), parts, 1);
@@ -52,8 +53,9 @@ export class Waiters {
    */
   grant(at: number, tokens: readonly string[], from = 0): void {
     for (let i = from; i < tokens.length; i++) {
-      this.#granted.get(tokens[i])?.(at);
-      this.#sleepers.get(tokens[i])?.();
+      const key = tokenKey(tokens[i]);
+      this.#granted.get(key)?.(at);
+      this.#sleepers.get(key)?.();
     }
   }
 
@@ -73,9 +75,10 @@ export class Waiters {
     // every `recheckMs`.
     const recheck = this.wake.redis.recheckMs;
     if (recheck !== undefined) ms = Math.min(ms, recheck);
+    const key = tokenKey(token);
     return wakeableSleep(ms, signal, (wake) => {
-      this.#sleepers.set(token, wake);
-      return () => this.#sleepers.delete(token);
+      this.#sleepers.set(key, wake);
+      return () => this.#sleepers.delete(key);
     });
   }
 
@@ -85,9 +88,10 @@ export class Waiters {
    */
   listen(token: string, onGranted: (at: number) => void): () => void {
     this.#refs++;
-    this.#granted.set(token, onGranted);
+    const key = tokenKey(token);
+    this.#granted.set(key, onGranted);
     return () => {
-      this.#granted.delete(token);
+      this.#granted.delete(key);
       if (--this.#refs === 0) {
         this.#table.delete(this.#channel);
         this.ready = false;
@@ -95,6 +99,16 @@ export class Waiters {
       }
     };
   }
+}
+
+/**
+ * A token's key: `<ttl>:<hex>`, the token without its owner id (the part
+ * the wake channel carries; unique by its random hex, and free of spaces
+ * and colons whatever the id holds). A key is its own key.
+ */
+export function tokenKey(token: string): string {
+  const i = token.indexOf(":", token.indexOf(":") + 1);
+  return i === -1 ? token : token.slice(0, i);
 }
 
 const all = new WeakMap<CommandSurface, Map<string, Waiters>>();
