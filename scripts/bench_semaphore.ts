@@ -23,8 +23,10 @@
  * "hold measured" is the mean time a holder actually spent in its
  * `setTimeout` hold (Deno's timers fire late, by how much depends on what
  * else wakes the event loop), so that 3 / rate − hold is what each library
- * adds per acquisition. "max holders" counts holders in this process
- * between acquire and release (at a zero hold that is synchronous: 1).
+ * adds per acquisition ("cycle − hold": a permit's cycle, limit / rate,
+ * less the measured hold, per round, median). "max holders" counts holders
+ * in this process between acquire and release (at a zero hold that is
+ * synchronous: 1).
  *
  * Peer configuration: redis-semaphore's defaults but for the timeouts —
  * `retryInterval` 10 ms (its default: a refused acquire tries again every
@@ -146,6 +148,11 @@ interface Measure {
   scripts: number;
   /** The mean time a holder actually spent in its hold (timer lateness included). */
   held: number;
+  /**
+   * What a permit's cycle took beyond its measured hold (ms): limit / rate
+   * − held, the library's own share (the handover) with a hold > 0.
+   */
+  overhead: number;
 }
 
 async function contended(
@@ -221,6 +228,9 @@ async function contended(
     all: (requests + insideLua) / counted,
     scripts: scripts / counted,
     held: holds === 0 ? 0 : heldMs / holds,
+    overhead: holds === 0
+      ? 0
+      : LIMIT / (counted / ((t1 - t0) / 1000)) * 1000 - heldMs / holds,
   };
 }
 
@@ -267,6 +277,7 @@ try {
     "× redis-semaphore",
     "all commands/acq",
     "hold measured",
+    "cycle − hold",
     "max holders",
     "top worker",
   ]];
@@ -291,6 +302,7 @@ try {
         allPerAcquisition: med((m) => m.all),
         scriptsPerAcquisition: med((m) => m.scripts),
         heldMs: med((m) => m.held),
+        overheadMs: med((m) => m.overhead),
         maxHolders: Math.max(...ms.map((m) => m.most)),
         topWorkerShare: med((m) => m.top),
         rounds: ms,
@@ -307,6 +319,7 @@ try {
         s.insideLuaRatio.toFixed(2),
         s.allPerAcquisition.toFixed(2),
         `${s.heldMs.toFixed(2)} ms`,
+        `${s.overheadMs.toFixed(2)} ms`,
         String(s.maxHolders),
         `${(s.topWorkerShare * 100).toFixed(0)}%`,
       ]);
