@@ -18,6 +18,7 @@
  * | `<prefix>cache:inv:{<key>}` | string: a random marker | invalidate | 2 × `lockTtl`, at least 1 s |
  * | `<prefix>cache:lock:{<key>}` (and `:fence`, `:wake`) | the entry's lock | the computing caller | the lease |
  * | `<prefix>cache:tag:{<tag>}` | sorted set: the cache keys of a tag, scored with the server time (ms) until which each entry may exist | a computing caller with `tags`, `set()` | its entries' longest lifetime (PX); members past their score are dropped |
+ * | `<prefix>cache:{<namespace>}:gen` | string: the namespace's generation, a random token every entry of the namespace carries | the first writer (SET NX), `invalidateAll` (SET) | never expires (one per namespace) |
  *
  * ## The wake-channel protocol
  *
@@ -160,6 +161,26 @@ export function cacheTagKey(
   prefix: string = DEFAULT_PREFIX,
 ): string {
   return `${prefix}cache:tag:{${tag}}`;
+}
+
+/**
+ * The generation key of a `cached` namespace (the `namespace` option):
+ * `<prefix>cache:{<namespace>}:gen`. It holds a random token; every entry
+ * of the namespace is written with the token it read, and an entry whose
+ * token is not the current one is a miss, so `invalidateAll()` is one SET.
+ * It starts with the entries' prefix (`<prefix>cache:{`), so a memory tier's
+ * broadcast tracking sees it change too; it ends in `:gen`, where an entry
+ * key ends in `}`, so it is never an entry's key.
+ *
+ * @param namespace The namespace.
+ * @param prefix The key prefix (default `respite:`).
+ * @returns The generation key.
+ */
+export function cacheGenerationKey(
+  namespace: string,
+  prefix: string = DEFAULT_PREFIX,
+): string {
+  return `${prefix}cache:{${namespace}}:gen`;
 }
 
 /**

@@ -252,6 +252,30 @@ test("cached tags on the cluster: invalidateTag clears a tag's entries spread ov
   assert.equal(await f.invalidateTag("cl-even"), 15);
 });
 
+test("cached invalidateAll on the cluster: the namespace's token lives in its own slot, entries on every master; one SET makes them all miss", async () => {
+  let runs = 0;
+  const f = cached((i: number) => ({ i, run: ++runs }), {
+    redis,
+    key: (i) => `cl-gen:${i}`,
+    ttl: 60_000,
+    namespace: "cl-gen-ns",
+  });
+  await f.invalidateAll();
+  for (let i = 0; i < 30; i++) await f(i);
+  for (let i = 0; i < 30; i++) await f(i);
+  assert.equal(runs, 30);
+  const owners = new Set<ClusterNode>();
+  for (let i = 0; i < 30; i++) {
+    owners.add(await cluster.ownerOf(keySlot(f.redisKey(i))));
+  }
+  assert.equal(owners.size, 3, "the entries live on every master");
+  await f.invalidateAll();
+  for (let i = 0; i < 30; i++) assert.ok((await f(i)).run > 30);
+  assert.equal(runs, 60);
+  for (let i = 0; i < 30; i++) await f(i);
+  assert.equal(runs, 60);
+});
+
 test("Lock.resetAll clears lock keys on every master", async () => {
   const locks = Array.from(
     { length: 30 },

@@ -33,13 +33,18 @@ import {
   valueOf,
   xfetchEarly,
 } from "./entry.ts";
-import { CacheStore, type Generation } from "./store.ts";
+import {
+  CacheStore,
+  type CurrentGeneration,
+  type Generation,
+  type Stored,
+} from "./store.ts";
 import { awaitTurn, type WaitState } from "./wait.ts";
 import { CachedTimeoutError, CodecError } from "../errors.ts";
 import { checkRequest } from "../client/client.ts";
 import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import { checkClient } from "../lock/options.ts";
-import { cacheEntryKey } from "../keys.ts";
+import { cacheEntryKey, cacheGenerationKey } from "../keys.ts";
 import type { Lock } from "../lock/lock.ts";
 import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
@@ -72,6 +77,8 @@ class Cache<A extends unknown[], T> {
   >();
   /** The memory tier was refused for a client: warned once. */
   warnedNoTier = false;
+  /** The namespace's generation key, or `null` without a `namespace`. */
+  readonly genKey: string | null;
 
   constructor(
     fn: (...args: A) => T | Promise<T>,
@@ -79,6 +86,9 @@ class Cache<A extends unknown[], T> {
   ) {
     this.fn = fn;
     this.options = options;
+    this.genKey = options.namespace === null
+      ? null
+      : cacheGenerationKey(options.namespace, options.prefix);
     this.events = new CacheEvents(options);
     this.entries = new EntryCodec<T>(
       options,
@@ -120,6 +130,7 @@ class Cache<A extends unknown[], T> {
         timeout: o.timeout,
         logger: o.logger,
         binary: o.codec.binary === true,
+        genKey: this.genKey,
       });
       this.stores.set(client, store);
     }
@@ -167,7 +178,7 @@ class Cache<A extends unknown[], T> {
             );
         }
       } else {
-        const tier = new MemoryTier(m.maxEntries, m.maxBytes);
+        const tier = new MemoryTier(m.maxEntries, m.maxBytes, this.genKey);
         tracker.add(tier);
         t = { tier, tracker };
       }
@@ -186,25 +197,33 @@ class Cache<A extends unknown[], T> {
     // connection, not the command one, which may be reconnecting meanwhile
     // (hits send nothing on it, so the server's idle timeout closes it).
     const mem = this.options.memory === null ? null : this.tierFor(store);
-    let stored;
+    const namespaced = this.genKey !== null;
+    let stored: Stored = null;
+    // The namespace's token the entry must carry (undefined: no namespace).
+    let gen: CurrentGeneration;
     let epoch = -1;
     let fromMemory = false;
     if (mem !== null && mem.tracker.usable()) {
-      stored = mem.tier.get(store.entryKey(k), Date.now());
-      fromMemory = stored !== null;
       epoch = mem.tracker.epoch;
+      gen = namespaced ? mem.tier.generation : undefined;
+      // With a namespace, a memory hit needs the token from memory too.
+      if (gen !== null) {
+        stored = mem.tier.get(store.entryKey(k), Date.now());
+        fromMemory = stored !== null;
+      }
     }
     if (!fromMemory) {
       if (!store.ready) {
         return await this.failOpen(k, args, store.notReady(), store);
       }
       try {
-        stored = await store.readFast(k);
+        if (namespaced) [stored, gen] = await store.readFastWithGeneration(k);
+        else stored = await store.readFast(k);
       } catch (err) {
         return await this.failOpen(k, args, err, store);
       }
     }
-    const e = this.entries.decode(k, stored ?? null);
+    const e = this.entries.decode(k, stored, gen);
     const now = Date.now();
     if (e !== null) {
       const o = this.options;
@@ -213,8 +232,10 @@ class Cache<A extends unknown[], T> {
           !fromMemory && mem !== null && epoch === mem.tracker.epoch &&
           mem.tracker.usable()
         ) {
-          // No invalidation came while the read was out: keep it.
+          // No invalidation came while the read was out: keep it (and the
+          // namespace's token it was checked against).
           mem.tier.put(store.entryKey(k), stored!, e.freshUntil);
+          if (namespaced) mem.tier.generation = gen!;
         }
         if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
         if (e.kind === "error") throw failureOf(k, e);
@@ -347,7 +368,7 @@ class Cache<A extends unknown[], T> {
       await this.release(lock, k);
       return await this.failOpen(k, args, err, store);
     }
-    const e = this.entries.decode(k, stored);
+    const e = this.entries.decode(k, stored, this.current(gen));
     if (acceptable(e, Date.now(), minCreatedAt)) {
       // Written just before we took the lock.
       await this.release(lock, k);
@@ -408,6 +429,7 @@ class Cache<A extends unknown[], T> {
             err,
             createdAt,
             duration,
+            gen.ns,
           );
           await this.write(k, stored, px, gen, store);
         }
@@ -448,7 +470,13 @@ class Cache<A extends unknown[], T> {
           "validate",
         );
       } else {
-        const encoded = this.entries.encodeValue(k, value, createdAt, delta);
+        const encoded = this.entries.encodeValue(
+          k,
+          value,
+          createdAt,
+          delta,
+          gen?.ns ?? "",
+        );
         if (encoded !== null && gen !== null) {
           await this.write(k, encoded.stored, encoded.px, gen, store);
           if (this.options.maxEntryMs === null && this.options.tags !== null) {
@@ -463,6 +491,11 @@ class Cache<A extends unknown[], T> {
       if (lock !== null) await this.release(lock, k);
     }
     return value;
+  }
+
+  /** The token an entry read with `gen` must carry (`undefined`: no namespace). */
+  current(gen: Generation): CurrentGeneration {
+    return this.genKey === null ? undefined : gen.ns;
   }
 
   isNegative(err: unknown): boolean {
@@ -565,7 +598,7 @@ class Cache<A extends unknown[], T> {
         await this.release(lock, k);
         throw err;
       }
-      const cur = this.entries.decode(k, stored);
+      const cur = this.entries.decode(k, stored, this.current(gen));
       if (cur !== null && cur.createdAt !== seenEntry.createdAt) {
         await this.release(lock, k); // refreshed meanwhile
         return;
@@ -633,7 +666,7 @@ class Cache<A extends unknown[], T> {
         const args = list[i];
         const k = keys[i];
         try {
-          const e = this.entries.decode(k, await store.read(k));
+          const e = this.entries.decode(k, ...await store.read(k));
           if (e !== null && Date.now() < e.freshUntil) {
             result.fresh++;
             continue;
@@ -675,7 +708,9 @@ class Cache<A extends unknown[], T> {
         throw new TypeError(`set(): the value for key "${k}" ${why}`);
       }
     }
-    const encoded = this.entries.encodeValue(k, value, Date.now(), 0);
+    // The namespace's token to write with (made if there is none yet).
+    const ns = await store.claimGeneration();
+    const encoded = this.entries.encodeValue(k, value, Date.now(), 0, ns);
     if (encoded === null) return; // unreachable: nullish checked above
     // Calls that join a lookup from now on see the new value.
     this.flights.forget(store.flightKey(k));
@@ -738,6 +773,23 @@ class Cache<A extends unknown[], T> {
     return n;
   }
 
+  async invalidateAll(redis: unknown): Promise<void> {
+    const genKey = this.genKey;
+    if (genKey === null) {
+      throw new TypeError(
+        'invalidateAll() needs the namespace option of cached() (e.g. namespace: "prices"): the entries it invalidates are those of one namespace',
+      );
+    }
+    const store = this.storeFor(redis);
+    // Calls that join a lookup from now on read the new generation.
+    this.flights.forgetAll();
+    try {
+      await store.invalidateAll();
+    } finally {
+      changedHere(store.redis, this.options.prefix, genKey);
+    }
+  }
+
   async invalidate(args: A, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
@@ -752,7 +804,7 @@ class Cache<A extends unknown[], T> {
   async peek(args: A, redis: unknown): Promise<CachedEntry<T> | null> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
-    const e = this.entries.decode(k, await store.read(k));
+    const e = this.entries.decode(k, ...await store.read(k));
     if (e === null) return null;
     const info: CachedEntryInfo = {
       createdAt: e.createdAt,
@@ -895,6 +947,7 @@ function bound<A extends unknown[], T>(
     invalidate: (...args: A): Promise<void> => cache.invalidate(args, redis),
     invalidateTag: (tag: string): Promise<number> =>
       cache.invalidateTag(tag, redis),
+    invalidateAll: (): Promise<void> => cache.invalidateAll(redis),
     refresh: (...args: A): Promise<T> => cache.refresh(args, redis),
     peek: (...args: A): Promise<CachedEntry<T> | null> =>
       cache.peek(args, redis),

@@ -5,14 +5,17 @@
  * Layout (all times are Unix ms, written by the process that computed it):
  *
  * ```
- * rsp1 <createdAt> <delta> <freshUntil> <staleUntil> <kind>\n<payload>
+ * rsp1 <createdAt> <delta> <freshUntil> <staleUntil> <kind>[ <generation>]\n<payload>
  * ```
  *
  * `kind` is `v` (a value; payload from the codec), `u` (`undefined`) or `n`
  * (`null`), both without payload, or `e` (a remembered failure; payload is
  * JSON `{name, message}`). Anything else found at an entry's key (another
  * application's value, an older format) does not parse: `cached` reports it
- * once and treats it as a miss, which overwrites it.
+ * once and treats it as a miss, which overwrites it. `generation` is there for
+ * a function with a `namespace`: the namespace's generation token the writer
+ * read before computing (see `cacheGenerationKey`); an entry whose token is
+ * not the namespace's current one is a miss.
  *
  * {@linkcode EntryCodec} turns results into entries and entries back into
  * results, with the user's codec for the payload.
@@ -38,6 +41,8 @@ export interface EntryMeta {
   freshUntil: number;
   /** Until when it may be served stale while one caller refreshes it (Unix ms). */
   staleUntil: number;
+  /** Its namespace's generation token when written ("" or absent: none). */
+  gen?: string;
 }
 
 /** A decoded entry, before the codec ran on its payload. */
@@ -70,7 +75,9 @@ const decoder = new TextDecoder();
 export function entryHeader(meta: EntryMeta, kind: EntryKind): string {
   return `${MAGIC} ${Math.round(meta.createdAt)} ${Math.round(meta.delta)} ${
     Math.round(meta.freshUntil)
-  } ${Math.round(meta.staleUntil)} ${KIND_CODES[kind]}\n`;
+  } ${Math.round(meta.staleUntil)} ${KIND_CODES[kind]}${
+    meta.gen ? " " + meta.gen : ""
+  }\n`;
 }
 
 /**
@@ -124,7 +131,7 @@ export function parseEntry(stored: string | Uint8Array): RawEntry {
     header = decoder.decode(stored.subarray(0, nl));
     payload = stored.subarray(nl + 1);
   }
-  // "rsp1 <createdAt> <delta> <freshUntil> <staleUntil> <kind>"
+  // "rsp1 <createdAt> <delta> <freshUntil> <staleUntil> <kind>[ <gen>]"
   if (!header.startsWith(ENTRY_START)) {
     throw new EntryFormatError("not an entry written by respite's cached()");
   }
@@ -144,11 +151,18 @@ export function parseEntry(stored: string | Uint8Array): RawEntry {
   const delta = field();
   const freshUntil = field();
   const staleUntil = field();
-  const kind = header.length === at + 1 ? KINDS[header[at]] : undefined;
+  let gen = "";
+  if (header.length > at + 1) {
+    gen = header.slice(at + 2);
+    if (header[at + 1] !== " " || gen.length === 0 || gen.includes(" ")) {
+      throw new EntryFormatError("malformed entry header");
+    }
+  }
+  const kind = header.length > at ? KINDS[header[at]] : undefined;
   if (kind === undefined) {
     throw new EntryFormatError("malformed entry header");
   }
-  return { createdAt, delta, freshUntil, staleUntil, kind, payload };
+  return { createdAt, delta, freshUntil, staleUntil, gen, kind, payload };
 }
 
 /**
@@ -318,10 +332,18 @@ export class EntryCodec<T> {
   /**
    * Decodes what GET returned for key `k`.
    *
-   * @returns The entry, or `null` for none or one that cannot be decoded
-   *   (reported).
+   * @param gen For a function with a `namespace`: the namespace's current
+   *   generation token (`null`: none yet, so no entry is current); an entry
+   *   written under another is a miss (not reported: `invalidateAll()` made
+   *   it so). `undefined`: no namespace, not checked.
+   * @returns The entry, or `null` for none, one of another generation, or
+   *   one that cannot be decoded (reported).
    */
-  decode(k: string, stored: string | Uint8Array | null): Entry<T> | null {
+  decode(
+    k: string,
+    stored: string | Uint8Array | null,
+    gen?: string | null,
+  ): Entry<T> | null {
     if (stored === null) return null;
     let raw;
     try {
@@ -329,6 +351,7 @@ export class EntryCodec<T> {
     } catch (err) {
       return this.#undecodable(k, stored, "is not a cached() entry", err);
     }
+    if (gen !== undefined && raw.gen !== gen) return null;
     try {
       let value: T;
       let failure: Entry<T>["failure"];
@@ -378,6 +401,7 @@ export class EntryCodec<T> {
         delta: raw.delta,
         freshUntil: raw.freshUntil,
         staleUntil: raw.staleUntil,
+        gen: raw.gen,
         kind: raw.kind,
         value,
         failure,
@@ -391,6 +415,8 @@ export class EntryCodec<T> {
    * The stored form of a value, with its metadata and Redis expiry; `null`
    * for a nullish value that is not to be cached.
    *
+   * @param gen The namespace's generation token the writer read ("": no
+   *   namespace).
    * @throws {CodecError} When the codec cannot encode it.
    */
   encodeValue(
@@ -398,6 +424,7 @@ export class EntryCodec<T> {
     value: T,
     createdAt: number,
     delta: number,
+    gen: string,
   ): Encoded | null {
     const o = this.#options;
     let kind: EntryKind;
@@ -447,7 +474,7 @@ export class EntryCodec<T> {
     const keep = fresh + Math.max(o.staleWhileRevalidate, o.staleIfError);
     return {
       stored: encodeEntry(
-        { createdAt, delta, freshUntil, staleUntil },
+        { createdAt, delta, freshUntil, staleUntil, gen },
         kind,
         payload,
       ),
@@ -456,14 +483,19 @@ export class EntryCodec<T> {
   }
 
   /** The stored form of a failure that negative caching remembers. */
-  encodeFailure(err: unknown, createdAt: number, delta: number): Encoded {
+  encodeFailure(
+    err: unknown,
+    createdAt: number,
+    delta: number,
+    gen: string,
+  ): Encoded {
     const e = err as { name?: unknown; message?: unknown } | null;
     const name = typeof e?.name === "string" ? e.name : "Error";
     const message = typeof e?.message === "string" ? e.message : String(err);
     const freshUntil = Date.now() + this.#options.negativeTtl;
     return {
       stored: encodeEntry(
-        { createdAt, delta, freshUntil, staleUntil: freshUntil },
+        { createdAt, delta, freshUntil, staleUntil: freshUntil, gen },
         "error",
         JSON.stringify({ name, message }),
       ) as string,

@@ -2,7 +2,9 @@
  * `cached`'s in-process memory tier: a bounded LRU of stored entries (the
  * text or bytes Redis holds, not the decoded value), kept coherent by a
  * {@linkcode Tracker}. A hit decodes the stored form again, so every caller
- * gets its own copy and no caller's mutation reaches another.
+ * gets its own copy and no caller's mutation reaches another. With a
+ * `namespace`, it also keeps the namespace's generation token, dropped as
+ * the entries are (tracking tells it when the token's key changes).
  *
  * @module
  */
@@ -46,7 +48,10 @@ export interface MemoryStats {
   bytes: number;
   /** Calls answered from memory. */
   hits: number;
-  /** Entries dropped because Redis said their key changed. */
+  /**
+   * Entries dropped because Redis said their key changed (and, with a
+   * `namespace`, each time its generation token was dropped so).
+   */
   invalidations: number;
   /** Times every entry was dropped (tracking lost or back, `FLUSHDB`). */
   flushes: number;
@@ -56,6 +61,12 @@ export interface MemoryStats {
 export class MemoryTier {
   readonly #max: number;
   readonly #maxBytes: number;
+  readonly #genKey: string | null;
+  /**
+   * The namespace's generation token as last read from Redis (`null`: not
+   * known; always `null` without a namespace). A memory hit needs it.
+   */
+  generation: string | null = null;
   readonly #map = new Map<string, Remembered>();
   #bytes = 0;
   readonly stats: MemoryStats = {
@@ -69,10 +80,12 @@ export class MemoryTier {
   /**
    * @param maxEntries The most entries held.
    * @param maxBytes The most bytes of stored forms held.
+   * @param genKey The namespace's generation key (`null`: no namespace).
    */
-  constructor(maxEntries: number, maxBytes: number) {
+  constructor(maxEntries: number, maxBytes: number, genKey: string | null) {
     this.#max = maxEntries;
     this.#maxBytes = maxBytes;
+    this.#genKey = genKey;
   }
 
   /** The stored form of `entryKey` if it is fresh at `now`, else `null`. */
@@ -109,8 +122,13 @@ export class MemoryTier {
     this.#sync();
   }
 
-  /** Drops `entryKey` (Redis said it changed). */
+  /** Drops `entryKey` (Redis said it changed), or the generation if it is its key. */
   delete(entryKey: string): void {
+    if (entryKey === this.#genKey) {
+      if (this.generation !== null) this.stats.invalidations++;
+      this.generation = null;
+      return;
+    }
     const r = this.#map.get(entryKey);
     if (r === undefined) return;
     this.#drop(entryKey, r);
@@ -119,6 +137,7 @@ export class MemoryTier {
 
   /** Drops everything. */
   clear(): void {
+    this.generation = null;
     if (this.#map.size > 0) this.stats.flushes++;
     this.#map.clear();
     this.#bytes = 0;

@@ -191,6 +191,17 @@ export interface CachedOptions<A extends unknown[], T> {
    */
   tags?: (...args: A) => readonly string[];
   /**
+   * A name for this function's entries as a group, so that
+   * {@linkcode CachedFunction.invalidateAll} can invalidate them all at once
+   * in O(1). Every entry then carries the namespace's generation (a token
+   * at `<prefix>cache:{<namespace>}:gen`) and a read fetches the current
+   * token beside the entry: one more GET per hit, in the same round trip
+   * (a memory tier hit keeps the token too, so it stays free of I/O).
+   * Cached functions with the same `namespace` and `prefix` are invalidated
+   * together. Any non-empty string that does not start with `}`.
+   */
+  namespace?: string;
+  /**
    * An in-process tier in front of Redis: a bounded LRU per process (and per
    * Redis server) of fresh entries, so a hit on it costs no I/O. Kept
    * coherent by Redis itself (`CLIENT TRACKING` in broadcast mode on a
@@ -463,6 +474,45 @@ export interface CachedFunction<A extends unknown[], T> {
    */
   invalidateTag(tag: string): Promise<number>;
   /**
+   * Invalidates every entry of this function's `namespace` (and of any other
+   * cached function with the same `namespace` and `prefix`), across the
+   * fleet, in O(1): one `SET` of a new generation token, whatever the number
+   * of entries. Calls from then on miss (and compute once per key across the
+   * fleet, as always); a computation already running writes its result under
+   * the old generation, which no call from then on serves. The old entries
+   * stay in Redis until their own expiry. Memory tiers drop them as the
+   * token's change reaches them.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { cached, connect } from "@respite/respite";
+   * await using redis = await connect();
+   * let runs = 0;
+   * const price = cached(async (sku: string) => {
+   *   runs++;
+   *   return { sku, eur: 10 };
+   * }, {
+   *   redis,
+   *   key: (sku) => `doc:price:${sku}`,
+   *   ttl: 60_000,
+   *   namespace: "doc:prices",
+   * });
+   * await price.invalidateAll();
+   * await price("a");
+   * await price("b");
+   * await price("a"); // a hit
+   * assert.equal(runs, 2);
+   * await price.invalidateAll(); // every price, in one command
+   * await price("a"); // computed again
+   * assert.equal(runs, 3);
+   * ```
+   *
+   * @returns Resolves once Redis has the new generation.
+   * @throws {TypeError} (rejects) Without the `namespace` option.
+   */
+  invalidateAll(): Promise<void>;
+  /**
    * Removes the entry. A computation already running for it (in any process)
    * does not write its result, so the next call computes anew.
    *
@@ -522,6 +572,8 @@ export interface ResolvedCacheOptions<A extends unknown[], T> {
   memory: { maxEntries: number; maxBytes: number } | null;
   /** The tags of a call (checked), or `null` without the option. */
   tags: ((args: A) => string[]) | null;
+  /** The `namespace` option, or `null`. */
+  namespace: string | null;
   /** The longest an entry of a fixed `ttl` lives in Redis (ms), or `null` for a ttl function. */
   maxEntryMs: number | null;
   staleWhileRevalidate: number;
@@ -571,6 +623,7 @@ const KNOWN = [
   "ttl",
   "validate",
   "tags",
+  "namespace",
   "memory",
   "wait",
   "logger",
@@ -643,6 +696,14 @@ function ttlOption<T>(ttl: unknown): (value: T) => number {
   }
   const ms = checkMs("ttl", ttl);
   return () => ms;
+}
+
+/** The `namespace` option, checked: a non-empty hash tag, or `null`. */
+function namespaceOption(ns: unknown): string | null {
+  if (ns === undefined) return null;
+  const s = checkString("namespace", ns, true);
+  checkHashTag("namespace", s);
+  return s;
 }
 
 /**
@@ -747,6 +808,7 @@ export function resolveCacheOptions<A extends unknown[], T>(
       ? null
       : checkFunction<(value: T) => boolean>("validate", o.validate),
     tags: tagsOption<A>(o.tags),
+    namespace: namespaceOption(o.namespace),
     memory: memoryOption(o.memory),
     maxEntryMs: typeof o.ttl === "number"
       ? o.ttl + Math.max(

@@ -96,4 +96,12 @@ export class Singleflight<T> {
   forget(key: string): void {
     this.#flights.delete(key);
   }
+
+  /**
+   * Forgets every call in flight, as {@linkcode Singleflight.forget} does
+   * for one key.
+   */
+  forgetAll(): void {
+    this.#flights.clear();
+  }
 }

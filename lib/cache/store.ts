@@ -16,6 +16,18 @@
  * it runs, and a writer that could not prove the marker alive within half
  * its lifetime does not write.
  *
+ * ## The namespace's generation
+ *
+ * With a `namespace`, every entry also carries the namespace's generation
+ * token (`<prefix>cache:{<namespace>}:gen`, see `cacheGenerationKey`), which
+ * a writer reads with the marker (creating it with `SET NX GET` when there is
+ * none), and every read fetches the current token beside the entry (two GETs
+ * in one round trip: on a cluster they go to two slots). An entry written
+ * under another token is a miss, so `invalidateAll()` is one `SET` of a new
+ * token, whatever the number of entries; the old entries go at their own
+ * expiry. A token lost from Redis (evicted, deleted) makes every entry a
+ * miss, never an old one current again: entries always carry a token.
+ *
  * @module
  */
 
@@ -148,6 +160,8 @@ export type Stored = string | Uint8Array | null;
 export interface Generation {
   /** The marker read ("" for none). */
   marker: string;
+  /** The namespace's generation token the entry is written with ("": no namespace). */
+  ns: string;
   /** When it was last known alive (`performance.now()`). */
   proven: number;
 }
@@ -166,7 +180,16 @@ export interface CacheStoreOptions {
   logger: Logger | null | undefined;
   /** Whether entries are read as bytes. */
   binary: boolean;
+  /** The namespace's generation key (`null`: no namespace). */
+  genKey: string | null;
 }
+
+/**
+ * The namespace's generation token beside an entry: `undefined` without a
+ * namespace (not checked), `null` when there is none yet (no entry is
+ * current), else the token.
+ */
+export type CurrentGeneration = string | null | undefined;
 
 /** The Redis side of one cached function: the only code that talks to Redis for it. */
 export class CacheStore {
@@ -231,6 +254,61 @@ export class CacheStore {
     }
   }
 
+  /** The namespace's generation key (`null`: no namespace). */
+  get genKey(): string | null {
+    return this.#o.genKey;
+  }
+
+  /**
+   * The hit path's read with a namespace: the entry and the generation
+   * token, two GETs sent together, timed out by the watchdog.
+   */
+  readFastWithGeneration(k: string): Promise<[Stored, string | null]> {
+    return Promise.all([
+      this.readFast(k),
+      this.#watchdog.guard(
+        this.redis.command<string | null>(["GET", this.#o.genKey!]),
+      ),
+    ]);
+  }
+
+  /** The namespace's current generation token, or `undefined` without one. */
+  #currentGeneration(): Promise<string | null> | undefined {
+    const key = this.#o.genKey;
+    return key === null
+      ? undefined
+      : this.redis.command<string | null>(["GET", key], this.#timeoutOpts);
+  }
+
+  /**
+   * The namespace's generation token to write an entry with, made (`SET
+   * NX GET`) when there is none; `""` without a namespace (nothing sent).
+   */
+  async claimGeneration(): Promise<string> {
+    const key = this.#o.genKey;
+    if (key === null) return "";
+    const mine = newMarker();
+    const had = await this.redis.command<string | null>(
+      ["SET", key, mine, "NX", "GET"],
+      this.#timeoutOpts,
+    );
+    return had ?? mine;
+  }
+
+  /**
+   * Makes every entry of the namespace a miss: one SET of a new generation
+   * token (O(1), whatever the number of entries).
+   */
+  async invalidateAll(): Promise<void> {
+    const key = this.#o.genKey!;
+    await this.timed((signal) =>
+      this.redis.command(["SET", key, newMarker()], {
+        timeout: this.#o.timeout,
+        signal,
+      })
+    );
+  }
+
   /** The hit path's read: one GET, timed out by the watchdog. */
   readFast(k: string): Promise<Stored> {
     return this.#watchdog.guard(
@@ -241,9 +319,12 @@ export class CacheStore {
     );
   }
 
-  /** Reads the entry. */
-  read(k: string): Promise<Stored> {
-    return this.#get(cacheEntryKey(k, this.#o.prefix));
+  /** Reads the entry, and beside it the namespace's current generation. */
+  async read(k: string): Promise<[Stored, CurrentGeneration]> {
+    return await Promise.all([
+      this.#get(cacheEntryKey(k, this.#o.prefix)),
+      this.#currentGeneration(),
+    ]);
   }
 
   #get(entryKey: string): Promise<Stored> {
@@ -251,18 +332,20 @@ export class CacheStore {
   }
 
   /**
-   * Reads the entry, the lock's remaining lease and its holder's token, in
-   * one round trip.
+   * Reads the entry, the lock's remaining lease and its holder's token (and
+   * the namespace's current generation), in one round trip.
    */
-  async readWithLease(k: string): Promise<[Stored, number, string | null]> {
+  async readWithLease(
+    k: string,
+  ): Promise<[Stored, number, string | null, CurrentGeneration]> {
     const keys = cacheKeys(k, this.#o.prefix);
     const opts = this.#timeoutOpts;
-    const [stored, pttl, holder] = await Promise.all([
+    return await Promise.all([
       this.#get(keys.entry),
       this.redis.command<number>(["PTTL", keys.lock.key], opts),
       this.redis.command<string | null>(["GET", keys.lock.key], opts),
+      this.#currentGeneration(),
     ]);
-    return [stored, pttl, holder];
   }
 
   /** How long an invalidation marker lives after it was last written or kept. */
@@ -270,21 +353,30 @@ export class CacheStore {
     return Math.max(MARKER_MIN_MS, 2 * this.#o.lockTtl);
   }
 
-  /** Reads the invalidation marker before a computation starts. */
+  /**
+   * Reads the invalidation marker (and the namespace's generation, made if
+   * there is none) before a computation starts.
+   */
   async readGeneration(k: string): Promise<Generation> {
     const proven = performance.now();
-    const marker = await this.redis.command<string | null>(
-      ["GET", cacheKeys(k, this.#o.prefix).marker],
-      this.#timeoutOpts,
-    );
-    return { marker: marker ?? "", proven };
+    const [marker, ns] = await Promise.all([
+      this.redis.command<string | null>(
+        ["GET", cacheKeys(k, this.#o.prefix).marker],
+        this.#timeoutOpts,
+      ),
+      this.claimGeneration(),
+    ]);
+    return { marker: marker ?? "", ns, proven };
   }
 
-  /** Reads the marker and the entry right after acquiring the lock. */
+  /**
+   * Reads the marker and the entry right after acquiring the lock; the entry
+   * is current when written under `gen.ns` (with a namespace).
+   */
   async readAsLeader(k: string): Promise<{ stored: Stored; gen: Generation }> {
     const [gen, stored] = await Promise.all([
       this.readGeneration(k),
-      this.read(k),
+      this.#get(cacheEntryKey(k, this.#o.prefix)),
     ]);
     return { stored, gen };
   }

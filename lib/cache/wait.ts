@@ -15,7 +15,7 @@ import {
   type EntryCodec,
   newerValue,
 } from "./entry.ts";
-import type { CacheStore } from "./store.ts";
+import type { CacheStore, CurrentGeneration } from "./store.ts";
 import type { Lock } from "../lock/lock.ts";
 import type { Wake } from "../wake.ts";
 
@@ -68,6 +68,11 @@ export async function awaitTurn<T>(
   // the lock changed hands (a new leader deserves a whole `wait`).
   let holder: string | null = null;
   let handoffs = 0;
+  // With a namespace, an entry must carry the generation token last read
+  // (none read yet: a published entry waits for the first read).
+  const namespaced = store.genKey !== null;
+  let gen: CurrentGeneration = undefined;
+  let genRead = !namespaced;
   while (true) {
     if (tryLock) {
       const lock = store.newLock(k);
@@ -88,9 +93,9 @@ export async function awaitTurn<T>(
       }
     }
     const wake = state.wake;
-    if (sent !== null) {
+    if (sent !== null && genRead) {
       // The writer sent the entry with the wake-up: no GET needed.
-      const e = entries.decode(k, sent);
+      const e = entries.decode(k, sent, gen);
       sent = null;
       if (acceptable(e, Date.now(), minCreatedAt)) {
         return { outcome: "value", entry: e };
@@ -99,7 +104,8 @@ export async function awaitTurn<T>(
     const seq = wake.seq;
     let stored, pttl, owner;
     try {
-      [stored, pttl, owner] = await store.readWithLease(k);
+      [stored, pttl, owner, gen] = await store.readWithLease(k);
+      genRead = true;
     } catch (error) {
       return { outcome: "error", error };
     }
@@ -110,7 +116,7 @@ export async function awaitTurn<T>(
       }
       holder = owner;
     }
-    const e = entries.decode(k, stored);
+    const e = entries.decode(k, stored, gen);
     if (acceptable(e, Date.now(), minCreatedAt)) {
       return { outcome: "value", entry: e };
     }
