@@ -3,8 +3,8 @@
  * `bench_chart.ts` reads): where and when it ran, how many rounds, each
  * row's median, and respite's ratio against each peer.
  *
- * Pure TypeScript apart from reading the runtime's version: Deno and Bun load
- * it unchanged.
+ * Reads only the runtime's version and `/proc/loadavg` (node:fs): Deno and
+ * Bun load it unchanged.
  */
 
 /** One measured row: a library's median in one group. */
@@ -67,6 +67,8 @@ export interface BenchRuntime {
   load?: number[];
 }
 
+import { readFileSync } from "node:fs";
+
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
 
@@ -99,12 +101,8 @@ export function runtimeInfo(extra: Partial<BenchRuntime> = {}): BenchRuntime {
   if (g.Bun) info.bun = g.Bun.version;
   else if (g.Deno) info.deno = g.Deno.version.deno;
   try {
-    const text = g.Deno
-      ? g.Deno.readTextFileSync("/proc/loadavg")
-      : g.require?.("node:fs").readFileSync("/proc/loadavg", "utf8");
-    if (typeof text === "string") {
-      info.load = text.split(" ").slice(0, 3).map(Number);
-    }
+    const text = readFileSync("/proc/loadavg", "utf8");
+    info.load = text.split(" ").slice(0, 3).map(Number);
   } catch {
     // not Linux: no load figures
   }
