@@ -6,7 +6,10 @@
  * (acquire + release, 100 concurrent workers on their own names) and cached
  * hits (1,000 concurrent calls, each of its own warm key: one GET each).
  *
- * Usage: deno run -A scripts/bench_byo.ts [--rounds N] [--seconds S] [--base PATH]
+ * Usage: deno run -A scripts/bench_byo.ts [--rounds N] [--seconds S] [--base PATH] [--json]
+ * With --json the table goes to stderr and the shared JSON document
+ * (`_bench_json.ts`; the ratios are respite's own client against each
+ * adapter) to stdout.
  * `--base` also loads respite from another checkout's mod.ts (a revision
  * before this change) and adds its row, "respite (base)", measured in the
  * same interleaved rounds, so load on the machine hits both alike.
@@ -20,6 +23,7 @@ function option(name: string, fallback: string): string {
   const i = Deno.args.indexOf(name);
   return i === -1 ? fallback : Deno.args[i + 1];
 }
+import { benchDoc, type BenchRow, printJson, ratiosOf } from "./_bench_json.ts";
 const ROUNDS = Number(option("--rounds", "5"));
 const SECONDS = Number(option("--seconds", "1"));
 const basePath = option("--base", "");
@@ -97,22 +101,58 @@ for (let r = 0; r < ROUNDS; r++) {
     results.set(name, row);
   }
 }
+const JSON_OUT = Deno.args.includes("--json");
+const out = JSON_OUT
+  ? (s: string) => console.error(s)
+  : (s: string) => console.log(s);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-console.log(
+out(
   `Deno ${Deno.version.deno}, ${ROUNDS} rounds × ${SECONDS} s, medians${
     base === null ? "" : ` (base: ${basePath})`
   }:`,
 );
-console.log(
+out(
   "| client | withLock cycles/s (100 workers) | cached hits/s (1,000 concurrent, 1,000 keys) |",
 );
-console.log("| --- | --- | --- |");
+out("| --- | --- | --- |");
 for (const [name, row] of results) {
-  console.log(
+  out(
     `| ${name} | ${Math.round(median(row.lock))} | ${
       Math.round(median(row.hit))
     } |`,
   );
+}
+if (JSON_OUT) {
+  const rows: BenchRow[] = [];
+  for (const [name, row] of results) {
+    rows.push(
+      {
+        group: "byo withLock cycles",
+        library: name,
+        median: median(row.lock),
+        unit: "cycles/s",
+        samples: row.lock,
+      },
+      {
+        group: "byo cached hits",
+        library: name,
+        median: median(row.hit),
+        unit: "hits/s",
+        samples: row.hit,
+      },
+    );
+  }
+  const others = [...results.keys()].filter((n) => n !== "respite");
+  printJson(benchDoc({
+    benchmark: "byo",
+    command: `deno run -A scripts/bench_byo.ts ${Deno.args.join(" ")}`,
+    rounds: ROUNDS,
+    rows,
+    ratios: ["byo withLock cycles", "byo cached hits"].flatMap((g) =>
+      ratiosOf(rows, g, "respite", others, { chart: false })
+    ),
+    details: { seconds: SECONDS },
+  }));
 }
 await respite.close();
 await baseClient?.close();

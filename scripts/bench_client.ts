@@ -37,6 +37,13 @@ import {
   type Workload,
   WORKLOADS,
 } from "./_bench_client_common.ts";
+import {
+  benchDoc,
+  type BenchRatio,
+  type BenchRow,
+  printJson,
+  ratiosOf,
+} from "./_bench_json.ts";
 
 function flag(name: string): boolean {
   return Deno.args.includes(name);
@@ -281,23 +288,14 @@ try {
   }
 
   if (wantJson) {
-    console.log(JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        cpu,
-        cpus: navigator.hardwareConcurrency,
-        redis: serverVersion,
-        deno: Deno.version.deno,
-        bun: bun?.bun,
-        plan,
-        results: { deno, bun: bun?.results ?? null },
-        ceilings,
-        targets,
-        seconds,
-      },
-      null,
-      2,
-    ));
+    printJson(benchDoc({
+      benchmark: "client",
+      command: `deno task bench:client ${Deno.args.join(" ")}`,
+      runtime: { redis: serverVersion, bun: bun?.bun },
+      rounds: plan.rounds,
+      ...clientRowsAndRatios(deno, bun?.results ?? null, ceilings),
+      details: { cpu, plan, ceilings, targets, seconds },
+    }));
   } else {
     console.log(header);
     console.log();
@@ -410,4 +408,81 @@ async function rawPingPong(
     close: () => conn.close(),
     only: ["seq GET", "seq SET"],
   };
+}
+
+/**
+ * The shared JSON shape: one group per runtime and workload, the
+ * redis-benchmark ceilings as rows of the GET groups, and respite's ratios
+ * (the GET rows against the Deno and Bun peers, the floor and the ceiling are
+ * the ones charted).
+ */
+function clientRowsAndRatios(
+  deno: BenchResult[],
+  bun: BenchResult[] | null,
+  ceilings: { label: string; get: number; set: number }[],
+): { rows: BenchRow[]; ratios: BenchRatio[] } {
+  const rows: BenchRow[] = [];
+  const ratios: BenchRatio[] = [];
+  const add = (runtime: string, results: BenchResult[]) => {
+    for (const r of results) {
+      for (const w of WORKLOADS) {
+        const m = r.median[w];
+        if (m === null) continue;
+        rows.push({
+          group: `${w} (${runtime})`,
+          library: r.client,
+          median: m,
+          unit: "ops/s",
+          samples: r.samples[w],
+        });
+      }
+    }
+    for (const c of ceilings) {
+      const seq = c.label === "redis-benchmark -c 1";
+      for (const [op, m] of [["GET", c.get], ["SET", c.set]] as const) {
+        rows.push({
+          group: `${seq ? "seq" : "conc"} ${op} (${runtime})`,
+          library: c.label,
+          median: m,
+          unit: "ops/s",
+        });
+      }
+    }
+  };
+  add("Deno", deno);
+  if (bun) add("Bun", bun);
+  const ceilingNames = ceilings.map((c) => c.label);
+  const peers = {
+    Deno: ["ioredis", "node-redis", "(Deno.conn ping-pong, no client)"],
+    Bun: ["Bun.RedisClient"],
+  };
+  for (const runtime of ["Deno", "Bun"] as const) {
+    for (const w of WORKLOADS) {
+      const group = `${w} (${runtime})`;
+      const charted = w.endsWith("GET");
+      const headline = w === "conc GET"
+        ? [...peers[runtime], "redis-benchmark -P 64 -c 50"]
+        : peers[runtime];
+      ratios.push(...ratiosOf(rows, group, "respite", headline, {
+        chart: charted,
+      }));
+      ratios.push(
+        ...ratiosOf(
+          rows,
+          group,
+          "respite",
+          ceilingNames.filter((n) => !headline.includes(n)),
+          { chart: false },
+        ),
+      );
+    }
+  }
+  for (const w of WORKLOADS) {
+    ratios.push(
+      ...ratiosOf(rows, `${w} (Deno)`, "respite (cluster)", [
+        "ioredis Cluster",
+      ], { chart: false }),
+    );
+  }
+  return { rows, ratios };
 }

@@ -14,12 +14,23 @@
  *
  * Usage: deno run -A scripts/bench_idle_check.ts [--rounds N] [--thaws N]
  *        bun scripts/bench_idle_check.ts [--rounds N] [--thaws N]
+ * With --json the tables go to stderr and the shared JSON document
+ * (`_bench_json.ts`: median latencies; the ratio is check off ÷ check on
+ * after an idle spell) to stdout once the thaws are done.
  */
 
 import process from "node:process";
 import { connect } from "../mod.ts";
 import { startRedis } from "../testing/redis.ts";
 import { runArgs, spawn } from "../testing/proc.ts";
+import {
+  benchDoc,
+  type BenchRow,
+  jsonWanted,
+  median,
+  printJson,
+  ratiosOf,
+} from "./_bench_json.ts";
 
 const args = process.argv.slice(2);
 function option(name: string, fallback: number): number {
@@ -32,6 +43,11 @@ const ROUNDS = option("--rounds", 200);
 const THAWS = option("--thaws", 5);
 const THRESHOLD = 20; // ms: short, so the run is short; the cost is the same
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const JSON_OUT = jsonWanted();
+const out = JSON_OUT
+  ? (s: string) => console.error(s)
+  : (s: string) => console.log(s);
+const jsonRows: BenchRow[] = [];
 
 const server = await startRedis();
 try {
@@ -75,16 +91,24 @@ try {
     : `Bun ${
       (globalThis as unknown as { Bun: { version: string } }).Bun.version
     }`;
-  console.log(`${runtime}, ${ROUNDS} rounds, GET latency in µs (loopback):`);
-  console.log(
+  out(`${runtime}, ${ROUNDS} rounds, GET latency in µs (loopback):`);
+  out(
     "| after idle, check on | after idle, check off | busy (no check) |",
   );
-  console.log("| --- | --- | --- |");
+  out("| --- | --- | --- |");
   const cell = (xs: number[]) =>
     `median ${q(xs, 0.5).toFixed(0)}, p90 ${q(xs, 0.9).toFixed(0)}`;
-  console.log(
+  out(
     `| ${cell(times.on)} | ${cell(times.off)} | ${cell(times.busy)} |`,
   );
+  for (const [library, xs] of Object.entries(times)) {
+    jsonRows.push({
+      group: "GET latency",
+      library,
+      median: median(xs),
+      unit: "µs",
+    });
+  }
 } finally {
   await server.stop();
 }
@@ -110,12 +134,35 @@ try {
   }
   await r.close();
   if (THAWS > 0) {
-    console.log(
+    out(
       `thawed INCR after a 4 s freeze (timeout 2), ${THAWS} runs, ms: ${
         took.map((t) => t.toFixed(1)).join(", ")
       }`,
     );
   }
+  if (THAWS > 0) {
+    jsonRows.push({
+      group: "thawed INCR",
+      library: "respite",
+      median: median(took),
+      unit: "ms",
+      samples: took,
+    });
+  }
 } finally {
   await thawServer.stop();
+}
+
+if (JSON_OUT) {
+  printJson(benchDoc({
+    benchmark: "idle-check",
+    command: `bench_idle_check.ts ${args.join(" ")}`,
+    rounds: ROUNDS,
+    rows: jsonRows,
+    ratios: ratiosOf(jsonRows, "GET latency", "on", ["off"], {
+      better: "lower",
+      chart: false,
+    }),
+    details: { thresholdMs: THRESHOLD, thaws: THAWS },
+  }));
 }

@@ -35,7 +35,9 @@
  * throwaway 3-master Redis Cluster; their calls and requests are summed
  * over the three masters (each lock lives on one).
  *
- * Usage: deno task bench:lock [--rounds N] [--seconds S]
+ * Usage: deno task bench:lock [--rounds N] [--seconds S] [--json]
+ * With --json the table goes to stderr and the shared JSON document
+ * (`_bench_json.ts`) to stdout.
  * With REDIS_URL set, that server is used instead of a throwaway one.
  */
 
@@ -45,6 +47,13 @@ import { Mutex } from "redis-semaphore";
 import { connect, connectCluster, Lock } from "../mod.ts";
 import { startCluster } from "../testing/cluster.ts";
 import { commandCalls, startRedis } from "../testing/redis.ts";
+import {
+  benchDoc,
+  type BenchRow,
+  jsonWanted,
+  printJson,
+  ratiosOf,
+} from "./_bench_json.ts";
 
 function option(name: string, fallback: number): number {
   const i = Deno.args.indexOf(name);
@@ -60,6 +69,9 @@ const WORKERS = 20;
 const HOLD_MS = 1;
 const TTL = 10_000;
 const log = (s: string) => console.error(s);
+const JSON_OUT = jsonWanted();
+/** Where the table goes: stdout, or stderr when stdout carries the JSON. */
+const out = JSON_OUT ? log : (s: string) => console.log(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One library under test: how to acquire and release one lock. */
@@ -454,7 +466,7 @@ try {
     "| " + r.map((s, i) =>
       i === 0 ? s.padEnd(widths[i]) : s.padStart(widths[i])
     ).join(" | ") + " |";
-  console.log(
+  out(
     `Lock benchmark, Deno ${Deno.version.deno}, redis-server ${serverVersion}, ` +
       `medians of ${ROUNDS} rounds (${SECONDS / 2} s uncontended, ${
         SECONDS / 2
@@ -463,14 +475,68 @@ try {
         holdMs.toFixed(2)
       } ms)`,
   );
-  console.log(line(rows[0]));
-  console.log(
+  out(line(rows[0]));
+  out(
     "|" + widths.map((w, i) =>
       (i === 0 ? "-" : "").padEnd(w + 1, "-") + (i === 0 ? "-" : ":")
     ).join("|") + "|",
   );
   for (const r of rows.slice(1)) {
-    console.log(line(r));
+    out(line(r));
+  }
+  if (JSON_OUT) {
+    const rows: BenchRow[] = [];
+    const groups = [
+      ["lock uncontended", "u", "acq+rel/s"],
+      [`lock uncontended ×${PARALLEL}`, "p", "acq+rel/s"],
+      ["lock contended", "h", "handoffs/s"],
+    ] as const;
+    for (const c of contenders) {
+      const r = results.get(c.name)!;
+      for (const [group, k, unit] of groups) {
+        rows.push({
+          group: `${group}${/ (N=\d+|\(cluster\))$/.exec(c.name)?.[0] ?? ""}`,
+          library: c.name,
+          median: median(r[k]),
+          unit,
+          samples: r[k],
+        });
+      }
+    }
+    const ratios = [];
+    for (const c of contenders) {
+      if (!c.name.startsWith("respite")) {
+        continue;
+      }
+      const nm = / (N=\d+|\(cluster\))$/.exec(c.name)?.[0] ?? "";
+      for (const [group] of groups) {
+        ratios.push(...ratiosOf(rows, group + nm, c.name, [
+          `redlock v4${nm}`,
+          `redis-semaphore Mutex${nm}`,
+        ], { chart: nm === "" && !group.includes("×") }));
+      }
+    }
+    printJson(benchDoc({
+      benchmark: "lock",
+      command: `deno task bench:lock ${Deno.args.join(" ")}`,
+      runtime: { redis: serverVersion },
+      rounds: ROUNDS,
+      rows,
+      ratios,
+      details: {
+        seconds: SECONDS,
+        workers: WORKERS,
+        holdMs: HOLD_MS,
+        measuredHoldMs: holdMs,
+        ttl: TTL,
+        perAcquisition: contenders.map((c) => ({
+          library: c.name,
+          calls: median(results.get(c.name)!.calls),
+          requests: median(results.get(c.name)!.requests),
+          topWorker: median(results.get(c.name)!.top),
+        })),
+      },
+    }));
   }
 } finally {
   await respite.close();

@@ -38,8 +38,8 @@
  *
  * Usage: deno task bench:semaphore [--rounds N] [--seconds S] [--json]
  * (defaults: 7 rounds of 2 s per row and library). The table goes to
- * stdout; with --json, one JSON document (every round's figures and the
- * medians) goes to stdout and the table to stderr. With REDIS_URL set, that
+ * stdout; with --json, the shared JSON document (`_bench_json.ts`: every
+ * round's rates, the medians and ratios, the table's figures) goes to stdout and the table to stderr. With REDIS_URL set, that
  * server is used instead of a throwaway one.
  */
 
@@ -47,6 +47,13 @@ import { Redis as IORedis } from "ioredis";
 import { Semaphore as RsSemaphore } from "redis-semaphore";
 import { connect, Semaphore } from "../mod.ts";
 import { commandCalls, startRedis } from "../testing/redis.ts";
+import {
+  benchDoc,
+  type BenchRatio,
+  type BenchRow,
+  median,
+  printJson,
+} from "./_bench_json.ts";
 
 function option(name: string, fallback: number): number {
   const i = Deno.args.indexOf(name);
@@ -129,13 +136,6 @@ const contenders: Contender[] = [
     sentByClient: () => ioSent,
   },
 ];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2
-    ? s[s.length >> 1]
-    : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 interface Measure {
   rate: number;
@@ -347,13 +347,42 @@ try {
     table(line(r));
   }
   if (JSON_OUT) {
-    console.log(JSON.stringify(
-      {
-        benchmark: "semaphore",
-        date: new Date().toISOString(),
-        deno: Deno.version.deno,
-        redis: serverVersion,
-        rounds: ROUNDS,
+    const jsonRows: BenchRow[] = [];
+    const ratios: BenchRatio[] = [];
+    for (const hold of HOLDS) {
+      const peer = results.get(key(PEER, hold))!;
+      for (const c of contenders) {
+        const ms = results.get(key(c.name, hold))!;
+        const group = `semaphore ${hold} ms hold`;
+        jsonRows.push({
+          group,
+          library: c.name,
+          median: median(ms.map((m) =>
+            m.rate
+          )),
+          unit: "acquisitions/s",
+          samples: ms.map((m) => m.rate),
+        });
+        if (c.name === PEER) continue;
+        // As in the table: the median of each round's ratio.
+        ratios.push({
+          group,
+          ours: c.name,
+          peer: PEER,
+          ratio: median(ms.map((m, i) => m.rate / peer[i].rate)),
+          better: "higher",
+          chart: true,
+        });
+      }
+    }
+    printJson(benchDoc({
+      benchmark: "semaphore",
+      command: `deno task bench:semaphore ${Deno.args.join(" ")}`,
+      runtime: { redis: serverVersion },
+      rounds: ROUNDS,
+      rows: jsonRows,
+      ratios,
+      details: {
         seconds: SECONDS,
         workers: WORKERS,
         limit: LIMIT,
@@ -367,9 +396,7 @@ try {
         },
         results: summary,
       },
-      null,
-      2,
-    ));
+    }));
   }
 } finally {
   await respite.close();

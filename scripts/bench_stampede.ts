@@ -20,7 +20,9 @@
  * server).
  *
  * Usage: deno task bench:stampede [--processes 4] [--callers 50]
- *          [--compute 200] [--rounds 3] [--ops 20000]
+ *          [--compute 200] [--rounds 3] [--ops 20000] [--json]
+ * With --json the tables go to stderr and the shared JSON document
+ * (`_bench_json.ts`, built from the tables' cells) to stdout.
  * With REDIS_URL set, that server is used instead of a throwaway one.
  */
 
@@ -39,6 +41,7 @@ import {
 import { startCluster } from "../testing/cluster.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
+import { stampedeJson } from "./_bench_stampede_json.ts";
 
 const LIBS = [
   "respite",
@@ -250,7 +253,13 @@ async function worker(
 
 // --------------------------------------------------------------- main
 
+/** Every table printed, for `--json`. */
+const tables: { head: string[]; rows: string[][] }[] = [];
+const JSON_OUT = Deno.args.includes("--json");
+const out = JSON_OUT ? log : (s: string) => console.log(s);
+
 function table(head: string[], rows: string[][]): string {
+  tables.push({ head, rows });
   const widths = head.map((h, i) =>
     Math.max(h.length, ...rows.map((r) => r[i].length))
   );
@@ -467,19 +476,31 @@ async function main() {
       `hit path: 1,000 warm keys, ${ops} reads per round, ${rounds} rounds (+1 warm-up)`,
     );
     const b = await hitPath(server.url, cluster.urls[0], ns, ops, rounds);
-    console.log(
+    out(
       `\nStampede: ${P} processes × ${C} concurrent callers, cold key, compute D = ${D} ms (medians of ${rounds} rounds)\n`,
     );
-    console.log(a);
-    console.log(
+    out(a);
+    out(
       `\nHit path: 1,000 warm keys, ops/s (medians of ${rounds} rounds of ${ops} reads)\n`,
     );
-    console.log(b);
-    console.log(
+    out(b);
+    out(
       `\nredis ${version}, deno ${Deno.version.deno}, ${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs, ${
         new Date().toISOString().slice(0, 10)
       }`,
     );
+    if (JSON_OUT) {
+      console.log(JSON.stringify(
+        stampedeJson(tables, {
+          command: `deno task bench:stampede ${Deno.args.join(" ")}`,
+          redis: version,
+          rounds,
+          details: { processes: P, callers: C, computeMs: D, ops },
+        }),
+        null,
+        2,
+      ));
+    }
   } finally {
     let cursor = "0";
     do {
