@@ -15,6 +15,9 @@
  * "respite (memory)" is `cached` with its in-process tier (`memory`), kept
  * coherent by CLIENT TRACKING; "bentocache (memory+redis)" is bentocache
  * with its memory L1 in front of the same Redis L2 (no bus: one process).
+ * "cachified" is @epic-web/cachified on Redis (ioredis, a JSON adapter
+ * written here); "cachified (lru+redis)" puts an lru-cache LRU in front of
+ * it, two nested cachified calls as its README shows for two levels.
  * "respite (cluster)" is `cached` on `connectCluster`, on a throwaway
  * 3-master Redis Cluster (its hit-path ratio is to bentocache on the single
  * server).
@@ -30,6 +33,13 @@ import { BentoCache, bentostore } from "bentocache";
 import { redisDriver } from "bentocache/drivers/redis";
 import { memoryDriver } from "bentocache/drivers/memory";
 import { createCache } from "async-cache-dedupe";
+import {
+  type Cache as CachifiedCache,
+  type CacheEntry,
+  cachified,
+  totalTtl,
+} from "@epic-web/cachified";
+import { LRUCache } from "lru-cache";
 import { Redis as IORedis } from "ioredis";
 import {
   cached,
@@ -51,6 +61,8 @@ const LIBS = [
   "bentocache",
   "bentocache (memory+redis)",
   "async-cache-dedupe",
+  "cachified",
+  "cachified (lru+redis)",
 ];
 type Lib = typeof LIBS[number];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -193,6 +205,74 @@ async function makeGetters(
     "cache-aside": cacheAside,
     bentocache,
     "async-cache-dedupe": asyncCacheDedupe,
+    cachified: cachifiedGetter(url),
+    "cachified (lru+redis)": cachifiedGetter(url, 10_000),
+  };
+}
+
+/** cachified's cache adapter over Redis on ioredis (JSON entries, PX ttl). */
+function cachifiedRedis(conn: IORedis): CachifiedCache {
+  return {
+    async get(key) {
+      const hit = await conn.get(key);
+      return hit === null ? null : JSON.parse(hit);
+    },
+    async set(key, value: CacheEntry) {
+      const ttl = totalTtl(value?.metadata);
+      const text = JSON.stringify(value);
+      if (ttl === Infinity) await conn.set(key, text);
+      else await conn.set(key, text, "PX", Math.max(1, Math.ceil(ttl)));
+    },
+    async delete(key) {
+      await conn.del(key);
+    },
+  };
+}
+
+/** cachified's LRU adapter, as its README writes it for lru-cache. */
+function cachifiedLru(max: number): CachifiedCache {
+  const lru = new LRUCache<string, CacheEntry>({ max });
+  return {
+    set(key, value) {
+      const ttl = totalTtl(value?.metadata);
+      return lru.set(key, value, {
+        ttl: ttl === Infinity ? undefined : ttl,
+        start: value?.metadata?.createdTime,
+      });
+    },
+    get: (key) => lru.get(key),
+    delete: (key) => lru.delete(key),
+  };
+}
+
+/**
+ * cachified on Redis only, or with an LRU in front of it: two nested
+ * cachified calls, the outer on the LRU, whose fresh value is the inner
+ * one on Redis (the two-level pattern of cachified's README).
+ */
+function cachifiedGetter(url: string, lruMax?: number): Getter {
+  const conn = ioredis(url);
+  const redisCache = cachifiedRedis(conn);
+  const lru = lruMax === undefined ? null : cachifiedLru(lruMax);
+  const fromRedis = (key: string, compute: () => Promise<unknown>) =>
+    cachified({
+      key,
+      cache: redisCache,
+      ttl: 600_000,
+      getFreshValue: () => compute(),
+    });
+  return {
+    get: (key, compute) =>
+      lru === null ? fromRedis(key, compute) : cachified({
+        key,
+        cache: lru,
+        ttl: 600_000,
+        getFreshValue: () => fromRedis(key, compute),
+      }),
+    close: async () => {
+      conn.disconnect();
+      await Promise.resolve();
+    },
   };
 }
 
