@@ -69,7 +69,12 @@ export function stampedeJson(
       }
     }
   }
-  const peers = ["cache-aside", "bentocache", "async-cache-dedupe"];
+  const peers = [
+    "cache-aside",
+    "bentocache",
+    "async-cache-dedupe",
+    "cachified",
+  ];
   const ratios: BenchRatio[] = [];
   const groups = [...new Set(rows.map((r) => r.group))];
   for (const group of groups) {
@@ -82,7 +87,7 @@ export function stampedeJson(
         rows,
         group,
         "respite (memory)",
-        ["bentocache (memory+redis)"],
+        ["bentocache (memory+redis)", "cachified (lru+redis)"],
         { better, chart: headline && group.startsWith("cached hit") },
       ),
       ...ratiosOf(rows, group, "respite (cluster)", peers, {

@@ -15,6 +15,8 @@
  * "respite (memory)" is `cached` with its in-process tier (`memory`), kept
  * coherent by CLIENT TRACKING; "bentocache (memory+redis)" is bentocache
  * with its memory L1 in front of the same Redis L2 (no bus: one process).
+ * "respite (namespace)" is `cached` with a `namespace` (for `invalidateAll()`):
+ * each hit also GETs the generation token, in the same round trip.
  * "cachified" is @epic-web/cachified on Redis (ioredis, a JSON adapter
  * written here); "cachified (lru+redis)" puts an lru-cache LRU in front of
  * it, two nested cachified calls as its README shows for two levels.
@@ -56,6 +58,7 @@ import { stampedeJson } from "./_bench_stampede_json.ts";
 const LIBS = [
   "respite",
   "respite (memory)",
+  "respite (namespace)",
   "respite (cluster)",
   "cache-aside",
   "bentocache",
@@ -101,6 +104,7 @@ function ioredis(url: string): IORedis {
 function respiteGetter(
   redis: RedisClient | ClusterClient,
   memory?: { maxEntries: number },
+  namespace?: string,
 ): Getter {
   const fns = new Map<
     string,
@@ -115,6 +119,7 @@ function respiteGetter(
           key,
           ttl: 600_000,
           memory,
+          namespace,
         });
         fns.set(key, f);
       }
@@ -133,6 +138,12 @@ async function makeGetters(
   const respiteMemory = respiteGetter(await connect(url), {
     maxEntries: 10_000,
   });
+  // With a namespace (for invalidateAll): one more GET per hit.
+  const respiteNamespace = respiteGetter(
+    await connect(url),
+    undefined,
+    "bench",
+  );
   const respiteCluster = respiteGetter(await connectCluster(clusterUrl));
   const plain = await connect(url);
   const cacheAside: Getter = {
@@ -200,6 +211,7 @@ async function makeGetters(
   return {
     respite,
     "respite (memory)": respiteMemory,
+    "respite (namespace)": respiteNamespace,
     "bentocache (memory+redis)": bentocacheMemory,
     "respite (cluster)": respiteCluster,
     "cache-aside": cacheAside,

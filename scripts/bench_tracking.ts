@@ -25,6 +25,7 @@ import { connect, type RedisClient } from "../mod.ts";
 import { optionsOf } from "../lib/client/client.ts";
 import { Connection } from "../lib/client/connection.ts";
 import { sharedRedis } from "../testing/redis.ts";
+import { benchDoc, printJson } from "./_bench_json.ts";
 
 const log = (s: string) => console.error(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -188,7 +189,29 @@ async function main() {
       }
     }
     if (json) {
-      console.log(JSON.stringify({ redis: version, memory: mem, fanOut: fan }));
+      // The shared shape; no ratios: both rows are Redis's own mechanism.
+      printJson(benchDoc({
+        benchmark: "tracking",
+        command: `deno task bench:tracking ${Deno.args.join(" ")}`.trim(),
+        runtime: { redis: version },
+        rounds: 1,
+        rows: [
+          ...mem.map((r) => ({
+            group: `server memory, ${keys} tracked keys`,
+            library: r.mode,
+            median: r.usedMemoryDelta,
+            unit: "bytes",
+          })),
+          ...fan.map((r) => ({
+            group: `invalidations per write, keys read by ${r.readers}`,
+            library: r.mode,
+            median: r.pushesPerWrite,
+            unit: "pushes/write",
+          })),
+        ],
+        ratios: [],
+        details: { keys, writes, memory: mem, fanOut: fan },
+      }));
       return;
     }
     console.log(

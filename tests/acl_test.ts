@@ -44,6 +44,7 @@ export const RESPITE_COMMANDS = [
   "pexpire", // extend, autoRenew; cached() keeps its invalidation marker alive
   "publish", // release and reset wake waiters; a cached() write wakes waiters
   "exists", // Lock.locked()
+  "mget", // a cached() hit with a namespace: the entry and its namespace's token
   "time", // acquire: a token is max(counter + 1, the server's clock in µs)
   "scan", // Lock.resetAll() (SCAN ... MATCH ... TYPE string)
   // The Semaphore's holders and queue (ZSETs), from its Lua scripts:
@@ -108,7 +109,7 @@ type Command = typeof RESPITE_COMMANDS[number];
 export const NEEDED_BY: Record<Command, FeatureName[]> = {
   evalsha: ["Lock.acquire", "withLock", "cached: miss, then hit"],
   eval: ["Lock.acquire on a fresh script cache (EVALSHA falls back to EVAL)"],
-  set: ["Lock.acquire", "cached: invalidate"],
+  set: ["Lock.acquire", "cached: invalidate", "cached: namespace"],
   get: ["Lock.release", "Lock.owner", "cached: miss, then hit"],
   del: ["Lock.release", "Lock.reset", "cached: invalidate"],
   incr: ["Lock.acquire", "withLock"],
@@ -119,6 +120,7 @@ export const NEEDED_BY: Record<Command, FeatureName[]> = {
   pexpire: ["Lock.extend"],
   publish: ["Lock.release", "Lock.reset", "cached: miss, then hit"],
   exists: ["Lock.locked"],
+  mget: ["cached: namespace"],
   time: ["Lock.acquire", "cached: tags"],
   scan: ["Lock.resetAll"],
   zadd: ["Semaphore, waiting until released", "cached: tags"],
@@ -546,6 +548,25 @@ const FEATURES = {
     assert.equal(await f(), 2);
     s.check();
     await f.invalidateTag(tag);
+  },
+  async "cached: namespace"(c: Ctx) {
+    await using r = await c.open();
+    const s = strictHooks();
+    let runs = 0;
+    const f = cached(() => ++runs, {
+      redis: r,
+      key: uniq("ns"),
+      ttl: 60_000,
+      failOpen: false,
+      hooks: s.hooks,
+      namespace: uniq("namespace"),
+    });
+    assert.equal(await f(), 1);
+    assert.equal(await f(), 1); // a hit: the entry and the token, one MGET
+    await f.invalidateAll();
+    assert.equal(await f(), 2);
+    s.check();
+    await c.admin.send("DEL", f.redisKey());
   },
   async "cached: refresh"(c: Ctx) {
     await using r = await c.open();

@@ -230,6 +230,36 @@ test("memory tiers with a namespace: hits cost no command; an invalidateAll from
   );
 });
 
+test("a binary codec with a namespace: entries and token read together as bytes, hits served, invalidateAll makes them miss", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  const namespace = unique("ns");
+  const k = unique("k");
+  let runs = 0;
+  const make = (redis: RedisClient) =>
+    cached((i: number): Uint8Array => new Uint8Array([i, ++runs, 0xff]), {
+      redis,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+      namespace,
+      codec: {
+        binary: true,
+        encode: (v: Uint8Array) => v,
+        decode: (v: Uint8Array) => v,
+      },
+    });
+  const fa = make(a);
+  const fb = make(b);
+  for (let i = 0; i < 5; i++) await fa(i);
+  for (let i = 0; i < 5; i++) {
+    assert.deepEqual([...await fb(i)], [i, i + 1, 0xff]);
+  }
+  assert.equal(runs, 5);
+  await fa.invalidateAll();
+  for (let i = 0; i < 5; i++) assert.ok((await fb(i))[1] > 5);
+  assert.equal(runs, 10);
+});
+
 test("bad input: a bad namespace throws a TypeError; invalidateAll() without one rejects with a TypeError and sends nothing", async () => {
   await using a = await connect(url);
   await using admin = await connect(url);

@@ -195,7 +195,8 @@ export interface CachedOptions<A extends unknown[], T> {
    * {@linkcode CachedFunction.invalidateAll} can invalidate them all at once
    * in O(1). Every entry then carries the namespace's generation (a token
    * at `<prefix>cache:{<namespace>}:gen`) and a read fetches the current
-   * token beside the entry: one more GET per hit, in the same round trip
+   * token beside the entry: a hit is one `MGET` of both instead of a `GET`
+   * (on a cluster, two GETs in parallel), in the same round trip
    * (a memory tier hit keeps the token too, so it stays free of I/O).
    * Cached functions with the same `namespace` and `prefix` are invalidated
    * together. Any non-empty string that does not start with `}`.
