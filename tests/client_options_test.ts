@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import {
   connect,
   type ConnectOptions,
@@ -205,6 +206,38 @@ test("bad options reject with TypeError/RangeError before any connection", async
   }
   // Options override the URL: a bad option next to a good URL still fails.
   await rejectsBeforeConnecting({ url, port: 0 }, RangeError, "url + port 0");
+});
+
+test("connect(url, options): the second argument is refused with a TypeError before connecting, not dropped; urls.map(connect) still connects", async () => {
+  const listener = createServer(); // counts connections: none may be made
+  let accepted = 0;
+  listener.on("connection", (s) => {
+    accepted++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => listener.listen(0, "127.0.0.1", r));
+  const port = (listener.address() as { port: number }).port;
+  try {
+    const call = connect as unknown as (a: unknown, b: unknown) => Promise<
+      RedisClient
+    >;
+    await assert.rejects(
+      call(`redis://127.0.0.1:${port}`, { protocol: 3 }),
+      (e: unknown) => {
+        assert.ok(e instanceof TypeError, String(e));
+        assert.match((e as Error).message, /\{ url, \.\.\.options \}/);
+        return true;
+      },
+    );
+    assert.equal(accepted, 0);
+  } finally {
+    await new Promise((r) => listener.close(r));
+  }
+  const clients = await Promise.all([url, url].map(connect));
+  for (const c of clients) {
+    assert.equal(await c.send("PING"), "PONG");
+    c.close();
+  }
 });
 
 test("a connector that is not a function or a runtime name is a TypeError", async () => {

@@ -563,8 +563,10 @@ function checkShared(
 /**
  * Opens a client. Resolves once connected and authenticated (AUTH, SELECT and
  * HELLO done); rejects with a `ConnectionError`, `TimeoutError` or
- * `ReplyError` (wrong password) otherwise. A bad URL or option throws a
- * `TypeError` or `RangeError` before anything is sent.
+ * `ReplyError` (wrong password) otherwise. A bad URL or option rejects
+ * with a `TypeError` or `RangeError` before anything is sent; so does an
+ * options object as a second argument (a URL and options go together as
+ * `{ url, ...options }`).
  *
  * @param options A `redis://`/`rediss://` URL, or an options object. Without
  *   it, the `REDIS_URL` environment variable is used if set, else
@@ -587,6 +589,16 @@ export function connect(
   options?: string | ConnectOptions,
 ): Promise<RedisClient> {
   let resolved: ResolvedOptions;
+  const second: unknown = arguments[1];
+  if (typeof second === "object" && second !== null) {
+    // connect(url, { protocol: 3 }) would otherwise drop the options (an
+    // index from urls.map(connect) is no options object: left alone).
+    return Promise.reject(
+      new TypeError(
+        "connect() takes one argument: a URL, or an options object (to give both: connect({ url, ...options }))",
+      ),
+    );
+  }
   const env = options == null ? readRedisUrl() : undefined;
   try {
     resolved = resolveOptions(options ?? env?.url ?? {});
