@@ -54,6 +54,7 @@ import { startCluster } from "../testing/cluster.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { type Proc, runArgs, spawn } from "../testing/proc.ts";
 import { stampedeJson } from "./_bench_stampede_json.ts";
+import { textTable } from "./_text_table.ts";
 
 const LIBS = [
   "respite",
@@ -352,17 +353,7 @@ const out = JSON_OUT ? log : (s: string) => console.log(s);
 
 function table(head: string[], rows: string[][]): string {
   tables.push({ head, rows });
-  const widths = head.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ");
-  return [
-    line(head),
-    widths.map((w) => "-".repeat(w)).join("  "),
-    ...rows.map(line),
-  ].join("\n");
+  return textTable(head, rows);
 }
 
 async function stampede(

@@ -26,6 +26,7 @@ import { optionsOf } from "../lib/client/client.ts";
 import { Connection } from "../lib/client/connection.ts";
 import { sharedRedis } from "../testing/redis.ts";
 import { benchDoc, printJson } from "./_bench_json.ts";
+import { textTable } from "./_text_table.ts";
 
 const log = (s: string) => console.error(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -152,20 +153,6 @@ async function fanOut(
   };
 }
 
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => r[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
-      .join("  ");
-  return [
-    line(head),
-    widths.map((w) => "-".repeat(w)).join("  "),
-    ...rows.map(line),
-  ].join("\n");
-}
-
 async function main() {
   const keys = option("keys", 100_000);
   const writes = option("writes", 1_000);
@@ -217,7 +204,7 @@ async function main() {
     console.log(
       `\nServer memory: one connection tracking ${keys} keys it read\n`,
     );
-    console.log(table(
+    console.log(textTable(
       [
         "mode",
         "used_memory delta",
@@ -236,7 +223,7 @@ async function main() {
     console.log(
       `\nFan-out: 4 tracking connections, ${writes} writes (SET), per write, summed over the 4\n`,
     );
-    console.log(table(
+    console.log(textTable(
       ["keys read by", "mode", "pushes / write", "keys invalidated / write"],
       fan.map((r) => [
         r.readers,
