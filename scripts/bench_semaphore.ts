@@ -1,13 +1,22 @@
 /**
  * Semaphore benchmark: respite's `Semaphore` vs redis-semaphore 5.8.0's
- * `Semaphore` (on ioredis 6.0.0), in this Deno process, against one
+ * `Semaphore` (on ioredis 6.0.0), in this process (Deno or Bun), against one
  * throwaway redis-server, in one run: interleaved rounds (the order of the
  * libraries rotates each round), medians.
  *
  * 20 concurrent workers on one semaphore of limit 3, each in a loop:
- * acquire, hold, release. Two rows: a zero hold (release at once: the
- * semaphore's own overhead) and a 5 ms hold (`setTimeout(5)`: the work a
- * semaphore exists to bound). Each library shares one client among its 20
+ * acquire, hold, release. Three rows: a zero hold (release at once: the
+ * semaphore's own overhead), a 5 ms hold (`setTimeout(5)` in this process:
+ * the work a semaphore exists to bound) and a 5 ms call: the holder sends a
+ * byte to a stand-in service in another process (`_slow_service.ts`, one
+ * socket per worker) that answers 5 ms later, as a holder calling a
+ * rate-limited API does. The call's row is there because a timer hold is
+ * not the same length for both libraries on Deno: its timers fire about
+ * 1 ms late in a quiet process and earlier in one whose event loop other
+ * events wake (measured: 6.18 ms for respite's holders against 5.87 ms for
+ * redis-semaphore's, which poll), so the timer row partly measures how busy
+ * each library keeps the process. The service's timers run in its own
+ * process, under the same traffic whichever library holds. Each library shares one client among its 20
  * workers, with a 10 s lease and no renewal within a round.
  *
  * Per acquisition, from `INFO commandstats` deltas over the window (as Redis
@@ -37,6 +46,7 @@
  * release that hands them a permit.
  *
  * Usage: deno task bench:semaphore [--rounds N] [--seconds S] [--json]
+ *        bun run scripts/bench_semaphore.ts [--rounds N] [--seconds S] [--json]
  * (defaults: 7 rounds of 2 s per row and library). The table goes to
  * stdout; with --json, the shared JSON document (`_bench_json.ts`: every
  * round's rates, the medians and ratios, the table's figures) goes to stdout and the table to stderr. With REDIS_URL set, that
@@ -46,8 +56,11 @@
 import { Redis as IORedis } from "ioredis";
 import { Semaphore as RsSemaphore } from "redis-semaphore";
 import { connect, Semaphore } from "../mod.ts";
-import { commandCalls, startRedis } from "../testing/redis.ts";
+import { commandCalls, freePort, startRedis } from "../testing/redis.ts";
+import { runArgs, spawn } from "../testing/proc.ts";
+import { connect as tcpConnect, type Socket } from "node:net";
 import {
+  args,
   benchDoc,
   type BenchRatio,
   type BenchRow,
@@ -55,25 +68,85 @@ import {
   printJson,
 } from "./_bench_json.ts";
 
+const g = globalThis as {
+  Deno?: {
+    version: { deno: string };
+    env: { get(k: string): string | undefined };
+  };
+  Bun?: { version: string };
+  process?: { env: Record<string, string | undefined> };
+};
+const RUNTIME = g.Bun ? `Bun ${g.Bun.version}` : `Deno ${g.Deno!.version.deno}`;
+const ARGS = args();
+
 function option(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(name);
+  const i = ARGS.indexOf(name);
   if (i === -1) return fallback;
-  const n = Number(Deno.args[i + 1]);
+  const n = Number(ARGS[i + 1]);
   if (!(n > 0)) throw new RangeError(`${name} needs a positive number`);
   return n;
 }
 
 const ROUNDS = option("--rounds", 7);
 const SECONDS = option("--seconds", 2);
-const JSON_OUT = Deno.args.includes("--json");
+const JSON_OUT = ARGS.includes("--json");
 const WORKERS = 20;
 const LIMIT = 3;
-const HOLDS = [0, 5];
+interface Hold {
+  /** The row's name. */
+  label: string;
+  /** How long a holder holds (ms). */
+  ms: number;
+  /** Through a call to the service in another process, not a timer here. */
+  call: boolean;
+}
+const HOLDS: Hold[] = [
+  { label: "0 ms", ms: 0, call: false },
+  { label: "5 ms", ms: 5, call: false },
+  { label: "5 ms call", ms: 5, call: true },
+];
+const CALL_MS = 5;
 const TTL = 10_000;
 const RETRY_INTERVAL = 10;
 const log = (s: string) => console.error(s);
 const table = JSON_OUT ? log : (s: string) => console.log(s);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One worker's socket to the stand-in service: `call()` is one request. */
+class ServiceCall {
+  #socket: Socket;
+  #waiting: (() => void) | null = null;
+  constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Uint8Array) => {
+      for (let i = 0; i < chunk.length; i++) {
+        const w = this.#waiting;
+        this.#waiting = null;
+        w?.();
+      }
+    });
+  }
+  static open(port: number): Promise<ServiceCall> {
+    return new Promise((resolve, reject) => {
+      const socket = tcpConnect({ port, host: "127.0.0.1" }, () => {
+        socket.setNoDelay(true);
+        socket.off("error", reject);
+        resolve(new ServiceCall(socket));
+      });
+      socket.once("error", reject);
+    });
+  }
+  call(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiting = resolve;
+      this.#socket.write(ONE);
+    });
+  }
+  close(): void {
+    this.#socket.destroy();
+  }
+}
+const ONE = new Uint8Array([1]);
 
 interface Contender {
   name: string;
@@ -87,12 +160,34 @@ interface Contender {
   sentByClient?: () => number;
 }
 
-const external = Deno.env.get("REDIS_URL");
+const external = g.Deno
+  ? g.Deno.env.get("REDIS_URL")
+  : g.process?.env.REDIS_URL;
 const server = external ? null : await startRedis();
 const url = external ?? server!.url;
 const admin = await connect(url);
 const respite = await connect(url);
 const io = new IORedis(url);
+const servicePort = await freePort();
+const service = spawn(
+  ...runArgs(new URL("./_slow_service.ts", import.meta.url).pathname, [
+    String(servicePort),
+    String(CALL_MS),
+  ]),
+  { output: "null" },
+);
+const calls: ServiceCall[] = [];
+for (let i = 0; i < WORKERS; i++) {
+  for (let tries = 0;; tries++) {
+    try {
+      calls.push(await ServiceCall.open(servicePort));
+      break;
+    } catch (err) {
+      if (tries > 200) throw err;
+      await sleep(25);
+    }
+  }
+}
 // ioredis sends every command through sendCommand (scripts included).
 let ioSent = 0;
 {
@@ -157,10 +252,10 @@ interface Measure {
 
 async function contended(
   c: Contender,
-  hold: number,
+  hold: Hold,
   round: number,
 ): Promise<Measure> {
-  const resource = `respite-bench:sem:${c.name}:${hold}:${round}`;
+  const resource = `respite-bench:sem:${c.name}:${hold.label}:${round}`;
   let stop = false;
   let acquisitions = 0;
   let inside = 0;
@@ -184,9 +279,9 @@ async function contended(
         acquisitions++;
         perWorker[i]++;
       }
-      if (hold > 0) {
+      if (hold.ms > 0) {
         const h0 = performance.now();
-        await sleep(hold);
+        await (hold.call ? calls[i].call() : sleep(hold.ms));
         heldMs += performance.now() - h0;
         holds++;
       }
@@ -237,7 +332,7 @@ async function contended(
 const serverVersion = String(
   /redis_version:(\S+)/.exec(await admin.send<string>("INFO", "server"))?.[1],
 );
-const key = (name: string, hold: number) => `${name}@${hold}`;
+const key = (name: string, hold: Hold) => `${name}@${hold.label}`;
 const results = new Map<string, Measure[]>();
 for (const hold of HOLDS) {
   for (const c of contenders) results.set(key(c.name, hold), []);
@@ -245,8 +340,10 @@ for (const hold of HOLDS) {
 const setup = `${WORKERS} workers, limit ${LIMIT}, ttl ${TTL} ms; ` +
   `redis-semaphore retryInterval ${RETRY_INTERVAL} ms`;
 log(
-  `Deno ${Deno.version.deno}, redis-server ${serverVersion} at ${url}; ` +
-    `${ROUNDS} rounds of ${SECONDS} s, holds ${HOLDS.join("/")} ms; ${setup}`,
+  `${RUNTIME}, redis-server ${serverVersion} at ${url}; ` +
+    `${ROUNDS} rounds of ${SECONDS} s, holds ${
+      HOLDS.map((h) => h.label).join(" / ")
+    }; ${setup}`,
 );
 try {
   for (let round = 0; round < ROUNDS; round++) {
@@ -256,7 +353,7 @@ try {
         const m = await contended(c, hold, round);
         results.get(key(c.name, hold))!.push(m);
         log(
-          `round ${round + 1}, hold ${hold} ms, ${c.name}: ` +
+          `round ${round + 1}, hold ${hold.label}, ${c.name}: ` +
             `${m.rate.toFixed(0)} acquisitions/s, max ${m.most} holders, ` +
             `top worker ${(m.top * 100).toFixed(0)}%, per acquisition ` +
             `${m.requests.toFixed(2)} requests + ${
@@ -291,7 +388,7 @@ try {
         median(ms.map((m, i) => f(m) / f(peer[i])));
       const med = (f: (m: Measure) => number) => median(ms.map(f));
       const s = {
-        hold,
+        hold: hold.label,
         library: c.name,
         acquisitionsPerSecond: med((m) => m.rate),
         rateRatio: ratio((m) => m.rate),
@@ -309,7 +406,7 @@ try {
       };
       summary.push(s);
       rows.push([
-        `${hold} ms`,
+        hold.label,
         c.name,
         s.acquisitionsPerSecond.toFixed(0),
         s.rateRatio.toFixed(2),
@@ -333,7 +430,7 @@ try {
       i <= 1 ? s.padEnd(widths[i]) : s.padStart(widths[i])
     ).join(" | ") + " |";
   table(
-    `Semaphore benchmark, Deno ${Deno.version.deno}, redis-server ${serverVersion}, ` +
+    `Semaphore benchmark, ${RUNTIME}, redis-server ${serverVersion}, ` +
       `medians of ${ROUNDS} interleaved rounds of ${SECONDS} s; ${setup}; ` +
       `ratios: median of per-round ratios`,
   );
@@ -353,7 +450,7 @@ try {
       const peer = results.get(key(PEER, hold))!;
       for (const c of contenders) {
         const ms = results.get(key(c.name, hold))!;
-        const group = `semaphore ${hold} ms hold`;
+        const group = `semaphore ${hold.label} hold`;
         jsonRows.push({
           group,
           library: c.name,
@@ -377,7 +474,9 @@ try {
     }
     printJson(benchDoc({
       benchmark: "semaphore",
-      command: `deno task bench:semaphore ${Deno.args.join(" ")}`,
+      command: g.Bun
+        ? `bun run scripts/bench_semaphore.ts ${ARGS.join(" ")}`
+        : `deno task bench:semaphore ${ARGS.join(" ")}`,
       runtime: { redis: serverVersion },
       rounds: ROUNDS,
       rows: jsonRows,
@@ -388,6 +487,8 @@ try {
         limit: LIMIT,
         ttl: TTL,
         holds: HOLDS,
+        service:
+          `a byte answered ${CALL_MS} ms later by scripts/_slow_service.ts in its own process`,
         peer: {
           library: "redis-semaphore 5.8.0 on ioredis 6.0.0",
           retryInterval: RETRY_INTERVAL,
@@ -399,6 +500,9 @@ try {
     }));
   }
 } finally {
+  for (const c of calls) c.close();
+  service.kill("SIGTERM");
+  await service.exited;
   await respite.close();
   await admin.close();
   io.disconnect();
