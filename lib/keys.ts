@@ -35,10 +35,11 @@
  *
  * - `released` ({@linkcode WAKE_RELEASED}): the holder deleted the lock key.
  * - `reset` ({@linkcode WAKE_RESET}): `Lock.reset`/`resetAll` deleted it.
- * - the encoded entry itself (text codecs, up to 64 KiB): a `cached` writer
- *   stored it; waiters can use it without a GET.
+ * - the encoded entry itself (text codecs, up to 64 KiB, no `namespace`): a
+ *   `cached` writer stored it; waiters can use it without a GET.
  * - `written` ({@linkcode WAKE_WRITTEN}): a `cached` writer stored an entry
- *   too large or binary to travel with the message; waiters GET it.
+ *   too large or binary to travel with the message, or one of a `namespace`
+ *   (its waiters read it again beside the generation token); waiters GET it.
  *
  * Each message is published by the same Lua script that changed the key, so
  * a waiter that sees it also sees the change.

@@ -116,6 +116,39 @@ test("invalidateAll() while a computation runs: its result is not served to a ca
   assert.equal(runs, 2);
 });
 
+test("invalidateAll() while another process waits for a computation that read the old token: a call it serves from after (joining its flight) gets a value computed anew, not the old token's entry the wake-up carries", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  await using c = await connect(url);
+  const namespace = unique("ns");
+  const k = unique("k");
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const make = (redis: RedisClient) =>
+    cached(async () => {
+      const run = ++runs;
+      if (run === 1) await gate; // the old computation, held
+      return { run };
+    }, { redis, key: k, ttl: 60_000, namespace, lockTtl: 5_000 });
+  const fa = make(a);
+  const fb = make(b);
+  const fc = make(c);
+  const old = fa();
+  await until(() => runs === 1, "the first computation to start");
+  // b waits on a's lock, having read the old token.
+  const early = fb();
+  await sleep(100);
+  await fc.invalidateAll();
+  // Made after invalidateAll returned: joins b's wait in b's process.
+  const late = fb();
+  release();
+  assert.deepEqual(await old, { run: 1 }); // a's own caller: before
+  assert.deepEqual(await late, { run: 2 }, "the old token's entry was served");
+  assert.deepEqual(await early, { run: 2 });
+  assert.equal(runs, 2);
+});
+
 test("the generation token lost from Redis (deleted, evicted): every entry misses, and none written under an older token comes back", async () => {
   await using a = await connect(url);
   await using admin = await connect(url);

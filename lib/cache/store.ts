@@ -137,10 +137,16 @@ function newMarker(): string {
 
 /**
  * The message that wakes an entry's waiters: the entry itself when it is
- * small text (they need no GET), else {@linkcode WAKE_WRITTEN}.
+ * small text (they need no GET), else {@linkcode WAKE_WRITTEN}. Always the
+ * latter with a namespace: a waiter there reads the entry again beside the
+ * generation token (`cache/wait.ts`), so the entry would travel for nothing.
  */
-function wakeMessage(stored: string | Uint8Array): string | Uint8Array {
-  return typeof stored === "string" && stored.length <= PUBLISH_MAX
+function wakeMessage(
+  stored: string | Uint8Array,
+  namespaced: boolean,
+): string | Uint8Array {
+  return !namespaced && typeof stored === "string" &&
+      stored.length <= PUBLISH_MAX
     ? stored
     : WAKE_WRITTEN;
 }
@@ -448,7 +454,7 @@ export class CacheStore {
           Math.max(1, Math.round(px)),
           gen.marker,
           keys.lock.wake,
-          wakeMessage(stored),
+          wakeMessage(stored, this.#o.genKey !== null),
         ],
         logger: this.#o.logger,
         signal,
@@ -491,7 +497,7 @@ export class CacheStore {
           marker,
           this.markerTtl,
           keys.lock.wake,
-          wakeMessage(stored),
+          wakeMessage(stored, this.#o.genKey !== null),
         ],
         logger: this.#o.logger,
         signal,
