@@ -235,13 +235,13 @@ export function checkHashTag(what: string, name: string): void {
 
 /** The Redis names one semaphore uses (all in the `{<name>}` hash slot). */
 export interface SemaphoreKeys {
-  /** ZSET of holders' tokens, scored by their expiry (server ms). */
+  /** ZSET of holders' tokens, scored by their expiry (server ms); expires with the longest. */
   holders: string;
   /** ZSET of waiters' tickets, scored by their place in line. */
   queue: string;
   /** ZSET of waiters' tickets, scored by their expiry (server ms). */
   tickets: string;
-  /** String: the counter that numbers tickets. */
+  /** String: the counter that numbers tickets; expires with the line (the longest ticket). */
   seq: string;
   /** Channel: a release publishes the tickets whose turn it is. */
   wake: string;
