@@ -149,6 +149,30 @@ test("invalidateAll() while another process waits for a computation that read th
   assert.equal(runs, 2);
 });
 
+test("a refresh() made after invalidateAll() does not join one in flight from before: it computes anew", async () => {
+  await using a = await connect(url);
+  const namespace = unique("ns");
+  const k = unique("k");
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const f = cached(async () => {
+    const run = ++runs;
+    if (run === 1) await gate; // the old computation, held
+    return { run };
+  }, { redis: a, key: k, ttl: 60_000, namespace, lockTtl: 5_000 });
+  const old = f.refresh();
+  await until(() => runs === 1, "the first computation to start");
+  await f.invalidateAll();
+  const late = f.refresh();
+  await sleep(50);
+  release();
+  assert.deepEqual(await old, { run: 1 });
+  assert.deepEqual(await late, { run: 2 }, "joined the refresh from before");
+  assert.deepEqual(await f(), { run: 2 });
+  assert.equal(runs, 2);
+});
+
 test("the generation token lost from Redis (deleted, evicted): every entry misses, and none written under an older token comes back", async () => {
   await using a = await connect(url);
   await using admin = await connect(url);

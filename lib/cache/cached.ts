@@ -524,6 +524,16 @@ class Cache<A extends unknown[], T> {
   }
 
   /**
+   * Calls for `fk` (see `CacheStore.flightKey`) that join a lookup or a
+   * `refresh()` from now on start their own: the entry changed, and a
+   * computation already running may have read it before.
+   */
+  forget(fk: string): void {
+    this.flights.forget(fk);
+    this.refreshes.forget(fk);
+  }
+
+  /**
    * This process wrote (or tried to write) `k`: no memory tier of its client
    * serves the value it held, even before Redis's invalidation arrives.
    */
@@ -713,7 +723,7 @@ class Cache<A extends unknown[], T> {
     const encoded = this.entries.encodeValue(k, value, Date.now(), 0, ns);
     if (encoded === null) return; // unreachable: nullish checked above
     // Calls that join a lookup from now on see the new value.
-    this.flights.forget(store.flightKey(k));
+    this.forget(store.flightKey(k));
     await this.joinTags(k, args, store, encoded.px);
     try {
       await store.set(k, encoded.stored, encoded.px);
@@ -762,7 +772,7 @@ class Cache<A extends unknown[], T> {
       for (let i = 0; i < members.length; i += 16) {
         const batch = members.slice(i, i + 16);
         await Promise.all(batch.map((k) => {
-          this.flights.forget(store.flightKey(k));
+          this.forget(store.flightKey(k));
           return store.invalidate(k).finally(() => this.changedHere(store, k));
         }));
       }
@@ -781,8 +791,10 @@ class Cache<A extends unknown[], T> {
       );
     }
     const store = this.storeFor(redis);
-    // Calls that join a lookup from now on read the new generation.
+    // Calls that join a lookup (or a refresh()) from now on read the new
+    // generation.
     this.flights.forgetAll();
+    this.refreshes.forgetAll();
     try {
       await store.invalidateAll();
     } finally {
@@ -793,7 +805,7 @@ class Cache<A extends unknown[], T> {
   async invalidate(args: A, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
-    this.flights.forget(store.flightKey(k));
+    this.forget(store.flightKey(k));
     try {
       await store.invalidate(k);
     } finally {
