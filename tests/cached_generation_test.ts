@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { cached, connect, type RedisClient } from "../mod.ts";
 import { commandCalls, sharedRedis } from "../testing/redis.ts";
+import { startFaultProxy } from "../testing/fault_proxy.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -285,6 +286,40 @@ test("memory tiers with a namespace: hits cost no command; an invalidateAll from
     "fromoutside",
     "the entries were written under the token found",
   );
+});
+
+test("invalidateAll() through one client: once it resolved, this process serves no old entry from the memory tier of another of its clients (fn.with), even while Redis's invalidation has not reached that tier (its tracking connection stalled)", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using a = await connect(url);
+    await using b = await connect(proxy.url);
+    const namespace = unique("ns");
+    const k = unique("k");
+    let runs = 0;
+    const f = cached((i: number) => ({ i, run: ++runs }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+      namespace,
+      memory: { maxEntries: 100 },
+    });
+    const fb = f.with(b);
+    await until(async () => {
+      await fb(1);
+      return (fb.memory?.entries ?? 0) > 0;
+    }, "b's tier to remember the entry");
+    const hits = fb.memory!.hits;
+    const old = (await fb(1)).run;
+    assert.equal(fb.memory!.hits, hits + 1, "served from b's tier");
+    // Redis's invalidations to b's tier are held back.
+    proxy.stall("down", { only: "TRACKING" });
+    await f.invalidateAll();
+    assert.notEqual((await fb(1)).run, old, "b's tier served the old entry");
+    assert.notEqual((await f(1)).run, old);
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
 });
 
 test("a binary codec with a namespace: entries and token read together as bytes, hits served, invalidateAll makes them miss", async () => {

@@ -75,6 +75,11 @@ class Cache<A extends unknown[], T> {
     CacheStore,
     { tier: MemoryTier; tracker: Tracker } | null
   >();
+  /**
+   * The trackers of this function's tiers, whichever client each reads
+   * through (held weakly: a per-call client's goes with it).
+   */
+  readonly trackers = new Set<WeakRef<Tracker>>();
   /** The memory tier was refused for a client: warned once. */
   warnedNoTier = false;
   /** The namespace's generation key, or `null` without a `namespace`. */
@@ -181,6 +186,7 @@ class Cache<A extends unknown[], T> {
         const tier = new MemoryTier(m.maxEntries, m.maxBytes, this.genKey);
         tracker.add(tier);
         t = { tier, tracker };
+        this.trackers.add(new WeakRef(tracker));
       }
       this.tiers.set(store, t);
     }
@@ -538,7 +544,23 @@ class Cache<A extends unknown[], T> {
    * serves the value it held, even before Redis's invalidation arrives.
    */
   changedHere(store: CacheStore, k: string): void {
-    changedHere(store.redis, this.options.prefix, store.entryKey(k));
+    this.changedEverywhere(store, store.entryKey(k));
+  }
+
+  /**
+   * `changedHere` for `redisKey` (an entry's or the generation's key):
+   * through `store`'s client, and through every other client this function's
+   * tiers read through (`fn.with(other)`), whose Redis invalidation may come
+   * later still. A tier on another server drops a key it may not hold: a
+   * miss, never a wrong hit.
+   */
+  changedEverywhere(store: CacheStore, redisKey: string): void {
+    changedHere(store.redis, this.options.prefix, redisKey);
+    for (const ref of this.trackers) {
+      const t = ref.deref();
+      if (t === undefined) this.trackers.delete(ref);
+      else t.changed(redisKey);
+    }
   }
 
   async release(lock: Lock, k: string): Promise<void> {
@@ -798,7 +820,7 @@ class Cache<A extends unknown[], T> {
     try {
       await store.invalidateAll();
     } finally {
-      changedHere(store.redis, this.options.prefix, genKey);
+      this.changedEverywhere(store, genKey);
     }
   }
 
