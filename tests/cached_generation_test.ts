@@ -322,6 +322,35 @@ test("invalidateAll() through one client: once it resolved, this process serves 
   }
 });
 
+test("a token SET from outside that is not a plain word (a space, a newline, empty) still caches, and an entry written without a token is not current under the empty one", async () => {
+  await using a = await connect(url);
+  await using admin = await connect(url);
+  for (const token of ["a b", "x\ny", "", "~7e", "%20"]) {
+    const namespace = unique("ns");
+    const k = unique("k");
+    await admin.send("SET", `respite:cache:{${namespace}}:gen`, token);
+    let runs = 0;
+    const errors: unknown[] = [];
+    const f = cached((i: number) => ({ i, run: ++runs }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+      namespace,
+      hooks: { error: (e) => void errors.push(e) },
+    });
+    for (let j = 0; j < 3; j++) assert.deepEqual(await f(1), { i: 1, run: 1 });
+    assert.deepEqual(errors, [], `token ${JSON.stringify(token)}`);
+    // The same key, cached without a namespace: its entry has no token.
+    const plain = cached((i: number) => ({ i, run: -1 }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+    });
+    assert.deepEqual(await plain(2), { i: 2, run: -1 });
+    assert.deepEqual(await f(2), { i: 2, run: 2 }, "the token-less entry");
+  }
+});
+
 test("a binary codec with a namespace: entries and token read together as bytes, hits served, invalidateAll makes them miss", async () => {
   await using a = await connect(url);
   await using b = await connect(url);
