@@ -35,10 +35,11 @@
  *
  * - `released` ({@linkcode WAKE_RELEASED}): the holder deleted the lock key.
  * - `reset` ({@linkcode WAKE_RESET}): `Lock.reset`/`resetAll` deleted it.
- * - the encoded entry itself (text codecs, up to 64 KiB): a `cached` writer
- *   stored it; waiters can use it without a GET.
+ * - the encoded entry itself (text codecs, up to 64 KiB, no `namespace`): a
+ *   `cached` writer stored it; waiters can use it without a GET.
  * - `written` ({@linkcode WAKE_WRITTEN}): a `cached` writer stored an entry
- *   too large or binary to travel with the message; waiters GET it.
+ *   too large or binary to travel with the message, or one of a `namespace`
+ *   (its waiters read it again beside the generation token); waiters GET it.
  *
  * Each message is published by the same Lua script that changed the key, so
  * a waiter that sees it also sees the change.
@@ -234,13 +235,13 @@ export function checkHashTag(what: string, name: string): void {
 
 /** The Redis names one semaphore uses (all in the `{<name>}` hash slot). */
 export interface SemaphoreKeys {
-  /** ZSET of holders' tokens, scored by their expiry (server ms). */
+  /** ZSET of holders' tokens, scored by their expiry (server ms); expires with the longest. */
   holders: string;
   /** ZSET of waiters' tickets, scored by their place in line. */
   queue: string;
   /** ZSET of waiters' tickets, scored by their expiry (server ms). */
   tickets: string;
-  /** String: the counter that numbers tickets. */
+  /** String: the counter that numbers tickets; expires with the line (the longest ticket). */
   seq: string;
   /** Channel: a release publishes the tickets whose turn it is. */
   wake: string;

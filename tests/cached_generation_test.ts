@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { cached, connect, type RedisClient } from "../mod.ts";
 import { commandCalls, sharedRedis } from "../testing/redis.ts";
+import { startFaultProxy } from "../testing/fault_proxy.ts";
 import { sleep, teardown, test } from "./_harness.ts";
 
 const server = await sharedRedis();
@@ -113,6 +114,63 @@ test("invalidateAll() while a computation runs: its result is not served to a ca
   assert.deepEqual(await fresh, { run: 2 });
   assert.deepEqual(await fb(), { run: 2 });
   assert.deepEqual(await fa(), { run: 2 });
+  assert.equal(runs, 2);
+});
+
+test("invalidateAll() while another process waits for a computation that read the old token: a call it serves from after (joining its flight) gets a value computed anew, not the old token's entry the wake-up carries", async () => {
+  await using a = await connect(url);
+  await using b = await connect(url);
+  await using c = await connect(url);
+  const namespace = unique("ns");
+  const k = unique("k");
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const make = (redis: RedisClient) =>
+    cached(async () => {
+      const run = ++runs;
+      if (run === 1) await gate; // the old computation, held
+      return { run };
+    }, { redis, key: k, ttl: 60_000, namespace, lockTtl: 5_000 });
+  const fa = make(a);
+  const fb = make(b);
+  const fc = make(c);
+  const old = fa();
+  await until(() => runs === 1, "the first computation to start");
+  // b waits on a's lock, having read the old token.
+  const early = fb();
+  await sleep(100);
+  await fc.invalidateAll();
+  // Made after invalidateAll returned: joins b's wait in b's process.
+  const late = fb();
+  release();
+  assert.deepEqual(await old, { run: 1 }); // a's own caller: before
+  assert.deepEqual(await late, { run: 2 }, "the old token's entry was served");
+  assert.deepEqual(await early, { run: 2 });
+  assert.equal(runs, 2);
+});
+
+test("a refresh() made after invalidateAll() does not join one in flight from before: it computes anew", async () => {
+  await using a = await connect(url);
+  const namespace = unique("ns");
+  const k = unique("k");
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const f = cached(async () => {
+    const run = ++runs;
+    if (run === 1) await gate; // the old computation, held
+    return { run };
+  }, { redis: a, key: k, ttl: 60_000, namespace, lockTtl: 5_000 });
+  const old = f.refresh();
+  await until(() => runs === 1, "the first computation to start");
+  await f.invalidateAll();
+  const late = f.refresh();
+  await sleep(50);
+  release();
+  assert.deepEqual(await old, { run: 1 });
+  assert.deepEqual(await late, { run: 2 }, "joined the refresh from before");
+  assert.deepEqual(await f(), { run: 2 });
   assert.equal(runs, 2);
 });
 
@@ -228,6 +286,69 @@ test("memory tiers with a namespace: hits cost no command; an invalidateAll from
     "fromoutside",
     "the entries were written under the token found",
   );
+});
+
+test("invalidateAll() through one client: once it resolved, this process serves no old entry from the memory tier of another of its clients (fn.with), even while Redis's invalidation has not reached that tier (its tracking connection stalled)", async () => {
+  const proxy = await startFaultProxy({ port: server.port });
+  try {
+    await using a = await connect(url);
+    await using b = await connect(proxy.url);
+    const namespace = unique("ns");
+    const k = unique("k");
+    let runs = 0;
+    const f = cached((i: number) => ({ i, run: ++runs }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+      namespace,
+      memory: { maxEntries: 100 },
+    });
+    const fb = f.with(b);
+    await until(async () => {
+      await fb(1);
+      return (fb.memory?.entries ?? 0) > 0;
+    }, "b's tier to remember the entry");
+    const hits = fb.memory!.hits;
+    const old = (await fb(1)).run;
+    assert.equal(fb.memory!.hits, hits + 1, "served from b's tier");
+    // Redis's invalidations to b's tier are held back.
+    proxy.stall("down", { only: "TRACKING" });
+    await f.invalidateAll();
+    assert.notEqual((await fb(1)).run, old, "b's tier served the old entry");
+    assert.notEqual((await f(1)).run, old);
+  } finally {
+    proxy.resume();
+    await proxy.close();
+  }
+});
+
+test("a token SET from outside that is not a plain word (a space, a newline, empty) still caches, and an entry written without a token is not current under the empty one", async () => {
+  await using a = await connect(url);
+  await using admin = await connect(url);
+  for (const token of ["a b", "x\ny", "", "~7e", "%20"]) {
+    const namespace = unique("ns");
+    const k = unique("k");
+    await admin.send("SET", `respite:cache:{${namespace}}:gen`, token);
+    let runs = 0;
+    const errors: unknown[] = [];
+    const f = cached((i: number) => ({ i, run: ++runs }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+      namespace,
+      hooks: { error: (e) => void errors.push(e) },
+    });
+    for (let j = 0; j < 3; j++) assert.deepEqual(await f(1), { i: 1, run: 1 });
+    assert.deepEqual(errors, [], `token ${JSON.stringify(token)}`);
+    // The same key, cached without a namespace: its entry has no token.
+    const plain = cached((i: number) => ({ i, run: -1 }), {
+      redis: a,
+      key: (i) => `${k}:${i}`,
+      ttl: 60_000,
+    });
+    assert.deepEqual(await plain(2), { i: 2, run: -1 });
+    assert.deepEqual(await f(2), { i: 2, run: 2 }, "the token-less entry");
+  }
 });
 
 test("a binary codec with a namespace: entries and token read together as bytes, hits served, invalidateAll makes them miss", async () => {

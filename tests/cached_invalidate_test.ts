@@ -110,6 +110,29 @@ test("a computation that outlives the invalidation marker's lifetime still does 
   await other.send("DEL", O.redisKey());
 });
 
+test("a refresh() made after invalidate() does not join one in flight from before: it computes anew", async () => {
+  await using a = await connect(url);
+  const k = key("refresh");
+  let runs = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const f = cached(async () => {
+    const run = ++runs;
+    if (run === 1) await gate; // the old computation, held
+    return { run };
+  }, { redis: a, key: k, ttl: 60_000, lockTtl: 5_000 });
+  const old = f.refresh();
+  await until(() => runs === 1, "the first computation to start");
+  await f.invalidate();
+  const late = f.refresh();
+  await sleep(50);
+  release();
+  assert.deepEqual(await old, { run: 1 });
+  assert.deepEqual(await late, { run: 2 }, "joined the refresh from before");
+  assert.deepEqual(await f(), { run: 2 });
+  assert.equal(runs, 2);
+});
+
 teardown(async () => {
   await server.stop();
 });

@@ -342,7 +342,7 @@ function insideLua(
   return n;
 }
 
-test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a permit over (8 and no PUBLISH to a waiter on the releasing client)", async () => {
+test("Lua work per acquisition: 11 commands uncontended, 10 to queue, 11 to hand a permit over (10 and no PUBLISH to a waiter on the releasing client); the PTTL/PEXPIRE pairs keep each key expiring", async () => {
   await using r = await connect(url);
   await using r2 = await connect(url);
   await using admin = await connect(url);
@@ -359,7 +359,7 @@ test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a 
     await a.release();
   }
   let after = await commandCalls(admin);
-  assert.equal(insideLua(before, after), 90, "acquire 4 + release 5");
+  assert.equal(insideLua(before, after), 110, "acquire 6 + release 5");
   const queue = `${p}sem:{s}:queue`;
   const queued = (n: number) => async () =>
     await admin.send("ZCOUNT", queue, "-inf", "+inf") === n;
@@ -375,13 +375,13 @@ test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a 
   const bGot = b.acquire({ wait: 10_000 });
   await until("b queued", 2_000, queued(3));
   after = await commandCalls(admin);
-  assert.equal(insideLua(before, after), 6, "a queuing try");
+  assert.equal(insideLua(before, after), 10, "a queuing try");
   // a (on r) hands its permit to c, on another client: published.
   before = after;
   await a.release();
   assert.equal(await cGot, true);
   after = await commandCalls(admin);
-  assert.equal(insideLua(before, after), 9, "a release handing a permit");
+  assert.equal(insideLua(before, after), 11, "a release handing a permit");
   assert.equal(published(), 1);
   await c.release();
   assert.equal(await dGot, true);
@@ -392,7 +392,7 @@ test("Lua work per acquisition: 9 commands uncontended, 6 to queue, 9 to hand a 
   after = await commandCalls(admin);
   assert.equal(
     insideLua(before, after),
-    8,
+    10,
     "a release handing a permit on its client",
   );
   assert.equal(published(), 0);
@@ -521,6 +521,45 @@ test("free permits go to the live waiters in line first, in batches, skipping de
   const t = new Semaphore(r, "s", { limit, prefix: p });
   assert.equal(await t.acquire({ wait: 0 }), true);
   await t.release();
+});
+
+test("a name nobody uses any more leaves no key behind: a contended round's line (its seq counter too) expires with its tickets, a holder that never released with its lease", async () => {
+  await using r = await connect(url);
+  await using r2 = await connect(url);
+  const p = prefix();
+  const left = async () => await scanKeys(r, `${p}sem:*`);
+  const a = new Semaphore(r, "s", { limit: 1, prefix: p, ttl: 2_000 });
+  const b = new Semaphore(r2, "s", { limit: 1, prefix: p, ttl: 2_000 });
+  assert.equal(await a.acquire({ wait: 0 }), true);
+  const got = b.acquire({ wait: 5_000 }); // queues: a ticket and a number
+  await until(
+    "b queued",
+    2_000,
+    async () => await r.send("ZCARD", `${p}sem:{s}:queue`) === 1,
+  );
+  for (const k of await left()) {
+    const pttl = await r.send<number>("PTTL", k);
+    assert.ok(pttl > 0, `${k} has no expiry (PTTL ${pttl})`);
+  }
+  await a.release();
+  assert.equal(await got, true);
+  await b.release();
+  // The tickets live 3 s; nothing of the name outlives them.
+  await until(
+    "every key of the name to expire",
+    6_000,
+    async () => (await left()).length === 0,
+  );
+
+  // A holder that never releases (a process that died holding it).
+  const c = new Semaphore(r, "t", { limit: 2, prefix: p, ttl: 300 });
+  assert.equal(await c.acquire({ wait: 0 }), true);
+  assert.ok(await r.send<number>("PTTL", `${p}sem:{t}:holders`) > 0);
+  await until(
+    "the dead holder's key to expire",
+    3_000,
+    async () => (await left()).length === 0,
+  );
 });
 
 teardown(async () => {

@@ -75,6 +75,11 @@ class Cache<A extends unknown[], T> {
     CacheStore,
     { tier: MemoryTier; tracker: Tracker } | null
   >();
+  /**
+   * The trackers of this function's tiers, whichever client each reads
+   * through (held weakly: a per-call client's goes with it).
+   */
+  readonly trackers = new Set<WeakRef<Tracker>>();
   /** The memory tier was refused for a client: warned once. */
   warnedNoTier = false;
   /** The namespace's generation key, or `null` without a `namespace`. */
@@ -181,6 +186,7 @@ class Cache<A extends unknown[], T> {
         const tier = new MemoryTier(m.maxEntries, m.maxBytes, this.genKey);
         tracker.add(tier);
         t = { tier, tracker };
+        this.trackers.add(new WeakRef(tracker));
       }
       this.tiers.set(store, t);
     }
@@ -524,11 +530,37 @@ class Cache<A extends unknown[], T> {
   }
 
   /**
+   * Calls for `fk` (see `CacheStore.flightKey`) that join a lookup or a
+   * `refresh()` from now on start their own: the entry changed, and a
+   * computation already running may have read it before.
+   */
+  forget(fk: string): void {
+    this.flights.forget(fk);
+    this.refreshes.forget(fk);
+  }
+
+  /**
    * This process wrote (or tried to write) `k`: no memory tier of its client
    * serves the value it held, even before Redis's invalidation arrives.
    */
   changedHere(store: CacheStore, k: string): void {
-    changedHere(store.redis, this.options.prefix, store.entryKey(k));
+    this.changedEverywhere(store, store.entryKey(k));
+  }
+
+  /**
+   * `changedHere` for `redisKey` (an entry's or the generation's key):
+   * through `store`'s client, and through every other client this function's
+   * tiers read through (`fn.with(other)`), whose Redis invalidation may come
+   * later still. A tier on another server drops a key it may not hold: a
+   * miss, never a wrong hit.
+   */
+  changedEverywhere(store: CacheStore, redisKey: string): void {
+    changedHere(store.redis, this.options.prefix, redisKey);
+    for (const ref of this.trackers) {
+      const t = ref.deref();
+      if (t === undefined) this.trackers.delete(ref);
+      else t.changed(redisKey);
+    }
   }
 
   async release(lock: Lock, k: string): Promise<void> {
@@ -713,7 +745,7 @@ class Cache<A extends unknown[], T> {
     const encoded = this.entries.encodeValue(k, value, Date.now(), 0, ns);
     if (encoded === null) return; // unreachable: nullish checked above
     // Calls that join a lookup from now on see the new value.
-    this.flights.forget(store.flightKey(k));
+    this.forget(store.flightKey(k));
     await this.joinTags(k, args, store, encoded.px);
     try {
       await store.set(k, encoded.stored, encoded.px);
@@ -762,7 +794,7 @@ class Cache<A extends unknown[], T> {
       for (let i = 0; i < members.length; i += 16) {
         const batch = members.slice(i, i + 16);
         await Promise.all(batch.map((k) => {
-          this.flights.forget(store.flightKey(k));
+          this.forget(store.flightKey(k));
           return store.invalidate(k).finally(() => this.changedHere(store, k));
         }));
       }
@@ -781,19 +813,21 @@ class Cache<A extends unknown[], T> {
       );
     }
     const store = this.storeFor(redis);
-    // Calls that join a lookup from now on read the new generation.
+    // Calls that join a lookup (or a refresh()) from now on read the new
+    // generation.
     this.flights.forgetAll();
+    this.refreshes.forgetAll();
     try {
       await store.invalidateAll();
     } finally {
-      changedHere(store.redis, this.options.prefix, genKey);
+      this.changedEverywhere(store, genKey);
     }
   }
 
   async invalidate(args: A, redis: unknown): Promise<void> {
     const k = this.keyOf(args);
     const store = this.storeFor(redis);
-    this.flights.forget(store.flightKey(k));
+    this.forget(store.flightKey(k));
     try {
       await store.invalidate(k);
     } finally {

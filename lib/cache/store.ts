@@ -130,6 +130,23 @@ function textOf(bytes: Uint8Array): string {
   return utf8.decode(bytes);
 }
 
+/** A token as respite makes them, or as an operator may type one: kept as it is. */
+const PLAIN_TOKEN = /^[0-9A-Za-z_.:-]{1,128}$/;
+
+/**
+ * The namespace's generation token as entries carry it in their header
+ * (`cache/entry.ts`): a token as respite makes them (hex) as it is; any
+ * other value a `SET` from outside left there — empty, or with a space or
+ * a newline, which would break the header and leave every entry a miss —
+ * as `~` and its `encodeURIComponent` form. No plain token starts with `~`,
+ * and that form is one-to-one, so two values never share a header token.
+ */
+function tokenOf(raw: string | null): string | null {
+  return raw === null || PLAIN_TOKEN.test(raw)
+    ? raw
+    : "~" + encodeURIComponent(raw);
+}
+
 /** A new random invalidation marker. */
 function newMarker(): string {
   return toHex(crypto.getRandomValues(new Uint8Array(12)));
@@ -137,10 +154,16 @@ function newMarker(): string {
 
 /**
  * The message that wakes an entry's waiters: the entry itself when it is
- * small text (they need no GET), else {@linkcode WAKE_WRITTEN}.
+ * small text (they need no GET), else {@linkcode WAKE_WRITTEN}. Always the
+ * latter with a namespace: a waiter there reads the entry again beside the
+ * generation token (`cache/wait.ts`), so the entry would travel for nothing.
  */
-function wakeMessage(stored: string | Uint8Array): string | Uint8Array {
-  return typeof stored === "string" && stored.length <= PUBLISH_MAX
+function wakeMessage(
+  stored: string | Uint8Array,
+  namespaced: boolean,
+): string | Uint8Array {
+  return !namespaced && typeof stored === "string" &&
+      stored.length <= PUBLISH_MAX
     ? stored
     : WAKE_WRITTEN;
 }
@@ -277,7 +300,7 @@ export class CacheStore {
         this.readFast(k),
         this.#watchdog.guard(
           this.redis.command<string | null>(["GET", this.#o.genKey!]),
-        ),
+        ).then(tokenOf),
       ]);
     }
     // One server: one MGET, one reply (cheaper than two GETs).
@@ -288,7 +311,7 @@ export class CacheStore {
       ),
     ).then(([stored, gen]) => [
       stored,
-      gen === null || typeof gen === "string" ? gen : textOf(gen),
+      tokenOf(gen === null || typeof gen === "string" ? gen : textOf(gen)),
     ]);
   }
 
@@ -297,7 +320,8 @@ export class CacheStore {
     const key = this.#o.genKey;
     return key === null
       ? undefined
-      : this.redis.command<string | null>(["GET", key], this.#timeoutOpts);
+      : this.redis.command<string | null>(["GET", key], this.#timeoutOpts)
+        .then(tokenOf);
   }
 
   /**
@@ -312,7 +336,7 @@ export class CacheStore {
       ["SET", key, mine, "NX", "GET"],
       this.#timeoutOpts,
     );
-    return had ?? mine;
+    return had === null ? mine : tokenOf(had)!;
   }
 
   /**
@@ -448,7 +472,7 @@ export class CacheStore {
           Math.max(1, Math.round(px)),
           gen.marker,
           keys.lock.wake,
-          wakeMessage(stored),
+          wakeMessage(stored, this.#o.genKey !== null),
         ],
         logger: this.#o.logger,
         signal,
@@ -491,7 +515,7 @@ export class CacheStore {
           marker,
           this.markerTtl,
           keys.lock.wake,
-          wakeMessage(stored),
+          wakeMessage(stored, this.#o.genKey !== null),
         ],
         logger: this.#o.logger,
         signal,

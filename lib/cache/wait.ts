@@ -58,21 +58,23 @@ export async function awaitTurn<T>(
   state: WaitState<T>,
 ): Promise<Turn<T>> {
   let deadline = performance.now() + options.wait;
-  // The last entry a writer published (text codecs), not yet looked at.
+  // With a namespace, an entry must carry the namespace's generation token
+  // as read after it arrived, so a published entry is not taken as it comes
+  // (the token last read may predate an invalidateAll(), and its writer may
+  // have read the old token before it): it is read again beside the token.
+  const namespaced = store.genKey !== null;
+  let gen: CurrentGeneration = undefined;
+  // The last entry a writer published (text codecs, no namespace), not yet
+  // looked at.
   let sent = null as string | null;
   const onMessage = (message: string) => {
-    if (message.startsWith(ENTRY_START)) sent = message;
+    if (!namespaced && message.startsWith(ENTRY_START)) sent = message;
   };
   let tryLock = true;
   // The lock holder last seen, and how often the budget restarted because
   // the lock changed hands (a new leader deserves a whole `wait`).
   let holder: string | null = null;
   let handoffs = 0;
-  // With a namespace, an entry must carry the generation token last read
-  // (none read yet: a published entry waits for the first read).
-  const namespaced = store.genKey !== null;
-  let gen: CurrentGeneration = undefined;
-  let genRead = !namespaced;
   while (true) {
     if (tryLock) {
       const lock = store.newLock(k);
@@ -93,7 +95,7 @@ export async function awaitTurn<T>(
       }
     }
     const wake = state.wake;
-    if (sent !== null && genRead) {
+    if (sent !== null) {
       // The writer sent the entry with the wake-up: no GET needed.
       const e = entries.decode(k, sent, gen);
       sent = null;
@@ -105,7 +107,6 @@ export async function awaitTurn<T>(
     let stored, pttl, owner;
     try {
       [stored, pttl, owner, gen] = await store.readWithLease(k);
-      genRead = true;
     } catch (error) {
       return { outcome: "error", error };
     }

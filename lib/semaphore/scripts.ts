@@ -32,6 +32,13 @@ import type { CompareResult, SendOptions } from "../lock/scripts.ts";
 // heads): a dead ticket is dropped there, never handed a permit. The queue
 // and the tickets always hold the same tokens (added and removed together).
 // `hand` is the same text in both scripts (a script is one literal).
+//
+// Lifetimes: no key outlives its use. The holders' ZSET is kept alive
+// (PTTL, then PEXPIRE when shorter) as long as its longest lease, at every
+// ZADD to it; the line — tickets, queue and the seq counter — as long as its
+// longest ticket, the three together, so the counter never restarts under a
+// queue that still exists. A name nobody uses any more (its holders and
+// waiters gone, crashed ones included) leaves no key behind.
 
 // KEYS: holders, queue, tickets, seq. ARGV[1] token, ARGV[2] ttl (ms),
 // ARGV[3] limit, ARGV[4] ticket ttl (ms; "0": do not queue), ARGV[5] wake
@@ -43,8 +50,13 @@ const SEM_ACQUIRE_SCRIPT = new Script(
   "SEM_ACQUIRE_SCRIPT",
   `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function keep(key, ms)
+  if redis.call('PTTL', key) < tonumber(ms) then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
 local function hand(free, tag)
-  local given, near, far = {}, {}, {}
+  local given, near, far, longest = {}, {}, {}, 0
   while free > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[2], math.min(free, 1000))
     if #popped == 0 then break end
@@ -56,6 +68,7 @@ local function hand(free, tag)
     for i, h in ipairs(heads) do
       if alive[i] and tonumber(alive[i]) > now then
         local ttl = string.match(h, '^(%d+):')
+        if tonumber(ttl) > longest then longest = tonumber(ttl) end
         add[#add + 1] = now + tonumber(ttl)
         add[#add + 1] = h
         given[#given + 1] = h
@@ -69,6 +82,7 @@ local function hand(free, tag)
     end
     if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
   end
+  if longest > 0 then keep(KEYS[1], longest) end
   if #far > 0 then
     redis.call('PUBLISH', ARGV[5], now .. ' ' .. table.concat(far, ' '))
   end
@@ -95,12 +109,21 @@ if n < limit then
   end
   if n + #given < limit then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+    keep(KEYS[1], ARGV[2])
     return {1, now, now + tonumber(ARGV[2])}
   end
 end
 if ARGV[4] ~= '0' then
   if redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1]) == 1 then
     redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+  end
+  -- The line (tickets, queue, seq) lives as long as its longest ticket:
+  -- the three are kept together, so the counter never restarts under a
+  -- queue that still exists.
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+    redis.call('PEXPIRE', KEYS[4], ARGV[4])
   end
 end
 if first == nil then first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES') end
@@ -118,8 +141,13 @@ const SEM_RELEASE_SCRIPT = new Script(
   "SEM_RELEASE_SCRIPT",
   `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function keep(key, ms)
+  if redis.call('PTTL', key) < tonumber(ms) then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
 local function hand(free, tag)
-  local given, near, far = {}, {}, {}
+  local given, near, far, longest = {}, {}, {}, 0
   while free > 0 do
     local popped = redis.call('ZPOPMIN', KEYS[2], math.min(free, 1000))
     if #popped == 0 then break end
@@ -131,6 +159,7 @@ local function hand(free, tag)
     for i, h in ipairs(heads) do
       if alive[i] and tonumber(alive[i]) > now then
         local ttl = string.match(h, '^(%d+):')
+        if tonumber(ttl) > longest then longest = tonumber(ttl) end
         add[#add + 1] = now + tonumber(ttl)
         add[#add + 1] = h
         given[#given + 1] = h
@@ -144,6 +173,7 @@ local function hand(free, tag)
     end
     if #add > 0 then redis.call('ZADD', KEYS[1], unpack(add)) end
   end
+  if longest > 0 then keep(KEYS[1], longest) end
   if #far > 0 then
     redis.call('PUBLISH', ARGV[3], now .. ' ' .. table.concat(far, ' '))
   end
@@ -175,6 +205,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) > now then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
   return 1
 end
 if s then redis.call('ZREM', KEYS[1], ARGV[1]) end
