@@ -105,6 +105,20 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
   }
 });
 
+test("memory hits in one tick (100 concurrent callers) each get their own copy: one caller's mutation reaches no other", async () => {
+  await using redis = await connect(url);
+  const k = key("concurrent");
+  const f = make(redis, k);
+  await f(1); // computed
+  await f(1); // read from Redis: remembered
+  const hitsBefore = f.memory!.hits;
+  const got = await Promise.all(Array.from({ length: 100 }, () => f(1)));
+  assert.equal(f.memory!.hits - hitsBefore, 100, "all from memory");
+  assert.equal(new Set(got).size, 100, "100 distinct objects");
+  got[0].tags.push("mutated");
+  for (const v of got.slice(1)) assert.deepEqual(v.tags, ["a"]);
+});
+
 test("a binary codec whose decode returns a view of the bytes (identity): a caller that changes them changes no other caller's value", async () => {
   await using redis = await connect(url);
   const k = key("bytes");
