@@ -3,9 +3,10 @@
  * text or bytes Redis holds, parsed once into metadata and payload, not the
  * decoded value), kept coherent by a {@linkcode Tracker}. A hit decodes the
  * payload again, so every caller gets its own copy and no caller's mutation
- * reaches another. (Measured against the alternatives: `structuredClone` of
- * a kept value costs 5-10x a `JSON.parse` of the kept text; a deeply frozen
- * shared value costs nothing but cannot protect a `Map`, a `Set` or a typed
+ * reaches another. (Measured against the alternatives with
+ * `scripts/bench_copy.ts`: `structuredClone` of a kept value cost 2-10x a
+ * `JSON.parse` of the kept text; a deeply frozen shared value costs nothing
+ * but cannot protect a `Map`, a `Set` or the elements of a typed
  * array, which a codec may return.) With a `namespace`, it also keeps the
  * namespace's generation token, dropped as the entries are (tracking tells
  * it when the token's key changes).
