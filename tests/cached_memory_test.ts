@@ -162,6 +162,32 @@ test("LRU bounds: maxEntries and maxBytes", async () => {
   assert.ok(f.memory!.bytes <= 400);
 });
 
+test("LRU order: an entry hit once it is in the older half is moved to the young end and outlives the puts that follow", async () => {
+  await using redis = await connect(url);
+  const k = key("lru-order");
+  const f = cached((id: number) => `v${id}`, {
+    redis,
+    key: (id) => `${k}:${id}`,
+    ttl: 60_000,
+    memory: { maxEntries: 4 },
+  });
+  const remember = async (id: number) => {
+    await f(id); // computed
+    await f(id); // read from Redis: remembered
+  };
+  for (const id of [1, 2, 3, 4]) await remember(id);
+  let hits = f.memory!.hits;
+  await f(1); // the oldest: a hit moves it
+  assert.equal(f.memory!.hits, ++hits);
+  await remember(5); // evicts 2, not 1
+  await remember(6); // evicts 3
+  assert.equal(f.memory!.entries, 4);
+  await f(1);
+  assert.equal(f.memory!.hits, ++hits, "1 was kept");
+  await f(2); // read from Redis, not memory
+  assert.equal(f.memory!.hits, hits, "2 went");
+});
+
 test("coherence: after a write through respite, a plain SET or DEL, and a FLUSHDB from another connection, no other client serves the old value once the invalidation reached it; p99 delay measured", async () => {
   await using a = await connect(url);
   await using b = await connect(url);
