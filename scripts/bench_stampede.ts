@@ -15,6 +15,9 @@
  * "respite (memory)" is `cached` with its in-process tier (`memory`), kept
  * coherent by CLIENT TRACKING; "bentocache (memory+redis)" is bentocache
  * with its memory L1 in front of the same Redis L2 (no bus: one process).
+ * Like with like: bentocache's L1 keeps serialized items by default (its
+ * `memoryDriver`'s `serialize`), so each L1 hit parses one, as each respite
+ * memory hit decodes its kept text; both hand every caller a fresh object.
  * "respite (namespace)" is `cached` with a `namespace` (for `invalidateAll()`):
  * each hit also GETs the generation token, in the same round trip.
  * "cachified" is @epic-web/cachified on Redis (ioredis, a JSON adapter

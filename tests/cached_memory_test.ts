@@ -105,6 +105,20 @@ test("a memory hit costs no I/O and gives each caller its own copy; an entry is 
   }
 });
 
+test("memory hits in one tick (100 concurrent callers) each get their own copy: one caller's mutation reaches no other", async () => {
+  await using redis = await connect(url);
+  const k = key("concurrent");
+  const f = make(redis, k);
+  await f(1); // computed
+  await f(1); // read from Redis: remembered
+  const hitsBefore = f.memory!.hits;
+  const got = await Promise.all(Array.from({ length: 100 }, () => f(1)));
+  assert.equal(f.memory!.hits - hitsBefore, 100, "all from memory");
+  assert.equal(new Set(got).size, 100, "100 distinct objects");
+  got[0].tags.push("mutated");
+  for (const v of got.slice(1)) assert.deepEqual(v.tags, ["a"]);
+});
+
 test("a binary codec whose decode returns a view of the bytes (identity): a caller that changes them changes no other caller's value", async () => {
   await using redis = await connect(url);
   const k = key("bytes");
@@ -146,6 +160,32 @@ test("LRU bounds: maxEntries and maxBytes", async () => {
   await f(1_000); // larger than maxBytes on its own: never kept
   await f(1_000);
   assert.ok(f.memory!.bytes <= 400);
+});
+
+test("LRU order: an entry hit once it is in the older half is moved to the young end and outlives the puts that follow", async () => {
+  await using redis = await connect(url);
+  const k = key("lru-order");
+  const f = cached((id: number) => `v${id}`, {
+    redis,
+    key: (id) => `${k}:${id}`,
+    ttl: 60_000,
+    memory: { maxEntries: 4 },
+  });
+  const remember = async (id: number) => {
+    await f(id); // computed
+    await f(id); // read from Redis: remembered
+  };
+  for (const id of [1, 2, 3, 4]) await remember(id);
+  let hits = f.memory!.hits;
+  await f(1); // the oldest: a hit moves it
+  assert.equal(f.memory!.hits, ++hits);
+  await remember(5); // evicts 2, not 1
+  await remember(6); // evicts 3
+  assert.equal(f.memory!.entries, 4);
+  await f(1);
+  assert.equal(f.memory!.hits, ++hits, "1 was kept");
+  await f(2); // read from Redis, not memory
+  assert.equal(f.memory!.hits, hits, "2 went");
 });
 
 test("coherence: after a write through respite, a plain SET or DEL, and a FLUSHDB from another connection, no other client serves the old value once the invalidation reached it; p99 delay measured", async () => {

@@ -30,6 +30,7 @@ import {
   EntryCodec,
   failureOf,
   newerValue,
+  parseEntry,
   valueOf,
   xfetchEarly,
 } from "./entry.ts";
@@ -158,6 +159,10 @@ class Cache<A extends unknown[], T> {
       return Promise.reject(err);
     }
     checkEviction(store.redis, this.options.logger);
+    if (this.options.memory !== null && signal?.aborted !== true) {
+      const hit = this.memoryHit(k, args, store);
+      if (hit !== undefined) return hit;
+    }
     return this.flights.run(
       store.flightKey(k),
       () => this.lookup(k, args, store),
@@ -183,7 +188,12 @@ class Cache<A extends unknown[], T> {
             );
         }
       } else {
-        const tier = new MemoryTier(m.maxEntries, m.maxBytes, this.genKey);
+        const tier = new MemoryTier(
+          m.maxEntries,
+          m.maxBytes,
+          this.genKey,
+          cacheEntryKey("", this.options.prefix).slice(0, -1),
+        );
         tracker.add(tier);
         t = { tier, tracker };
         this.trackers.add(new WeakRef(tracker));
@@ -194,61 +204,83 @@ class Cache<A extends unknown[], T> {
   }
 
   /**
-   * One lookup, shared by the concurrent calls for `k` in this process on
+   * A call answered from the memory tier, without I/O and outside the
+   * singleflight (each caller decodes its own copy); `undefined` when the
+   * tier cannot answer it (off, bypassed, no fresh entry, no token).
+   */
+  memoryHit(k: string, args: A, store: CacheStore): Promise<T> | undefined {
+    const mem = this.tierFor(store);
+    // Its coherence comes from the tracking connection, not the command one,
+    // which may be reconnecting meanwhile (hits send nothing on it, so the
+    // server's idle timeout closes it).
+    if (mem === null || !mem.tracker.usable()) return undefined;
+    // With a namespace, a memory hit needs the token from memory too.
+    let gen: CurrentGeneration;
+    if (this.genKey !== null) {
+      gen = mem.tier.generation;
+      if (gen === null) return undefined;
+    }
+    const now = Date.now();
+    const raw = mem.tier.get(k, now); // fresh at `now`, or null
+    if (raw === null) return undefined;
+    const e = this.entries.decodeParsed(k, raw, gen);
+    if (e === null) return undefined; // the lookup finds it a miss
+    try {
+      return Promise.resolve(this.fresh(k, args, e, now, store));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** A fresh entry served: the hit hook, a failure thrown, XFetch. */
+  fresh(k: string, args: A, e: Entry<T>, now: number, store: CacheStore): T {
+    const o = this.options;
+    if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
+    if (e.kind === "error") throw failureOf(k, e);
+    if (o.beta > 0 && xfetchEarly(e, now, o.beta, o.random)) {
+      this.refreshInBackground(k, args, e, "early", store);
+    }
+    return e.value;
+  }
+
+  /**
+   * One lookup in Redis (the memory tier, if any, could not answer: see
+   * `memoryHit`), shared by the concurrent calls for `k` in this process on
    * the same Redis server (`store.flightKey`), with whichever of their
    * clients the first of them gave.
    */
   async lookup(k: string, args: A, store: CacheStore): Promise<T> {
-    // The memory tier first: its coherence comes from the tracking
-    // connection, not the command one, which may be reconnecting meanwhile
-    // (hits send nothing on it, so the server's idle timeout closes it).
     const mem = this.options.memory === null ? null : this.tierFor(store);
     const namespaced = this.genKey !== null;
     let stored: Stored = null;
     // The namespace's token the entry must carry (undefined: no namespace).
     let gen: CurrentGeneration;
-    let epoch = -1;
-    let fromMemory = false;
-    if (mem !== null && mem.tracker.usable()) {
-      epoch = mem.tracker.epoch;
-      gen = namespaced ? mem.tier.generation : undefined;
-      // With a namespace, a memory hit needs the token from memory too.
-      if (gen !== null) {
-        stored = mem.tier.get(store.entryKey(k), Date.now());
-        fromMemory = stored !== null;
-      }
+    // What the read may be kept against: no invalidation may come meanwhile.
+    const epoch = mem !== null && mem.tracker.usable() ? mem.tracker.epoch : -1;
+    if (!store.ready) {
+      return await this.failOpen(k, args, store.notReady(), store);
     }
-    if (!fromMemory) {
-      if (!store.ready) {
-        return await this.failOpen(k, args, store.notReady(), store);
-      }
-      try {
-        if (namespaced) [stored, gen] = await store.readFastWithGeneration(k);
-        else stored = await store.readFast(k);
-      } catch (err) {
-        return await this.failOpen(k, args, err, store);
-      }
+    try {
+      if (namespaced) [stored, gen] = await store.readFastWithGeneration(k);
+      else stored = await store.readFast(k);
+    } catch (err) {
+      return await this.failOpen(k, args, err, store);
     }
     const e = this.entries.decode(k, stored, gen);
     const now = Date.now();
     if (e !== null) {
-      const o = this.options;
       if (now < e.freshUntil) {
         if (
-          !fromMemory && mem !== null && epoch === mem.tracker.epoch &&
+          mem !== null && epoch !== -1 && epoch === mem.tracker.epoch &&
           mem.tracker.usable()
         ) {
           // No invalidation came while the read was out: keep it (and the
-          // namespace's token it was checked against).
-          mem.tier.put(store.entryKey(k), stored!, e.freshUntil);
+          // namespace's token it was checked against). It decoded, so it
+          // parses.
+          mem.tier.put(k, stored!, parseEntry(stored!));
           if (namespaced) mem.tier.generation = gen!;
         }
-        if (o.hooks.hit !== undefined) this.events.emit("hit", { key: k });
-        if (e.kind === "error") throw failureOf(k, e);
-        if (o.beta > 0 && xfetchEarly(e, now, o.beta, o.random)) {
-          this.refreshInBackground(k, args, e, "early", store);
-        }
-        return e.value;
+        return this.fresh(k, args, e, now, store);
       }
       if (now < e.staleUntil) {
         this.events.emit("stale", { key: k });

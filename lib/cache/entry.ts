@@ -351,6 +351,22 @@ export class EntryCodec<T> {
     } catch (err) {
       return this.#undecodable(k, stored, "is not a cached() entry", err);
     }
+    return this.decodeParsed(k, raw, gen, stored);
+  }
+
+  /**
+   * {@linkcode EntryCodec.decode} after {@linkcode parseEntry}: for an entry
+   * parsed once and kept (the memory tier), whose payload is decoded anew.
+   *
+   * @param stored What `raw` was parsed from, for the report of a value that
+   *   cannot be decoded (default: rebuilt from `raw`'s payload).
+   */
+  decodeParsed(
+    k: string,
+    raw: RawEntry,
+    gen?: string | null,
+    stored: string | Uint8Array = raw.payload,
+  ): Entry<T> | null {
     if (gen !== undefined && raw.gen !== gen) return null;
     try {
       let value: T;

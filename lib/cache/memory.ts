@@ -1,22 +1,32 @@
 /**
  * `cached`'s in-process memory tier: a bounded LRU of stored entries (the
- * text or bytes Redis holds, not the decoded value), kept coherent by a
- * {@linkcode Tracker}. A hit decodes the stored form again, so every caller
- * gets its own copy and no caller's mutation reaches another. With a
- * `namespace`, it also keeps the namespace's generation token, dropped as
- * the entries are (tracking tells it when the token's key changes).
+ * text or bytes Redis holds, parsed once into metadata and payload, not the
+ * decoded value), kept coherent by a {@linkcode Tracker}. A hit decodes the
+ * payload again, so every caller gets its own copy and no caller's mutation
+ * reaches another. (Measured against the alternatives with
+ * `scripts/bench_copy.ts`: `structuredClone` of a kept value cost 2-10x a
+ * `JSON.parse` of the kept text; a deeply frozen shared value costs nothing
+ * but cannot protect a `Map`, a `Set` or the elements of a typed
+ * array, which a codec may return.) With a `namespace`, it also keeps the
+ * namespace's generation token, dropped as the entries are (tracking tells
+ * it when the token's key changes).
+ *
+ * Entries are held under their cache key, not their Redis key, so that a hit
+ * builds no string: Redis keys from the tracker are mapped back
+ * (`<prefix>cache:{<key>}` to `<key>`).
  *
  * @module
  */
 
-import type { Stored } from "./store.ts";
+import type { RawEntry } from "./entry.ts";
 
 /** One remembered entry. */
 interface Remembered {
-  stored: string | Uint8Array;
-  /** The entry's own freshness (Unix ms): never served past it. */
-  freshUntil: number;
+  /** Parsed once; its `freshUntil` is never served past. */
+  raw: RawEntry;
   bytes: number;
+  /** When it was last put or moved to the young end (see `#young`). */
+  seq: number;
 }
 
 /**
@@ -62,6 +72,15 @@ export class MemoryTier {
   readonly #max: number;
   readonly #maxBytes: number;
   readonly #genKey: string | null;
+  /** `<prefix>cache:{`: how the Redis key of every entry starts. */
+  readonly #start: string;
+  /**
+   * A hit moves its entry to the young end of the LRU only when it is in
+   * the older half (its `seq` more than this behind): a hot entry costs no
+   * `Map` delete and set per hit, and still outlives half the tier's puts.
+   */
+  readonly #young: number;
+  #seq = 0;
   /**
    * The namespace's generation token as last read from Redis (`null`: not
    * known; always `null` without a namespace). A memory hit needs it.
@@ -81,39 +100,63 @@ export class MemoryTier {
    * @param maxEntries The most entries held.
    * @param maxBytes The most bytes of stored forms held.
    * @param genKey The namespace's generation key (`null`: no namespace).
+   * @param entryStart How the Redis key of every entry starts
+   *   (`<prefix>cache:{`).
    */
-  constructor(maxEntries: number, maxBytes: number, genKey: string | null) {
+  constructor(
+    maxEntries: number,
+    maxBytes: number,
+    genKey: string | null,
+    entryStart: string,
+  ) {
     this.#max = maxEntries;
     this.#maxBytes = maxBytes;
     this.#genKey = genKey;
+    this.#start = entryStart;
+    this.#young = Math.max(1, Math.floor(maxEntries / 2));
   }
 
-  /** The stored form of `entryKey` if it is fresh at `now`, else `null`. */
-  get(entryKey: string, now: number): Stored {
-    const r = this.#map.get(entryKey);
+  /**
+   * The entry of cache key `k` if it is fresh at `now`, else `null`. Its
+   * payload may be handed to a decoder: bytes are a copy.
+   */
+  get(k: string, now: number): RawEntry | null {
+    const r = this.#map.get(k);
     if (r === undefined) return null;
-    if (now >= r.freshUntil) {
-      this.#drop(entryKey, r);
+    const raw = r.raw;
+    if (now >= raw.freshUntil) {
+      this.#drop(k, r);
       return null;
     }
-    // Most recently used last.
-    this.#map.delete(entryKey);
-    this.#map.set(entryKey, r);
+    if (this.#seq - r.seq > this.#young) {
+      // Most recently used last.
+      this.#map.delete(k);
+      this.#map.set(k, r);
+      r.seq = ++this.#seq;
+    }
     this.stats.hits++;
     // Bytes are copied: a binary codec's decode may return a view of them
     // (an identity codec does), which its caller may change.
-    return typeof r.stored === "string" ? r.stored : r.stored.slice();
+    return typeof raw.payload === "string"
+      ? raw
+      : { ...raw, payload: raw.payload.slice() };
   }
 
-  /** Remembers a fresh entry read from Redis. */
-  put(entryKey: string, stored: string | Uint8Array, freshUntil: number): void {
+  /**
+   * Remembers a fresh entry of cache key `k` read from Redis: `raw` is
+   * `stored` parsed.
+   */
+  put(k: string, stored: string | Uint8Array, raw: RawEntry): void {
     const bytes = stored.length;
     if (bytes > this.#maxBytes) return;
-    const old = this.#map.get(entryKey);
-    if (old !== undefined) this.#drop(entryKey, old);
-    // A copy: the caller that read `stored` from Redis decodes it too.
-    const own = typeof stored === "string" ? stored : stored.slice();
-    this.#map.set(entryKey, { stored: own, freshUntil, bytes });
+    const old = this.#map.get(k);
+    if (old !== undefined) this.#drop(k, old);
+    // A copy of bytes: the caller that read `stored` from Redis decodes it
+    // too. (Text is immutable.)
+    const own = typeof raw.payload === "string"
+      ? raw
+      : { ...raw, payload: raw.payload.slice() };
+    this.#map.set(k, { raw: own, bytes, seq: ++this.#seq });
     this.#bytes += bytes;
     while (this.#map.size > this.#max || this.#bytes > this.#maxBytes) {
       const [k, r] = this.#map.entries().next().value!;
@@ -122,16 +165,21 @@ export class MemoryTier {
     this.#sync();
   }
 
-  /** Drops `entryKey` (Redis said it changed), or the generation if it is its key. */
-  delete(entryKey: string): void {
-    if (entryKey === this.#genKey) {
+  /**
+   * Drops the entry whose Redis key is `redisKey` (Redis said it changed),
+   * or the generation if it is its key; other keys are not entries.
+   */
+  delete(redisKey: string): void {
+    if (redisKey === this.#genKey) {
       if (this.generation !== null) this.stats.invalidations++;
       this.generation = null;
       return;
     }
-    const r = this.#map.get(entryKey);
+    if (!redisKey.startsWith(this.#start) || !redisKey.endsWith("}")) return;
+    const k = redisKey.slice(this.#start.length, -1);
+    const r = this.#map.get(k);
     if (r === undefined) return;
-    this.#drop(entryKey, r);
+    this.#drop(k, r);
     this.stats.invalidations++;
   }
 
