@@ -50,7 +50,7 @@ import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
 import { FailOpenLog } from "./fail_open_log.ts";
 import { type MemoryStats, MemoryTier } from "./memory.ts";
-import { changedHere, type Tracker, trackerFor } from "./tracking.ts";
+import { changedHere, type TierTracker, trackerFor } from "./tracking.ts";
 import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CachedCallOptions}. */
@@ -73,7 +73,7 @@ class Cache<A extends unknown[], T> {
   /** The memory tier per store (`null`: the store's client cannot track). */
   readonly tiers = new WeakMap<
     CacheStore,
-    { tier: MemoryTier; tracker: Tracker } | null
+    { tier: MemoryTier; tracker: TierTracker } | null
   >();
   /** The memory tier was refused for a client: warned once. */
   warnedNoTier = false;
@@ -161,7 +161,9 @@ class Cache<A extends unknown[], T> {
   }
 
   /** The memory tier for `store`, made on first use; `null` without one. */
-  tierFor(store: CacheStore): { tier: MemoryTier; tracker: Tracker } | null {
+  tierFor(
+    store: CacheStore,
+  ): { tier: MemoryTier; tracker: TierTracker } | null {
     const m = this.options.memory;
     if (m === null) return null;
     let t = this.tiers.get(store);
