@@ -176,7 +176,7 @@ class Cache<A extends unknown[], T> {
           (this.options.logger === undefined
             ? store.redis.logger
             : this.options.logger)?.warn(
-              "respite: cached()'s memory tier needs a client from respite's connect() (it tracks keys on a connection of its own); it is off for this client",
+              "respite: cached()'s memory tier needs a client from respite's connect() or connectCluster() (it tracks keys on a connection of its own); it is off for this client",
             );
         }
       } else {
