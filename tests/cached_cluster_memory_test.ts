@@ -312,11 +312,20 @@ test("cluster: a node added and a slot resharded onto it: reads by way of ASK ar
   const tracker = trackerFor(b, "respite:") as ClusterTracker;
   const tracked = (): number => tracker.masters.length;
   assert.equal(tracked(), 3);
+  const dropped = fb.memory!.invalidations;
   await migrateSlot(cluster, slot, fresh, {
     async afterKey() {
+      // The source's deletion of the migrated key reached b's tier.
+      const end = Date.now() + 5_000;
+      while (fb.memory!.invalidations === dropped) {
+        assert.ok(Date.now() < end, "MIGRATE's deletion not reported");
+        await sleep(1);
+      }
+      assert.equal(fb.memory!.entries, 0);
       // Moved (same value), read by way of ASK from the new node, and not
       // kept: nothing would tell b when it changes there.
       for (let i = 0; i < 20; i++) assert.equal((await fb(id)).at, old);
+      assert.equal(fb.memory!.entries, 0, "a read by way of ASK was kept");
       // A raw write there (a DEL would make b compute mid-migration, where
       // its multi-key scripts meet TRYAGAIN until the slot has moved).
       const stored = await storedOf(b, { id, at: 6 });
