@@ -25,7 +25,8 @@
  * it, two nested cachified calls as its README shows for two levels.
  * "respite (cluster)" is `cached` on `connectCluster`, on a throwaway
  * 3-master Redis Cluster (its hit-path ratio is to bentocache on the single
- * server).
+ * server); "respite (cluster, memory)" adds the memory tier there (one
+ * tracking connection per master).
  *
  * Usage: deno task bench:stampede [--processes 4] [--callers 50]
  *          [--compute 200] [--rounds 3] [--ops 20000] [--json]
@@ -64,6 +65,7 @@ const LIBS = [
   "respite (memory)",
   "respite (namespace)",
   "respite (cluster)",
+  "respite (cluster, memory)",
   "cache-aside",
   "bentocache",
   "bentocache (memory+redis)",
@@ -149,6 +151,10 @@ async function makeGetters(
     "bench",
   );
   const respiteCluster = respiteGetter(await connectCluster(clusterUrl));
+  // The memory tier on a cluster: one tracking connection per master.
+  const respiteClusterMemory = respiteGetter(await connectCluster(clusterUrl), {
+    maxEntries: 10_000,
+  });
   const plain = await connect(url);
   const cacheAside: Getter = {
     async get(key, compute) {
@@ -218,6 +224,7 @@ async function makeGetters(
     "respite (namespace)": respiteNamespace,
     "bentocache (memory+redis)": bentocacheMemory,
     "respite (cluster)": respiteCluster,
+    "respite (cluster, memory)": respiteClusterMemory,
     "cache-aside": cacheAside,
     bentocache,
     "async-cache-dedupe": asyncCacheDedupe,

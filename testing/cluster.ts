@@ -31,6 +31,14 @@ export interface TestCluster {
   readonly urls: string[];
   /** The node that serves `slot` now (asks the first node). */
   ownerOf(slot: number): Promise<ClusterNode>;
+  /**
+   * Starts one more node, with no slots, and joins it to the cluster
+   * (CLUSTER MEET); added to `nodes` and `urls` once every node knows it.
+   * `args`: extra redis-server arguments for it (Redis 7 turns a master
+   * that gives away its last slot into a replica of the receiver unless
+   * `--cluster-allow-replica-migration no`).
+   */
+  addNode(opts?: { args?: string[] }): Promise<ClusterNode>;
   /** Stops every node by pid and removes the temp dirs. */
   stop(): Promise<void>;
 }
@@ -70,34 +78,36 @@ export async function startCluster(
     for (const s of servers) await s.stop().catch(() => {});
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   };
-  try {
-    for (let i = 0; i < count; i++) {
-      let started: RedisServer | undefined;
-      let last: unknown;
-      for (let attempt = 0; attempt < 5 && !started; attempt++) {
-        const dir = await mkdtemp(join(tmpdir(), "respite-cluster-"));
-        dirs.push(dir);
-        const server = new RedisServer(await clusterPort(), {
-          args: [
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            join(dir, "nodes.conf"),
-            "--dir",
-            dir,
-            ...(opts.args ?? []),
-          ],
-        });
-        try {
-          await server.start();
-          started = server;
-        } catch (err) {
-          last = err;
-        }
+  const startNode = async (extra: string[] = []): Promise<RedisServer> => {
+    let started: RedisServer | undefined;
+    let last: unknown;
+    for (let attempt = 0; attempt < 5 && !started; attempt++) {
+      const dir = await mkdtemp(join(tmpdir(), "respite-cluster-"));
+      dirs.push(dir);
+      const server = new RedisServer(await clusterPort(), {
+        args: [
+          "--cluster-enabled",
+          "yes",
+          "--cluster-config-file",
+          join(dir, "nodes.conf"),
+          "--dir",
+          dir,
+          ...(opts.args ?? []),
+          ...extra,
+        ],
+      });
+      try {
+        await server.start();
+        started = server;
+      } catch (err) {
+        last = err;
       }
-      if (!started) throw last;
-      servers.push(started);
     }
+    if (!started) throw last;
+    return started;
+  };
+  try {
+    for (let i = 0; i < count; i++) servers.push(await startNode());
     const create = spawn("redis-cli", [
       "--cluster",
       "create",
@@ -132,9 +142,10 @@ export async function startCluster(
       30_000,
       "cluster_state:ok on every node",
     );
+    const urls = nodes.map((n) => n.url);
     return {
       nodes,
-      urls: nodes.map((n) => n.url),
+      urls,
       async ownerOf(slot) {
         const reply = await nodes[0].client.command(["CLUSTER", "SLOTS"]);
         for (const r of reply as unknown[][]) {
@@ -144,6 +155,32 @@ export async function startCluster(
           }
         }
         throw new Error(`slot ${slot} has no owner`);
+      },
+      async addNode(o = {}) {
+        const server = await startNode(o.args);
+        servers.push(server);
+        const client = await connect(server.url);
+        clients.push(client);
+        const id = String(await client.command(["CLUSTER", "MYID"]));
+        await client.command(["CLUSTER", "MEET", "127.0.0.1", nodes[0].port]);
+        const node = { server, id, client, port: server.port, url: server.url };
+        await until(
+          async () => {
+            for (const n of [...nodes, node]) {
+              const info = String(await n.client.command(["CLUSTER", "INFO"]));
+              if (
+                !info.includes("cluster_state:ok") ||
+                !info.includes(`cluster_known_nodes:${nodes.length + 1}`)
+              ) return false;
+            }
+            return true;
+          },
+          30_000,
+          "every node knows the new one, cluster_state:ok",
+        );
+        nodes.push(node);
+        urls.push(node.url);
+        return node;
       },
       stop: cleanup,
     };

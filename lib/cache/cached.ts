@@ -51,7 +51,7 @@ import { checkEviction } from "../eviction.ts";
 import { Singleflight } from "./singleflight.ts";
 import { FailOpenLog } from "./fail_open_log.ts";
 import { type MemoryStats, MemoryTier } from "./memory.ts";
-import { changedHere, type Tracker, trackerFor } from "./tracking.ts";
+import { changedHere, type TierTracker, trackerFor } from "./tracking.ts";
 import { checkOptions } from "../validate.ts";
 
 /** The keys of {@linkcode CachedCallOptions}. */
@@ -74,7 +74,7 @@ class Cache<A extends unknown[], T> {
   /** The memory tier per store (`null`: the store's client cannot track). */
   readonly tiers = new WeakMap<
     CacheStore,
-    { tier: MemoryTier; tracker: Tracker } | null
+    { tier: MemoryTier; tracker: TierTracker } | null
   >();
   /**
    * The trackers of this function's tiers, whichever client each reads
@@ -171,7 +171,9 @@ class Cache<A extends unknown[], T> {
   }
 
   /** The memory tier for `store`, made on first use; `null` without one. */
-  tierFor(store: CacheStore): { tier: MemoryTier; tracker: Tracker } | null {
+  tierFor(
+    store: CacheStore,
+  ): { tier: MemoryTier; tracker: TierTracker } | null {
     const m = this.options.memory;
     if (m === null) return null;
     let t = this.tiers.get(store);
@@ -184,7 +186,7 @@ class Cache<A extends unknown[], T> {
           (this.options.logger === undefined
             ? store.redis.logger
             : this.options.logger)?.warn(
-              "respite: cached()'s memory tier needs a client from respite's connect() (it tracks keys on a connection of its own); it is off for this client",
+              "respite: cached()'s memory tier needs a client from respite's connect() or connectCluster() (it tracks keys on a connection of its own); it is off for this client",
             );
         }
       } else {

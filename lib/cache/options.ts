@@ -215,9 +215,12 @@ export interface CachedOptions<A extends unknown[], T> {
    * This process's own writes drop their key here at once. An entry is
    * never served past its own freshness, and a stale one always comes from
    * Redis. Each hit decodes the stored form again: callers never share one
-   * object. Only with respite's own
-   * clients from `connect()` on Redis 6+; with any other client (and on a
-   * cluster client) the tier is off and a warning says so once. For
+   * object. Only with respite's own clients, from `connect()` or
+   * `connectCluster()`, on Redis 6+; with any other client the tier is off
+   * and a warning says so once. On a cluster there is one tracking
+   * connection per master (an entry and its namespace's token may live on
+   * different masters), following the slot map, and the tier serves only
+   * while all of them are up. For
    * long-lived processes: on Cloudflare Workers, where each request has its
    * own client, leave it off (each request would open a tracking connection
    * for an empty tier).

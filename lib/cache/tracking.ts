@@ -44,6 +44,8 @@ import type { CommandSurface } from "../adapters/surface.ts";
 import type { Push } from "../resp/decoder.ts";
 import { ReplyError } from "../errors.ts";
 import type { MemoryTier } from "./memory.ts";
+import { ClusterClient } from "../cluster/client.ts";
+import { ClusterTracker } from "./cluster_tracking.ts";
 
 /** How often the tracking connection sends a PING (ms). */
 export const PING_EVERY_MS = 500;
@@ -55,27 +57,52 @@ export const LIVE_MS = 1_500;
 /** The longest wait before trying again to open a tracking connection that failed (ms). */
 export const RETRY_MAX_MS = 30_000;
 
-/** The trackers of each client, by key prefix. */
-const trackers = new WeakMap<RedisClient, Map<string, Tracker>>();
+/** What `cached` needs of a tracker: {@linkcode Tracker} or, on a cluster, `ClusterTracker`. */
+export interface TierTracker {
+  /** Changes with every invalidation, flush and loss: a read started before one is not kept. */
+  readonly epoch: number;
+  /** How many tiers it keeps coherent now. */
+  readonly tiers: number;
+  /** Whether the tiers may serve now (when not, they are flushed). */
+  usable(): boolean;
+  /** Adds a tier to keep coherent. */
+  add(tier: MemoryTier): void;
+  /** This process changed `entryKey`: every tier drops it now. */
+  changed(entryKey: string): void;
+}
+
+/** The trackers of each client (respite's own, or a cluster one), by key prefix. */
+const trackers = new WeakMap<
+  RedisClient | ClusterClient,
+  Map<string, TierTracker>
+>();
 
 /**
- * The tracker for `redis` and `prefix`, opened on first use; `null` for a
- * client that is not respite's own (no memory tier: see `memory` in
- * `cached`'s options).
+ * The tracker for `redis` and `prefix`, opened on first use: one tracking
+ * connection for respite's own client, one per master for a cluster client
+ * (`ClusterTracker`); `null` for any other client (no memory tier: see
+ * `memory` in `cached`'s options).
  */
 export function trackerFor(
   redis: CommandSurface,
   prefix: string,
-): Tracker | null {
-  if (!(redis instanceof RedisClient)) return null;
+): TierTracker | null {
+  const isCluster = redis instanceof ClusterClient;
+  if (!isCluster && !(redis instanceof RedisClient)) return null;
   let byPrefix = trackers.get(redis);
   if (byPrefix === undefined) trackers.set(redis, byPrefix = new Map());
   let t = byPrefix.get(prefix);
   if (t === undefined) {
-    t = new Tracker(redis, prefix);
+    if (isCluster) {
+      const c = new ClusterTracker(redis, (node) => new Tracker(node, prefix));
+      redis._closeWith(() => c.close());
+      t = c;
+    } else {
+      const one = new Tracker(redis, prefix);
+      closeWith(redis, () => one.close());
+      t = one;
+    }
     byPrefix.set(prefix, t);
-    const tracker = t;
-    closeWith(redis, () => tracker.close());
   }
   return t;
 }
@@ -93,12 +120,14 @@ export function changedHere(
   prefix: string,
   entryKey: string,
 ): void {
-  if (!(redis instanceof RedisClient)) return;
+  if (!(redis instanceof RedisClient) && !(redis instanceof ClusterClient)) {
+    return;
+  }
   trackers.get(redis)?.get(prefix)?.changed(entryKey);
 }
 
 /** One tracking connection, and the memory tiers it keeps coherent. */
-export class Tracker {
+export class Tracker implements TierTracker {
   /**
    * Held weakly: a cached function made and dropped (one per request, say)
    * leaves its tier to the garbage collector, not here for good.
@@ -169,8 +198,10 @@ export class Tracker {
   /**
    * Whether the tiers may serve now: the connection is up and tracking.
    * When it is not, every tier is flushed (once per loss).
+   *
+   * @param now `performance.now()`, if the caller has it.
    */
-  usable(): boolean {
+  usable(now: number = performance.now()): boolean {
     if (this.#conn?.status === "closed") this.#conn = null; // gave up: reopen
     const up = this.#conn !== null && this.#conn.status === "ready";
     if (!up) {
@@ -180,7 +211,7 @@ export class Tracker {
       return false;
     }
     // Up, as far as the socket knows: but has it said anything lately?
-    return performance.now() - this.#proven < LIVE_MS;
+    return now - this.#proven < LIVE_MS;
   }
 
   #ping(): void {

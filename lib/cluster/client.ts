@@ -113,6 +113,12 @@ export class ClusterClient {
   #refreshing: Promise<void> | null = null;
   #closed = false;
   #logger: Logger;
+  /** Bumped whenever the slot map changes (a refresh that changed it, a MOVED). */
+  #mapVersion = 0;
+  /** ASK redirections followed: a reply came from a node the map does not name. */
+  #asks = 0;
+  /** Closed (and waited for) with this client: `cached`'s tracking connections. */
+  #closeAlso: (() => Promise<void>)[] = [];
 
   /** Use {@linkcode connectCluster}. */
   constructor(
@@ -145,6 +151,40 @@ export class ClusterClient {
   /** Where warnings go (the seed client's logger). */
   get logger(): Logger {
     return this.#logger;
+  }
+
+  /**
+   * @internal Counts the slot map's changes: a refresh that changed it, a
+   * MOVED reply that named a new owner (lib/cache/cluster_tracking.ts).
+   */
+  get _mapVersion(): number {
+    return this.#mapVersion;
+  }
+
+  /** @internal ASK redirections followed so far (lib/cache/cluster_tracking.ts). */
+  get _asks(): number {
+    return this.#asks;
+  }
+
+  /** @internal The masters the slot map names now. */
+  _masterAddresses(): NodeAddress[] {
+    return mastersOf(this.#map);
+  }
+
+  /** @internal The client of one node, connected on first use. */
+  _nodeClient(address: NodeAddress): Promise<RedisClient> {
+    return this.#node(address);
+  }
+
+  /** @internal Also close `other` (and wait for it) when this client closes. */
+  _closeWith(other: () => Promise<void>): void {
+    this.#closeAlso.push(other);
+  }
+
+  #route(slot: number, address: NodeAddress): void {
+    if (this.#map[slot] === address) return;
+    this.#map[slot] = address;
+    this.#mapVersion++;
   }
 
   /** @internal Adds a connected node. */
@@ -186,7 +226,11 @@ export class ClusterClient {
               splitAddress(address).hostname,
             );
           }
+          const old = this.#map;
           this.#map = map;
+          if (
+            old.length !== map.length || map.some((a, i) => old[i] !== a)
+          ) this.#mapVersion++;
           return;
         } catch (err) {
           last = err;
@@ -266,11 +310,12 @@ export class ClusterClient {
             this.stats.moved++;
             redirections++;
             address = parts[2];
-            if (slot !== undefined) this.#map[slot] = address;
+            if (slot !== undefined) this.#route(slot, address);
             this._refresh().catch(() => {});
             continue;
           case "ASK":
             this.stats.ask++;
+            this.#asks++;
             redirections++;
             address = parts[2];
             asking = true;
@@ -378,7 +423,7 @@ export class ClusterClient {
           last = err;
           if (err.code === "MOVED") {
             this.stats.moved++;
-            this.#map[slot] = err.message.split(" ")[2];
+            this.#route(slot, err.message.split(" ")[2]);
           } else if (
             err.code === "TRYAGAIN" || err.code === "CLUSTERDOWN" ||
             err.code === "LOADING"
@@ -449,9 +494,11 @@ export class ClusterClient {
     this.#closed = true;
     const nodes = [...this.#nodes.values()];
     this.#nodes.clear();
-    await Promise.all(
-      nodes.map((p) => p.then((c) => c.close(), () => {})),
-    );
+    const also = this.#closeAlso.splice(0);
+    await Promise.all([
+      ...nodes.map((p) => p.then((c) => c.close(), () => {})),
+      ...also.map((f) => f().catch(() => {})),
+    ]);
   }
 
   /** Same as `close()`. */
