@@ -80,7 +80,7 @@ class Cache<A extends unknown[], T> {
    * The trackers of this function's tiers, whichever client each reads
    * through (held weakly: a per-call client's goes with it).
    */
-  readonly trackers = new Set<WeakRef<Tracker>>();
+  readonly trackers = new Set<WeakRef<TierTracker>>();
   /** The memory tier was refused for a client: warned once. */
   warnedNoTier = false;
   /** The namespace's generation key, or `null` without a `namespace`. */
