@@ -10,6 +10,7 @@
 
 import type { CommandSurface } from "../adapters/surface.ts";
 import type { LockKeys } from "../keys.ts";
+import { delay } from "../async.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Logger } from "../validate.ts";
 import { leaseMargin } from "./lease.ts";
@@ -218,6 +219,15 @@ export class Quorum {
     const validity = ttl - (performance.now() - sent) - leaseMargin(ttl);
     if (ok >= this.quorum && validity > 0) return { acquired: true, fence };
     this.unlock(value).catch(() => {});
+    if (ok > 0) {
+      // A split: this try took some nodes and others took the rest, so no
+      // one has a quorum. Each loser's unlock wakes the others, which retry
+      // at once and, each try lasting the same node timeout, split again
+      // in step — a livelock that lasted seconds with two of five nodes
+      // frozen. Redlock's remedy: retry after a random delay, so one
+      // contender gets to try alone.
+      await delay(Math.random() * this.nodeTimeout, signal);
+    }
     // Retry after the shortest foreign lease seen, or soon with jitter when
     // nodes did not answer (never 0, which means "late success").
     const retry = pttl === Infinity || pttl < 1
