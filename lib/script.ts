@@ -7,14 +7,13 @@
 
 import { serverScope } from "./adapters/scope.ts";
 import type { CommandSurface } from "./adapters/surface.ts";
-import type { CommandOptions } from "./client/command_options.ts";
 import { ReplyError } from "./errors.ts";
 import { toHex } from "./hex.ts";
 import type { Reply } from "./resp/decoder.ts";
 import type { Arg } from "./resp/encoder.ts";
-import { checkDuration, checkOptions, type Logger } from "./validate.ts";
+import { checkOptions, type Logger } from "./validate.ts";
 
-const RUN_OPTIONS = ["keys", "args", "logger", "signal", "timeout"];
+const RUN_OPTIONS = ["keys", "args", "logger", "signal"];
 
 /** What {@linkcode Script.run} sends, and how. */
 export interface ScriptRunOptions {
@@ -26,11 +25,6 @@ export interface ScriptRunOptions {
   logger?: Logger | null;
   /** Aborts waiting for the reply. */
   signal?: AbortSignal;
-  /**
-   * Rejects with a `TimeoutError` when no reply came within this many ms
-   * (the EVAL of a `NOSCRIPT` fallback gets what is left of it).
-   */
-  timeout?: number;
 }
 
 /**
@@ -118,17 +112,6 @@ export class Script {
       options,
       RUN_OPTIONS,
     );
-    const timeout = options.timeout === undefined
-      ? undefined
-      : checkDuration("Script.run() option timeout", options.timeout);
-    const end = timeout === undefined ? 0 : performance.now() + timeout;
-    /** The command options: the signal, and the time left of `timeout`. */
-    const commandOptions = (): CommandOptions | undefined =>
-      timeout === undefined
-        ? (signal === undefined ? undefined : { signal })
-        : signal === undefined
-        ? { timeout: Math.max(end - performance.now(), 1) }
-        : { signal, timeout: Math.max(end - performance.now(), 1) };
     if (client.shardedPubSub === true && this.lua.includes(PUBLISH)) {
       this.#sharded ??= new Script(
         this.name,
@@ -143,7 +126,10 @@ export class Script {
     const scope = serverScope(client);
     const sent = ++sends;
     try {
-      const reply = await client.command<T>(cmd, commandOptions());
+      const reply = await client.command<T>(
+        cmd,
+        signal === undefined ? undefined : { signal },
+      );
       this.#found(scope, sent);
       return reply;
     } catch (err) {
@@ -178,7 +164,10 @@ export class Script {
     evalCmd[1] = this.lua;
     const evalSent = ++sends;
     try {
-      const reply = await client.command<T>(evalCmd, commandOptions());
+      const reply = await client.command<T>(
+        evalCmd,
+        signal === undefined ? undefined : { signal },
+      );
       this.#found(scope, evalSent);
       return reply;
     } catch (err) {

@@ -7,13 +7,7 @@
  * with ReplyError.
  */
 import assert from "node:assert/strict";
-import {
-  connect,
-  type RedisClient,
-  ReplyError,
-  Script,
-  TimeoutError,
-} from "../mod.ts";
+import { connect, type RedisClient, ReplyError, Script } from "../mod.ts";
 import { startRedis } from "../testing/redis.ts";
 import { teardown, test } from "./_harness.ts";
 
@@ -391,49 +385,6 @@ test("Script.run refuses unknown, null or array options with a TypeError and sen
   assert.equal(await admin.send("EXISTS", k), 0);
   assert.equal(await s.run(r, { keys: [k], logger: null }), "OK");
   assert.equal(await admin.send("EXISTS", k), 1);
-  await admin.send("DEL", k);
-});
-
-test("Script.run timeout: bad values are refused and send nothing; an unanswered run rejects with a TimeoutError near it; a NOSCRIPT fallback runs within it", async () => {
-  await using r = await connect(url);
-  await using admin = await connect(url);
-  const k = key("timeout");
-  const s = new Script(
-    "TIMEOUT_SCRIPT",
-    "return redis.call('SET', KEYS[1], 'x')",
-  );
-  for (
-    const [bad, type] of [
-      ["50", TypeError],
-      [0, RangeError],
-      [-1, RangeError],
-      [NaN, RangeError],
-    ] as const
-  ) {
-    await assert.rejects(
-      s.run(r, { keys: [k], timeout: bad as number, logger: null }),
-      type,
-      String(bad),
-    );
-  }
-  assert.equal(await admin.send("EXISTS", k), 0);
-  // Unanswered: the server is paused for 1 s, the run waits 100 ms.
-  assert.equal(await s.run(r, { keys: [k], logger: null }), "OK"); // cached
-  await admin.send("CLIENT", "PAUSE", 1_000, "ALL");
-  const t0 = performance.now();
-  await assert.rejects(
-    s.run(r, { keys: [k], timeout: 100, logger: null }),
-    TimeoutError,
-  );
-  const took = performance.now() - t0;
-  assert.ok(took >= 99 && took < 700, `rejected after ${took} ms`);
-  await admin.send("CLIENT", "UNPAUSE");
-  // A fresh cache: EVALSHA's NOSCRIPT, then EVAL, both within the timeout.
-  await admin.send("SCRIPT", "FLUSH");
-  assert.equal(
-    await s.run(r, { keys: [k], timeout: 5_000, logger: null }),
-    "OK",
-  );
   await admin.send("DEL", k);
 });
 

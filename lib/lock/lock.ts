@@ -12,6 +12,7 @@
  */
 
 import { releaseOnSignals } from "./signals.ts";
+import { deadline } from "../async.ts";
 import type { CommandSurface, RedisLike } from "../adapters/mod.ts";
 import {
   LockNotHeldError,
@@ -579,27 +580,32 @@ export class Lock {
     // to tell "expired" from "taken" after a loss): by then the key expires
     // on its own.
     const ms = h.lease.releaseWait();
+    const d = deadline(ms, () =>
+      new TimeoutError(
+        `Releasing lock ${this.name} got no answer from Redis within ${
+          Math.round(ms)
+        } ms; the lock expires on its own when its ${h.lease.ttl} ms lease runs out`,
+      ));
     let r: CompareResult, mayHaveRun: boolean;
     if (this.#quorum !== null) {
+      d.clear();
       r = await this.#quorum.unlock(h.value, Math.max(ms, 1));
       if (r === "ok") return this.#released(false);
       h.lose(r, "release() found no node holding its token");
       throw this.#notHeld(r, "release");
     }
-    ({ result: r, mayHaveRun } = await unlockResending(
-      this.#redis,
-      this.keys,
-      h.value,
-      ms,
-      () =>
-        new TimeoutError(
-          `Releasing lock ${this.name} got no answer from Redis within ${
-            Math.round(ms)
-          } ms; the lock expires on its own when its ${h.lease.ttl} ms lease runs out`,
-        ),
-      this.#logger,
-      (sentAt) => !h.lost && sentAt < h.expiresAt,
-    ));
+    try {
+      ({ result: r, mayHaveRun } = await unlockResending(
+        this.#redis,
+        this.keys,
+        h.value,
+        d.signal,
+        this.#logger,
+        (sentAt) => !h.lost && sentAt < h.expiresAt,
+      ));
+    } finally {
+      d.clear();
+    }
     if (r === "ok") return this.#released(false);
     // An earlier try that may have run within the lease explains "gone" or
     // "taken": it released, and nobody else held the lock before it did.

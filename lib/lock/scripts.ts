@@ -131,8 +131,6 @@ export interface SendOptions {
   logger?: Logger | null;
   /** Aborts waiting for the reply. */
   signal?: AbortSignal;
-  /** Rejects with a `TimeoutError` when no reply came within this many ms. */
-  timeout?: number;
 }
 
 /**
@@ -183,7 +181,6 @@ export async function unlockScript(
       args: [value, keys.wake],
       logger: options.logger,
       signal: options.signal,
-      timeout: options.timeout,
     }),
   );
 }
@@ -308,17 +305,9 @@ export function resendUnanswered(
 
 /**
  * A release: compare-and-delete, sent again with backoff while it gets no
- * answer (connection lost, timed out), for at most `ms`; then it rejects
- * with `timedOut()`. It compares the holding's own token, so running it
- * twice is harmless.
+ * answer (connection lost, timed out), until `signal` aborts. It compares
+ * the holding's own token, so running it twice is harmless.
  *
- * The bound is each try's command `timeout` (the time left), not an abort
- * signal with a timer of its own: on Deno that timer and the signal's
- * listener cost about a tenth of an uncontended lock cycle (measured with
- * a split of the cycle's parts, interleaved).
- *
- * @param ms How long to try (ms).
- * @param timedOut The error once `ms` ran out without an answer.
  * @param validAt Whether a try sent at this time, which got no answer, may
  *   have run while the lease was still valid: then "gone" or "taken" from a
  *   later try may be its doing (`mayHaveRun`).
@@ -328,30 +317,22 @@ export async function unlockResending(
   redis: CommandSurface,
   keys: LockKeys,
   value: string,
-  ms: number,
-  timedOut: () => unknown,
+  signal: AbortSignal,
   logger: Logger | null | undefined,
   validAt: (sentAt: number) => boolean,
 ): Promise<{ result: CompareResult; mayHaveRun: boolean }> {
-  const end = performance.now() + ms;
   let mayHaveRun = false;
   for (let tries = 0;; tries++) {
     const sentAt = performance.now();
-    if (sentAt >= end) throw timedOut();
     try {
-      const result = await unlockScript(redis, keys, value, {
-        logger,
-        timeout: end - sentAt,
-      });
+      const result = await unlockScript(redis, keys, value, { logger, signal });
       return { result, mayHaveRun };
     } catch (err) {
-      if (!noAnswer(redis, err)) throw err;
+      if (signal.aborted || !noAnswer(redis, err)) throw err;
       if (!(err as { notSent?: boolean }).notSent && validAt(sentAt)) {
         mayHaveRun = true;
       }
-      const left = end - performance.now();
-      if (left <= 0) throw timedOut();
-      await delay(Math.min(backoff(tries, 20, CLEANUP_MAX_GAP), left));
+      await delay(backoff(tries, 20, CLEANUP_MAX_GAP), signal);
     }
   }
 }
