@@ -85,6 +85,21 @@ export function args(): string[] {
   return g.Deno?.args ?? g.process.argv.slice(2);
 }
 
+/**
+ * The positive number after `name` in the arguments (`--rounds 7`), or
+ * `fallback` when `name` is absent.
+ *
+ * @throws {RangeError} When what follows `name` is not a positive number.
+ */
+export function positiveOption(name: string, fallback: number): number {
+  const a = args();
+  const i = a.indexOf(name);
+  if (i === -1) return fallback;
+  const n = Number(a[i + 1]);
+  if (!(n > 0)) throw new RangeError(`${name} needs a positive number`);
+  return n;
+}
+
 /** Whether `--json` was passed. */
 export function jsonWanted(): boolean {
   return args().includes("--json");

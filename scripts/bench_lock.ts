@@ -51,20 +51,13 @@ import {
   benchDoc,
   type BenchRow,
   jsonWanted,
+  positiveOption,
   printJson,
   ratiosOf,
 } from "./_bench_json.ts";
 
-function option(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(name);
-  if (i === -1) return fallback;
-  const n = Number(Deno.args[i + 1]);
-  if (!(n > 0)) throw new RangeError(`${name} needs a positive number`);
-  return n;
-}
-
-const ROUNDS = option("--rounds", 5);
-const SECONDS = option("--seconds", 2);
+const ROUNDS = positiveOption("--rounds", 5);
+const SECONDS = positiveOption("--seconds", 2);
 const WORKERS = 20;
 const HOLD_MS = 1;
 const TTL = 10_000;

@@ -26,26 +26,20 @@ import { Redis as IORedis } from "ioredis";
 import Redlock from "redlock";
 import { Mutex } from "redis-semaphore";
 import { connect, Lock } from "../mod.ts";
+import { LOCK_SCRIPTS } from "../lib/lock/scripts.ts";
 import { startRedis } from "../testing/redis.ts";
 import {
   benchDoc,
   type BenchRow,
   jsonWanted,
   median,
+  positiveOption,
   printJson,
   ratiosOf,
 } from "./_bench_json.ts";
 
-function option(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(name);
-  if (i === -1) return fallback;
-  const n = Number(Deno.args[i + 1]);
-  if (!(n > 0)) throw new RangeError(`${name} needs a positive number`);
-  return n;
-}
-
-const ROUNDS = option("--rounds", 150);
-const BLOCK = option("--block", 100);
+const ROUNDS = positiveOption("--rounds", 150);
+const BLOCK = positiveOption("--block", 100);
 const TTL = 10_000;
 const JSON_OUT = jsonWanted();
 const out = JSON_OUT
@@ -57,28 +51,10 @@ const respite = await connect({ url: server.url, logger: null });
 const io = new IORedis(server.url);
 const redlock = new Redlock([io], { retryCount: -1 });
 
-// Our scripts' bodies as the lock sends them, loaded for the bare rows.
-const ACQUIRE =
-  `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] == '0' then return {1} end
-  local f = redis.call('INCR', KEYS[2])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if now > f then
-    f = now
-    redis.call('SET', KEYS[2], string.format('%.0f', f))
-  end
-  return {1, f}
-end
-return {0, redis.call('PTTL', KEYS[1])}`;
-const UNLOCK = `local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'released')
-  return 1
-end
-if v then return 0 end
-return -1`;
+// Our scripts as the lock sends them, loaded for the bare rows.
+const lua = (name: string) => LOCK_SCRIPTS.find((s) => s.name === name)!.lua;
+const ACQUIRE = lua("ACQUIRE_SCRIPT");
+const UNLOCK = lua("UNLOCK_SCRIPT");
 const DEL_IF_EQUAL =
   `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 const load = (lua: string) => respite.send<string>("SCRIPT", "LOAD", lua);
