@@ -163,6 +163,8 @@ export class Quorum {
   readonly quorum: number;
   /** Per-node timeout of each step (ms). */
   readonly nodeTimeout: number;
+  /** When this Lock's last try split the nodes (`null`: it did not). */
+  #splitAt: number | null = null;
   #keys: LockKeys;
   #logger: Logger | null | undefined;
 
@@ -199,6 +201,20 @@ export class Quorum {
     signal: AbortSignal | undefined,
   ): Promise<QuorumTry> {
     const keys = this.#keys, logger = this.#logger;
+    if (this.#splitAt !== null) {
+      // The last try split the nodes with another contender, so no one got
+      // a quorum; each loser's unlock wakes the others, and retrying at once,
+      // each try lasting the same node timeout, they split again in step: a
+      // livelock that lasted seconds with two of five nodes frozen. Redlock's
+      // remedy: retry after a random delay, so one contender tries alone.
+      // Before the next try rather than after the split, so that a try
+      // (`wait: 0` included) still ends within its node timeout.
+      const since = performance.now() - this.#splitAt;
+      this.#splitAt = null;
+      if (since < this.nodeTimeout) {
+        await delay(Math.random() * this.nodeTimeout, signal);
+      }
+    }
     const results = await onAll(
       this.nodes,
       this.nodeTimeout,
@@ -219,15 +235,9 @@ export class Quorum {
     const validity = ttl - (performance.now() - sent) - leaseMargin(ttl);
     if (ok >= this.quorum && validity > 0) return { acquired: true, fence };
     this.unlock(value).catch(() => {});
-    if (ok > 0) {
-      // A split: this try took some nodes and others took the rest, so no
-      // one has a quorum. Each loser's unlock wakes the others, which retry
-      // at once and, each try lasting the same node timeout, split again
-      // in step — a livelock that lasted seconds with two of five nodes
-      // frozen. Redlock's remedy: retry after a random delay, so one
-      // contender gets to try alone.
-      await delay(Math.random() * this.nodeTimeout, signal);
-    }
+    // A split (this try took some nodes, others took the rest) is followed
+    // by a random pause before this Lock's next try: see #splitAt.
+    if (ok > 0) this.#splitAt = performance.now();
     // Retry after the shortest foreign lease seen, or soon with jitter when
     // nodes did not answer (never 0, which means "late success").
     const retry = pttl === Infinity || pttl < 1
