@@ -341,27 +341,54 @@ test("hooks: renewalFailed when a renewal gets no answer (writes paused), then t
   });
   try {
     await preloadScripts(r);
+    // Connected before the lock is taken, so the pause below follows the
+    // acquire at once, well before the first renewal (at 500 ms).
+    await using admin = await connect(own.url);
     const failed: unknown[] = [];
+    const lost: string[] = [];
     const lock = new Lock(r, "paused", {
       ttl: 1_500,
       autoRenew: true,
       hooks: {
         renewalFailed: (e) => failed.push(e.error),
+        lost: (e) => lost.push(e.reason),
         acquired: () => {
           throw new Error("hook bug");
         },
       },
     });
+    const acquiredAt = performance.now();
     assert.equal(await lock.acquire({ wait: 0 }), true);
     assert.deepEqual(warnings, [
       "respite: the Lock paused acquired hook threw: Error: hook bug",
     ]);
-    await using admin = await connect(own.url);
     // The first renewal (at 500 ms) waits at most half the lease left
     // (about 490 ms): paused for 1100 ms, it gets no answer in time; a retry
     // after the pause renews before the lease ends (about 1480 ms).
     await admin.send("CLIENT", "PAUSE", "1100", "WRITE");
-    await until("a renewal failed", 3_000, () => failed.length > 0);
+    const pausedAfter = performance.now() - acquiredAt;
+    // A failure says whether this process was starved (a timer late by more
+    // than the 600 ms between the renewal's deadline and the pause's end
+    // lets the renewal succeed), so a flake and a defect can be told apart.
+    let lag = 0;
+    let tick = performance.now();
+    const lagTimer = setInterval(() => {
+      const now = performance.now();
+      lag = Math.max(lag, now - tick - 5);
+      tick = now;
+    }, 5);
+    try {
+      await until("a renewal failed", 3_000, () => failed.length > 0);
+    } catch (e) {
+      throw new Error(
+        `${(e as Error).message}: pause sent ${
+          Math.round(pausedAfter)
+        } ms after the acquire began, lock held: ${lock.held}, lost: [${lost}], ` +
+          `longest event-loop lag ${Math.round(lag)} ms`,
+      );
+    } finally {
+      clearInterval(lagTimer);
+    }
     assert.equal((failed[0] as Error).name, "TimeoutError");
     await new Promise((res) => setTimeout(res, 1_200));
     assert.equal(lock.held, true, "renewed after the pause");
